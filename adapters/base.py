@@ -1,0 +1,68 @@
+"""The adapter protocol: how a model is loaded, validated and run on a batch.
+
+A model author subclasses `BaseAdapter` (or implements `Adapter`): `load(device)` returns whatever
+state `predict(state, batch)` needs; `predict` returns one output per input, and may put an
+`ItemError` (or any exception instance) in an item's place to fail that item alone. `validate(inputs)`
+runs in the main process at submission and raises `ValueError` naming what is wrong, so a bad job
+never reaches a worker. `preprocess`/`postprocess` run per item in the worker, around `predict`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+
+class ItemError(Exception):
+    """An error that belongs to one input of a batch; its batch-mates still complete."""
+
+
+@runtime_checkable
+class Adapter(Protocol):
+    name: str
+    vram_mb: int
+    device: str
+    max_batch_size: int
+    max_delay_ms: float
+
+    def load(self, device: str) -> Any: ...
+
+    def predict(self, state: Any, batch: list[Any]) -> list[Any]: ...
+
+    def validate(self, inputs: Any) -> None: ...
+
+    def preprocess(self, inputs: Any) -> Any: ...
+
+    def postprocess(self, output: Any) -> Any: ...
+
+    def unload(self, state: Any) -> None: ...
+
+
+class BaseAdapter:
+    """Defaults for every knob; subclasses override the class attributes and `load`/`predict`."""
+
+    name: ClassVar[str] = "model"
+    vram_mb: int = 0
+    device: str = "auto"
+    max_batch_size: int = 32
+    max_delay_ms: float = 5.0
+
+    def __init__(self, **options: Any) -> None:
+        self.options = options
+
+    def load(self, device: str) -> Any:
+        return None
+
+    def predict(self, state: Any, batch: list[Any]) -> list[Any]:
+        raise NotImplementedError
+
+    def validate(self, inputs: Any) -> None:
+        return None
+
+    def preprocess(self, inputs: Any) -> Any:
+        return inputs
+
+    def postprocess(self, output: Any) -> Any:
+        return output
+
+    def unload(self, state: Any) -> None:
+        return None

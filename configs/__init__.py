@@ -1,0 +1,1 @@
+"""Preset configuration files (`dev.toml`, `prod.toml`) shipped with modelsched."""

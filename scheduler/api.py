@@ -1,0 +1,640 @@
+"""`Scheduler`: the public Python API, and the event-loop core that owns the job table.
+
+Everything that changes a job runs on the main process's event loop: submissions, worker messages
+(read from each worker's pipe with `add_reader`), the dispatch pass (placement, then one `RunJobs`
+message per worker with as many jobs as its pipeline has room for) and the supervision tick
+(dead or silent workers, timeouts, retention).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import logging
+import math
+import os
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from scheduler import messages as m
+from scheduler.devices import MIB, GpuInfo, discover_gpus, refresh_usage
+from scheduler.errors import (
+    JobNotFoundError,
+    NotRunningError,
+    QueueFullError,
+    SchedulerError,
+)
+from scheduler.jobs import ENDED, Job, JobRequest, JobStatus, Priority
+from scheduler.models import ModelRegistry, resolve_spec
+from scheduler.placement import (
+    Assign,
+    GpuCapacity,
+    LoadedModel,
+    ModelDemand,
+    Reject,
+    place,
+)
+from scheduler.pool import ProcessWorker, ThreadWorker, WorkerHandle
+from scheduler.settings import ModelConfig, Settings
+from scheduler.supervisor import (
+    FAILED_LOAD_BACKOFF_S,
+    respawn_delay,
+    worker_plan,
+)
+from scheduler.table import JobTable
+from workers.process import EXIT_BOOT_FAILED, WorkerConfig
+
+log = logging.getLogger("modelsched.scheduler")
+
+MULTIPROCESS = "multiprocess"
+ASYNC = "async"
+TICK_S = 0.1
+PIPELINE_BATCHES = 2  # batches of work a worker may hold beyond the one it runs
+
+
+class JobEndedError(SchedulerError):
+    """The job already ended; it cannot be cancelled (REST: 409)."""
+
+
+class Scheduler:
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        scheduler_type: str = MULTIPROCESS,
+        environ: dict[str, str] | None = None,
+        vram_scale: float = 1.0,
+    ) -> None:
+        self.settings = settings or Settings()
+        self.scheduler_type = scheduler_type
+        self.environ = dict(os.environ if environ is None else environ)
+        self.vram_scale = vram_scale
+        self.registry = ModelRegistry()
+        self.table = JobTable(self.settings.max_finished_in_memory)
+        self.workers: dict[str, WorkerHandle] = {}
+        for model_config in self.settings.models:
+            self.register_model(model_config)
+        self.respawn_at: dict[str, float] = {}
+        self.boot_failures: dict[str, int] = {}
+        self.gpus: list[GpuInfo] = []
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.running = False
+        self.accepting = False
+        self.started_at: float | None = None
+        self._dispatch_scheduled = False
+        self._waiters: dict[str, list[asyncio.Future[None]]] = {}
+        self._deadlines: list[tuple[float, int, str]] = []
+        self._tick_task: asyncio.Task[None] | None = None
+        self._last_retention = 0.0
+        # observers: the REST layer's metrics subscribe here
+        self.on_job_end: list[Callable[[Job], None]] = []
+        self.on_batch: list[Callable[[str, str, int, float], None]] = []
+        self.journal: Any = None
+
+    # ---- life cycle ----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self.running:
+            return
+        self.loop = asyncio.get_running_loop()
+        self.gpus = discover_gpus(self.environ) if self.scheduler_type == MULTIPROCESS else []
+        self.running = True
+        self.accepting = True
+        self.started_at = time.time()
+        plan = worker_plan(
+            [gpu.index for gpu in self.gpus], self.settings.max_workers_per_gpu, self.settings.cpu_workers,
+            needs_cpu_workers=self._needs_cpu_workers(),
+        )
+        for worker_id, gpu_index in plan:
+            self._spawn(worker_id, gpu_index, restarts=0)
+        log.info(
+            "scheduler started: %d GPU(s)%s, %d worker(s), models: %s",
+            len(self.gpus), " (simulated)" if any(gpu.simulated for gpu in self.gpus) else "",
+            len(plan), ", ".join(self.registry.models) or "none",
+        )
+        self._tick_task = asyncio.create_task(self._tick_forever(), name="modelsched-supervisor")
+
+    def _needs_cpu_workers(self) -> bool:
+        return not self.gpus or any(model.spec.device == "cpu" for model in self.registry.models.values())
+
+    async def wait_ready(self, timeout: float = 60.0) -> None:
+        """Until every worker has reported ready (or `timeout`, then TimeoutError)."""
+        deadline = time.monotonic() + timeout
+        while not self.workers or any(worker.state != "ready" for worker in self.workers.values()):
+            if time.monotonic() > deadline:
+                states = {wid: worker.state for wid, worker in self.workers.items()}
+                raise TimeoutError(f"workers not ready after {timeout}s: {states}")
+            await asyncio.sleep(0.02)
+
+    @property
+    def ready(self) -> bool:
+        return self.accepting and any(worker.state == "ready" for worker in self.workers.values())
+
+    async def stop(self, grace_s: float | None = None) -> None:
+        """Stop accepting jobs, let workers finish within the grace period, then end every worker."""
+        if not self.running:
+            return
+        self.accepting = False
+        grace = self.settings.shutdown_grace_s if grace_s is None else grace_s
+        deadline = time.monotonic() + grace
+        while self.table.count_by_status[JobStatus.PROCESSING] and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        self.running = False
+        if self._tick_task is not None:
+            self._tick_task.cancel()
+            try:
+                await self._tick_task
+            except asyncio.CancelledError:
+                pass
+        for worker in self.workers.values():
+            if worker.state != "dead":
+                worker.state = "stopping"
+                try:
+                    worker.send(m.Shutdown())
+                except (OSError, ValueError):
+                    pass
+        stop_deadline = time.monotonic() + 5.0
+        while any(worker.alive() for worker in self.workers.values()) and time.monotonic() < stop_deadline:
+            await asyncio.sleep(0.02)
+        for worker in self.workers.values():
+            if worker.alive():
+                log.warning("worker %s did not stop in time; killing pid %s", worker.worker_id, worker.pid)
+                worker.kill()
+        for worker in self.workers.values():
+            if isinstance(worker, ProcessWorker) and worker.process is not None:
+                worker.process.join(timeout=5)
+            worker.close()
+        # Jobs still queued or in flight stay queued (the journal keeps them for the next start).
+        for job in list(self.table.jobs.values()):
+            if job.status is JobStatus.PROCESSING:
+                self.table.requeue(job, penalize=False)
+        for waiters in self._waiters.values():
+            for future in waiters:
+                if not future.done():
+                    future.set_result(None)
+        self._waiters.clear()
+        if self.journal is not None:
+            await self.journal.close()
+        log.info("scheduler stopped")
+
+    async def __aenter__(self) -> Scheduler:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    # ---- models --------------------------------------------------------------------------------
+
+    def register_model(self, config: ModelConfig | dict[str, Any]) -> m.ModelSpec:
+        spec, adapter = resolve_spec(config, self.vram_scale)
+        replacing = spec.name in self.registry
+        self.registry.register(spec, adapter)
+        for worker in self.workers.values():
+            if worker.state in ("starting", "ready"):
+                worker.send(m.RegisterModel(spec))
+                if replacing and spec.name in worker.models:
+                    self._unload_from(worker, spec.name)
+        return spec
+
+    async def load_model(self, name: str) -> list[str]:
+        """Load `name` now, where placement would put its first job; returns the worker ids."""
+        registered = self.registry.get(name)
+        holders = [wid for wid, worker in self.workers.items() if name in worker.models]
+        if holders:
+            return holders
+        decision = place(
+            ModelDemand(name, registered.spec.vram_mb, registered.spec.device), list(self.workers.values()),
+            self._capacities(), max_models_per_worker=self.settings.max_models_per_worker, pipeline_items=1,
+        )
+        if isinstance(decision, Reject):
+            raise SchedulerError(decision.message)
+        if not isinstance(decision, Assign):
+            raise SchedulerError(f"cannot load {name} now: {decision.reason}")
+        worker = self.workers[decision.worker_id]
+        for evict_worker_id, evict_model in decision.evict:
+            self._unload_from(self.workers[evict_worker_id], evict_model)
+        worker.models[name] = LoadedModel(registered.spec.vram_mb, time.monotonic())
+        worker.send(m.LoadModel(name))
+        return [worker.worker_id]
+
+    async def unload_model(self, name: str) -> list[str]:
+        self.registry.get(name)
+        unloaded = []
+        for worker in self.workers.values():
+            loaded = worker.models.get(name)
+            if loaded is not None and loaded.in_flight == 0:
+                self._unload_from(worker, name)
+                unloaded.append(worker.worker_id)
+        return unloaded
+
+    def _unload_from(self, worker: WorkerHandle, model: str) -> None:
+        worker.models.pop(model, None)
+        worker.measured_bytes.pop(model, None)
+        worker.send(m.UnloadModel(model))
+        log.info("unloading %s from %s", model, worker.worker_id)
+
+    # ---- jobs ----------------------------------------------------------------------------------
+
+    async def schedule_job(self, request: JobRequest) -> str:
+        """Validate, record (and journal) the job; returns its id once it is safe."""
+        job, created = self._admit(request)
+        if created and self.journal is not None:
+            await self.journal.record_submitted(job)
+        return job.id
+
+    def submit(self, request: JobRequest) -> str:
+        """`schedule_job` without waiting for the journal: for callers on the loop that batch their own."""
+        job, created = self._admit(request)
+        if created and self.journal is not None:
+            self.journal.record_submitted_nowait(job)
+        return job.id
+
+    def _admit(self, request: JobRequest) -> tuple[Job, bool]:
+        if not self.accepting:
+            raise NotRunningError("the scheduler is not accepting jobs (not started, or shutting down)")
+        if request.idempotency_key:
+            existing_id = self.table.by_idempotency_key.get(request.idempotency_key)
+            if existing_id is not None:
+                return self.table.jobs[existing_id], False
+        model_name = request.model_name
+        registered = self.registry.validate(model_name, request.inputs)
+        priority = Priority.parse(request.priority)
+        timeout_s = request.timeout_s if request.timeout_s is not None else (self.settings.default_timeout_s or None)
+        if timeout_s is not None and (not math.isfinite(timeout_s) or timeout_s <= 0):
+            raise SchedulerError("timeout_s must be a positive number of seconds")
+        if self.table.count_by_status[JobStatus.QUEUED] >= self.settings.max_queue:
+            raise QueueFullError(f"the queue is full ({self.settings.max_queue} jobs waiting); retry later")
+        job = Job(
+            id=uuid.uuid4().hex, model=model_name, inputs=request.inputs, priority=priority,
+            timeout_s=timeout_s, idempotency_key=request.idempotency_key,
+        )
+        self.table.add(job)
+        now = time.monotonic()
+        if registered.failed_error is not None and now < registered.failed_until:
+            self._finish(job, JobStatus.ERROR, error=f"model {model_name!r} failed to load: {registered.failed_error}",
+                         error_kind="load")
+            return job, True
+        if timeout_s is not None:
+            job.deadline = now + timeout_s
+            heapq.heappush(self._deadlines, (job.deadline, job.seq, job.id))
+        self._schedule_dispatch()
+        return job, True
+
+    def get_job(self, job_id: str) -> Job:
+        job = self.table.get(job_id)
+        if job is None:
+            raise JobNotFoundError(f"no job with id {job_id!r}")
+        return job
+
+    def get_job_status(self, job_id: str) -> dict[str, Any]:
+        return self.get_job(job_id).to_dict()
+
+    async def wait_for(self, job_id: str, timeout: float | None = None) -> dict[str, Any]:
+        """The job's status once it has ended, or as it stands when `timeout` seconds have passed."""
+        job = self.get_job(job_id)
+        if job.status not in ENDED:
+            assert self.loop is not None
+            future: asyncio.Future[None] = self.loop.create_future()
+            self._waiters.setdefault(job_id, []).append(future)
+            try:
+                await asyncio.wait_for(future, timeout)
+            except TimeoutError:
+                pass
+            finally:
+                waiters = self._waiters.get(job_id)
+                if waiters and future in waiters:
+                    waiters.remove(future)
+                    if not waiters:
+                        del self._waiters[job_id]
+        return job.to_dict()
+
+    async def cancel_job(self, job_id: str) -> dict[str, Any]:
+        job = self.get_job(job_id)
+        if job.status in ENDED:
+            raise JobEndedError(f"job {job_id} already ended ({job.status.value})")
+        # A running job's result, if it comes, is dropped: its worker keeps the slot until then.
+        self._finish(job, JobStatus.CANCELLED, error="cancelled by request", error_kind="cancelled")
+        return job.to_dict()
+
+    def list_jobs(self, status: str | None = None, model: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+        return [job.to_dict() for job in self.table.recent(status, model, limit)]
+
+    def _finish(self, job: Job, status: JobStatus, result: Any = None, error: str | None = None,
+                error_kind: str | None = None) -> None:
+        self.table.finish(job, status, result, error, error_kind)
+        if self.journal is not None:
+            self.journal.record_ended(job)
+        for observer in self.on_job_end:
+            observer(job)
+        waiters = self._waiters.pop(job.id, None)
+        if waiters:
+            for future in waiters:
+                if not future.done():
+                    future.set_result(None)
+
+    # ---- dispatch ------------------------------------------------------------------------------
+
+    def _schedule_dispatch(self) -> None:
+        if not self._dispatch_scheduled and self.loop is not None and self.running:
+            self._dispatch_scheduled = True
+            self.loop.call_soon(self._dispatch)
+
+    def _capacities(self) -> list[GpuCapacity]:
+        return [GpuCapacity(gpu.index, gpu.total_bytes / MIB, self.settings.gpu_reserve_mb) for gpu in self.gpus]
+
+    def _dispatch(self) -> None:
+        """Send queued jobs to workers, as placement decides, until placement says wait."""
+        self._dispatch_scheduled = False
+        if not self.running:
+            return
+        capacities = self._capacities()
+        workers = [worker for worker in self.workers.values() if worker.state != "dead"]
+        for model in self.table.queued_models():
+            registered = self.registry.models.get(model)
+            if registered is None:
+                for job in self.table.pop_queued(model, self.table.queued_count_by_model.get(model, 0)):
+                    self._finish(job, JobStatus.ERROR, error=f"model {model!r} is no longer registered")
+                continue
+            spec = registered.spec
+            demand = ModelDemand(model, spec.vram_mb, spec.device)
+            pipeline_items = spec.max_batch_size * PIPELINE_BATCHES
+            while self.table.queued_count_by_model.get(model, 0) > 0:
+                decision = place(
+                    demand, workers, capacities,
+                    max_models_per_worker=self.settings.max_models_per_worker, pipeline_items=pipeline_items,
+                )
+                if isinstance(decision, Reject):
+                    for job in self.table.pop_queued(model, self.table.queued_count_by_model[model]):
+                        self._finish(job, JobStatus.ERROR, error=decision.message, error_kind="placement")
+                    break
+                if not isinstance(decision, Assign):
+                    break
+                worker = self.workers[decision.worker_id]
+                for evict_worker_id, evict_model in decision.evict:
+                    self._unload_from(self.workers[evict_worker_id], evict_model)
+                if decision.load:
+                    worker.models[model] = LoadedModel(spec.vram_mb, time.monotonic())
+                room = max(1, pipeline_items - worker.outstanding_items)
+                self._send_jobs(worker, model, self.table.pop_queued(model, room))
+
+    def _send_jobs(self, worker: WorkerHandle, model: str, jobs: list[Job]) -> None:
+        if not jobs:
+            return
+        loaded = worker.models[model]
+        loaded.in_flight += len(jobs)
+        loaded.last_used = time.monotonic()
+        device = worker.device_label
+        for job in jobs:
+            self.table.mark_processing(job, worker.worker_id, device)
+            worker.in_flight[job.id] = 1
+        worker.outstanding_items += len(jobs)
+        worker.send(m.RunJobs(model, [m.JobItem(job.id, job.inputs) for job in jobs]))
+
+    # ---- worker messages -----------------------------------------------------------------------
+
+    def _on_worker_message(self, worker: WorkerHandle, data: bytes) -> None:
+        message = m.decode_from_worker(data)
+        if isinstance(message, m.JobResults):
+            self._on_results(worker, message)
+        elif isinstance(message, m.Heartbeat):
+            worker.last_heartbeat = time.monotonic()
+            worker.last_heartbeat_wall = message.sent_at
+            worker.rss_bytes = message.rss_bytes
+        elif isinstance(message, m.Ready):
+            worker.state = "ready" if worker.state == "starting" else worker.state
+            worker.last_heartbeat = time.monotonic()
+            worker.cuda_visible_devices = message.cuda_visible_devices
+            log.info("worker %s ready (pid %s, %s)", worker.worker_id, message.pid, worker.device_label)
+            self._schedule_dispatch()
+        elif isinstance(message, m.ModelLoaded):
+            self._on_model_loaded(worker, message)
+        elif isinstance(message, m.ModelLoadFailed):
+            self._on_model_load_failed(worker, message)
+        elif isinstance(message, m.ModelUnloaded):
+            self._schedule_dispatch()
+
+    def _on_results(self, worker: WorkerHandle, message: m.JobResults) -> None:
+        loaded = worker.models.get(message.model)
+        now = time.monotonic()
+        for outcome in message.outcomes:
+            if worker.in_flight.pop(outcome.job_id, None) is None:
+                continue
+            worker.outstanding_items -= 1
+            worker.jobs_done += 1
+            if loaded is not None:
+                loaded.in_flight -= 1
+                loaded.last_used = now
+            job = self.table.get(outcome.job_id)
+            if job is None or job.status is not JobStatus.PROCESSING or job.worker_id != worker.worker_id:
+                continue  # cancelled or timed out meanwhile: the result is dropped
+            if outcome.error is None:
+                self._finish(job, JobStatus.COMPLETED, result=outcome.output)
+            else:
+                self._finish(job, JobStatus.ERROR, error=outcome.error, error_kind=outcome.error_kind)
+        for observer in self.on_batch:
+            observer(worker.worker_id, message.model, message.batch_size, message.run_s)
+        self._schedule_dispatch()
+
+    def _on_model_loaded(self, worker: WorkerHandle, message: m.ModelLoaded) -> None:
+        loaded = worker.models.get(message.model)
+        worker.measured_bytes[message.model] = message.memory_bytes
+        if loaded is not None:
+            loaded.loading = False
+            gpu = next((gpu for gpu in self.gpus if gpu.index == worker.gpu_index), None)
+            if gpu is not None and not gpu.simulated and message.memory_bytes > 0:
+                loaded.size_mb = message.memory_bytes / MIB  # measured replaces declared on a real card
+        registered = self.registry.models.get(message.model)
+        if registered is not None:
+            registered.failed_error = None
+
+    def _on_model_load_failed(self, worker: WorkerHandle, message: m.ModelLoadFailed) -> None:
+        worker.models.pop(message.model, None)
+        registered = self.registry.models.get(message.model)
+        if registered is not None:
+            registered.failed_error = message.error
+            registered.failed_until = time.monotonic() + FAILED_LOAD_BACKOFF_S
+        error = f"model {message.model!r} failed to load: {message.error}"
+        for job_id in message.job_ids:
+            if worker.in_flight.pop(job_id, None) is not None:
+                worker.outstanding_items -= 1
+            job = self.table.get(job_id)
+            if job is not None and job.status is JobStatus.PROCESSING and job.worker_id == worker.worker_id:
+                self._finish(job, JobStatus.ERROR, error=error, error_kind="load")
+        # Jobs of this model still waiting fail with the same error until the back-off ends.
+        for job in self.table.pop_queued(message.model, self.table.queued_count_by_model.get(message.model, 0)):
+            self._finish(job, JobStatus.ERROR, error=error, error_kind="load")
+        self._schedule_dispatch()
+
+    # ---- supervision ---------------------------------------------------------------------------
+
+    def _spawn(self, worker_id: str, gpu_index: int | None, restarts: int) -> WorkerHandle:
+        assert self.loop is not None
+        simulated = gpu_index is not None and any(gpu.simulated for gpu in self.gpus)
+        if self.scheduler_type == ASYNC:
+            worker: WorkerHandle = ThreadWorker(worker_id, None, "cpu (in process)", restarts=restarts)
+            worker.start_thread(
+                self.registry.specs(), self.settings.heartbeat_interval_s, self.loop,
+                self._on_worker_message, self._on_worker_exit, "adaptive",
+            )
+        else:
+            label = "cpu" if gpu_index is None else (f"sim-gpu{gpu_index}" if simulated else f"cuda:{gpu_index}")
+            process_worker = ProcessWorker(worker_id, gpu_index, label, restarts=restarts)
+            config = WorkerConfig(
+                worker_id=worker_id, parent_pid=os.getpid(), gpu_index=gpu_index, simulated_gpu=simulated,
+                heartbeat_interval_s=self.settings.heartbeat_interval_s,
+                torch_threads=self.settings.torch_threads, log_level=self.settings.log_level.upper(),
+                specs=list(self.registry.specs()),
+            )
+            process_worker.start(config, self.loop, self._on_worker_message, self._on_worker_exit)
+            worker = process_worker
+        self.workers[worker_id] = worker
+        return worker
+
+    def _on_worker_exit(self, worker: WorkerHandle) -> None:
+        if worker.state == "dead":
+            return
+        was = worker.state
+        worker.state = "dead"
+        if isinstance(worker, ProcessWorker):
+            worker.reap()
+        if self.running and was != "stopping":
+            log.warning(
+                "worker %s (pid %s) exited with code %s while %s; %d job(s) in flight",
+                worker.worker_id, worker.pid, worker.exit_code, was, len(worker.in_flight),
+            )
+        self._requeue_in_flight(worker, penalize=not worker.no_penalty)
+        worker.close()
+        if self.running:
+            booted = was not in ("starting",) and worker.exit_code != EXIT_BOOT_FAILED
+            self.boot_failures[worker.worker_id] = 0 if booted else self.boot_failures.get(worker.worker_id, 0) + 1
+            self.respawn_at[worker.worker_id] = time.monotonic() + respawn_delay(
+                self.boot_failures[worker.worker_id]
+            )
+        self._schedule_dispatch()
+
+    def _requeue_in_flight(self, worker: WorkerHandle, penalize: bool) -> None:
+        for job_id in list(worker.in_flight):
+            job = self.table.get(job_id)
+            if job is None or job.status is not JobStatus.PROCESSING or job.worker_id != worker.worker_id:
+                continue
+            if penalize and job.attempts >= self.settings.max_attempts:
+                self._finish(
+                    job, JobStatus.ERROR, error_kind="poison",
+                    error=f"poison job: {job.attempts} worker(s) died while running it (max_attempts "
+                          f"{self.settings.max_attempts})",
+                )
+            else:
+                self.table.requeue(job, penalize=penalize)
+        worker.in_flight.clear()
+        worker.outstanding_items = 0
+        worker.models.clear()
+
+    async def _tick_forever(self) -> None:
+        while self.running:
+            try:
+                self._tick()
+            except Exception:
+                log.exception("supervision tick failed")
+            await asyncio.sleep(TICK_S)
+
+    def _tick(self) -> None:
+        now = time.monotonic()
+        for worker_id, worker in list(self.workers.items()):
+            if worker.state == "starting" and now - worker.started_at > self.settings.worker_start_timeout_s:
+                log.error("worker %s did not report ready within %ss; killing it", worker_id,
+                          self.settings.worker_start_timeout_s)
+                worker.kill()
+            elif worker.state == "ready" and now - worker.last_heartbeat > self.settings.heartbeat_timeout_s:
+                log.error("worker %s sent no heartbeat for %.1fs; killing pid %s as hung", worker_id,
+                          now - worker.last_heartbeat, worker.pid)
+                worker.kill()
+            elif worker.state == "dead" and now >= self.respawn_at.get(worker_id, 0.0):
+                self._spawn(worker_id, worker.gpu_index, worker.restarts + 1)
+        self._expire_deadlines(now)
+        if now - self._last_retention > 60.0:
+            self._last_retention = now
+            self.table.forget_older_than(time.time() - self.settings.result_retention_s)
+
+    def _expire_deadlines(self, now: float) -> None:
+        while self._deadlines and self._deadlines[0][0] <= now:
+            deadline, _, job_id = heapq.heappop(self._deadlines)
+            job = self.table.get(job_id)
+            if job is None or job.status in ENDED or job.deadline != deadline:
+                continue
+            worker = self.workers.get(job.worker_id or "") if job.status is JobStatus.PROCESSING else None
+            self._finish(job, JobStatus.ERROR, error=f"timeout: the job did not end within {job.timeout_s}s",
+                         error_kind="timeout")
+            if worker is not None and worker.state == "ready" and isinstance(worker, ProcessWorker):
+                # Its batch may never return: restart the worker, batch-mates go back without penalty.
+                log.warning("job %s timed out on %s; restarting that worker", job_id, worker.worker_id)
+                worker.no_penalty = True
+                worker.kill()
+
+    # ---- status --------------------------------------------------------------------------------
+
+    def get_system_status(self) -> dict[str, Any]:
+        now = time.monotonic()
+        gpus = refresh_usage(self.gpus)
+        ledger_by_gpu: dict[int, float] = {}
+        for worker in self.workers.values():
+            if worker.gpu_index is not None:
+                ledger_by_gpu[worker.gpu_index] = ledger_by_gpu.get(worker.gpu_index, 0.0) + sum(
+                    loaded.size_mb for loaded in worker.models.values()
+                )
+        return {
+            "scheduler": {
+                "type": self.scheduler_type, "preset": self.settings.preset, "accepting": self.accepting,
+                "started_at": self.started_at,
+                "uptime_s": (time.time() - self.started_at) if self.started_at else 0.0,
+            },
+            "gpu": [
+                {
+                    "index": gpu.index, "name": gpu.name, "simulated": gpu.simulated,
+                    "total_mb": round(gpu.total_bytes / MIB, 1), "used_mb": round(gpu.used_bytes / MIB, 1),
+                    "free_mb": round(gpu.free_bytes / MIB, 1), "utilization_pct": gpu.utilization_pct,
+                    "reserve_mb": self.settings.gpu_reserve_mb,
+                    "ledger_used_mb": round(ledger_by_gpu.get(gpu.index, 0.0), 1),
+                    "workers": [w.worker_id for w in self.workers.values() if w.gpu_index == gpu.index],
+                }
+                for gpu in gpus
+            ],
+            "workers": [self._worker_status(worker, now) for worker in self.workers.values()],
+            "queue": {**self.table.counts(), "max_queue": self.settings.max_queue},
+            "models": [
+                {
+                    "name": name, "adapter": model.spec.adapter, "device": model.spec.device,
+                    "vram_mb": model.spec.vram_mb, "max_batch_size": model.spec.max_batch_size,
+                    "max_delay_ms": model.spec.max_delay_ms,
+                    "loaded_on": [w.worker_id for w in self.workers.values() if name in w.models],
+                    "queued": self.table.queued_count_by_model.get(name, 0),
+                    "failed": model.failed_error,
+                }
+                for name, model in self.registry.models.items()
+            ],
+        }
+
+    def _worker_status(self, worker: WorkerHandle, now: float) -> dict[str, Any]:
+        return {
+            "worker_id": worker.worker_id, "pid": worker.pid, "device": worker.device_label,
+            "gpu_index": worker.gpu_index, "state": worker.state,
+            "alive": worker.state != "dead" and worker.alive(),
+            "loaded_models": [
+                {
+                    "model": name, "ledger_mb": round(loaded.size_mb, 1),
+                    "measured_mb": round(worker.measured_bytes.get(name, 0) / MIB, 1),
+                    "loading": loaded.loading, "jobs_in_flight": loaded.in_flight,
+                    "idle_s": round(now - loaded.last_used, 3),
+                }
+                for name, loaded in worker.models.items()
+            ],
+            "jobs_in_flight": len(worker.in_flight),
+            "jobs_done": worker.jobs_done,
+            "last_heartbeat": worker.last_heartbeat_wall,
+            "heartbeat_age_s": round(now - worker.last_heartbeat, 3) if worker.last_heartbeat else None,
+            "restarts": worker.restarts,
+            "rss_mb": round(worker.rss_bytes / MIB, 1),
+            "cuda_visible_devices": worker.cuda_visible_devices,
+        }

@@ -1,0 +1,116 @@
+"""Jobs: the request a client sends, the record the scheduler keeps, and the allowed state changes.
+
+`queued -> processing -> completed | error | cancelled`; a job in `processing` may go back to
+`queued` when its worker dies (with `attempts` kept, since the try counter is raised before each run).
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from typing import Any
+
+import msgspec
+
+
+class JobStatus(str, enum.Enum):
+    QUEUED = "queued"
+    PROCESSING = "processing"
+    COMPLETED = "completed"
+    ERROR = "error"
+    CANCELLED = "cancelled"
+
+
+ENDED = frozenset({JobStatus.COMPLETED, JobStatus.ERROR, JobStatus.CANCELLED})
+
+_ALLOWED: dict[JobStatus, frozenset[JobStatus]] = {
+    JobStatus.QUEUED: frozenset({JobStatus.PROCESSING, JobStatus.ERROR, JobStatus.CANCELLED}),
+    JobStatus.PROCESSING: frozenset(
+        {JobStatus.QUEUED, JobStatus.COMPLETED, JobStatus.ERROR, JobStatus.CANCELLED}
+    ),
+    JobStatus.COMPLETED: frozenset(),
+    JobStatus.ERROR: frozenset(),
+    JobStatus.CANCELLED: frozenset(),
+}
+
+
+def can_transition(current: JobStatus, target: JobStatus) -> bool:
+    return target in _ALLOWED[current]
+
+
+class Priority(enum.IntEnum):
+    """Lower value runs first; first in, first out within one priority."""
+
+    HIGH = 0
+    NORMAL = 1
+    LOW = 2
+
+    @classmethod
+    def parse(cls, value: str | int | Priority) -> Priority:
+        if isinstance(value, Priority):
+            return value
+        if isinstance(value, str):
+            try:
+                return cls[value.upper()]
+            except KeyError:
+                raise ValueError(f"priority must be one of high, normal, low (got {value!r})") from None
+        return cls(value)
+
+
+class JobRequest(msgspec.Struct, kw_only=True):
+    """What a client submits. `feature` names the model (an alias of `model`)."""
+
+    feature: str = ""
+    inputs: Any = None
+    priority: str = "normal"
+    timeout_s: float | None = None
+    idempotency_key: str | None = None
+    model: str = ""
+
+    @property
+    def model_name(self) -> str:
+        return self.model or self.feature
+
+
+class Job(msgspec.Struct, kw_only=True):
+    """The scheduler's record of one job. Only the main process's event loop changes it."""
+
+    id: str
+    model: str
+    inputs: Any
+    priority: Priority = Priority.NORMAL
+    timeout_s: float | None = None
+    idempotency_key: str | None = None
+    status: JobStatus = JobStatus.QUEUED
+    created_at: float = msgspec.field(default_factory=time.time)
+    started_at: float | None = None
+    ended_at: float | None = None
+    attempts: int = 0
+    worker_id: str | None = None
+    device: str | None = None
+    result: Any = None
+    error: str | None = None
+    error_kind: str | None = None
+    seq: int = 0
+    deadline: float | None = None  # time.monotonic() after which it ends as a timeout
+
+    @property
+    def ended(self) -> bool:
+        return self.status in ENDED
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "job_id": self.id,
+            "model": self.model,
+            "status": self.status.value,
+            "priority": self.priority.name.lower(),
+            "created_at": self.created_at,
+            "started_at": self.started_at,
+            "ended_at": self.ended_at,
+            "attempts": self.attempts,
+            "worker": self.worker_id,
+            "device": self.device,
+            "timeout_s": self.timeout_s,
+            "result": self.result,
+            "error": self.error,
+        }

@@ -1,0 +1,130 @@
+"""The messages between the main process and its workers: one msgspec tagged union, msgpack-encoded.
+
+Main -> worker: `RunJobs`, `LoadModel`, `UnloadModel`, `RegisterModel`, `Shutdown`.
+Worker -> main: `Ready`, `Heartbeat`, `JobResults`, `ModelLoaded`, `ModelLoadFailed`, `ModelUnloaded`.
+No client data is pickled: inputs and outputs travel as msgpack values inside these structs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+
+class ModelSpec(msgspec.Struct, frozen=True, kw_only=True):
+    """A registered model: which adapter class serves it and its scheduling knobs."""
+
+    name: str
+    adapter: str  # import path "package.module:Class" or a built-in name
+    vram_mb: int = 0
+    device: str = "auto"  # gpu | cpu | auto
+    max_batch_size: int = 32
+    max_delay_ms: float = 5.0
+    options: dict[str, Any] = {}
+
+
+class JobItem(msgspec.Struct, frozen=True, array_like=True):
+    """One job as a worker sees it."""
+
+    job_id: str
+    inputs: Any
+
+
+# ---- main -> worker -------------------------------------------------------------------------
+
+
+class RunJobs(msgspec.Struct, tag="run", array_like=True):
+    model: str
+    jobs: list[JobItem]
+
+
+class LoadModel(msgspec.Struct, tag="load", array_like=True):
+    model: str
+
+
+class UnloadModel(msgspec.Struct, tag="unload", array_like=True):
+    model: str
+
+
+class RegisterModel(msgspec.Struct, tag="register", array_like=True):
+    spec: ModelSpec
+
+
+class Shutdown(msgspec.Struct, tag="shutdown", array_like=True):
+    pass
+
+
+# ---- worker -> main -------------------------------------------------------------------------
+
+
+class Ready(msgspec.Struct, tag="ready", array_like=True):
+    worker_id: str
+    pid: int
+    device: str
+    cuda_visible_devices: str | None
+
+
+class LoadedModelInfo(msgspec.Struct, array_like=True):
+    model: str
+    memory_bytes: int
+
+
+class Heartbeat(msgspec.Struct, tag="hb", array_like=True):
+    worker_id: str
+    sent_at: float
+    loaded: list[LoadedModelInfo]
+    jobs_in_flight: int
+    rss_bytes: int
+
+
+class JobOutcome(msgspec.Struct, array_like=True):
+    """One job's end as the worker saw it: `error` is None when it succeeded."""
+
+    job_id: str
+    output: Any = None
+    error: str | None = None
+    error_kind: str | None = None  # "input", "oom", "model"
+
+
+class JobResults(msgspec.Struct, tag="results", array_like=True):
+    model: str
+    batch_size: int
+    run_s: float
+    outcomes: list[JobOutcome]
+
+
+class ModelLoaded(msgspec.Struct, tag="loaded", array_like=True):
+    model: str
+    memory_bytes: int
+    load_s: float
+
+
+class ModelLoadFailed(msgspec.Struct, tag="load_failed", array_like=True):
+    model: str
+    error: str
+    job_ids: list[str]
+
+
+class ModelUnloaded(msgspec.Struct, tag="unloaded", array_like=True):
+    model: str
+
+
+ToWorker = RunJobs | LoadModel | UnloadModel | RegisterModel | Shutdown
+FromWorker = Ready | Heartbeat | JobResults | ModelLoaded | ModelLoadFailed | ModelUnloaded
+
+_encoder = msgspec.msgpack.Encoder()
+_to_worker_decoder = msgspec.msgpack.Decoder(ToWorker)
+_from_worker_decoder = msgspec.msgpack.Decoder(FromWorker)
+
+
+def encode(message: ToWorker | FromWorker) -> bytes:
+    return _encoder.encode(message)
+
+
+def decode_to_worker(data: bytes) -> ToWorker:
+    return _to_worker_decoder.decode(data)
+
+
+def decode_from_worker(data: bytes) -> FromWorker:
+    return _from_worker_decoder.decode(data)

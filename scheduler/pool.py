@@ -1,0 +1,278 @@
+"""Worker handles: one record per worker (process or, for the ASYNC type, thread) and how to start,
+message and stop it. The supervision decisions live in `scheduler.supervisor`; this is the I/O shell.
+
+Main -> worker travels on a multiprocessing queue per worker (a put never blocks the event loop, even
+when the worker hangs); worker -> main on a multiprocessing pipe whose read end the event loop
+watches with `add_reader`, so results reach the loop with no thread hop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import multiprocessing
+import os
+import queue
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+from scheduler import messages as m
+from scheduler.placement import LoadedModel
+from workers.process import WorkerConfig, worker_main
+
+log = logging.getLogger("modelsched.pool")
+
+_SPAWN = multiprocessing.get_context("spawn")
+_ENV_LOCK = threading.Lock()
+
+OnMessage = Callable[["WorkerHandle", bytes], None]
+OnExit = Callable[["WorkerHandle"], None]
+
+
+@contextlib.contextmanager
+def _main_module_hidden() -> Iterator[None]:
+    """Keep `spawn` from re-running the parent's `__main__` in the worker.
+
+    The worker's target lives in `workers.process`, so the parent's script is not needed there;
+    re-running it would import whatever the script imports (torch, FastAPI) into every worker, and a
+    script without an `if __name__ == "__main__"` guard would start a scheduler inside each worker.
+    """
+    main = sys.modules.get("__main__")
+    if main is None:
+        yield
+        return
+    missing = object()
+    saved_file = main.__dict__.pop("__file__", missing)
+    saved_spec = main.__dict__.get("__spec__", missing)
+    main.__spec__ = None
+    try:
+        yield
+    finally:
+        if saved_file is not missing:
+            main.__file__ = saved_file
+        if saved_spec is missing:
+            main.__dict__.pop("__spec__", None)
+        else:
+            main.__spec__ = saved_spec
+
+
+@dataclass
+class WorkerHandle:
+    """Everything the main process knows of one worker, in one record."""
+
+    worker_id: str
+    gpu_index: int | None
+    device_label: str  # "cuda:0 (GPU 1)", "cpu", "sim-gpu0"
+    state: str = "starting"  # starting | ready | stopping | dead
+    pid: int | None = None
+    started_at: float = field(default_factory=time.monotonic)
+    last_heartbeat: float = 0.0
+    last_heartbeat_wall: float | None = None
+    rss_bytes: int = 0
+    restarts: int = 0
+    exit_code: int | None = None
+    cuda_visible_devices: str | None = None
+    # placement view
+    models: dict[str, LoadedModel] = field(default_factory=dict)
+    measured_bytes: dict[str, int] = field(default_factory=dict)
+    in_flight: dict[str, int] = field(default_factory=dict)  # job id -> items
+    outstanding_items: int = 0
+    jobs_done: int = 0
+    no_penalty: bool = False  # restarted on purpose (a timeout): its jobs go back without a penalty
+
+    @property
+    def ready(self) -> bool:
+        return self.state == "ready"
+
+    # transport: overridden by the two kinds below
+    def send(self, message: m.ToWorker) -> None:
+        raise NotImplementedError
+
+    def alive(self) -> bool:
+        raise NotImplementedError
+
+    def kill(self) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+
+@dataclass
+class ProcessWorker(WorkerHandle):
+    process: Any = None
+    inbox: Any = None
+    reader: Any = None
+    loop: asyncio.AbstractEventLoop | None = None
+
+    def start(
+        self, config: WorkerConfig, loop: asyncio.AbstractEventLoop, on_message: OnMessage, on_exit: OnExit
+    ) -> None:
+        self.loop = loop
+        self.inbox = _SPAWN.Queue()
+        self.reader, writer = _SPAWN.Pipe(duplex=False)
+        self.process = _SPAWN.Process(
+            target=worker_main, args=(msgspec.msgpack.encode(config), self.inbox, writer),
+            name=f"modelsched-{self.worker_id}", daemon=True,
+        )
+        with _ENV_LOCK:  # the child inherits this environment: CUDA_VISIBLE_DEVICES before torch loads
+            saved = os.environ.get("CUDA_VISIBLE_DEVICES")
+            if self.gpu_index is not None:
+                os.environ["CUDA_VISIBLE_DEVICES"] = str(self.gpu_index)
+            try:
+                with _main_module_hidden():
+                    self.process.start()
+            finally:
+                if self.gpu_index is not None:
+                    if saved is None:
+                        os.environ.pop("CUDA_VISIBLE_DEVICES", None)
+                    else:
+                        os.environ["CUDA_VISIBLE_DEVICES"] = saved
+        writer.close()
+        self.pid = self.process.pid
+        self.started_at = time.monotonic()
+        loop.add_reader(self.reader.fileno(), self._on_readable, on_message, on_exit)
+        loop.add_reader(self.process.sentinel, self._on_sentinel, on_message, on_exit)
+
+    def _on_readable(self, on_message: OnMessage, on_exit: OnExit) -> None:
+        try:
+            data = self.reader.recv_bytes()
+        except (EOFError, OSError):
+            self._detach()
+            on_exit(self)
+            return
+        on_message(self, data)
+        # Take whatever else is already waiting, without another trip through the loop.
+        while self.state != "dead" and self.reader.poll(0):
+            try:
+                data = self.reader.recv_bytes()
+            except (EOFError, OSError):
+                self._detach()
+                on_exit(self)
+                return
+            on_message(self, data)
+
+    def _on_sentinel(self, on_message: OnMessage, on_exit: OnExit) -> None:
+        # Deliver what the worker sent before it died, then report the exit.
+        try:
+            while self.reader is not None and self.state != "dead" and self.reader.poll(0):
+                on_message(self, self.reader.recv_bytes())
+        except (EOFError, OSError):
+            pass
+        self._detach()
+        on_exit(self)
+
+    def _detach(self) -> None:
+        if self.loop is None:
+            return
+        if self.reader is not None:
+            try:
+                self.loop.remove_reader(self.reader.fileno())
+            except (OSError, ValueError):
+                pass
+        if self.process is not None:
+            try:
+                self.loop.remove_reader(self.process.sentinel)
+            except (OSError, ValueError):
+                pass
+
+    def send(self, message: m.ToWorker) -> None:
+        self.inbox.put(m.encode(message))
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.is_alive()
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.pid is not None and self.process.exitcode is None:
+            try:
+                os.kill(self.process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    def terminate(self) -> None:
+        if self.process is not None and self.process.exitcode is None:
+            self.process.terminate()
+
+    def reap(self) -> int | None:
+        if self.process is None:
+            return None
+        self.process.join(timeout=0)
+        self.exit_code = self.process.exitcode
+        return self.exit_code
+
+    def close(self) -> None:
+        self._detach()
+        if self.inbox is not None:
+            self.inbox.cancel_join_thread()
+            self.inbox.close()
+        if self.reader is not None:
+            self.reader.close()
+            self.reader = None
+        if self.process is not None and self.process.exitcode is not None:
+            self.process.close()
+            self.process = None
+
+
+@dataclass
+class ThreadWorker(WorkerHandle):
+    """The ASYNC scheduler type: the same worker loop in a thread of the main process."""
+
+    thread: threading.Thread | None = None
+    inbox_queue: queue.SimpleQueue | None = None
+
+    def start_thread(
+        self, specs: list[m.ModelSpec], heartbeat_interval_s: float, loop: asyncio.AbstractEventLoop,
+        on_message: OnMessage, on_exit: OnExit, batch_policy: str,
+    ) -> None:
+        from workers.runtime import WorkerRuntime
+
+        self.inbox_queue = queue.SimpleQueue()
+        inbox = self.inbox_queue
+
+        def receive(timeout: float) -> bytes | None:
+            try:
+                return inbox.get(timeout=timeout) if timeout > 0 else inbox.get_nowait()
+            except queue.Empty:
+                return None
+
+        def send(data: bytes) -> None:
+            loop.call_soon_threadsafe(on_message, self, data)
+
+        runtime = WorkerRuntime(
+            self.worker_id, "cpu", specs, receive, send,
+            heartbeat_interval_s=heartbeat_interval_s, batch_policy=batch_policy,
+        )
+
+        def run() -> None:
+            try:
+                runtime.run()
+            except Exception:
+                log.exception("in-process worker %s failed", self.worker_id)
+            finally:
+                if not loop.is_closed():
+                    loop.call_soon_threadsafe(on_exit, self)
+
+        self.pid = os.getpid()
+        self.thread = threading.Thread(target=run, name=f"modelsched-{self.worker_id}", daemon=True)
+        self.thread.start()
+
+    def send(self, message: m.ToWorker) -> None:
+        assert self.inbox_queue is not None
+        self.inbox_queue.put(m.encode(message))
+
+    def alive(self) -> bool:
+        return self.thread is not None and self.thread.is_alive()
+
+    def kill(self) -> None:
+        self.send(m.Shutdown())  # a thread cannot be killed; it stops at its next message
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,65 @@
+"""Presets: `create_development_scheduler`, `create_production_scheduler` and `SchedulerFactory`."""
+
+from __future__ import annotations
+
+import enum
+from typing import Any
+
+from scheduler.api import ASYNC, MULTIPROCESS, Scheduler
+from scheduler.settings import load_settings
+
+REDUCED_VRAM_SCALE = 0.5
+
+
+class SchedulerType(str, enum.Enum):
+    MULTIPROCESS = MULTIPROCESS  # worker processes pinned to GPUs (or CPU workers)
+    ASYNC = ASYNC  # models run inside the main process, behind the same API: for development
+
+
+def create_development_scheduler(
+    max_workers_per_gpu: int = 1,
+    model_subset: list[str] | None = None,
+    reduce_vram_requirements: bool = False,
+    scheduler_type: SchedulerType | str = SchedulerType.MULTIPROCESS,
+    **overrides: Any,
+) -> Scheduler:
+    """The dev preset (`configs/dev.toml`): echo, sleep and mlp; one worker per GPU, or a CPU worker."""
+    settings = load_settings("dev", overrides={"max_workers_per_gpu": max_workers_per_gpu, **overrides})
+    return _build(settings, model_subset, reduce_vram_requirements, scheduler_type)
+
+
+def create_production_scheduler(
+    model_subset: list[str] | None = None,
+    config_file: str | None = None,
+    **overrides: Any,
+) -> Scheduler:
+    """The prod preset (`configs/prod.toml`): two workers per GPU, a durable journal."""
+    settings = load_settings("prod", config_file=config_file, overrides=overrides)
+    return _build(settings, model_subset, False, SchedulerType.MULTIPROCESS)
+
+
+def _build(settings, model_subset, reduce_vram_requirements, scheduler_type) -> Scheduler:  # noqa: ANN001
+    if model_subset is not None:
+        unknown = set(model_subset) - {model.name for model in settings.models}
+        if unknown:
+            raise ValueError(f"model_subset names unknown models: {sorted(unknown)}")
+        settings.models = [model for model in settings.models if model.name in model_subset]
+    return Scheduler(
+        settings,
+        scheduler_type=SchedulerType(scheduler_type).value,
+        vram_scale=REDUCED_VRAM_SCALE if reduce_vram_requirements else 1.0,
+    )
+
+
+class SchedulerFactory:
+    @staticmethod
+    def create_scheduler(
+        scheduler_type: SchedulerType | str = SchedulerType.MULTIPROCESS,
+        preset: str = "dev",
+        **options: Any,
+    ) -> Scheduler:
+        if preset == "prod":
+            if SchedulerType(scheduler_type) is SchedulerType.ASYNC:
+                raise ValueError("the ASYNC scheduler type is for development; use the dev preset")
+            return create_production_scheduler(**options)
+        return create_development_scheduler(scheduler_type=scheduler_type, **options)

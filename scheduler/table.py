@@ -1,0 +1,174 @@
+"""The job table: every job by id, the queued ones per model and priority, counts per state.
+
+Only the main process's event loop touches it. Queues hold job records and skip ones that left
+`queued` meanwhile (cancelled, timed out), so removal from the middle of a queue is O(1).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+from collections import deque
+from typing import Any
+
+from scheduler.jobs import ENDED, Job, JobStatus, Priority, can_transition
+
+log = logging.getLogger("modelsched.jobs")
+
+
+class JobTable:
+    def __init__(self, max_finished_in_memory: int = 100_000) -> None:
+        self.jobs: dict[str, Job] = {}
+        self.queued_by_model: dict[str, list[deque[Job]]] = {}
+        self.count_by_status: dict[JobStatus, int] = {status: 0 for status in JobStatus}
+        self.queued_count_by_model: dict[str, int] = {}
+        self.finished_order: deque[str] = deque()
+        self.max_finished_in_memory = max_finished_in_memory
+        self.by_idempotency_key: dict[str, str] = {}
+        self._seq = itertools.count()
+
+    # ---- adding and reading --------------------------------------------------------------------
+
+    def add(self, job: Job) -> None:
+        job.seq = next(self._seq)
+        self.jobs[job.id] = job
+        self.count_by_status[job.status] += 1
+        if job.idempotency_key:
+            self.by_idempotency_key[job.idempotency_key] = job.id
+        if job.status is JobStatus.QUEUED:
+            self._push(job, front=False)
+        elif job.ended:
+            self.finished_order.append(job.id)
+
+    def get(self, job_id: str) -> Job | None:
+        return self.jobs.get(job_id)
+
+    def queued_models(self) -> list[str]:
+        """Models with queued jobs, the one whose head job should run first first."""
+        heads: list[tuple[int, int, str]] = []
+        for model, count in self.queued_count_by_model.items():
+            if count <= 0:
+                continue
+            head = self.peek(model)
+            if head is not None:
+                heads.append((int(head.priority), head.seq, model))
+        heads.sort()
+        return [model for _, _, model in heads]
+
+    def peek(self, model: str) -> Job | None:
+        for lane in self.queued_by_model.get(model, ()):
+            while lane and lane[0].status is not JobStatus.QUEUED:
+                lane.popleft()
+            if lane:
+                return lane[0]
+        return None
+
+    def pop_queued(self, model: str, limit: int) -> list[Job]:
+        """Up to `limit` queued jobs of `model`, high priority first, FIFO within a priority."""
+        taken: list[Job] = []
+        for lane in self.queued_by_model.get(model, ()):
+            while lane and len(taken) < limit:
+                job = lane.popleft()
+                if job.status is JobStatus.QUEUED:
+                    taken.append(job)
+            if len(taken) >= limit:
+                break
+        return taken
+
+    # ---- state changes -------------------------------------------------------------------------
+
+    def _set_status(self, job: Job, status: JobStatus) -> None:
+        if not can_transition(job.status, status):
+            raise ValueError(f"job {job.id}: {job.status.value} -> {status.value} is not allowed")
+        if job.status is JobStatus.QUEUED:
+            self.queued_count_by_model[job.model] -= 1
+        self.count_by_status[job.status] -= 1
+        self.count_by_status[status] += 1
+        job.status = status
+
+    def _push(self, job: Job, front: bool) -> None:
+        lanes = self.queued_by_model.get(job.model)
+        if lanes is None:
+            lanes = self.queued_by_model[job.model] = [deque() for _ in Priority]
+        lane = lanes[int(job.priority)]
+        if front:
+            lane.appendleft(job)
+        else:
+            lane.append(job)
+        self.queued_count_by_model[job.model] = self.queued_count_by_model.get(job.model, 0) + 1
+
+    def mark_processing(self, job: Job, worker_id: str, device: str) -> None:
+        self._set_status(job, JobStatus.PROCESSING)
+        job.attempts += 1  # raised before the run, so a crash mid-run still counts as a try
+        job.worker_id = worker_id
+        job.device = device
+        job.started_at = time.time()
+
+    def requeue(self, job: Job, penalize: bool = True) -> None:
+        """Back to the head of its queue (its worker died or was restarted)."""
+        self._set_status(job, JobStatus.QUEUED)
+        if not penalize:
+            job.attempts = max(0, job.attempts - 1)
+        job.worker_id = None
+        job.device = None
+        job.started_at = None
+        self._push(job, front=True)
+
+    def finish(self, job: Job, status: JobStatus, result: Any = None, error: str | None = None,
+               error_kind: str | None = None) -> None:
+        started = job.started_at
+        self._set_status(job, status)
+        job.ended_at = time.time()
+        job.result = result
+        job.error = error
+        job.error_kind = error_kind
+        job.inputs = None  # the inputs are no longer needed; keep memory flat
+        self.finished_order.append(job.id)
+        if log.isEnabledFor(logging.DEBUG):
+            took = job.ended_at - (started or job.created_at)
+            log.debug("job %s %s after %.3fs%s", job.id, status.value, took, f": {error}" if error else "")
+        self._trim()
+
+    def _trim(self) -> None:
+        while len(self.finished_order) > self.max_finished_in_memory:
+            old = self.jobs.pop(self.finished_order.popleft(), None)
+            if old is not None:
+                self.count_by_status[old.status] -= 1
+                if old.idempotency_key:
+                    self.by_idempotency_key.pop(old.idempotency_key, None)
+
+    def forget_older_than(self, cutoff_wall: float) -> int:
+        """Drop ended jobs that ended before `cutoff_wall` (result retention)."""
+        dropped = 0
+        while self.finished_order:
+            job = self.jobs.get(self.finished_order[0])
+            if job is not None and job.ended_at is not None and job.ended_at >= cutoff_wall:
+                break
+            self.finished_order.popleft()
+            if job is not None:
+                del self.jobs[job.id]
+                self.count_by_status[job.status] -= 1
+                if job.idempotency_key:
+                    self.by_idempotency_key.pop(job.idempotency_key, None)
+                dropped += 1
+        return dropped
+
+    def counts(self) -> dict[str, int]:
+        return {status.value: count for status, count in self.count_by_status.items()}
+
+    def recent(self, status: str | None = None, model: str | None = None, limit: int = 50) -> list[Job]:
+        found: list[Job] = []
+        for job in sorted(self.jobs.values(), key=lambda job: job.seq, reverse=True):
+            if status and job.status.value != status:
+                continue
+            if model and job.model != model:
+                continue
+            found.append(job)
+            if len(found) >= limit:
+                break
+        return found
+
+    @staticmethod
+    def is_ended(job: Job) -> bool:
+        return job.status in ENDED

@@ -1,0 +1,292 @@
+"""The worker's run loop: receive messages, load models lazily, run batches, report results and health.
+
+Transport-agnostic: it is given `receive(timeout_s) -> bytes | None` and `send(bytes)`, so the same
+loop runs in a worker process (multiprocessing queue in, pipe out) and, for the ASYNC scheduler
+type, in a thread of the main process. Heartbeats are sent from this loop, between batches, so a
+model that hangs stops them and the supervisor notices.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import os
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+import psutil
+
+from adapters.base import BaseAdapter
+from adapters.registry import build_adapter
+from scheduler import messages as m
+from workers.batching import BatchKnobs, PendingJob, RunNow, WaitUntil, next_batch
+
+log = logging.getLogger("modelsched.worker")
+
+
+class ModelLoadError(Exception):
+    pass
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    name = type(exc).__name__
+    return name in {"OutOfMemoryError", "OutOfMemory"} or "out of memory" in str(exc).lower()
+
+
+class WorkerRuntime:
+    def __init__(
+        self,
+        worker_id: str,
+        device: str,
+        specs: list[m.ModelSpec],
+        receive: Callable[[float], bytes | None],
+        send: Callable[[bytes], None],
+        heartbeat_interval_s: float = 0.5,
+        batch_policy: str = "adaptive",
+        cuda_visible_devices: str | None = None,
+    ) -> None:
+        self.worker_id = worker_id
+        self.device = device
+        self.receive = receive
+        self.send_bytes = send
+        self.heartbeat_interval_s = heartbeat_interval_s
+        self.batch_policy = batch_policy
+        self.cuda_visible_devices = cuda_visible_devices
+        self.specs: dict[str, m.ModelSpec] = {spec.name: spec for spec in specs}
+        self.adapters: dict[str, BaseAdapter] = {}
+        self.states: dict[str, Any] = {}
+        self.memory_bytes: dict[str, int] = {}
+        self.pending: dict[str, deque[PendingJob]] = {}
+        self.knobs: dict[str, BatchKnobs] = {}
+        self.stopping = False
+        self.last_heartbeat = 0.0
+        self.process = psutil.Process()
+
+    # ---- messages ------------------------------------------------------------------------------
+
+    def send(self, message: m.FromWorker) -> None:
+        self.send_bytes(m.encode(message))
+
+    def handle(self, data: bytes) -> None:
+        message = m.decode_to_worker(data)
+        if isinstance(message, m.RunJobs):
+            self.enqueue(message)
+        elif isinstance(message, m.LoadModel):
+            self.ensure_loaded(message.model, job_ids=[])
+        elif isinstance(message, m.UnloadModel):
+            self.unload(message.model)
+        elif isinstance(message, m.RegisterModel):
+            self.specs[message.spec.name] = message.spec
+            self.adapters.pop(message.spec.name, None)
+        elif isinstance(message, m.Shutdown):
+            self.stopping = True
+
+    def enqueue(self, message: m.RunJobs) -> None:
+        now = time.monotonic()
+        queue = self.pending.get(message.model)
+        if queue is None:
+            spec = self.specs.get(message.model)
+            if spec is None:
+                self.send(m.JobResults(message.model, 0, 0.0, [
+                    m.JobOutcome(job.job_id, None, f"model {message.model!r} is not registered", "model")
+                    for job in message.jobs
+                ]))
+                return
+            queue = self.pending[message.model] = deque()
+            self.knobs[message.model] = BatchKnobs(spec.max_batch_size, spec.max_delay_ms)
+        queue.extend(PendingJob(job.job_id, job.inputs, now) for job in message.jobs)
+
+    # ---- the loop ------------------------------------------------------------------------------
+
+    def run(self) -> None:
+        self.send(m.Ready(self.worker_id, os.getpid(), self.device, self.cuda_visible_devices))
+        self.heartbeat()
+        while not self.stopping:
+            now = time.monotonic()
+            if now - self.last_heartbeat >= self.heartbeat_interval_s:
+                self.heartbeat()
+            decision = next_batch(self.pending, self.knobs, now, self.batch_policy)
+            if isinstance(decision, RunNow):
+                timeout = 0.0
+            elif isinstance(decision, WaitUntil):
+                timeout = max(0.0, decision.deadline - now)
+            else:
+                timeout = max(0.0, self.last_heartbeat + self.heartbeat_interval_s - now)
+            self.drain(timeout)
+            if self.stopping:
+                break
+            decision = next_batch(self.pending, self.knobs, time.monotonic(), self.batch_policy)
+            if isinstance(decision, RunNow):
+                self.run_batch(decision.model, decision.count)
+
+    def drain(self, timeout: float) -> None:
+        """Wait up to `timeout` for one message, then take every message already waiting."""
+        data = self.receive(timeout)
+        while data is not None:
+            self.handle(data)
+            if self.stopping:
+                return
+            data = self.receive(0.0)
+
+    def heartbeat(self) -> None:
+        self.last_heartbeat = time.monotonic()
+        try:
+            rss = self.process.memory_info().rss
+        except psutil.Error:
+            rss = 0
+        self.send(m.Heartbeat(
+            worker_id=self.worker_id, sent_at=time.time(),
+            loaded=[m.LoadedModelInfo(name, self.memory_bytes.get(name, 0)) for name in self.states],
+            jobs_in_flight=sum(len(queue) for queue in self.pending.values()),
+            rss_bytes=rss,
+        ))
+
+    # ---- models --------------------------------------------------------------------------------
+
+    def adapter_for(self, model: str) -> BaseAdapter:
+        adapter = self.adapters.get(model)
+        if adapter is None:
+            spec = self.specs[model]
+            adapter = self.adapters[model] = build_adapter(spec.adapter, spec.options)
+        return adapter
+
+    def ensure_loaded(self, model: str, job_ids: list[str]) -> Any:
+        if model in self.states:
+            return self.states[model]
+        started = time.perf_counter()
+        before = self.memory_in_use()
+        try:
+            state = self.adapter_for(model).load(self.device)
+        except Exception as exc:  # the model's own code failed: report it, keep serving others
+            message = f"{type(exc).__name__}: {exc}"
+            log.error("worker %s: loading %s failed: %s", self.worker_id, model, message)
+            self.send(m.ModelLoadFailed(model, message, job_ids))
+            raise ModelLoadError(message) from exc
+        self.states[model] = state
+        measured = max(0, self.memory_in_use() - before)
+        self.memory_bytes[model] = measured
+        load_s = time.perf_counter() - started
+        log.info("worker %s: loaded %s in %.2fs (%d MiB)", self.worker_id, model, load_s, measured >> 20)
+        self.send(m.ModelLoaded(model, measured, load_s))
+        return state
+
+    def memory_in_use(self) -> int:
+        """The CUDA allocation on a GPU, the process's resident memory on the CPU."""
+        if self.device.startswith("cuda"):
+            import torch
+
+            return int(torch.cuda.memory_allocated())
+        try:
+            return int(self.process.memory_info().rss)
+        except psutil.Error:
+            return 0
+
+    def unload(self, model: str) -> None:
+        state = self.states.pop(model, None)
+        self.memory_bytes.pop(model, None)
+        if state is not None:
+            try:
+                self.adapter_for(model).unload(state)
+            except Exception as exc:
+                log.warning("worker %s: unloading %s raised %s", self.worker_id, model, exc)
+            del state
+            gc.collect()
+            self.free_cuda_cache()
+        self.send(m.ModelUnloaded(model))
+
+    def free_cuda_cache(self) -> None:
+        if self.device.startswith("cuda"):
+            import torch
+
+            torch.cuda.empty_cache()
+
+    # ---- batches -------------------------------------------------------------------------------
+
+    def run_batch(self, model: str, count: int) -> None:
+        queue = self.pending[model]
+        batch = [queue.popleft() for _ in range(count)]
+        if model not in self.states:
+            # A failed load fails every job of this model the worker holds, not just this batch.
+            job_ids = [job.job_id for job in batch] + [job.job_id for job in queue]
+            try:
+                self.ensure_loaded(model, job_ids)
+            except ModelLoadError:
+                queue.clear()
+                return
+        state = self.states[model]
+        started = time.perf_counter()
+        outcomes = self.predict_isolated(model, state, batch)
+        run_s = time.perf_counter() - started
+        self.send_results(m.JobResults(model, len(batch), run_s, outcomes))
+
+    def predict_isolated(self, model: str, state: Any, batch: list[PendingJob]) -> list[m.JobOutcome]:
+        """Run the batch; if it fails, find the failing items so their batch-mates still complete."""
+        adapter = self.adapter_for(model)
+        outcomes: list[m.JobOutcome | None] = [None] * len(batch)
+        prepared: list[tuple[int, Any]] = []
+        for position, job in enumerate(batch):
+            try:
+                prepared.append((position, adapter.preprocess(job.inputs)))
+            except Exception as exc:
+                outcomes[position] = m.JobOutcome(job.job_id, None, _describe(exc), "input")
+        self._predict_into(adapter, state, batch, prepared, outcomes)
+        return [outcome for outcome in outcomes if outcome is not None]
+
+    def _predict_into(
+        self, adapter: BaseAdapter, state: Any, batch: list[PendingJob],
+        prepared: list[tuple[int, Any]], outcomes: list[m.JobOutcome | None],
+    ) -> None:
+        if not prepared:
+            return
+        try:
+            outputs = adapter.predict(state, [item for _, item in prepared])
+            if len(outputs) != len(prepared):
+                raise RuntimeError(f"predict returned {len(outputs)} outputs for {len(prepared)} inputs")
+        except Exception as exc:
+            if is_out_of_memory(exc):
+                self.free_cuda_cache()
+                if len(prepared) == 1:
+                    position = prepared[0][0]
+                    outcomes[position] = m.JobOutcome(batch[position].job_id, None, "out of GPU memory", "oom")
+                    return
+                half = len(prepared) // 2
+                self._predict_into(adapter, state, batch, prepared[:half], outcomes)
+                self._predict_into(adapter, state, batch, prepared[half:], outcomes)
+                return
+            if len(prepared) == 1:
+                position = prepared[0][0]
+                outcomes[position] = m.JobOutcome(batch[position].job_id, None, _describe(exc), "model")
+                return
+            for single in prepared:  # isolate: one bad item fails alone
+                self._predict_into(adapter, state, batch, [single], outcomes)
+            return
+        for (position, _), output in zip(prepared, outputs, strict=True):
+            job_id = batch[position].job_id
+            if isinstance(output, BaseException):
+                outcomes[position] = m.JobOutcome(job_id, None, _describe(output), "model")
+                continue
+            try:
+                outcomes[position] = m.JobOutcome(job_id, adapter.postprocess(output))
+            except Exception as exc:
+                outcomes[position] = m.JobOutcome(job_id, None, _describe(exc), "model")
+
+    def send_results(self, results: m.JobResults) -> None:
+        try:
+            self.send(results)
+        except (TypeError, msgspec.EncodeError):  # an output msgpack cannot carry: fail those alone
+            checked = []
+            for outcome in results.outcomes:
+                try:
+                    m.encode(outcome)
+                    checked.append(outcome)
+                except (TypeError, msgspec.EncodeError) as exc:
+                    checked.append(m.JobOutcome(outcome.job_id, None, f"output cannot be serialized: {exc}", "model"))
+            self.send(m.JobResults(results.model, results.batch_size, results.run_s, checked))
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
