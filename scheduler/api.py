@@ -9,6 +9,7 @@ message per worker with as many jobs as its pipeline has room for) and the super
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import logging
 import math
@@ -144,17 +145,13 @@ class Scheduler:
         self.running = False
         if self._tick_task is not None:
             self._tick_task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._tick_task
-            except asyncio.CancelledError:
-                pass
         for worker in self.workers.values():
             if worker.state != "dead":
                 worker.state = "stopping"
-                try:
+                with contextlib.suppress(OSError, ValueError):
                     worker.send(m.Shutdown())
-                except (OSError, ValueError):
-                    pass
         stop_deadline = time.monotonic() + 5.0
         while any(worker.alive() for worker in self.workers.values()) and time.monotonic() < stop_deadline:
             await asyncio.sleep(0.02)

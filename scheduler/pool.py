@@ -174,15 +174,11 @@ class ProcessWorker(WorkerHandle):
         if self.loop is None:
             return
         if self.reader is not None:
-            try:
+            with contextlib.suppress(OSError, ValueError):
                 self.loop.remove_reader(self.reader.fileno())
-            except (OSError, ValueError):
-                pass
         if self.process is not None:
-            try:
+            with contextlib.suppress(OSError, ValueError):
                 self.loop.remove_reader(self.process.sentinel)
-            except (OSError, ValueError):
-                pass
 
     def send(self, message: m.ToWorker) -> None:
         self.inbox.put(m.encode(message))
@@ -192,10 +188,8 @@ class ProcessWorker(WorkerHandle):
 
     def kill(self) -> None:
         if self.process is not None and self.process.pid is not None and self.process.exitcode is None:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(self.process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
 
     def terminate(self) -> None:
         if self.process is not None and self.process.exitcode is None:

@@ -11,7 +11,7 @@ from scheduler.settings import load_settings
 REDUCED_VRAM_SCALE = 0.5
 
 
-class SchedulerType(str, enum.Enum):
+class SchedulerType(enum.StrEnum):
     MULTIPROCESS = MULTIPROCESS  # worker processes pinned to GPUs (or CPU workers)
     ASYNC = ASYNC  # models run inside the main process, behind the same API: for development
 
