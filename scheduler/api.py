@@ -22,6 +22,7 @@ from typing import Any
 from scheduler import messages as m
 from scheduler.devices import MIB, GpuInfo, discover_gpus, refresh_usage
 from scheduler.errors import (
+    InvalidInputError,
     JobNotFoundError,
     NotRunningError,
     QueueFullError,
@@ -258,10 +259,13 @@ class Scheduler:
                 return self.table.jobs[existing_id], False
         model_name = request.model_name
         registered = self.registry.validate(model_name, request.inputs)
-        priority = Priority.parse(request.priority)
+        try:
+            priority = Priority.parse(request.priority)
+        except ValueError as exc:
+            raise InvalidInputError(str(exc), field="priority") from None
         timeout_s = request.timeout_s if request.timeout_s is not None else (self.settings.default_timeout_s or None)
         if timeout_s is not None and (not math.isfinite(timeout_s) or timeout_s <= 0):
-            raise SchedulerError("timeout_s must be a positive number of seconds")
+            raise InvalidInputError("timeout_s must be a positive number of seconds", field="timeout_s")
         if self.table.count_by_status[JobStatus.QUEUED] >= self.settings.max_queue:
             raise QueueFullError(f"the queue is full ({self.settings.max_queue} jobs waiting); retry later")
         job = Job(

@@ -1,9 +1,12 @@
 """Worker handles: one record per worker (process or, for the ASYNC type, thread) and how to start,
 message and stop it. The supervision decisions live in `scheduler.supervisor`; this is the I/O shell.
 
-Main -> worker travels on a multiprocessing queue per worker (a put never blocks the event loop, even
-when the worker hangs); worker -> main on a multiprocessing pipe whose read end the event loop
-watches with `add_reader`, so results reach the loop with no thread hop.
+Each worker has two multiprocessing pipes. Main -> worker: the main writes frames (the
+`multiprocessing.connection` framing) to a non-blocking pipe, buffering what the pipe cannot take and
+flushing it when the loop says the pipe is writable, so a hung worker never blocks the event loop.
+Worker -> main: the event loop watches the read end with `add_reader`, so results reach the loop with
+no thread hop. (Pipes rather than `multiprocessing.Queue`: no feeder thread, no pickling, no
+semaphore, hence no resource-tracker process left behind.)
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import multiprocessing
 import os
 import queue
 import signal
+import struct
 import sys
 import threading
 import time
@@ -31,6 +35,7 @@ from workers.process import WorkerConfig, worker_main
 log = logging.getLogger("modelsched.pool")
 
 _SPAWN = multiprocessing.get_context("spawn")
+_FRAME_HEADER = struct.Struct("!i")  # multiprocessing.connection's length prefix
 _ENV_LOCK = threading.Lock()
 
 OnMessage = Callable[["WorkerHandle", bytes], None]
@@ -109,18 +114,19 @@ class WorkerHandle:
 @dataclass
 class ProcessWorker(WorkerHandle):
     process: Any = None
-    inbox: Any = None
-    reader: Any = None
+    writer: Any = None  # main -> worker, non-blocking
+    reader: Any = None  # worker -> main
     loop: asyncio.AbstractEventLoop | None = None
+    unsent: bytearray = field(default_factory=bytearray)
 
     def start(
         self, config: WorkerConfig, loop: asyncio.AbstractEventLoop, on_message: OnMessage, on_exit: OnExit
     ) -> None:
         self.loop = loop
-        self.inbox = _SPAWN.Queue()
+        worker_inbox, self.writer = _SPAWN.Pipe(duplex=False)
         self.reader, writer = _SPAWN.Pipe(duplex=False)
         self.process = _SPAWN.Process(
-            target=worker_main, args=(msgspec.msgpack.encode(config), self.inbox, writer),
+            target=worker_main, args=(msgspec.msgpack.encode(config), worker_inbox, writer),
             name=f"modelsched-{self.worker_id}", daemon=True,
         )
         with _ENV_LOCK:  # the child inherits this environment: CUDA_VISIBLE_DEVICES before torch loads
@@ -137,6 +143,8 @@ class ProcessWorker(WorkerHandle):
                     else:
                         os.environ["CUDA_VISIBLE_DEVICES"] = saved
         writer.close()
+        worker_inbox.close()
+        os.set_blocking(self.writer.fileno(), False)
         self.pid = self.process.pid
         self.started_at = time.monotonic()
         loop.add_reader(self.reader.fileno(), self._on_readable, on_message, on_exit)
@@ -181,7 +189,36 @@ class ProcessWorker(WorkerHandle):
                 self.loop.remove_reader(self.process.sentinel)
 
     def send(self, message: m.ToWorker) -> None:
-        self.inbox.put(m.encode(message))
+        if self.writer is None:
+            return
+        data = m.encode(message)
+        frame = _FRAME_HEADER.pack(len(data)) + data
+        if self.unsent:
+            self.unsent += frame
+            return
+        try:
+            written = os.write(self.writer.fileno(), frame)
+        except BlockingIOError:
+            written = 0
+        except OSError:  # the worker is gone; the sentinel reports its death
+            return
+        if written < len(frame):
+            self.unsent += frame[written:]
+            assert self.loop is not None
+            self.loop.add_writer(self.writer.fileno(), self._flush)
+
+    def _flush(self) -> None:
+        if self.writer is None:
+            return
+        try:
+            written = os.write(self.writer.fileno(), self.unsent)
+        except BlockingIOError:
+            return
+        except OSError:
+            written = len(self.unsent)
+        del self.unsent[:written]
+        if not self.unsent and self.loop is not None:
+            self.loop.remove_writer(self.writer.fileno())
 
     def alive(self) -> bool:
         return self.process is not None and self.process.is_alive()
@@ -204,9 +241,13 @@ class ProcessWorker(WorkerHandle):
 
     def close(self) -> None:
         self._detach()
-        if self.inbox is not None:
-            self.inbox.cancel_join_thread()
-            self.inbox.close()
+        if self.writer is not None:
+            if self.loop is not None:
+                with contextlib.suppress(OSError, ValueError):
+                    self.loop.remove_writer(self.writer.fileno())
+            self.writer.close()
+            self.writer = None
+            self.unsent.clear()
         if self.reader is not None:
             self.reader.close()
             self.reader = None

@@ -2,7 +2,7 @@
 
 It pins itself to its GPU (`CUDA_VISIBLE_DEVICES` is also set by the parent before spawning, so it
 holds before torch is imported), asks the kernel to kill it if the main process dies, and runs the
-`WorkerRuntime` loop over a multiprocessing queue (in) and a pipe (out).
+`WorkerRuntime` loop over two multiprocessing pipes (in and out).
 """
 
 from __future__ import annotations
@@ -10,12 +10,10 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
-import queue
 import signal
 import sys
 import threading
 from multiprocessing.connection import Connection
-from multiprocessing.queues import Queue
 from typing import Any
 
 import msgspec
@@ -60,7 +58,7 @@ def watch_parent(parent_pid: int, interval_s: float = 1.0) -> None:
     threading.Thread(target=loop, name="parent-watch", daemon=True).start()
 
 
-def worker_main(config_bytes: bytes, inbox: Queue, outbox: Connection) -> None:
+def worker_main(config_bytes: bytes, inbox: Connection, outbox: Connection) -> None:
     config = msgspec.msgpack.decode(config_bytes, type=WorkerConfig)
     if config.gpu_index is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = str(config.gpu_index)
@@ -90,12 +88,9 @@ def worker_main(config_bytes: bytes, inbox: Queue, outbox: Connection) -> None:
             outbox.send_bytes(data)
 
     def receive(timeout: float) -> bytes | None:
-        try:
-            if timeout <= 0:
-                return inbox.get_nowait()
-            return inbox.get(timeout=timeout)
-        except queue.Empty:
+        if not inbox.poll(max(0.0, timeout)):
             return None
+        return inbox.recv_bytes()
 
     runtime = WorkerRuntime(
         config.worker_id, device, specs, receive, send,
@@ -114,6 +109,4 @@ def worker_main(config_bytes: bytes, inbox: Queue, outbox: Connection) -> None:
         runtime.run()
     except (BrokenPipeError, EOFError, OSError) as exc:
         logging.info("worker %s: main process gone (%s); exiting", config.worker_id, exc)
-    finally:
-        inbox.cancel_join_thread()
     os._exit(0)
