@@ -124,7 +124,10 @@ class MLPAdapter(BaseAdapter):
     def predict(self, state: Any, batch: list[Any]) -> list[Any]:
         import torch
 
+        import numpy as np
+
         with torch.inference_mode():
-            tensor = torch.tensor(batch, dtype=torch.float32, device=state["device"])
+            # numpy reads a list of lists three times faster than torch.tensor does
+            tensor = torch.from_numpy(np.asarray(batch, dtype=np.float32)).to(state["device"])
             logits = state["model"](tensor)
         return logits.cpu().tolist()
