@@ -5,6 +5,11 @@ state `predict(state, batch)` needs; `predict` returns one output per input, and
 `ItemError` (or any exception instance) in an item's place to fail that item alone. `validate(inputs)`
 runs in the main process at submission and raises `ValueError` naming what is wrong, so a bad job
 never reaches a worker. `preprocess`/`postprocess` run per item in the worker, around `predict`.
+
+Many items in one job: an adapter may define `items(inputs) -> list` (e.g. the sentences of a
+request) and `assemble(inputs, outputs) -> output`. The worker's batcher then counts items, not jobs:
+`predict` receives items from one or several jobs, a large job is split across batches, and
+`assemble` turns the job's item outputs back into its result. Without `items`, a job is one item.
 """
 
 from __future__ import annotations

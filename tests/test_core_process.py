@@ -260,3 +260,28 @@ def test_development_preset_with_a_model_subset() -> None:
     assert list(scheduler.registry.models) == ["echo"]
     with pytest.raises(ValueError, match="unknown models"):
         create_development_scheduler(model_subset=["nope"])
+
+
+def test_many_items_in_one_job_are_batched_by_items_without_holding_up_small_jobs() -> None:
+    async def scenario() -> None:
+        split = ModelConfig(name="split", adapter="tests.core_adapters:SplitAdapter")
+        scheduler = Scheduler(settings(models=[split]), environ=CPU_ONLY)
+        batch_sizes: list[int] = []
+        scheduler.on_batch.append(lambda worker, model_name, size, run_s: batch_sizes.append(size))
+        async with scheduler:
+            await scheduler.wait_ready(60)
+            big = scheduler.submit(JobRequest(feature="split", inputs=list(range(40))))
+            small = scheduler.submit(JobRequest(feature="split", inputs=[100, 101]))
+            bad = scheduler.submit(JobRequest(feature="split", inputs=[1, "bad", 3]))
+            big_done = await scheduler.wait_for(big, 30)
+            small_done = await scheduler.wait_for(small, 30)
+            bad_done = await scheduler.wait_for(bad, 30)
+        assert big_done["status"] == "completed"
+        assert big_done["result"]["doubled"] == [2 * i for i in range(40)]
+        assert small_done["result"]["doubled"] == [200, 202]
+        assert max(batch_sizes) == 8 and sum(batch_sizes) == 45
+        # the small job ran before the large one's last batch: it did not wait behind all of it
+        assert max(small_done["result"]["batches"]) < max(big_done["result"]["batches"])
+        assert bad_done["status"] == "error" and "bad item" in bad_done["error"]
+
+    asyncio.run(scenario())

@@ -98,3 +98,21 @@ def test_worker_plan_and_respawn_backoff() -> None:
     assert worker_plan([], 2, 2, needs_cpu_workers=True) == [("cpu-w0", None), ("cpu-w1", None)]
     assert respawn_delay(0) == 0.0
     assert 0 < respawn_delay(1) < respawn_delay(3) <= 30.0
+
+
+def test_take_units_counts_items_and_sends_the_rest_of_a_large_job_to_the_back() -> None:
+    from workers.batching import items_waiting, take_units
+
+    queue = deque([
+        PendingJob("big", list(range(20)), 0.0, count=20),
+        PendingJob("small1", [1], 0.0, count=1),
+        PendingJob("small2", [2, 3], 0.0, count=2),
+    ])
+    assert items_waiting(queue, 8) == 8
+    first = take_units(queue, 8)
+    assert [(u.job_id, u.count, u.offset) for u in first] == [("big", 8, 0)]
+    assert [u.job_id for u in queue] == ["small1", "small2", "big"]
+    second = take_units(queue, 8)
+    assert [(u.job_id, u.count, u.offset) for u in second] == [("small1", 1, 0), ("small2", 2, 0), ("big", 5, 8)]
+    assert second[2].inputs == list(range(8, 13))
+    assert [(u.job_id, u.count, u.offset) for u in queue] == [("big", 7, 13)]

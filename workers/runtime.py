@@ -14,6 +14,7 @@ import os
 import time
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -22,13 +23,27 @@ import psutil
 from adapters.base import BaseAdapter
 from adapters.registry import build_adapter
 from scheduler import messages as m
-from workers.batching import BatchKnobs, PendingJob, RunNow, WaitUntil, next_batch
+from workers.batching import BatchKnobs, PendingJob, RunNow, WaitUntil, next_batch, take_units
 
 log = logging.getLogger("modelsched.worker")
 
 
 class ModelLoadError(Exception):
     pass
+
+
+ItemResult = tuple[Any, str | None, str | None]  # (output, error, error kind)
+
+
+@dataclass
+class PartialJob:
+    """A job whose items run in one or more batches; it ends when its last item is done."""
+
+    inputs: Any
+    total: int
+    outputs: list[Any]
+    done: int = 0
+    error: tuple[str, str | None] | None = None
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
@@ -60,6 +75,7 @@ class WorkerRuntime:
         self.states: dict[str, Any] = {}
         self.memory_bytes: dict[str, int] = {}
         self.pending: dict[str, deque[PendingJob]] = {}
+        self.partial: dict[str, PartialJob] = {}  # jobs split into items, by job id
         self.knobs: dict[str, BatchKnobs] = {}
         self.stopping = False
         self.last_heartbeat = 0.0
@@ -97,7 +113,22 @@ class WorkerRuntime:
                 return
             queue = self.pending[message.model] = deque()
             self.knobs[message.model] = BatchKnobs(spec.max_batch_size, spec.max_delay_ms)
-        queue.extend(PendingJob(job.job_id, job.inputs, now) for job in message.jobs)
+        split = getattr(self.adapter_for(message.model), "items", None)
+        if split is None:
+            queue.extend(PendingJob(job.job_id, job.inputs, now) for job in message.jobs)
+            return
+        for job in message.jobs:
+            try:
+                items = list(split(job.inputs))
+            except Exception as exc:
+                self.send(m.JobResults(message.model, 0, 0.0, [m.JobOutcome(job.job_id, None, _describe(exc), "input")]))
+                continue
+            partial = PartialJob(job.inputs, len(items), [None] * len(items))
+            if not items:
+                self.send(m.JobResults(message.model, 0, 0.0, [self.finish_split(message.model, job.job_id, partial)]))
+                continue
+            self.partial[job.job_id] = partial
+            queue.append(PendingJob(job.job_id, items, now, len(items), 0))
 
     # ---- the loop ------------------------------------------------------------------------------
 
@@ -207,37 +238,74 @@ class WorkerRuntime:
 
     def run_batch(self, model: str, count: int) -> None:
         queue = self.pending[model]
-        batch = [queue.popleft() for _ in range(count)]
+        units = take_units(queue, count)
         if model not in self.states:
             # A failed load fails every job of this model the worker holds, not just this batch.
-            job_ids = [job.job_id for job in batch] + [job.job_id for job in queue]
+            job_ids = list(dict.fromkeys([unit.job_id for unit in units] + [unit.job_id for unit in queue]))
             try:
                 self.ensure_loaded(model, job_ids)
             except ModelLoadError:
                 queue.clear()
+                for job_id in job_ids:
+                    self.partial.pop(job_id, None)
                 return
         state = self.states[model]
         started = time.perf_counter()
-        outcomes = self.predict_isolated(model, state, batch)
+        slots: list[tuple[PendingJob, int | None]] = []
+        items: list[Any] = []
+        for unit in units:
+            if unit.job_id in self.partial:
+                slots.extend((unit, unit.offset + index) for index in range(unit.count))
+                items.extend(unit.inputs)
+            else:
+                slots.append((unit, None))
+                items.append(unit.inputs)
+        results = self.predict_isolated(model, state, items)
+        outcomes = self.fold(model, slots, results)
         run_s = time.perf_counter() - started
-        self.send_results(m.JobResults(model, len(batch), run_s, outcomes))
+        self.send_results(m.JobResults(model, len(items), run_s, outcomes))  # even with no job ended: batch metrics
 
-    def predict_isolated(self, model: str, state: Any, batch: list[PendingJob]) -> list[m.JobOutcome]:
-        """Run the batch; if it fails, find the failing items so their batch-mates still complete."""
+    def fold(self, model: str, slots: list[tuple[PendingJob, int | None]], results: list[ItemResult]) -> list[m.JobOutcome]:
+        """Item results -> job outcomes: whole jobs at once, split jobs when their last item is done."""
+        outcomes: list[m.JobOutcome] = []
+        for (unit, item_index), (output, error, kind) in zip(slots, results, strict=True):
+            if item_index is None:
+                outcomes.append(m.JobOutcome(unit.job_id, output, error, kind))
+                continue
+            partial = self.partial[unit.job_id]
+            if error is not None and partial.error is None:
+                partial.error = (error, kind)
+            partial.outputs[item_index] = output
+            partial.done += 1
+            if partial.done == partial.total:
+                del self.partial[unit.job_id]
+                outcomes.append(self.finish_split(model, unit.job_id, partial))
+        return outcomes
+
+    def finish_split(self, model: str, job_id: str, partial: PartialJob) -> m.JobOutcome:
+        if partial.error is not None:
+            error, kind = partial.error
+            return m.JobOutcome(job_id, None, error, kind)
+        try:
+            return m.JobOutcome(job_id, self.adapter_for(model).assemble(partial.inputs, partial.outputs))
+        except Exception as exc:
+            return m.JobOutcome(job_id, None, _describe(exc), "model")
+
+    def predict_isolated(self, model: str, state: Any, items: list[Any]) -> list[ItemResult]:
+        """Run the items as one batch; if it fails, find the failing items so the others complete."""
         adapter = self.adapter_for(model)
-        outcomes: list[m.JobOutcome | None] = [None] * len(batch)
+        results: list[ItemResult | None] = [None] * len(items)
         prepared: list[tuple[int, Any]] = []
-        for position, job in enumerate(batch):
+        for position, item in enumerate(items):
             try:
-                prepared.append((position, adapter.preprocess(job.inputs)))
+                prepared.append((position, adapter.preprocess(item)))
             except Exception as exc:
-                outcomes[position] = m.JobOutcome(job.job_id, None, _describe(exc), "input")
-        self._predict_into(adapter, state, batch, prepared, outcomes)
-        return [outcome for outcome in outcomes if outcome is not None]
+                results[position] = (None, _describe(exc), "input")
+        self._predict_into(adapter, state, prepared, results)
+        return results  # type: ignore[return-value]  # every position is filled
 
     def _predict_into(
-        self, adapter: BaseAdapter, state: Any, batch: list[PendingJob],
-        prepared: list[tuple[int, Any]], outcomes: list[m.JobOutcome | None],
+        self, adapter: BaseAdapter, state: Any, prepared: list[tuple[int, Any]], results: list[ItemResult | None],
     ) -> None:
         if not prepared:
             return
@@ -249,29 +317,26 @@ class WorkerRuntime:
             if is_out_of_memory(exc):
                 self.free_cuda_cache()
                 if len(prepared) == 1:
-                    position = prepared[0][0]
-                    outcomes[position] = m.JobOutcome(batch[position].job_id, None, "out of GPU memory", "oom")
+                    results[prepared[0][0]] = (None, "out of GPU memory", "oom")
                     return
                 half = len(prepared) // 2
-                self._predict_into(adapter, state, batch, prepared[:half], outcomes)
-                self._predict_into(adapter, state, batch, prepared[half:], outcomes)
+                self._predict_into(adapter, state, prepared[:half], results)
+                self._predict_into(adapter, state, prepared[half:], results)
                 return
             if len(prepared) == 1:
-                position = prepared[0][0]
-                outcomes[position] = m.JobOutcome(batch[position].job_id, None, _describe(exc), "model")
+                results[prepared[0][0]] = (None, _describe(exc), "model")
                 return
             for single in prepared:  # isolate: one bad item fails alone
-                self._predict_into(adapter, state, batch, [single], outcomes)
+                self._predict_into(adapter, state, [single], results)
             return
         for (position, _), output in zip(prepared, outputs, strict=True):
-            job_id = batch[position].job_id
             if isinstance(output, BaseException):
-                outcomes[position] = m.JobOutcome(job_id, None, _describe(output), "model")
+                results[position] = (None, _describe(output), "model")
                 continue
             try:
-                outcomes[position] = m.JobOutcome(job_id, adapter.postprocess(output))
+                results[position] = (adapter.postprocess(output), None, None)
             except Exception as exc:
-                outcomes[position] = m.JobOutcome(job_id, None, _describe(exc), "model")
+                results[position] = (None, _describe(exc), "model")
 
     def send_results(self, results: m.JobResults) -> None:
         try:
