@@ -1,0 +1,93 @@
+"""Prometheus metrics for `/metrics`, in a registry of their own.
+
+Counters and histograms are fed by the scheduler's observers (`on_job_end`, `on_batch`) as things
+happen; gauges (queue depth, workers up, GPU memory, models loaded) are read from the system status
+when Prometheus scrapes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from scheduler.jobs import Job
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+
+
+class StatusCollector(Collector):
+    """Gauges read from `get_system_status()` at scrape time."""
+
+    def __init__(self, scheduler: Any) -> None:
+        self.scheduler = scheduler
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        status = self.scheduler.get_system_status()
+        queue = GaugeMetricFamily("modelsched_queue_jobs", "Jobs by state now", labels=["state"])
+        for state in ("queued", "processing"):
+            queue.add_metric([state], status["queue"].get(state, 0))
+        yield queue
+        workers_up = GaugeMetricFamily("modelsched_workers_up", "Workers alive and ready", labels=["device"])
+        up_by_device: dict[str, int] = {}
+        for worker in status["workers"]:
+            kind = "cpu" if worker["gpu_index"] is None else f"gpu{worker['gpu_index']}"
+            up_by_device[kind] = up_by_device.get(kind, 0) + int(worker["alive"] and worker["state"] == "ready")
+        for device, count in up_by_device.items():
+            workers_up.add_metric([device], count)
+        yield workers_up
+        gpu_total = GaugeMetricFamily("modelsched_gpu_memory_total_bytes", "GPU memory", labels=["gpu"])
+        gpu_used = GaugeMetricFamily("modelsched_gpu_memory_used_bytes", "GPU memory in use", labels=["gpu"])
+        ledger = GaugeMetricFamily("modelsched_gpu_ledger_bytes", "GPU memory the ledger assigns to models",
+                                   labels=["gpu"])
+        for gpu in status["gpu"]:
+            label = [str(gpu["index"])]
+            gpu_total.add_metric(label, gpu["total_mb"] * 1024 * 1024)
+            gpu_used.add_metric(label, gpu["used_mb"] * 1024 * 1024)
+            ledger.add_metric(label, gpu["ledger_used_mb"] * 1024 * 1024)
+        yield gpu_total
+        yield gpu_used
+        yield ledger
+        loaded = GaugeMetricFamily("modelsched_models_loaded", "Models loaded per worker", labels=["worker"])
+        for worker in status["workers"]:
+            loaded.add_metric([worker["worker_id"]], len(worker["loaded_models"]))
+        yield loaded
+
+
+class SchedulerMetrics:
+    def __init__(self, scheduler: Any) -> None:
+        self.registry = CollectorRegistry()
+        self.submitted = Counter("modelsched_jobs_submitted", "Jobs accepted", ["model"], registry=self.registry)
+        self.ended = Counter("modelsched_jobs_ended", "Jobs ended", ["model", "status"], registry=self.registry)
+        self.queue_wait = Histogram("modelsched_job_queue_wait_seconds", "From submission to the start of its run",
+                                    ["model"], buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.run_time = Histogram("modelsched_job_run_seconds", "From the start of its run to its end",
+                                  ["model"], buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.batch_size = Histogram("modelsched_batch_size", "Items per batch a worker ran", ["model"],
+                                    buckets=BATCH_BUCKETS, registry=self.registry)
+        self.batch_time = Histogram("modelsched_batch_seconds", "Time a worker spent on one batch", ["model"],
+                                    buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.registry.register(StatusCollector(scheduler))
+        scheduler.on_job_end.append(self.job_ended)
+        scheduler.on_batch.append(self.batch_ran)
+
+    def job_submitted(self, model: str) -> None:
+        self.submitted.labels(model).inc()
+
+    def job_ended(self, job: Job) -> None:
+        self.ended.labels(job.model, job.status.value).inc()
+        if job.started_at is not None:
+            self.queue_wait.labels(job.model).observe(max(0.0, job.started_at - job.created_at))
+            if job.ended_at is not None:
+                self.run_time.labels(job.model).observe(max(0.0, job.ended_at - job.started_at))
+
+    def batch_ran(self, worker_id: str, model: str, size: int, run_s: float) -> None:
+        self.batch_size.labels(model).observe(size)
+        self.batch_time.labels(model).observe(run_s)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,407 @@
+"""The modelsched daemon: the FastAPI app over a `Scheduler`, and the `modelsched` command line.
+
+    modelsched serve [--preset dev|prod] [--config FILE] [--host H] [--port P]
+    modelsched submit MODEL --inputs JSON [--wait] [--url URL]
+    modelsched status | jobs
+
+Bodies are decoded and encoded with msgspec (`scheduler/http_schemas.py`); the hot endpoints
+(`POST /jobs`, `POST /models/{model}/infer`) read the raw body and never touch pydantic or FastAPI's
+JSON encoder. Errors map to status codes in one place (`error_response`); no request gets a 500.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hmac
+import json
+import logging
+import os
+import sys
+from collections.abc import AsyncIterator
+from typing import Any
+
+import msgspec
+from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, Response
+
+from scheduler import errors
+from scheduler.api import JobEndedError, Scheduler
+from scheduler.http_schemas import (
+    ErrorBody,
+    Health,
+    InferRequest,
+    InferResult,
+    JobAccepted,
+    JobList,
+    JobView,
+    ModelAction,
+    ModelList,
+    SubmitJob,
+    openapi_components,
+    ref,
+)
+from scheduler.jobs import ENDED, JobRequest
+from scheduler.metrics import SchedulerMetrics
+from scheduler.settings import Settings, load_settings
+from scheduler.status_page import STATUS_PAGE
+
+log = logging.getLogger("modelsched.server")
+
+JSON = "application/json"
+MAX_WAIT_S = 300.0
+DEFAULT_INFER_WAIT_S = 60.0
+_encoder = msgspec.json.Encoder()
+_submit_decoder = msgspec.json.Decoder(SubmitJob)
+_infer_decoder = msgspec.json.Decoder(InferRequest)
+
+
+class HttpError(Exception):
+    def __init__(self, status: int, error: str, detail: str, field: str | None = None,
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(detail)
+        self.status, self.error, self.detail, self.field, self.headers = status, error, detail, field, headers
+
+
+def json_response(content: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(_encoder.encode(content), status_code=status, media_type=JSON, headers=headers)
+
+
+def error_response(exc: Exception) -> Response:
+    """The one place where failures become status codes."""
+    if isinstance(exc, HttpError):
+        return json_response(ErrorBody(exc.error, exc.detail, exc.field), exc.status, exc.headers)
+    table: list[tuple[type[Exception], int, str]] = [
+        (errors.ModelNotFoundError, 404, "model_not_found"),
+        (errors.JobNotFoundError, 404, "job_not_found"),
+        (errors.InvalidInputError, 422, "invalid_input"),
+        (errors.QueueFullError, 429, "queue_full"),
+        (errors.NotRunningError, 503, "not_accepting"),
+        (JobEndedError, 409, "job_ended"),
+        (errors.NoFitError, 507, "no_fit"),
+    ]
+    for kind, status, name in table:
+        if isinstance(exc, kind):
+            field = getattr(exc, "field", None)
+            headers = {"Retry-After": "1"} if status == 429 else None
+            return json_response(ErrorBody(name, str(exc), field), status, headers)
+    if isinstance(exc, errors.SchedulerError):
+        return json_response(ErrorBody("conflict", str(exc)), 409)
+    log.exception("unexpected error", exc_info=exc)
+    return json_response(ErrorBody("unavailable", f"{type(exc).__name__}: {exc}"), 503)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refusing (413) one over `limit` bytes, by its header or as it streams."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise HttpError(413, "body_too_large", f"the body is {declared} bytes; the limit is {limit}")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise HttpError(413, "body_too_large", f"the body exceeds the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def decode(data: bytes, decoder: msgspec.json.Decoder) -> Any:
+    try:
+        return decoder.decode(data)
+    except msgspec.ValidationError as exc:
+        message = str(exc)
+        field = message.rpartition("`$.")[2].rstrip("`") if "`$." in message else None
+        raise HttpError(422, "invalid_body", message, field) from None
+    except msgspec.DecodeError as exc:
+        raise HttpError(422, "malformed_json", f"the body is not valid JSON: {exc}") from None
+
+
+def _body_doc(struct: type) -> dict[str, Any]:
+    return {"requestBody": {"required": True, "content": {JSON: {"schema": ref(struct)}}}}
+
+
+def _responses(ok: int, struct: type, *errors_codes: int) -> dict[int | str, dict[str, Any]]:
+    answers: dict[int | str, dict[str, Any]] = {ok: {"description": "OK", "content": {JSON: {"schema": ref(struct)}}}}
+    for code in errors_codes:
+        answers[code] = {"description": "error", "content": {JSON: {"schema": ref(ErrorBody)}}}
+    return answers
+
+
+class BearerAuth:
+    """ASGI middleware: every path but /healthz wants `Authorization: Bearer <token>`."""
+
+    def __init__(self, app: Any, token: str) -> None:
+        self.app = app
+        self.expected = f"Bearer {token}".encode()
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"] != "/healthz":
+            given = next((value for name, value in scope["headers"] if name == b"authorization"), b"")
+            if not hmac.compare_digest(given, self.expected):
+                body = _encoder.encode(ErrorBody("unauthorized", "a valid 'Authorization: Bearer <token>' is required"))
+                await send({"type": "http.response.start", "status": 401, "headers": [
+                    (b"content-type", JSON.encode()), (b"content-length", str(len(body)).encode()),
+                    (b"www-authenticate", b"Bearer")]})
+                await send({"type": "http.response.body", "body": body})
+                return
+        await self.app(scope, receive, send)
+
+
+def create_app(scheduler: Scheduler) -> FastAPI:
+    settings = scheduler.settings
+    body_limit = settings.max_body_bytes
+    metrics = SchedulerMetrics(scheduler)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await scheduler.start()
+        try:
+            yield
+        finally:
+            await scheduler.stop()
+
+    app = FastAPI(title="modelsched", version="0.1.0", lifespan=lifespan,
+                  description="Model-inference jobs scheduled onto every GPU (or the CPU) of a machine.")
+    app.state.scheduler = scheduler
+    app.state.metrics = metrics
+
+    @app.exception_handler(HttpError)
+    @app.exception_handler(errors.SchedulerError)
+    async def scheduler_error(request: Request, exc: Exception) -> Response:
+        return error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> Response:
+        first = exc.errors()[0] if exc.errors() else {}
+        field = ".".join(str(part) for part in first.get("loc", ())[1:]) or None
+        return json_response(ErrorBody("invalid_request", str(first.get("msg", "invalid request")), field), 422)
+
+    # ---- jobs ----------------------------------------------------------------------------------
+
+    @app.post("/jobs", status_code=202, openapi_extra=_body_doc(SubmitJob),
+              responses=_responses(202, JobAccepted, 404, 413, 422, 429, 503))
+    async def submit_job(request: Request) -> Response:
+        body: SubmitJob = decode(await read_body(request, body_limit), _submit_decoder)
+        model = body.model or body.feature
+        if not model:
+            raise HttpError(422, "invalid_body", "the body must name a model ('model' or 'feature')", "model")
+        job_id = await scheduler.schedule_job(JobRequest(
+            model=model, inputs=body.inputs, priority=body.priority, timeout_s=body.timeout_s,
+            idempotency_key=body.idempotency_key,
+        ))
+        metrics.job_submitted(model)
+        return json_response(JobAccepted(job_id, scheduler.get_job_status(job_id)["status"]), 202)
+
+    @app.get("/jobs/{job_id}", responses=_responses(200, JobView, 404, 422))
+    async def get_job(job_id: str, wait: float | None = Query(None, ge=0, le=MAX_WAIT_S,
+                                                              description="hold up to N s until the job ends")) -> Response:
+        if wait:
+            return json_response(await scheduler.wait_for(job_id, wait))
+        return json_response(scheduler.get_job_status(job_id))
+
+    @app.delete("/jobs/{job_id}", responses=_responses(200, JobView, 404, 409))
+    async def cancel_job(job_id: str) -> Response:
+        return json_response(await scheduler.cancel_job(job_id))
+
+    @app.get("/jobs", responses=_responses(200, JobList, 422))
+    async def list_jobs(status: str | None = Query(None, pattern="^(queued|processing|completed|error|cancelled)$"),
+                        model: str | None = None, limit: int = Query(50, ge=1, le=1000)) -> Response:
+        return json_response({"jobs": scheduler.list_jobs(status, model, limit)})
+
+    # ---- models --------------------------------------------------------------------------------
+
+    @app.post("/models/{model}/infer", openapi_extra=_body_doc(InferRequest),
+              responses=_responses(200, InferResult, 404, 409, 413, 422, 429, 502, 503, 504))
+    async def infer(model: str, request: Request,
+                    timeout: float | None = Query(None, gt=0, le=MAX_WAIT_S,
+                                                  description="seconds to wait for the result")) -> Response:
+        body: InferRequest = decode(await read_body(request, body_limit), _infer_decoder)
+        job_id = await scheduler.schedule_job(JobRequest(
+            model=model, inputs=body.inputs, priority=body.priority, timeout_s=body.timeout_s))
+        metrics.job_submitted(model)
+        wait_s = timeout or body.timeout_s or DEFAULT_INFER_WAIT_S
+        status = await scheduler.wait_for(job_id, min(wait_s, MAX_WAIT_S))
+        state = status["status"]
+        if state == "completed":
+            return json_response(InferResult(job_id, state, status["result"]))
+        if state not in {status_name.value for status_name in ENDED}:
+            return json_response(InferResult(job_id, state, None, "the wait ended before the job; poll GET /jobs/"
+                                             + job_id), 504)
+        kind = scheduler.get_job(job_id).error_kind
+        code = {"input": 422, "timeout": 504, "cancelled": 409}.get(kind or "", 502)
+        return json_response(InferResult(job_id, state, None, status["error"]), code)
+
+    @app.get("/models", responses=_responses(200, ModelList))
+    async def list_models() -> Response:
+        return json_response({"models": scheduler.get_system_status()["models"]})
+
+    @app.post("/models/{model}/load", responses=_responses(200, ModelAction, 404, 409))
+    async def load_model(model: str) -> Response:
+        return json_response(ModelAction(model, await scheduler.load_model(model)))
+
+    @app.post("/models/{model}/unload", responses=_responses(200, ModelAction, 404))
+    async def unload_model(model: str) -> Response:
+        return json_response(ModelAction(model, await scheduler.unload_model(model)))
+
+    # ---- system --------------------------------------------------------------------------------
+
+    @app.get("/system/status")
+    async def system_status() -> Response:
+        return json_response(scheduler.get_system_status())
+
+    @app.get("/healthz", responses=_responses(200, Health))
+    async def healthz() -> Response:
+        return json_response(Health("ok"))
+
+    @app.get("/readyz", responses=_responses(200, Health, 503))
+    async def readyz() -> Response:
+        if scheduler.ready:
+            return json_response(Health("ready"))
+        return json_response(Health("starting" if scheduler.accepting else "not accepting"), 503)
+
+    @app.get("/metrics")
+    async def prometheus_metrics() -> Response:
+        return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def status_page() -> HTMLResponse:
+        return HTMLResponse(STATUS_PAGE)
+
+    _install_openapi(app)
+    return app
+
+
+def _install_openapi(app: FastAPI) -> None:
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = generate()
+            schema.setdefault("components", {}).setdefault("schemas", {}).update(openapi_components())
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+# ---- the command line -------------------------------------------------------------------------
+
+
+def build_asgi(scheduler: Scheduler) -> Any:
+    app = create_app(scheduler)
+    return BearerAuth(app, scheduler.settings.token) if scheduler.settings.token else app
+
+
+def serve(settings: Settings) -> int:
+    import uvicorn
+
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    scheduler = Scheduler(settings)
+    config = uvicorn.Config(
+        build_asgi(scheduler), host=settings.host, port=settings.port, loop="uvloop", http="httptools",
+        access_log=False, log_level=settings.log_level.lower(), lifespan="on",
+        timeout_graceful_shutdown=int(max(1, settings.shutdown_grace_s)), server_header=False,
+    )
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            # readiness 503 and submissions 503 from the first signal on; uvicorn then drains
+            scheduler.accepting = False
+            super().handle_exit(sig, frame)
+
+    server = Server(config)
+    log.info("modelsched %s preset: http://%s:%d (models: %s)", settings.preset, settings.host, settings.port,
+             ", ".join(model.name for model in settings.models))
+    server.run()
+    return 0 if server.started else 1
+
+
+def _client_url(args: argparse.Namespace) -> str:
+    return args.url or os.environ.get("MODELSCHED_URL") or "http://127.0.0.1:" + os.environ.get("MODELSCHED_PORT", "8000")
+
+
+def _client(args: argparse.Namespace) -> Any:
+    import httpx
+
+    token = args.token or os.environ.get("MODELSCHED_TOKEN")
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return httpx.Client(base_url=_client_url(args), headers=headers, timeout=MAX_WAIT_S + 10)
+
+
+def _print_answer(response: Any) -> int:
+    try:
+        print(json.dumps(response.json(), indent=2))
+    except ValueError:
+        print(response.text)
+    return 0 if response.status_code < 400 else 1
+
+
+def cli_submit(args: argparse.Namespace) -> int:
+    try:
+        inputs = json.loads(args.inputs)
+    except json.JSONDecodeError as exc:
+        print(f"modelsched: --inputs is not valid JSON: {exc}", file=sys.stderr)
+        return 2
+    with _client(args) as client:
+        answer = client.post("/jobs", json={"model": args.model, "inputs": inputs, "priority": args.priority})
+        if answer.status_code != 202 or not args.wait:
+            return _print_answer(answer)
+        job_id = answer.json()["job_id"]
+        while True:
+            answer = client.get(f"/jobs/{job_id}", params={"wait": 30})
+            if answer.status_code != 200 or answer.json()["status"] in {"completed", "error", "cancelled"}:
+                return _print_answer(answer)
+
+
+def cli_get(path: str) -> Any:
+    def run(args: argparse.Namespace) -> int:
+        with _client(args) as client:
+            return _print_answer(client.get(path))
+
+    return run
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="modelsched", description="Schedule model-inference jobs onto GPUs.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve_parser = commands.add_parser("serve", help="run the daemon")
+    serve_parser.add_argument("--preset", default=os.environ.get("MODELSCHED_PRESET", "dev"), choices=["dev", "prod"])
+    serve_parser.add_argument("--config", help="a TOML file whose keys override the preset's")
+    serve_parser.add_argument("--host")
+    serve_parser.add_argument("--port", type=int)
+    for name, help_text in (("submit", "submit a job"), ("status", "the system status"), ("jobs", "recent jobs")):
+        sub = commands.add_parser(name, help=help_text)
+        sub.add_argument("--url", help="the daemon's address (default $MODELSCHED_URL or http://127.0.0.1:8000)")
+        sub.add_argument("--token", help="bearer token (default $MODELSCHED_TOKEN)")
+        if name == "submit":
+            sub.add_argument("model")
+            sub.add_argument("--inputs", required=True, help="the job's inputs as JSON")
+            sub.add_argument("--priority", default="normal", choices=["high", "normal", "low"])
+            sub.add_argument("--wait", action="store_true", help="wait for the job to end and print it")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.command == "serve":
+        overrides = {key: value for key, value in (("host", args.host), ("port", args.port)) if value is not None}
+        try:
+            settings = load_settings(args.preset, config_file=args.config, overrides=overrides)
+        except errors.ConfigError as exc:
+            print(f"modelsched: configuration error: {exc}", file=sys.stderr)
+            return 2
+        try:
+            return serve(settings)
+        except errors.ConfigError as exc:  # a model's adapter cannot be built, a bad device setting
+            print(f"modelsched: configuration error: {exc}", file=sys.stderr)
+            return 2
+    if args.command == "submit":
+        return cli_submit(args)
+    return cli_get({"status": "/system/status", "jobs": "/jobs"}[args.command])(args)
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(KeyboardInterrupt):
+        sys.exit(main())
