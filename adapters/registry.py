@@ -11,6 +11,8 @@ BUILTIN_ADAPTERS: dict[str, str] = {
     "echo": "adapters.builtin:EchoAdapter",
     "sleep": "adapters.builtin:SleepAdapter",
     "mlp": "adapters.builtin:MLPAdapter",
+    "minilm": "adapters.text:MiniLMAdapter",
+    "transformers": "adapters.text:TransformersAdapter",
 }
 
 
