@@ -12,6 +12,7 @@ JSON encoder. Errors map to status codes in one place (`error_response`); no req
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import hmac
 import json
@@ -38,6 +39,7 @@ from scheduler.http_schemas import (
     JobView,
     ModelAction,
     ModelList,
+    RenderBody,
     SubmitJob,
     openapi_components,
     ref,
@@ -45,6 +47,7 @@ from scheduler.http_schemas import (
 from scheduler.jobs import ENDED, JobRequest
 from scheduler.metrics import SchedulerMetrics
 from scheduler.settings import Settings, load_settings
+from scheduler.ssrf import check_url
 from scheduler.status_page import STATUS_PAGE
 
 log = logging.getLogger("modelsched.server")
@@ -55,6 +58,7 @@ DEFAULT_INFER_WAIT_S = 60.0
 _encoder = msgspec.json.Encoder()
 _submit_decoder = msgspec.json.Decoder(SubmitJob)
 _infer_decoder = msgspec.json.Decoder(InferRequest)
+_render_decoder = msgspec.json.Decoder(RenderBody)
 
 
 class HttpError(Exception):
@@ -187,6 +191,10 @@ def create_app(scheduler: Scheduler) -> FastAPI:
         model = body.model or body.feature
         if not model:
             raise HttpError(422, "invalid_body", "the body must name a model ('model' or 'feature')", "model")
+        if model == "render" and "render" in scheduler.registry:
+            url = body.inputs.get("url") if isinstance(body.inputs, dict) else body.inputs
+            if isinstance(url, str):
+                await check_render_url(url)
         job_id = await scheduler.schedule_job(JobRequest(
             model=model, inputs=body.inputs, priority=body.priority, timeout_s=body.timeout_s,
             idempotency_key=body.idempotency_key,
@@ -221,7 +229,10 @@ def create_app(scheduler: Scheduler) -> FastAPI:
         job_id = await scheduler.schedule_job(JobRequest(
             model=model, inputs=body.inputs, priority=body.priority, timeout_s=body.timeout_s))
         metrics.job_submitted(model)
-        wait_s = timeout or body.timeout_s or DEFAULT_INFER_WAIT_S
+        return await result_response(job_id, timeout or body.timeout_s or DEFAULT_INFER_WAIT_S)
+
+    async def result_response(job_id: str, wait_s: float) -> Response:
+        """Wait for the job, then answer its result (200) or why there is none (4xx/5xx, never 500)."""
         status = await scheduler.wait_for(job_id, min(wait_s, MAX_WAIT_S))
         state = status["status"]
         if state == "completed":
@@ -232,6 +243,25 @@ def create_app(scheduler: Scheduler) -> FastAPI:
         kind = scheduler.get_job(job_id).error_kind
         code = {"input": 422, "timeout": 504, "cancelled": 409}.get(kind or "", 502)
         return json_response(InferResult(job_id, state, None, status["error"]), code)
+
+    async def check_render_url(url: str) -> None:
+        """The SSRF guard with DNS, off the event loop: a refused URL is a 422 before it is queued."""
+        verdict = await asyncio.to_thread(check_url, url, tuple(settings.render_allow_hosts))
+        if not verdict.allowed:
+            raise HttpError(422, "refused_url", f"the URL is refused: {verdict.reason}", "url")
+
+    @app.post("/render", openapi_extra=_body_doc(RenderBody),
+              responses=_responses(200, InferResult, 404, 413, 422, 429, 502, 503, 504))
+    async def render(request: Request,
+                     timeout: float | None = Query(None, gt=0, le=MAX_WAIT_S,
+                                                   description="seconds to wait for the page")) -> Response:
+        body: RenderBody = decode(await read_body(request, body_limit), _render_decoder)
+        await check_render_url(body.url)
+        inputs = {key: value for key, value in msgspec.structs.asdict(body).items() if value is not None}
+        job_id = await scheduler.schedule_job(JobRequest(model="render", inputs=inputs))
+        metrics.job_submitted("render")
+        wait_s = timeout or (body.timeout_s or settings.render_timeout_s) * (settings.render_retries + 1) + 5
+        return await result_response(job_id, wait_s)
 
     @app.get("/models", responses=_responses(200, ModelList))
     async def list_models() -> Response:

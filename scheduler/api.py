@@ -3,7 +3,9 @@
 Everything that changes a job runs on the main process's event loop: submissions, worker messages
 (read from each worker's pipe with `add_reader`), the dispatch pass (placement, then one `RunJobs`
 message per worker with as many jobs as its pipeline has room for) and the supervision tick
-(dead or silent workers, timeouts, retention).
+(dead or silent workers, timeouts, retention: `scheduler.supervision`). With a journal
+(`scheduler.journal`, wired in by `scheduler.durability`) a submission is acknowledged once it is
+committed, and a job's end is shown once its end record is committed.
 """
 
 from __future__ import annotations
@@ -14,13 +16,14 @@ import heapq
 import logging
 import math
 import os
+import secrets
 import time
-import uuid
 from collections.abc import Callable
 from typing import Any
 
 from scheduler import messages as m
 from scheduler.devices import MIB, GpuInfo, discover_gpus, refresh_usage
+from scheduler.durability import Durability
 from scheduler.errors import (
     InvalidInputError,
     JobNotFoundError,
@@ -29,6 +32,7 @@ from scheduler.errors import (
     SchedulerError,
 )
 from scheduler.jobs import ENDED, Job, JobRequest, JobStatus, Priority
+from scheduler.journal import Journal, JournalError, journal_enabled
 from scheduler.models import ModelRegistry, resolve_spec
 from scheduler.placement import (
     Assign,
@@ -38,29 +42,34 @@ from scheduler.placement import (
     Reject,
     place,
 )
-from scheduler.pool import ProcessWorker, ThreadWorker, WorkerHandle
+from scheduler.pool import ASYNC, MULTIPROCESS, ProcessWorker, WorkerHandle
+from scheduler.render_jobs import RenderJobs
 from scheduler.settings import ModelConfig, Settings
+from scheduler.supervision import TICK_S, Supervision
 from scheduler.supervisor import (
     FAILED_LOAD_BACKOFF_S,
-    respawn_delay,
+    load_backoff,
     worker_plan,
 )
 from scheduler.table import JobTable
-from workers.process import EXIT_BOOT_FAILED, WorkerConfig
 
 log = logging.getLogger("modelsched.scheduler")
 
-MULTIPROCESS = "multiprocess"
-ASYNC = "async"
-TICK_S = 0.1
+__all__ = ["ASYNC", "MULTIPROCESS", "TICK_S", "JobEndedError", "Scheduler"]
 PIPELINE_BATCHES = 2  # batches of work a worker may hold beyond the one it runs
+
+
+def new_job_id() -> str:
+    """32 hex digits: creation time in milliseconds (12), then 80 random bits. Ids sort by creation, so
+    the journal's id index grows at its right edge instead of at random places."""
+    return f"{time.time_ns() // 1_000_000:012x}{secrets.token_hex(10)}"
 
 
 class JobEndedError(SchedulerError):
     """The job already ended; it cannot be cancelled (REST: 409)."""
 
 
-class Scheduler:
+class Scheduler(Supervision, Durability, RenderJobs):
     def __init__(
         self,
         settings: Settings | None = None,
@@ -78,6 +87,7 @@ class Scheduler:
         self.workers: dict[str, WorkerHandle] = {}
         for model_config in self.settings.models:
             self.register_model(model_config)
+        self._render_setup()
         self.respawn_at: dict[str, float] = {}
         self.boot_failures: dict[str, int] = {}
         self.gpus: list[GpuInfo] = []
@@ -93,7 +103,11 @@ class Scheduler:
         # observers: the REST layer's metrics subscribe here
         self.on_job_end: list[Callable[[Job], None]] = []
         self.on_batch: list[Callable[[str, str, int, float], None]] = []
-        self.journal: Any = None
+        self.journal: Journal | None = None
+        # jobs that ended but whose end record is not committed yet -> the status shown meanwhile
+        self._unsettled: dict[str, JobStatus] = {}
+        self.load_failures: dict[str, int] = {}  # model -> consecutive failed loads
+        self.load_backoff_base_s = FAILED_LOAD_BACKOFF_S
 
     # ---- life cycle ----------------------------------------------------------------------------
 
@@ -102,6 +116,8 @@ class Scheduler:
             return
         self.loop = asyncio.get_running_loop()
         self.gpus = discover_gpus(self.environ) if self.scheduler_type == MULTIPROCESS else []
+        if self.journal is None and journal_enabled(self.settings.journal_path):
+            await self._open_journal()
         self.running = True
         self.accepting = True
         self.started_at = time.time()
@@ -111,6 +127,7 @@ class Scheduler:
         )
         for worker_id, gpu_index in plan:
             self._spawn(worker_id, gpu_index, restarts=0)
+        self._render_start()
         log.info(
             "scheduler started: %d GPU(s)%s, %d worker(s), models: %s",
             len(self.gpus), " (simulated)" if any(gpu.simulated for gpu in self.gpus) else "",
@@ -149,10 +166,18 @@ class Scheduler:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._tick_task
         for worker in self.workers.values():
-            if worker.state != "dead":
-                worker.state = "stopping"
-                with contextlib.suppress(OSError, ValueError):
-                    worker.send(m.Shutdown())
+            if worker.state == "dead":
+                continue
+            worker.state = "stopping"
+            worker.no_penalty = True  # stopping is not the jobs' fault
+            if worker.in_flight and isinstance(worker, ProcessWorker):
+                # Past the grace: what it still holds stays queued (in the journal too) for the next start.
+                log.warning("worker %s still holds %d job(s) after the grace period; killing pid %s",
+                            worker.worker_id, len(worker.in_flight), worker.pid)
+                worker.kill()
+                continue
+            with contextlib.suppress(OSError, ValueError):
+                worker.send(m.Shutdown())
         stop_deadline = time.monotonic() + 5.0
         while any(worker.alive() for worker in self.workers.values()) and time.monotonic() < stop_deadline:
             await asyncio.sleep(0.02)
@@ -164,6 +189,7 @@ class Scheduler:
             if isinstance(worker, ProcessWorker) and worker.process is not None:
                 worker.process.join(timeout=5)
             worker.close()
+        await self._render_stop()
         # Jobs still queued or in flight stay queued (the journal keeps them for the next start).
         for job in list(self.table.jobs.values()):
             if job.status is JobStatus.PROCESSING:
@@ -175,6 +201,8 @@ class Scheduler:
         self._waiters.clear()
         if self.journal is not None:
             await self.journal.close()
+            self.journal = None
+        self._unsettled.clear()
         log.info("scheduler stopped")
 
     async def __aenter__(self) -> Scheduler:
@@ -257,8 +285,13 @@ class Scheduler:
             existing_id = self.table.by_idempotency_key.get(request.idempotency_key)
             if existing_id is not None:
                 return self.table.jobs[existing_id], False
+            if self.journal is not None:  # ended and no longer in memory (or before a restart)
+                ended = self.journal.find_by_key(request.idempotency_key)
+                if ended is not None:
+                    return ended, False
         model_name = request.model_name
         registered = self.registry.validate(model_name, request.inputs)
+        self._render_admission_check(model_name)
         try:
             priority = Priority.parse(request.priority)
         except ValueError as exc:
@@ -269,7 +302,7 @@ class Scheduler:
         if self.table.count_by_status[JobStatus.QUEUED] >= self.settings.max_queue:
             raise QueueFullError(f"the queue is full ({self.settings.max_queue} jobs waiting); retry later")
         job = Job(
-            id=uuid.uuid4().hex, model=model_name, inputs=request.inputs, priority=priority,
+            id=new_job_id(), model=model_name, inputs=request.inputs, priority=priority,
             timeout_s=timeout_s, idempotency_key=request.idempotency_key,
         )
         self.table.add(job)
@@ -286,17 +319,19 @@ class Scheduler:
 
     def get_job(self, job_id: str) -> Job:
         job = self.table.get(job_id)
+        if job is None and self.journal is not None:
+            job = self.journal.lookup(job_id)  # ended, and no longer in memory (or before a restart)
         if job is None:
             raise JobNotFoundError(f"no job with id {job_id!r}")
         return job
 
     def get_job_status(self, job_id: str) -> dict[str, Any]:
-        return self.get_job(job_id).to_dict()
+        return self._view(self.get_job(job_id))
 
     async def wait_for(self, job_id: str, timeout: float | None = None) -> dict[str, Any]:
         """The job's status once it has ended, or as it stands when `timeout` seconds have passed."""
         job = self.get_job(job_id)
-        if job.status not in ENDED:
+        if not self._settled(job):
             assert self.loop is not None
             future: asyncio.Future[None] = self.loop.create_future()
             self._waiters.setdefault(job_id, []).append(future)
@@ -310,31 +345,40 @@ class Scheduler:
                     waiters.remove(future)
                     if not waiters:
                         del self._waiters[job_id]
-        return job.to_dict()
+        return self._view(job)
 
     async def cancel_job(self, job_id: str) -> dict[str, Any]:
         job = self.get_job(job_id)
         if job.status in ENDED:
             raise JobEndedError(f"job {job_id} already ended ({job.status.value})")
         # A running job's result, if it comes, is dropped: its worker keeps the slot until then.
-        self._finish(job, JobStatus.CANCELLED, error="cancelled by request", error_kind="cancelled")
-        return job.to_dict()
+        durable = self._finish(job, JobStatus.CANCELLED, error="cancelled by request", error_kind="cancelled")
+        if durable is not None:  # answer once the cancellation is committed: a restart will not run it
+            with contextlib.suppress(JournalError):
+                await durable
+        return self._view(job)
 
     def list_jobs(self, status: str | None = None, model: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
-        return [job.to_dict() for job in self.table.recent(status, model, limit)]
+        return [self._view(job) for job in self.table.recent(status, model, limit)]
 
     def _finish(self, job: Job, status: JobStatus, result: Any = None, error: str | None = None,
-                error_kind: str | None = None) -> None:
+                error_kind: str | None = None) -> asyncio.Future[None] | None:
+        """End the job; with a journal, returns the future of the commit that makes the end durable."""
+        before = job.status
         self.table.finish(job, status, result, error, error_kind)
-        if self.journal is not None:
-            self.journal.record_ended(job)
         for observer in self.on_job_end:
             observer(job)
-        waiters = self._waiters.pop(job.id, None)
-        if waiters:
-            for future in waiters:
-                if not future.done():
-                    future.set_result(None)
+        if self.journal is not None:
+            try:
+                future = self.journal.record_ended(job)
+            except JournalError as exc:  # closed under a late end (stop() is under way): nothing to wait for
+                log.warning("job %s ended after the journal closed; its end is not recorded: %s", job.id, exc)
+            else:
+                # Waiters wake when the end record is committed (`_on_ends_committed`).
+                self._unsettled[job.id] = before
+                return future
+        self._wake(job.id)
+        return None
 
     # ---- dispatch ------------------------------------------------------------------------------
 
@@ -347,12 +391,18 @@ class Scheduler:
         return [GpuCapacity(gpu.index, gpu.total_bytes / MIB, self.settings.gpu_reserve_mb) for gpu in self.gpus]
 
     def _dispatch(self) -> None:
-        """Send queued jobs to workers, as placement decides, until placement says wait."""
+        """Send queued jobs to workers, as placement decides, until placement says wait. Suspects
+        (jobs that were on a worker that died) go first, each alone. Nothing is sent once `stop()` began."""
         self._dispatch_scheduled = False
-        if not self.running:
+        if not self.running or not self.accepting:
             return
         capacities = self._capacities()
-        workers = [worker for worker in self.workers.values() if worker.state != "dead"]
+        # Dead workers stay in the view (not ready, nothing loaded): one awaiting its respawn means
+        # "wait", not "this daemon has no worker for the model".
+        workers = list(self.workers.values())
+        self._render_dispatch()
+        if self.table.suspects:
+            self._dispatch_suspects(workers, capacities)
         for model in self.table.queued_models():
             registered = self.registry.models.get(model)
             if registered is None:
@@ -362,7 +412,7 @@ class Scheduler:
             spec = registered.spec
             demand = ModelDemand(model, spec.vram_mb, spec.device)
             pipeline_items = spec.max_batch_size * PIPELINE_BATCHES
-            while self.table.queued_count_by_model.get(model, 0) > 0:
+            while self.table.peek(model) is not None:
                 decision = place(
                     demand, workers, capacities,
                     max_models_per_worker=self.settings.max_models_per_worker, pipeline_items=pipeline_items,
@@ -435,6 +485,7 @@ class Scheduler:
                 self._finish(job, JobStatus.COMPLETED, result=outcome.output)
             else:
                 self._finish(job, JobStatus.ERROR, error=outcome.error, error_kind=outcome.error_kind)
+        worker.release_solo_if_done()
         for observer in self.on_batch:
             observer(worker.worker_id, message.model, message.batch_size, message.run_s)
         self._schedule_dispatch()
@@ -450,13 +501,18 @@ class Scheduler:
         registered = self.registry.models.get(message.model)
         if registered is not None:
             registered.failed_error = None
+        self.load_failures.pop(message.model, None)
 
     def _on_model_load_failed(self, worker: WorkerHandle, message: m.ModelLoadFailed) -> None:
         worker.models.pop(message.model, None)
+        failures = self.load_failures[message.model] = self.load_failures.get(message.model, 0) + 1
+        backoff_s = load_backoff(failures, self.load_backoff_base_s)
         registered = self.registry.models.get(message.model)
         if registered is not None:
             registered.failed_error = message.error
-            registered.failed_until = time.monotonic() + FAILED_LOAD_BACKOFF_S
+            registered.failed_until = time.monotonic() + backoff_s
+        log.error("model %s failed to load on %s (%d time(s) in a row); its jobs fail for %.1fs: %s",
+                  message.model, worker.worker_id, failures, backoff_s, message.error)
         error = f"model {message.model!r} failed to load: {message.error}"
         for job_id in message.job_ids:
             if worker.in_flight.pop(job_id, None) is not None:
@@ -464,115 +520,11 @@ class Scheduler:
             job = self.table.get(job_id)
             if job is not None and job.status is JobStatus.PROCESSING and job.worker_id == worker.worker_id:
                 self._finish(job, JobStatus.ERROR, error=error, error_kind="load")
+        worker.release_solo_if_done()
         # Jobs of this model still waiting fail with the same error until the back-off ends.
         for job in self.table.pop_queued(message.model, self.table.queued_count_by_model.get(message.model, 0)):
             self._finish(job, JobStatus.ERROR, error=error, error_kind="load")
         self._schedule_dispatch()
-
-    # ---- supervision ---------------------------------------------------------------------------
-
-    def _spawn(self, worker_id: str, gpu_index: int | None, restarts: int) -> WorkerHandle:
-        assert self.loop is not None
-        simulated = gpu_index is not None and any(gpu.simulated for gpu in self.gpus)
-        if self.scheduler_type == ASYNC:
-            worker: WorkerHandle = ThreadWorker(worker_id, None, "cpu (in process)", restarts=restarts)
-            worker.start_thread(
-                self.registry.specs(), self.settings.heartbeat_interval_s, self.loop,
-                self._on_worker_message, self._on_worker_exit, "adaptive",
-            )
-        else:
-            label = "cpu" if gpu_index is None else (f"sim-gpu{gpu_index}" if simulated else f"cuda:{gpu_index}")
-            process_worker = ProcessWorker(worker_id, gpu_index, label, restarts=restarts)
-            config = WorkerConfig(
-                worker_id=worker_id, parent_pid=os.getpid(), gpu_index=gpu_index, simulated_gpu=simulated,
-                heartbeat_interval_s=self.settings.heartbeat_interval_s,
-                torch_threads=self.settings.torch_threads, log_level=self.settings.log_level.upper(),
-                specs=list(self.registry.specs()),
-            )
-            process_worker.start(config, self.loop, self._on_worker_message, self._on_worker_exit)
-            worker = process_worker
-        self.workers[worker_id] = worker
-        return worker
-
-    def _on_worker_exit(self, worker: WorkerHandle) -> None:
-        if worker.state == "dead":
-            return
-        was = worker.state
-        worker.state = "dead"
-        if isinstance(worker, ProcessWorker):
-            worker.reap()
-        if self.running and was != "stopping":
-            log.warning(
-                "worker %s (pid %s) exited with code %s while %s; %d job(s) in flight",
-                worker.worker_id, worker.pid, worker.exit_code, was, len(worker.in_flight),
-            )
-        self._requeue_in_flight(worker, penalize=not worker.no_penalty)
-        worker.close()
-        if self.running:
-            booted = was not in ("starting",) and worker.exit_code != EXIT_BOOT_FAILED
-            self.boot_failures[worker.worker_id] = 0 if booted else self.boot_failures.get(worker.worker_id, 0) + 1
-            self.respawn_at[worker.worker_id] = time.monotonic() + respawn_delay(
-                self.boot_failures[worker.worker_id]
-            )
-        self._schedule_dispatch()
-
-    def _requeue_in_flight(self, worker: WorkerHandle, penalize: bool) -> None:
-        for job_id in list(worker.in_flight):
-            job = self.table.get(job_id)
-            if job is None or job.status is not JobStatus.PROCESSING or job.worker_id != worker.worker_id:
-                continue
-            if penalize and job.attempts >= self.settings.max_attempts:
-                self._finish(
-                    job, JobStatus.ERROR, error_kind="poison",
-                    error=f"poison job: {job.attempts} worker(s) died while running it (max_attempts "
-                          f"{self.settings.max_attempts})",
-                )
-            else:
-                self.table.requeue(job, penalize=penalize)
-        worker.in_flight.clear()
-        worker.outstanding_items = 0
-        worker.models.clear()
-
-    async def _tick_forever(self) -> None:
-        while self.running:
-            try:
-                self._tick()
-            except Exception:
-                log.exception("supervision tick failed")
-            await asyncio.sleep(TICK_S)
-
-    def _tick(self) -> None:
-        now = time.monotonic()
-        for worker_id, worker in list(self.workers.items()):
-            if worker.state == "starting" and now - worker.started_at > self.settings.worker_start_timeout_s:
-                log.error("worker %s did not report ready within %ss; killing it", worker_id,
-                          self.settings.worker_start_timeout_s)
-                worker.kill()
-            elif worker.state == "ready" and now - worker.last_heartbeat > self.settings.heartbeat_timeout_s:
-                log.error("worker %s sent no heartbeat for %.1fs; killing pid %s as hung", worker_id,
-                          now - worker.last_heartbeat, worker.pid)
-                worker.kill()
-            elif worker.state == "dead" and now >= self.respawn_at.get(worker_id, 0.0):
-                self._spawn(worker_id, worker.gpu_index, worker.restarts + 1)
-        self._expire_deadlines(now)
-        if now - self._last_retention > 60.0:
-            self._last_retention = now
-            self.table.forget_older_than(time.time() - self.settings.result_retention_s)
-
-    def _expire_deadlines(self, now: float) -> None:
-        while self._deadlines and self._deadlines[0][0] <= now:
-            deadline, _, job_id = heapq.heappop(self._deadlines)
-            job = self.table.get(job_id)
-            if job is None or job.status in ENDED or job.deadline != deadline:
-                continue
-            worker = self.workers.get(job.worker_id or "") if job.status is JobStatus.PROCESSING else None
-            self._finish(job, JobStatus.ERROR, error=f"timeout: the job did not end within {job.timeout_s}s",
-                         error_kind="timeout")
-            if worker is not None and worker.state == "ready" and isinstance(worker, ProcessWorker):
-                # Its batch may never return: restart the worker, batch-mates go back without penalty.
-                log.warning("job %s timed out on %s; restarting that worker", job_id, worker.worker_id)
-                worker.no_penalty = True
-                worker.kill()
 
     # ---- status --------------------------------------------------------------------------------
 
@@ -603,6 +555,7 @@ class Scheduler:
                 for gpu in gpus
             ],
             "workers": [self._worker_status(worker, now) for worker in self.workers.values()],
+            "render": self._render_status(),
             "queue": {**self.table.counts(), "max_queue": self.settings.max_queue},
             "models": [
                 {

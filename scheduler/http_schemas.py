@@ -29,6 +29,18 @@ class InferRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     timeout_s: float | None = None
 
 
+class RenderBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """`POST /render`: render a page in Chromium (or fetch it over plain HTTP) and wait for it."""
+
+    url: str
+    wait_until: Literal["load", "domcontentloaded", "networkidle"] = "load"
+    screenshot: bool = False
+    html: bool = False
+    engine: Literal["browser", "http"] = "browser"
+    fallback: Literal["http"] | None = "http"
+    timeout_s: float | None = None
+
+
 class JobAccepted(msgspec.Struct):
     job_id: str
     status: str
@@ -97,7 +109,7 @@ class Health(msgspec.Struct):
 
 
 SCHEMAS: tuple[type, ...] = (
-    SubmitJob, InferRequest, JobAccepted, JobView, JobList, InferResult, ErrorBody, ModelList, ModelAction, Health,
+    SubmitJob, InferRequest, RenderBody, JobAccepted, JobView, JobList, InferResult, ErrorBody, ModelList, ModelAction, Health,
 )
 
 

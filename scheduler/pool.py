@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
 import multiprocessing
 import os
@@ -34,12 +35,25 @@ from workers.process import WorkerConfig, worker_main
 
 log = logging.getLogger("modelsched.pool")
 
+MULTIPROCESS = "multiprocess"  # scheduler types: worker processes ...
+ASYNC = "async"  # ... or one worker thread in the main process
+
 _SPAWN = multiprocessing.get_context("spawn")
 _FRAME_HEADER = struct.Struct("!i")  # multiprocessing.connection's length prefix
 _ENV_LOCK = threading.Lock()
 
 OnMessage = Callable[["WorkerHandle", bytes], None]
 OnExit = Callable[["WorkerHandle"], None]
+
+
+PIPE_BYTES = 1 << 20  # a batch of jobs fits in one write: fewer wake-ups on both sides
+_F_SETPIPE_SZ = 1031  # Linux fcntl
+
+
+def _grow_pipe(fd: int) -> None:
+    """Ask Linux for a 1 MiB pipe buffer (the default 64 KiB splits a batch of 64 mlp inputs)."""
+    with contextlib.suppress(OSError):
+        fcntl.fcntl(fd, _F_SETPIPE_SZ, PIPE_BYTES)
 
 
 @contextlib.contextmanager
@@ -92,10 +106,17 @@ class WorkerHandle:
     outstanding_items: int = 0
     jobs_done: int = 0
     no_penalty: bool = False  # restarted on purpose (a timeout): its jobs go back without a penalty
+    solo_job_id: str | None = None  # a suspect (it was on a worker that died) running alone here
+    reserved_for: str | None = None  # a suspect waits for this worker to drain
 
     @property
     def ready(self) -> bool:
-        return self.state == "ready"
+        """Ready for new jobs: started, and neither running a suspect alone nor draining for one."""
+        return self.state == "ready" and self.solo_job_id is None and self.reserved_for is None
+
+    def release_solo_if_done(self) -> None:
+        if self.solo_job_id is not None and self.solo_job_id not in self.in_flight:
+            self.solo_job_id = None
 
     # transport: overridden by the two kinds below
     def send(self, message: m.ToWorker) -> None:
@@ -145,6 +166,8 @@ class ProcessWorker(WorkerHandle):
         writer.close()
         worker_inbox.close()
         os.set_blocking(self.writer.fileno(), False)
+        for connection in (self.writer, self.reader):
+            _grow_pipe(connection.fileno())
         self.pid = self.process.pid
         self.started_at = time.monotonic()
         loop.add_reader(self.reader.fileno(), self._on_readable, on_message, on_exit)

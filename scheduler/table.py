@@ -2,6 +2,8 @@
 
 Only the main process's event loop touches it. Queues hold job records and skip ones that left
 `queued` meanwhile (cancelled, timed out), so removal from the middle of a queue is O(1).
+Queued jobs with `attempts > 0` (they were on a worker that died) wait apart, in `suspects`: the
+scheduler runs each of them alone (see `scheduler.supervision`).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ class JobTable:
         self.finished_order: deque[str] = deque()
         self.max_finished_in_memory = max_finished_in_memory
         self.by_idempotency_key: dict[str, str] = {}
+        self.suspects: deque[Job] = deque()
         self._seq = itertools.count()
 
     # ---- adding and reading --------------------------------------------------------------------
@@ -64,6 +67,17 @@ class JobTable:
                 return lane[0]
         return None
 
+    def waiting_suspects(self) -> list[Job]:
+        """Queued suspects, in the order they were queued again (each once)."""
+        seen: set[str] = set()
+        kept: deque[Job] = deque()
+        for job in self.suspects:
+            if job.status is JobStatus.QUEUED and job.attempts > 0 and job.id not in seen:
+                seen.add(job.id)
+                kept.append(job)
+        self.suspects = kept
+        return list(kept)
+
     def pop_queued(self, model: str, limit: int) -> list[Job]:
         """Up to `limit` queued jobs of `model`, high priority first, FIFO within a priority."""
         taken: list[Job] = []
@@ -88,6 +102,10 @@ class JobTable:
         job.status = status
 
     def _push(self, job: Job, front: bool) -> None:
+        self.queued_count_by_model[job.model] = self.queued_count_by_model.get(job.model, 0) + 1
+        if job.attempts > 0:
+            self.suspects.append(job)
+            return
         lanes = self.queued_by_model.get(job.model)
         if lanes is None:
             lanes = self.queued_by_model[job.model] = [deque() for _ in Priority]
@@ -96,7 +114,6 @@ class JobTable:
             lane.appendleft(job)
         else:
             lane.append(job)
-        self.queued_count_by_model[job.model] = self.queued_count_by_model.get(job.model, 0) + 1
 
     def mark_processing(self, job: Job, worker_id: str, device: str) -> None:
         self._set_status(job, JobStatus.PROCESSING)
@@ -106,7 +123,8 @@ class JobTable:
         job.started_at = time.time()
 
     def requeue(self, job: Job, penalize: bool = True) -> None:
-        """Back to the head of its queue (its worker died or was restarted)."""
+        """Back to the head of its queue (its worker died or was restarted); to `suspects` when it
+        keeps a try (`penalize`: its worker died while it ran)."""
         self._set_status(job, JobStatus.QUEUED)
         if not penalize:
             job.attempts = max(0, job.attempts - 1)

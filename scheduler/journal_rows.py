@@ -1,0 +1,142 @@
+"""The journal's table: its schema, its statements, the record kinds the writer turns into statements,
+and conversions between jobs and rows. Pure: no I/O (that is `scheduler.journal`)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import msgspec
+
+from scheduler.jobs import Job, JobStatus, Priority
+
+log = logging.getLogger("modelsched.journal")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    n INTEGER PRIMARY KEY,          -- submission order, kept across restarts
+    id TEXT NOT NULL UNIQUE,
+    model TEXT NOT NULL,
+    priority INTEGER NOT NULL,
+    timeout_s REAL,
+    idempotency_key TEXT,
+    status TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    created_at REAL NOT NULL,
+    started_at REAL,
+    ended_at REAL,
+    worker_id TEXT,
+    device TEXT,
+    inputs BLOB,
+    result BLOB,
+    error TEXT,
+    error_kind TEXT,
+    end_records INTEGER NOT NULL DEFAULT 0  -- end records written for this job: more than 1 is a bug
+);
+CREATE INDEX IF NOT EXISTS jobs_open ON jobs(n) WHERE ended_at IS NULL;
+CREATE INDEX IF NOT EXISTS jobs_ended ON jobs(ended_at) WHERE ended_at IS NOT NULL;
+CREATE INDEX IF NOT EXISTS jobs_by_key ON jobs(idempotency_key) WHERE idempotency_key IS NOT NULL;
+"""
+
+SUBMIT_SQL = """
+INSERT INTO jobs (id, model, priority, timeout_s, idempotency_key, status, attempts, created_at, inputs)
+VALUES (?, ?, ?, ?, ?, 'queued', ?, ?, ?) ON CONFLICT(id) DO NOTHING
+"""
+END_ROW_SQL = """
+INSERT INTO jobs (id, model, priority, timeout_s, idempotency_key, status, attempts, created_at, started_at,
+                  ended_at, worker_id, device, result, error, error_kind, end_records)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)
+ON CONFLICT(id) DO UPDATE SET
+    status = excluded.status, attempts = excluded.attempts, started_at = excluded.started_at,
+    ended_at = excluded.ended_at, worker_id = excluded.worker_id, device = excluded.device,
+    inputs = NULL, result = excluded.result, error = excluded.error, error_kind = excluded.error_kind,
+    end_records = end_records + 1
+"""
+END_UPDATE_SQL = """
+UPDATE jobs SET status = ?, attempts = ?, started_at = ?, ended_at = ?, worker_id = ?, device = ?, inputs = NULL,
+                result = ?, error = ?, error_kind = ?, end_records = end_records + 1
+WHERE id = ?
+"""
+ATTEMPTS_SQL = "UPDATE jobs SET attempts = ? WHERE id = ? AND ended_at IS NULL"
+PRUNE_SQL = """
+DELETE FROM jobs WHERE n IN (
+    SELECT n FROM jobs WHERE ended_at IS NOT NULL AND ended_at < ? ORDER BY ended_at LIMIT ?)
+"""
+OPEN_SQL = """
+SELECT id, model, priority, timeout_s, idempotency_key, attempts, created_at, inputs
+FROM jobs WHERE ended_at IS NULL ORDER BY n
+"""
+ENDED_COLUMNS = """id, model, priority, timeout_s, idempotency_key, status, attempts, created_at, started_at,
+                    ended_at, worker_id, device, result, error, error_kind"""
+
+# Record kinds. END carries the whole row: the writer turns it into an UPDATE of the submitted row,
+# or, when the submission is in the same commit, into one INSERT of the ended row (END_ROW).
+SUBMIT, END, END_ROW, ATTEMPTS = 0, 1, 2, 3
+SQL_BY_KIND = {SUBMIT: SUBMIT_SQL, END: END_UPDATE_SQL, END_ROW: END_ROW_SQL, ATTEMPTS: ATTEMPTS_SQL}
+
+_encode = msgspec.msgpack.Encoder().encode
+_decode = msgspec.msgpack.Decoder().decode
+
+
+def end_params(job: Job) -> tuple[Any, ...]:
+    return (
+        job.id, job.model, int(job.priority), job.timeout_s, job.idempotency_key, job.status.value,
+        job.attempts, job.created_at, job.started_at, job.ended_at, job.worker_id, job.device,
+        encode_or_none(job.result, job.id), job.error, job.error_kind,
+    )
+
+
+def statements(records: list[tuple[int, tuple[Any, ...]]]) -> list[tuple[int, tuple[Any, ...]]]:
+    """The records of one commit as statements, in order: a job submitted and ended within the same
+    commit is written once, as its ended row, where it was submitted; other ends update their row."""
+    submitted = {params[0] for kind, params in records if kind == SUBMIT}
+    ended_here = {params[0]: params for kind, params in records if kind == END and params[0] in submitted}
+    statements: list[tuple[int, tuple[Any, ...]]] = []
+    for kind, params in records:
+        job_id = params[0] if kind != ATTEMPTS else params[1]
+        if kind == SUBMIT and job_id in ended_here:
+            statements.append((END_ROW, ended_here[job_id]))
+        elif kind == END and job_id not in ended_here:
+            (_, _, _, _, _, status, attempts, _, started_at, ended_at, worker_id, device, result, error,
+             error_kind) = params
+            statements.append(
+                (END, (status, attempts, started_at, ended_at, worker_id, device, result, error, error_kind, job_id))
+            )
+        elif kind in (END, ATTEMPTS) and job_id in ended_here:
+            continue  # written with the submission
+        else:
+            statements.append((kind, params))
+    return statements
+
+
+def encode_or_none(value: Any, job_id: str) -> bytes | None:
+    if value is None:
+        return None
+    try:
+        return _encode(value)
+    except (TypeError, msgspec.EncodeError) as exc:
+        log.warning("journal: job %s holds a value msgpack cannot carry (%s); stored without it", job_id, exc)
+        return None
+
+
+def decode_or_none(blob: bytes | None) -> Any:
+    return None if blob is None else _decode(blob)
+
+
+def open_job(row: tuple[Any, ...]) -> Job:
+    job_id, model, priority, timeout_s, key, attempts, created_at, inputs = row
+    return Job(
+        id=job_id, model=model, inputs=decode_or_none(inputs), priority=Priority(priority), timeout_s=timeout_s,
+        idempotency_key=key, attempts=attempts, created_at=created_at,
+    )
+
+
+def ended_job(row: tuple[Any, ...]) -> Job:
+    (job_id, model, priority, timeout_s, key, status, attempts, created_at, started_at, ended_at, worker_id,
+     device, result, error, error_kind) = row
+    return Job(
+        id=job_id, model=model, inputs=None, priority=Priority(priority), timeout_s=timeout_s,
+        idempotency_key=key, status=JobStatus(status), attempts=attempts, created_at=created_at,
+        started_at=started_at, ended_at=ended_at, worker_id=worker_id, device=device,
+        result=decode_or_none(result), error=error, error_kind=error_kind,
+    )
