@@ -45,6 +45,7 @@ from scheduler.http_schemas import (
     ref,
 )
 from scheduler.jobs import ENDED, JobRequest
+from scheduler.journal import JournalError
 from scheduler.metrics import SchedulerMetrics
 from scheduler.settings import Settings, load_settings
 from scheduler.ssrf import check_url
@@ -82,13 +83,14 @@ def error_response(exc: Exception) -> Response:
         (errors.InvalidInputError, 422, "invalid_input"),
         (errors.QueueFullError, 429, "queue_full"),
         (errors.NotRunningError, 503, "not_accepting"),
+        (JournalError, 503, "journal_unavailable"),
         (JobEndedError, 409, "job_ended"),
         (errors.NoFitError, 507, "no_fit"),
     ]
     for kind, status, name in table:
         if isinstance(exc, kind):
             field = getattr(exc, "field", None)
-            headers = {"Retry-After": "1"} if status == 429 else None
+            headers = {"Retry-After": "1"} if status in (429, 503) else None
             return json_response(ErrorBody(name, str(exc), field), status, headers)
     if isinstance(exc, errors.SchedulerError):
         return json_response(ErrorBody("conflict", str(exc)), 409)
