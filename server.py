@@ -29,6 +29,7 @@ from fastapi.responses import HTMLResponse, Response
 
 from scheduler import errors
 from scheduler.api import JobEndedError, Scheduler
+from scheduler.gc_tuning import tune_gc
 from scheduler.http_schemas import (
     ErrorBody,
     Health,
@@ -163,6 +164,7 @@ def create_app(scheduler: Scheduler) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await scheduler.start()
+        tune_gc()  # everything loaded so far lives as long as the daemon
         try:
             yield
         finally:

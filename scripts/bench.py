@@ -53,6 +53,7 @@ async def api_rate(model: str, inputs: Any, in_flight: int, total_jobs: int, tor
                    journal_path: str = "") -> dict[str, float]:
     """Jobs/s through the Python API with `in_flight` jobs outstanding at all times."""
     from scheduler import JobRequest, Scheduler
+    from scheduler.gc_tuning import tune_gc
     from scheduler.settings import ModelConfig, Settings
 
     settings = Settings(
@@ -65,6 +66,7 @@ async def api_rate(model: str, inputs: Any, in_flight: int, total_jobs: int, tor
     scheduler.on_batch.append(lambda worker, name, size, run_s: batch_sizes.append(size))
     async with scheduler:
         await scheduler.wait_ready(120)
+        tune_gc()
         warm = await scheduler.schedule_job(JobRequest(feature=model, inputs=inputs))
         await scheduler.wait_for(warm, 60)
         batch_sizes.clear()
