@@ -28,8 +28,18 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, Response
 
 from scheduler import errors
-from scheduler.api import JobEndedError, Scheduler
+from scheduler.api import Scheduler
 from scheduler.gc_tuning import tune_gc
+from scheduler.hot_path import HotPath
+from scheduler.http_answers import (
+    MAX_WAIT_S,
+    Answer,
+    HttpError,
+    decode,
+    error_answer,
+    infer_answer,
+    result_answer,
+)
 from scheduler.http_schemas import (
     ErrorBody,
     Health,
@@ -45,8 +55,7 @@ from scheduler.http_schemas import (
     openapi_components,
     ref,
 )
-from scheduler.jobs import ENDED, JobRequest
-from scheduler.journal import JournalError
+from scheduler.jobs import JobRequest
 from scheduler.metrics import SchedulerMetrics
 from scheduler.settings import Settings, load_settings
 from scheduler.ssrf import check_url
@@ -55,48 +64,21 @@ from scheduler.status_page import STATUS_PAGE
 log = logging.getLogger("modelsched.server")
 
 JSON = "application/json"
-MAX_WAIT_S = 300.0
-DEFAULT_INFER_WAIT_S = 60.0
 _encoder = msgspec.json.Encoder()
 _submit_decoder = msgspec.json.Decoder(SubmitJob)
-_infer_decoder = msgspec.json.Decoder(InferRequest)
 _render_decoder = msgspec.json.Decoder(RenderBody)
-
-
-class HttpError(Exception):
-    def __init__(self, status: int, error: str, detail: str, field: str | None = None,
-                 headers: dict[str, str] | None = None) -> None:
-        super().__init__(detail)
-        self.status, self.error, self.detail, self.field, self.headers = status, error, detail, field, headers
 
 
 def json_response(content: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     return Response(_encoder.encode(content), status_code=status, media_type=JSON, headers=headers)
 
 
+def answer_response(answer: Answer) -> Response:
+    return Response(answer.body, status_code=answer.status, media_type=JSON, headers=answer.headers)
+
+
 def error_response(exc: Exception) -> Response:
-    """The one place where failures become status codes."""
-    if isinstance(exc, HttpError):
-        return json_response(ErrorBody(exc.error, exc.detail, exc.field), exc.status, exc.headers)
-    table: list[tuple[type[Exception], int, str]] = [
-        (errors.ModelNotFoundError, 404, "model_not_found"),
-        (errors.JobNotFoundError, 404, "job_not_found"),
-        (errors.InvalidInputError, 422, "invalid_input"),
-        (errors.QueueFullError, 429, "queue_full"),
-        (errors.NotRunningError, 503, "not_accepting"),
-        (JournalError, 503, "journal_unavailable"),
-        (JobEndedError, 409, "job_ended"),
-        (errors.NoFitError, 507, "no_fit"),
-    ]
-    for kind, status, name in table:
-        if isinstance(exc, kind):
-            field = getattr(exc, "field", None)
-            headers = {"Retry-After": "1"} if status in (429, 503) else None
-            return json_response(ErrorBody(name, str(exc), field), status, headers)
-    if isinstance(exc, errors.SchedulerError):
-        return json_response(ErrorBody("conflict", str(exc)), 409)
-    log.exception("unexpected error", exc_info=exc)
-    return json_response(ErrorBody("unavailable", f"{type(exc).__name__}: {exc}"), 503)
+    return answer_response(error_answer(exc))
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -112,17 +94,6 @@ async def read_body(request: Request, limit: int) -> bytes:
             raise HttpError(413, "body_too_large", f"the body exceeds the limit of {limit} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
-
-
-def decode(data: bytes, decoder: msgspec.json.Decoder) -> Any:
-    try:
-        return decoder.decode(data)
-    except msgspec.ValidationError as exc:
-        message = str(exc)
-        field = message.rpartition("`$.")[2].rstrip("`") if "`$." in message else None
-        raise HttpError(422, "invalid_body", message, field) from None
-    except msgspec.DecodeError as exc:
-        raise HttpError(422, "malformed_json", f"the body is not valid JSON: {exc}") from None
 
 
 def _body_doc(struct: type) -> dict[str, Any]:
@@ -229,24 +200,13 @@ def create_app(scheduler: Scheduler) -> FastAPI:
     async def infer(model: str, request: Request,
                     timeout: float | None = Query(None, gt=0, le=MAX_WAIT_S,
                                                   description="seconds to wait for the result")) -> Response:
-        body: InferRequest = decode(await read_body(request, body_limit), _infer_decoder)
-        job_id = await scheduler.schedule_job(JobRequest(
-            model=model, inputs=body.inputs, priority=body.priority, timeout_s=body.timeout_s))
-        metrics.job_submitted(model)
-        return await result_response(job_id, timeout or body.timeout_s or DEFAULT_INFER_WAIT_S)
+        """Answered by `HotPath` in front of this app; the route documents it (and serves it when
+        the app runs without that front)."""
+        body = await read_body(request, body_limit)
+        return answer_response(await infer_answer(scheduler, model, body, timeout, metrics.job_submitted))
 
     async def result_response(job_id: str, wait_s: float) -> Response:
-        """Wait for the job, then answer its result (200) or why there is none (4xx/5xx, never 500)."""
-        status = await scheduler.wait_for(job_id, min(wait_s, MAX_WAIT_S))
-        state = status["status"]
-        if state == "completed":
-            return json_response(InferResult(job_id, state, status["result"]))
-        if state not in {status_name.value for status_name in ENDED}:
-            return json_response(InferResult(job_id, state, None, "the wait ended before the job; poll GET /jobs/"
-                                             + job_id), 504)
-        kind = scheduler.get_job(job_id).error_kind
-        code = {"input": 422, "timeout": 504, "cancelled": 409}.get(kind or "", 502)
-        return json_response(InferResult(job_id, state, None, status["error"]), code)
+        return answer_response(await result_answer(scheduler, job_id, wait_s))
 
     async def check_render_url(url: str) -> None:
         """The SSRF guard with DNS, off the event loop: a refused URL is a 422 before it is queued."""
@@ -325,7 +285,8 @@ def _install_openapi(app: FastAPI) -> None:
 
 def build_asgi(scheduler: Scheduler) -> Any:
     app = create_app(scheduler)
-    return BearerAuth(app, scheduler.settings.token) if scheduler.settings.token else app
+    front = HotPath(app, scheduler, scheduler.settings.max_body_bytes, app.state.metrics.job_submitted)
+    return BearerAuth(front, scheduler.settings.token) if scheduler.settings.token else front
 
 
 def serve(settings: Settings) -> int:

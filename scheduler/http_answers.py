@@ -1,0 +1,109 @@
+"""HTTP answers as plain values (status, body bytes, headers), shared by the FastAPI routes and the
+raw-ASGI hot path: which status a failure gets, and what `infer` answers for a job's end."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, NamedTuple
+
+import msgspec
+
+from scheduler import errors
+from scheduler.api import JobEndedError, Scheduler
+from scheduler.http_schemas import ErrorBody, InferRequest, InferResult
+from scheduler.jobs import ENDED, JobRequest
+from scheduler.journal import JournalError
+
+log = logging.getLogger("modelsched.server")
+
+MAX_WAIT_S = 300.0
+DEFAULT_INFER_WAIT_S = 60.0
+ENDED_NAMES = frozenset(status.value for status in ENDED)
+encoder = msgspec.json.Encoder()
+infer_decoder = msgspec.json.Decoder(InferRequest)
+
+
+class Answer(NamedTuple):
+    status: int
+    body: bytes
+    headers: dict[str, str] | None = None
+
+
+class HttpError(Exception):
+    def __init__(self, status: int, error: str, detail: str, field: str | None = None,
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(detail)
+        self.status, self.error, self.detail, self.field, self.headers = status, error, detail, field, headers
+
+
+_STATUS_BY_ERROR: list[tuple[type[Exception], int, str]] = [
+    (errors.ModelNotFoundError, 404, "model_not_found"),
+    (errors.JobNotFoundError, 404, "job_not_found"),
+    (errors.InvalidInputError, 422, "invalid_input"),
+    (errors.QueueFullError, 429, "queue_full"),
+    (errors.NotRunningError, 503, "not_accepting"),
+    (JournalError, 503, "journal_unavailable"),
+    (JobEndedError, 409, "job_ended"),
+    (errors.NoFitError, 507, "no_fit"),
+]
+
+
+def error_answer(exc: Exception) -> Answer:
+    """The one place where failures become status codes (never 500)."""
+    if isinstance(exc, HttpError):
+        return Answer(exc.status, encoder.encode(ErrorBody(exc.error, exc.detail, exc.field)), exc.headers)
+    for kind, status, name in _STATUS_BY_ERROR:
+        if isinstance(exc, kind):
+            headers = {"Retry-After": "1"} if status in (429, 503) else None
+            return Answer(status, encoder.encode(ErrorBody(name, str(exc), getattr(exc, "field", None))), headers)
+    if isinstance(exc, errors.SchedulerError):
+        return Answer(409, encoder.encode(ErrorBody("conflict", str(exc))))
+    log.exception("unexpected error", exc_info=exc)
+    return Answer(503, encoder.encode(ErrorBody("unavailable", f"{type(exc).__name__}: {exc}")), {"Retry-After": "1"})
+
+
+def decode(data: bytes, decoder: msgspec.json.Decoder) -> Any:
+    try:
+        return decoder.decode(data)
+    except msgspec.ValidationError as exc:
+        message = str(exc)
+        field = message.rpartition("`$.")[2].rstrip("`") if "`$." in message else None
+        raise HttpError(422, "invalid_body", message, field) from None
+    except msgspec.DecodeError as exc:
+        raise HttpError(422, "malformed_json", f"the body is not valid JSON: {exc}") from None
+
+
+def parse_timeout(text: str | None) -> float | None:
+    if text is None or text == "":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise HttpError(422, "invalid_request", "timeout must be a number of seconds", "timeout") from None
+    if not 0 < value <= MAX_WAIT_S:
+        raise HttpError(422, "invalid_request", f"timeout must be in (0, {MAX_WAIT_S:g}]", "timeout")
+    return value
+
+
+async def infer_answer(scheduler: Scheduler, model: str, body: bytes, timeout: float | None,
+                       on_submitted: Any = None) -> Answer:
+    """`POST /models/{model}/infer`: submit, wait, answer the result or why there is none."""
+    request: InferRequest = decode(body, infer_decoder)
+    job_id = await scheduler.schedule_job(JobRequest(
+        model=model, inputs=request.inputs, priority=request.priority, timeout_s=request.timeout_s))
+    if on_submitted is not None:
+        on_submitted(model)
+    return await result_answer(scheduler, job_id, timeout or request.timeout_s or DEFAULT_INFER_WAIT_S)
+
+
+async def result_answer(scheduler: Scheduler, job_id: str, wait_s: float) -> Answer:
+    status = await scheduler.wait_for(job_id, min(wait_s, MAX_WAIT_S))
+    state = status["status"]
+    if state == "completed":
+        return Answer(200, encoder.encode(InferResult(job_id, state, status["result"])))
+    if state not in ENDED_NAMES:
+        detail = f"the wait ended before the job; poll GET /jobs/{job_id}"
+        return Answer(504, encoder.encode(InferResult(job_id, state, None, detail)))
+    kind = scheduler.get_job(job_id).error_kind
+    code = {"input": 422, "timeout": 504, "cancelled": 409}.get(kind or "", 502)
+    return Answer(code, encoder.encode(InferResult(job_id, state, None, status["error"])))
