@@ -18,8 +18,10 @@ import hmac
 import json
 import logging
 import os
+import signal
 import sys
-from collections.abc import AsyncIterator
+import threading
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import msgspec
@@ -306,6 +308,20 @@ def serve(settings: Settings) -> int:
             scheduler.accepting = False
             super().handle_exit(sig, frame)
 
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            """uvicorn's, less the re-raise of the signal at the end: after a clean shutdown on
+            SIGTERM or SIGINT the daemon exits with status 0."""
+            if threading.current_thread() is not threading.main_thread():
+                yield
+                return
+            original = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+            try:
+                yield
+            finally:
+                for sig, handler in original.items():
+                    signal.signal(sig, handler)
+
     server = Server(config)
     log.info("modelsched %s preset: http://%s:%d (models: %s)", settings.preset, settings.host, settings.port,
              ", ".join(model.name for model in settings.models))
@@ -363,7 +379,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     commands = parser.add_subparsers(dest="command", required=True)
     serve_parser = commands.add_parser("serve", help="run the daemon")
     serve_parser.add_argument("--preset", default=os.environ.get("MODELSCHED_PRESET", "dev"), choices=["dev", "prod"])
-    serve_parser.add_argument("--config", help="a TOML file whose keys override the preset's")
+    serve_parser.add_argument("--config", default=os.environ.get("MODELSCHED_CONFIG"),
+                              help="a TOML file whose keys override the preset's (default $MODELSCHED_CONFIG)")
     serve_parser.add_argument("--host")
     serve_parser.add_argument("--port", type=int)
     for name, help_text in (("submit", "submit a job"), ("status", "the system status"), ("jobs", "recent jobs")):

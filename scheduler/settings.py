@@ -71,7 +71,14 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     models: list[ModelConfig] = []
 
     def __post_init__(self) -> None:
-        _check_positive(self, "max_workers_per_gpu", "max_models_per_worker", "max_queue", "max_attempts")
+        _check_positive(
+            self, "max_workers_per_gpu", "max_models_per_worker", "max_queue", "max_attempts", "heartbeat_interval_s",
+            "heartbeat_timeout_s", "worker_start_timeout_s", "max_body_bytes", "max_finished_in_memory",
+            "render_max_pages", "render_queue_max", "render_timeout_s", "render_retries", "render_recycle_pages",
+            "render_max_response_bytes", "result_retention_s",
+        )
+        if self.heartbeat_timeout_s <= self.heartbeat_interval_s:
+            raise ValueError("heartbeat_timeout_s: must be longer than heartbeat_interval_s")
         _check_non_negative(
             self, "cpu_workers", "gpu_reserve_mb", "default_timeout_s", "shutdown_grace_s", "torch_threads"
         )
@@ -168,3 +175,47 @@ def settings_table() -> list[tuple[str, str, Any]]:
     """(variable, key, default) for every scalar setting: the README's table is made from this."""
     defaults = Settings()
     return [(ENV_PREFIX + key.upper(), key, getattr(defaults, key)) for key in _SCALAR_FIELDS]
+
+
+SETTING_MEANINGS: dict[str, str] = {
+    "preset": "the preset file read first (`dev` or `prod`); `modelsched serve --preset` sets it",
+    "max_workers_per_gpu": "worker processes started on each GPU",
+    "max_models_per_worker": "models one worker keeps loaded before the least recently used idle one is evicted",
+    "cpu_workers": "CPU worker processes started when no GPU is visible (or forced with `MODELSCHED_FORCE_CPU=1`)",
+    "gpu_reserve_mb": "memory per GPU the VRAM ledger never hands to models",
+    "reduce_vram_requirements": "count models at half their declared `vram_mb` in the ledger",
+    "worker_start_timeout_s": "how long a worker may take to start before it is killed and replaced",
+    "heartbeat_interval_s": "how often a worker says it is alive",
+    "heartbeat_timeout_s": "a worker silent this long is killed and respawned; its jobs are queued again",
+    "max_attempts": "worker deaths a job may be in flight for before it fails as a poison job",
+    "torch_threads": "torch threads per worker (0: torch's default)",
+    "max_queue": "jobs waiting at most; a submission past it gets 429 with `Retry-After`",
+    "default_timeout_s": "timeout of a job that sets none (0: none)",
+    "shutdown_grace_s": "on SIGTERM/SIGINT, how long running jobs may take to finish",
+    "result_retention_s": "how long ended jobs are still answered by `GET /jobs/{id}`",
+    "max_finished_in_memory": "ended jobs kept in memory; older ones are read from the journal",
+    "journal_path": "the SQLite journal file (`\"\"` or `:memory:`: no journal, nothing survives a restart)",
+    "journal_synchronous": "SQLite `synchronous`: `NORMAL` survives a process crash, `FULL` a power loss",
+    "host": "address the daemon binds (loopback by default)",
+    "port": "port the daemon listens on",
+    "token": "when set, every endpoint but `/healthz` wants `Authorization: Bearer <token>`",
+    "max_body_bytes": "largest request body accepted; a larger one gets 413",
+    "log_level": "`debug`, `info`, `warning` or `error`",
+    "render_enabled": "start the render process (Chromium) for the `render` model and `POST /render`",
+    "render_browser_path": "the Chromium binary the render process launches",
+    "render_max_pages": "browser pages rendering at once",
+    "render_queue_max": "renders waiting or running at most; past it `POST /render` gets 429",
+    "render_timeout_s": "time one render attempt may take",
+    "render_retries": "attempts per render before the HTTP fallback (where the job allows it)",
+    "render_recycle_pages": "pages one browser renders before it is replaced",
+    "render_max_response_bytes": "largest page body the render process keeps",
+}
+
+
+def settings_markdown_table() -> str:
+    """The README's configuration table: variable, default, meaning, for every `MODELSCHED_*` setting."""
+    lines = ["| variable | default | meaning |", "|---|---|---|"]
+    for variable, key, default in settings_table():
+        shown = f"`{default}`" if default != "" else '`""`'
+        lines.append(f"| `{variable}` | {shown} | {SETTING_MEANINGS.get(key, '')} |")
+    return "\n".join(lines)
