@@ -65,6 +65,19 @@ def new_job_id() -> str:
     return f"{time.time_ns() // 1_000_000:012x}{secrets.token_hex(10)}"
 
 
+def job_items(adapter: Any, job: Job, cap: int) -> int:
+    """How much of a worker's pipeline a job takes: 1 item, or as many as its adapter's `items`
+    splits it into, counted up to one batch (`cap`): the worker splits a larger job across batches
+    and runs the small jobs sent after it in between, so they must not wait in the queue behind it."""
+    split = getattr(adapter, "items", None)
+    if split is None:
+        return 1
+    try:
+        return min(cap, max(1, len(split(job.inputs))))
+    except Exception:  # the worker reports the error; for the pipeline it counts as one
+        return 1
+
+
 class JobEndedError(SchedulerError):
     """The job already ended; it cannot be cancelled (REST: 409)."""
 
@@ -429,7 +442,22 @@ class Scheduler(Supervision, Durability, RenderJobs):
                 if decision.load:
                     worker.models[model] = LoadedModel(spec.vram_mb, time.monotonic())
                 room = max(1, pipeline_items - worker.outstanding_items)
-                self._send_jobs(worker, model, self.table.pop_queued(model, room))
+                self._send_jobs(worker, model, self._take_items(model, room, registered.adapter))
+
+    def _take_items(self, model: str, room: int, adapter: Any) -> list[Job]:
+        """Queued jobs worth up to `room` items (at least one job); a job is one item unless its
+        adapter splits it (`items`), like a request of many sentences."""
+        split = getattr(adapter, "items", None)
+        if split is None:
+            return self.table.pop_queued(model, room)
+        taken: list[Job] = []
+        while room > 0:
+            jobs = self.table.pop_queued(model, 1)
+            if not jobs:
+                break
+            taken += jobs
+            room -= job_items(adapter, jobs[0], self.registry.models[model].spec.max_batch_size)
+        return taken
 
     def _send_jobs(self, worker: WorkerHandle, model: str, jobs: list[Job]) -> None:
         if not jobs:
@@ -438,10 +466,12 @@ class Scheduler(Supervision, Durability, RenderJobs):
         loaded.in_flight += len(jobs)
         loaded.last_used = time.monotonic()
         device = worker.device_label
+        registered = self.registry.models[model]
         for job in jobs:
             self.table.mark_processing(job, worker.worker_id, device)
-            worker.in_flight[job.id] = 1
-        worker.outstanding_items += len(jobs)
+            items = job_items(registered.adapter, job, registered.spec.max_batch_size)
+            worker.in_flight[job.id] = items
+            worker.outstanding_items += items
         worker.send(m.RunJobs(model, [m.JobItem(job.id, job.inputs) for job in jobs]))
 
     # ---- worker messages -----------------------------------------------------------------------
@@ -471,9 +501,10 @@ class Scheduler(Supervision, Durability, RenderJobs):
         loaded = worker.models.get(message.model)
         now = time.monotonic()
         for outcome in message.outcomes:
-            if worker.in_flight.pop(outcome.job_id, None) is None:
+            items = worker.in_flight.pop(outcome.job_id, None)
+            if items is None:
                 continue
-            worker.outstanding_items -= 1
+            worker.outstanding_items -= items
             worker.jobs_done += 1
             if loaded is not None:
                 loaded.in_flight -= 1
@@ -515,8 +546,9 @@ class Scheduler(Supervision, Durability, RenderJobs):
                   message.model, worker.worker_id, failures, backoff_s, message.error)
         error = f"model {message.model!r} failed to load: {message.error}"
         for job_id in message.job_ids:
-            if worker.in_flight.pop(job_id, None) is not None:
-                worker.outstanding_items -= 1
+            items = worker.in_flight.pop(job_id, None)
+            if items is not None:
+                worker.outstanding_items -= items
             job = self.table.get(job_id)
             if job is not None and job.status is JobStatus.PROCESSING and job.worker_id == worker.worker_id:
                 self._finish(job, JobStatus.ERROR, error=error, error_kind="load")
