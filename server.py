@@ -76,7 +76,7 @@ def json_response(content: Any, status: int = 200, headers: dict[str, str] | Non
 
 
 def answer_response(answer: Answer) -> Response:
-    return Response(answer.body, status_code=answer.status, media_type=JSON, headers=answer.headers)
+    return Response(answer.body, status_code=answer.status, media_type=answer.media_type, headers=answer.headers)
 
 
 def error_response(exc: Exception) -> Response:
@@ -205,7 +205,8 @@ def create_app(scheduler: Scheduler) -> FastAPI:
         """Answered by `HotPath` in front of this app; the route documents it (and serves it when
         the app runs without that front)."""
         body = await read_body(request, body_limit)
-        return answer_response(await infer_answer(scheduler, model, body, timeout, metrics.job_submitted))
+        raw = "application/octet-stream" in request.headers.get("accept", "")
+        return answer_response(await infer_answer(scheduler, model, body, timeout, metrics.job_submitted, raw))
 
     async def result_response(job_id: str, wait_s: float) -> Response:
         return answer_response(await result_answer(scheduler, job_id, wait_s))

@@ -9,9 +9,16 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from scheduler.api import Scheduler
-from scheduler.http_answers import Answer, HttpError, error_answer, infer_answer, parse_timeout
+from scheduler.http_answers import (
+    RAW_MEDIA_TYPE,
+    Answer,
+    HttpError,
+    error_answer,
+    infer_answer,
+    parse_timeout,
+)
 
-JSON_HEADER = (b"content-type", b"application/json")
+RAW_ACCEPT = RAW_MEDIA_TYPE.encode()
 
 
 class HotPath:
@@ -38,7 +45,8 @@ class HotPath:
                 values = parse_qs(scope["query_string"].decode("latin-1")).get("timeout")
                 timeout = parse_timeout(values[-1] if values else None)
             body = await self.read_body(scope, receive)
-            return await infer_answer(self.scheduler, model, body, timeout, self.on_submitted)
+            raw = any(name == b"accept" and RAW_ACCEPT in value for name, value in scope["headers"])
+            return await infer_answer(self.scheduler, model, body, timeout, self.on_submitted, raw)
         except Exception as exc:
             return error_answer(exc)
 
@@ -64,7 +72,7 @@ class HotPath:
 
     @staticmethod
     async def respond(send: Any, answer: Answer) -> None:
-        headers = [JSON_HEADER, (b"content-length", str(len(answer.body)).encode())]
+        headers = [(b"content-type", answer.media_type.encode()), (b"content-length", str(len(answer.body)).encode())]
         if answer.headers:
             headers += [(name.lower().encode(), value.encode()) for name, value in answer.headers.items()]
         await send({"type": "http.response.start", "status": answer.status, "headers": headers})

@@ -27,6 +27,7 @@ class Answer(NamedTuple):
     status: int
     body: bytes
     headers: dict[str, str] | None = None
+    media_type: str = "application/json"
 
 
 class HttpError(Exception):
@@ -85,21 +86,47 @@ def parse_timeout(text: str | None) -> float | None:
     return value
 
 
+RAW_MEDIA_TYPE = "application/octet-stream"
+
+
+def raw_vectors(result: Any) -> tuple[bytes, str] | None:
+    """A result of numbers (a vector, or equal-length vectors) as little-endian float32 bytes and its
+    shape ("384" or "2,384"); None when the result is not such an array."""
+    import numpy as np
+
+    try:
+        array = np.asarray(result, dtype="<f4")
+    except (TypeError, ValueError):
+        return None
+    if array.ndim not in (1, 2) or array.size == 0:
+        return None
+    return array.tobytes(), ",".join(str(size) for size in array.shape)
+
+
 async def infer_answer(scheduler: Scheduler, model: str, body: bytes, timeout: float | None,
-                       on_submitted: Any = None) -> Answer:
-    """`POST /models/{model}/infer`: submit, wait, answer the result or why there is none."""
+                       on_submitted: Any = None, raw: bool = False) -> Answer:
+    """`POST /models/{model}/infer`: submit, wait, answer the result or why there is none. With `raw`
+    (the client sent `Accept: application/octet-stream`) a numeric result comes as float32 bytes."""
     request: InferRequest = decode(body, infer_decoder)
     job_id = await scheduler.schedule_job(JobRequest(
         model=model, inputs=request.inputs, priority=request.priority, timeout_s=request.timeout_s))
     if on_submitted is not None:
         on_submitted(model)
-    return await result_answer(scheduler, job_id, timeout or request.timeout_s or DEFAULT_INFER_WAIT_S)
+    return await result_answer(scheduler, job_id, timeout or request.timeout_s or DEFAULT_INFER_WAIT_S, raw)
 
 
-async def result_answer(scheduler: Scheduler, job_id: str, wait_s: float) -> Answer:
+async def result_answer(scheduler: Scheduler, job_id: str, wait_s: float, raw: bool = False) -> Answer:
     status = await scheduler.wait_for(job_id, min(wait_s, MAX_WAIT_S))
     state = status["status"]
     if state == "completed":
+        if raw:
+            packed = raw_vectors(status["result"])
+            if packed is None:
+                return Answer(406, encoder.encode(ErrorBody(
+                    "not_acceptable", "the result is not an array of numbers; ask for application/json")),
+                    {"X-Job-Id": job_id})
+            return Answer(200, packed[0], {"X-Job-Id": job_id, "X-Shape": packed[1], "X-Dtype": "float32-le"},
+                          RAW_MEDIA_TYPE)
         return Answer(200, encoder.encode(InferResult(job_id, state, status["result"])))
     if state not in ENDED_NAMES:
         detail = f"the wait ended before the job; poll GET /jobs/{job_id}"

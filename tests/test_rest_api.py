@@ -197,3 +197,18 @@ def test_auth_on_every_endpoint_but_healthz(tmp_path: Path) -> None:
                     assert answer.headers["www-authenticate"] == "Bearer"
             assert good.post("/models/echo/infer", json={"inputs": 1}).status_code == 200
             assert good.get("/system/status").status_code == 200
+
+
+def test_infer_answers_float_vectors_as_raw_little_endian_bytes_on_request(client: httpx.Client) -> None:
+    import numpy as np
+
+    as_json = client.post("/models/mlp/infer", json={"inputs": MLP_INPUT}).json()["result"]
+    raw = client.post("/models/mlp/infer", json={"inputs": MLP_INPUT},
+                      headers={"Accept": "application/octet-stream"})
+    assert raw.status_code == 200 and raw.headers["content-type"] == "application/octet-stream"
+    assert raw.headers["x-shape"] == "16" and raw.headers["x-dtype"] == "float32-le" and raw.headers["x-job-id"]
+    vector = np.frombuffer(raw.content, dtype="<f4")
+    assert np.allclose(vector, as_json, atol=1e-6)
+    not_numbers = client.post("/models/echo/infer", json={"inputs": {"a": 1}},
+                              headers={"Accept": "application/octet-stream"})
+    assert not_numbers.status_code == 406 and not_numbers.json()["error"] == "not_acceptable"
