@@ -1,0 +1,46 @@
+"""On a machine with an NVIDIA GPU: `pytest -m gpu`. Deselected by default (see pyproject's addopts)
+and skipped where torch sees no CUDA device."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from scheduler import JobRequest, Scheduler
+from scheduler.devices import discover_gpus, nvml_gpus
+from scheduler.settings import ModelConfig, Settings
+
+torch = pytest.importorskip("torch")
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device visible"),
+]
+
+MLP_INPUT = [0.01 * i for i in range(256)]
+
+
+def test_inventory_reads_real_cards_through_nvml() -> None:
+    cards = discover_gpus({})
+    assert len(cards) == torch.cuda.device_count()
+    assert all(card.total_bytes > 0 and not card.simulated for card in cards)
+    assert nvml_gpus(), "NVML (nvidia-ml-py) should see the cards torch sees"
+
+
+def test_a_gpu_worker_runs_on_its_card_and_reports_cuda_memory() -> None:
+    async def scenario() -> None:
+        settings = Settings(journal_path="", models=[ModelConfig(name="mlp", adapter="mlp")])
+        async with Scheduler(settings, environ={}) as scheduler:
+            await scheduler.wait_ready(120)
+            workers = scheduler.get_system_status()["workers"]
+            gpu_workers = [w for w in workers if w["gpu_index"] is not None]
+            assert gpu_workers and all(w["cuda_visible_devices"] == str(w["gpu_index"]) for w in gpu_workers)
+            job_ids = [await scheduler.schedule_job(JobRequest(feature="mlp", inputs=MLP_INPUT)) for _ in range(64)]
+            results = [await scheduler.wait_for(job_id, 120) for job_id in job_ids]
+            assert all(r["status"] == "completed" and r["device"].startswith("cuda:") for r in results)
+            status = scheduler.get_system_status()
+            loaded = [m for w in status["workers"] for m in w["loaded_models"] if m["model"] == "mlp"]
+            assert loaded and loaded[0]["measured_mb"] > 0  # the CUDA allocation delta of the weights
+            assert any(gpu["used_mb"] > 0 for gpu in status["gpu"])
+
+    asyncio.run(scenario())
