@@ -18,10 +18,8 @@ import hmac
 import json
 import logging
 import os
-import signal
 import sys
-import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import msgspec
@@ -54,9 +52,11 @@ from scheduler.http_schemas import (
     ModelList,
     RenderBody,
     SubmitJob,
+    SystemStatus,
     openapi_components,
     ref,
 )
+from scheduler.http_server import DrainingServer
 from scheduler.jobs import JobRequest
 from scheduler.metrics import SchedulerMetrics
 from scheduler.settings import Settings, load_settings
@@ -66,6 +66,8 @@ from scheduler.status_page import STATUS_PAGE
 log = logging.getLogger("modelsched.server")
 
 JSON = "application/json"
+PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
+HTTP_CLOSE_GRACE_S = 3  # after the drain: how long uvicorn waits for open connections
 _encoder = msgspec.json.Encoder()
 _submit_decoder = msgspec.json.Decoder(SubmitJob)
 _render_decoder = msgspec.json.Decoder(RenderBody)
@@ -129,7 +131,14 @@ class BearerAuth:
         await self.app(scope, receive, send)
 
 
-def create_app(scheduler: Scheduler) -> FastAPI:
+def create_app(settings_or_scheduler: Settings | Scheduler) -> FastAPI:
+    """The whole daemon as one ASGI app: the FastAPI routes behind the raw-ASGI hot path and, when a
+    token is set, the bearer check. Given settings, it builds its own `Scheduler`, started and stopped
+    by the app's lifespan."""
+    if isinstance(settings_or_scheduler, Scheduler):
+        scheduler = settings_or_scheduler
+    else:
+        scheduler = Scheduler(settings_or_scheduler)
     settings = scheduler.settings
     body_limit = settings.max_body_bytes
     metrics = SchedulerMetrics(scheduler)
@@ -244,7 +253,7 @@ def create_app(scheduler: Scheduler) -> FastAPI:
 
     # ---- system --------------------------------------------------------------------------------
 
-    @app.get("/system/status")
+    @app.get("/system/status", responses=_responses(200, SystemStatus))
     async def system_status() -> Response:
         return json_response(scheduler.get_system_status())
 
@@ -258,16 +267,31 @@ def create_app(scheduler: Scheduler) -> FastAPI:
             return json_response(Health("ready"))
         return json_response(Health("starting" if scheduler.accepting else "not accepting"), 503)
 
-    @app.get("/metrics")
+    @app.get("/metrics", responses={200: {"description": "Prometheus text exposition format",
+                                          "content": {PROMETHEUS_TEXT: {"schema": {"type": "string"}}}}})
     async def prometheus_metrics() -> Response:
-        return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+        return Response(metrics.render(), media_type=PROMETHEUS_TEXT)
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def status_page() -> HTMLResponse:
         return HTMLResponse(STATUS_PAGE)
 
     _install_openapi(app)
+    _install_front(app, scheduler, metrics)
     return app
+
+
+def _install_front(app: FastAPI, scheduler: Scheduler, metrics: SchedulerMetrics) -> None:
+    """Put `HotPath` and `BearerAuth` outside Starlette's middleware stack, where they cost nothing per
+    request but their own work (Starlette builds the stack on the first call)."""
+    build_stack = app.build_middleware_stack
+    token = scheduler.settings.token
+
+    def build_middleware_stack() -> Any:
+        front = HotPath(build_stack(), scheduler, scheduler.settings.max_body_bytes, metrics.job_submitted)
+        return BearerAuth(front, token) if token else front
+
+    app.build_middleware_stack = build_middleware_stack  # type: ignore[method-assign]
 
 
 def _install_openapi(app: FastAPI) -> None:
@@ -287,9 +311,7 @@ def _install_openapi(app: FastAPI) -> None:
 
 
 def build_asgi(scheduler: Scheduler) -> Any:
-    app = create_app(scheduler)
-    front = HotPath(app, scheduler, scheduler.settings.max_body_bytes, app.state.metrics.job_submitted)
-    return BearerAuth(front, scheduler.settings.token) if scheduler.settings.token else front
+    return create_app(scheduler)
 
 
 def serve(settings: Settings) -> int:
@@ -300,30 +322,10 @@ def serve(settings: Settings) -> int:
     config = uvicorn.Config(
         build_asgi(scheduler), host=settings.host, port=settings.port, loop="uvloop", http="httptools",
         access_log=False, log_level=settings.log_level.lower(), lifespan="on",
-        timeout_graceful_shutdown=int(max(1, settings.shutdown_grace_s)), server_header=False,
+        timeout_graceful_shutdown=HTTP_CLOSE_GRACE_S, server_header=False,  # the drain has had the grace
     )
 
-    class Server(uvicorn.Server):
-        def handle_exit(self, sig: int, frame: Any) -> None:
-            # readiness 503 and submissions 503 from the first signal on; uvicorn then drains
-            scheduler.accepting = False
-            super().handle_exit(sig, frame)
-
-        @contextlib.contextmanager
-        def capture_signals(self) -> Iterator[None]:
-            """uvicorn's, less the re-raise of the signal at the end: after a clean shutdown on
-            SIGTERM or SIGINT the daemon exits with status 0."""
-            if threading.current_thread() is not threading.main_thread():
-                yield
-                return
-            original = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
-            try:
-                yield
-            finally:
-                for sig, handler in original.items():
-                    signal.signal(sig, handler)
-
-    server = Server(config)
+    server = DrainingServer(config, scheduler)
     log.info("modelsched %s preset: http://%s:%d (models: %s)", settings.preset, settings.host, settings.port,
              ", ".join(model.name for model in settings.models))
     server.run()

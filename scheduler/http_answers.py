@@ -129,6 +129,9 @@ async def result_answer(scheduler: Scheduler, job_id: str, wait_s: float, raw: b
                           RAW_MEDIA_TYPE)
         return Answer(200, encoder.encode(InferResult(job_id, state, status["result"])))
     if state not in ENDED_NAMES:
+        if not scheduler.accepting:  # released by the shutdown; the job stays queued for the next start
+            detail = f"the daemon is shutting down before the job ended; poll GET /jobs/{job_id} after its restart"
+            return Answer(503, encoder.encode(InferResult(job_id, state, None, detail)), {"Retry-After": "1"})
         detail = f"the wait ended before the job; poll GET /jobs/{job_id}"
         return Answer(504, encoder.encode(InferResult(job_id, state, None, detail)))
     kind = scheduler.get_job(job_id).error_kind

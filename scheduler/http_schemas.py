@@ -108,8 +108,78 @@ class Health(msgspec.Struct):
     status: str
 
 
+class SchedulerInfo(msgspec.Struct):
+    type: str
+    preset: str
+    accepting: bool
+    started_at: float | None
+    uptime_s: float
+
+
+class GpuStatus(msgspec.Struct):
+    """One card: memory as the card reports it, and what the VRAM ledger assigns to models."""
+
+    index: int
+    name: str
+    simulated: bool
+    total_mb: float
+    used_mb: float
+    free_mb: float
+    utilization_pct: float | None
+    reserve_mb: int
+    ledger_used_mb: float
+    workers: list[str]
+
+
+class LoadedModelStatus(msgspec.Struct):
+    model: str
+    ledger_mb: float
+    measured_mb: float
+    loading: bool
+    jobs_in_flight: int
+    idle_s: float
+
+
+class WorkerStatus(msgspec.Struct):
+    worker_id: str
+    pid: int | None
+    device: str
+    gpu_index: int | None
+    state: str
+    alive: bool
+    loaded_models: list[LoadedModelStatus]
+    jobs_in_flight: int
+    jobs_done: int
+    last_heartbeat: float | None
+    heartbeat_age_s: float | None
+    restarts: int
+    rss_mb: float
+    cuda_visible_devices: str | None
+
+
+class QueueCounts(msgspec.Struct):
+    queued: int
+    processing: int
+    completed: int
+    error: int
+    cancelled: int
+    max_queue: int
+
+
+class SystemStatus(msgspec.Struct):
+    """`GET /system/status`: the scheduler, each GPU, each worker, the queue, the models."""
+
+    scheduler: SchedulerInfo
+    gpu: list[GpuStatus]
+    workers: list[WorkerStatus]
+    render: dict[str, Any] | None
+    queue: QueueCounts
+    models: list[ModelInfo]
+
+
 SCHEMAS: tuple[type, ...] = (
     SubmitJob, InferRequest, RenderBody, JobAccepted, JobView, JobList, InferResult, ErrorBody, ModelList, ModelAction, Health,
+    SystemStatus,
 )
 
 

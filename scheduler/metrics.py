@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -60,6 +60,7 @@ class StatusCollector(Collector):
 
 class SchedulerMetrics:
     def __init__(self, scheduler: Any) -> None:
+        disable_created_metrics()  # no `*_created` series beside each counter and histogram
         self.registry = CollectorRegistry()
         self.submitted = Counter("modelsched_jobs_submitted", "Jobs accepted", ["model"], registry=self.registry)
         self.ended = Counter("modelsched_jobs_ended", "Jobs ended", ["model", "status"], registry=self.registry)

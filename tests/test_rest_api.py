@@ -212,3 +212,23 @@ def test_infer_answers_float_vectors_as_raw_little_endian_bytes_on_request(clien
     not_numbers = client.post("/models/echo/infer", json={"inputs": {"a": 1}},
                               headers={"Accept": "application/octet-stream"})
     assert not_numbers.status_code == 406 and not_numbers.json()["error"] == "not_acceptable"
+
+
+def test_answers_match_their_documented_schemas(client: httpx.Client) -> None:
+    """The OpenAPI schemas come from these structs; the answers must fit them (no field missing,
+    none of the wrong type)."""
+    import msgspec
+
+    from scheduler.http_schemas import JobList, JobView, ModelList, SystemStatus
+
+    client.post("/models/mlp/load")
+    status = msgspec.convert(client.get("/system/status").json(), SystemStatus)
+    assert status.workers and status.queue.max_queue > 0
+    job_id = client.post("/jobs", json={"model": "echo", "inputs": 1}).json()["job_id"]
+    msgspec.convert(client.get(f"/jobs/{job_id}", params={"wait": 10}).json(), JobView)
+    msgspec.convert(client.get("/jobs").json(), JobList)
+    msgspec.convert(client.get("/models").json(), ModelList)
+    metrics = client.get("/metrics")
+    assert metrics.headers["content-type"].startswith("text/plain")
+    documented = client.get("/openapi.json").json()["paths"]["/system/status"]["get"]["responses"]["200"]
+    assert documented["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/SystemStatus"}

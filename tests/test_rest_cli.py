@@ -7,12 +7,13 @@ import json
 import signal
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import psutil
 
 from tests.polling import until_sync
-from tests.rest_support import REPO, daemon_env, running_daemon, wait_status
+from tests.rest_support import REPO, daemon_env, running_daemon
 
 
 def cli(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -60,16 +61,41 @@ def test_a_bad_configuration_stops_the_daemon_with_the_key_named(tmp_path: Path)
         assert len(result.stderr.strip().splitlines()) == 1, result.stderr
 
 
-def test_sigterm_stops_the_daemon_cleanly_and_leaves_no_child(tmp_path: Path) -> None:
-    with running_daemon(tmp_path) as daemon, daemon.client() as http:
-        job_id = http.post("/jobs", json={"model": "sleep", "inputs": {"ms": 300}}).json()["job_id"]
-        wait_status(http, job_id, {"processing", "completed"})
-        children = psutil.Process(daemon.process.pid).children(recursive=True)
-        assert children
-        daemon.process.send_signal(signal.SIGTERM)
+def test_sigterm_drains_then_exits_0_and_leaves_no_child(tmp_path: Path) -> None:
+    """SIGTERM: readiness and new submissions answer 503 at once, the running job still ends and its
+    request gets the result, then the daemon exits 0 and its workers are gone."""
+    with running_daemon(tmp_path) as daemon, daemon.client() as http, daemon.client() as waiting_http:
+        with ThreadPoolExecutor(1) as pool:
+            infer = pool.submit(waiting_http.post, "/models/sleep/infer", json={"inputs": {"ms": 3000}})
+            until_sync(lambda: http.get("/system/status").json()["queue"]["processing"] == 1, timeout=20,
+                       message="the sleep job running")
+            children = psutil.Process(daemon.process.pid).children(recursive=True)
+            assert children
+            daemon.process.send_signal(signal.SIGTERM)
+            until_sync(lambda: http.get("/readyz").status_code == 503, timeout=5, message="readiness 503")
+            refused = http.post("/jobs", json={"model": "echo", "inputs": 1})
+            assert refused.status_code == 503 and refused.json()["error"] == "not_accepting"
+            answer = infer.result(timeout=30)
+        assert answer.status_code == 200 and answer.json()["result"] == {"slept_ms": 3000.0}, answer.text
         assert daemon.process.wait(30) == 0, daemon.log()
 
         def all_gone() -> bool:
             return not any(child.is_running() and child.status() != psutil.STATUS_ZOMBIE for child in children)
 
         until_sync(all_gone, timeout=15, message="every child of the daemon ended")
+
+
+def test_a_second_sigterm_cuts_the_grace_short(tmp_path: Path) -> None:
+    """A job longer than the grace: the second signal ends the drain at once; the waiting request is
+    answered 503 (the job stays queued in the journal) and the daemon still exits 0."""
+    with running_daemon(tmp_path, MODELSCHED_SHUTDOWN_GRACE_S="60") as daemon, daemon.client() as http, \
+            daemon.client() as waiting_http, ThreadPoolExecutor(1) as pool:
+        infer = pool.submit(waiting_http.post, "/models/sleep/infer", json={"inputs": {"ms": 60_000}})
+        until_sync(lambda: http.get("/system/status").json()["queue"]["processing"] == 1, timeout=20,
+                   message="the sleep job running")
+        daemon.process.send_signal(signal.SIGTERM)
+        until_sync(lambda: http.get("/readyz").status_code == 503, timeout=5, message="readiness 503")
+        daemon.process.send_signal(signal.SIGTERM)
+        answer = infer.result(timeout=20)
+        assert answer.status_code == 503 and answer.json()["status"] == "queued", answer.text
+        assert daemon.process.wait(20) == 0, daemon.log()
