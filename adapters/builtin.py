@@ -115,9 +115,9 @@ class MLPAdapter(BaseAdapter):
     def load(self, device: str) -> Any:
         import torch
 
-        threads = self.options.get("torch_threads") or os.environ.get("MODELSCHED_TORCH_THREADS")
-        if threads:
-            torch.set_num_threads(int(threads))
+        threads = int(self.options.get("torch_threads") or os.environ.get("MODELSCHED_TORCH_THREADS") or 0)
+        if threads > 0:  # 0: torch's default
+            torch.set_num_threads(threads)
         model = build_mlp(int(self.options.get("seed", MLP_SEED))).to(device)
         return {"model": model, "device": device}
 

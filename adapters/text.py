@@ -3,7 +3,9 @@ adapter for a local checkpoint (embeddings or sequence classification).
 
 Inputs are a string or a list of strings. Each sentence is one item (`items`), so the worker's
 batcher counts sentences, a request of many sentences is split across batches, and `assemble` puts a
-job's vectors back together. Tokenising happens in the worker, padded to the batch's longest sentence.
+job's vectors back together. `predict` also takes whole job inputs (a batch of strings and lists of
+strings: one vector or a list of vectors each), flattening their sentences into one forward pass per
+256 sentences. Tokenising happens in the worker, padded to the batch's longest sentence.
 torch and transformers are imported only in the worker (`load`/`predict`): the main process imports
 this module to validate inputs. They come with the `text` extra: `pip install 'modelsched[text]'`.
 
@@ -71,7 +73,7 @@ def _set_threads(options: dict[str, Any]) -> None:
     import torch
 
     threads = options.get("torch_threads") or os.environ.get("MODELSCHED_TORCH_THREADS")
-    if threads:
+    if threads and int(threads) > 0:  # "0" (the settings' default): leave torch's own choice
         torch.set_num_threads(int(threads))
 
 
@@ -108,6 +110,9 @@ class _SentenceAdapter(BaseAdapter):
         super().__init__(**options)
         self.max_chars = _positive_int(options, "max_sentence_chars", MAX_SENTENCE_CHARS)
         self.max_sentences = _positive_int(options, "max_sentences", MAX_SENTENCES)
+        for key in ("max_length", "torch_threads"):  # checked here: a bad value is a config error, not a failed load
+            if options.get(key) is not None:
+                _positive_int(options, key, 1)
 
     def validate(self, inputs: Any) -> None:
         validate_sentences(inputs, self.max_chars, self.max_sentences)
@@ -119,9 +124,34 @@ class _SentenceAdapter(BaseAdapter):
         return outputs[0] if isinstance(inputs, str) else outputs
 
     def predict(self, state: Any, batch: list[Any]) -> list[Any]:
+        """One output per element of `batch`, which may hold sentences (items, as the worker's batcher
+        sends them) or whole job inputs (a string or a list of strings, as `assemble` returns them).
+
+        Every sentence of the batch goes through one tokenizer call and forward pass per chunk of
+        FORWARD_CHUNK sentences; an element that is not valid input gets a ValueError in its place,
+        so its batch-mates still complete.
+        """
+        sentences: list[str] = []
+        spans: list[tuple[int, int] | ValueError] = []
+        for inputs in batch:
+            try:
+                self.validate(inputs)
+            except ValueError as exc:
+                spans.append(exc)
+                continue
+            found = self.items(inputs)
+            spans.append((len(sentences), len(found)))
+            sentences.extend(found)
+        vectors: list[Any] = []
+        for start in range(0, len(sentences), FORWARD_CHUNK):
+            vectors.extend(self.forward(state, sentences[start:start + FORWARD_CHUNK]))
         outputs: list[Any] = []
-        for start in range(0, len(batch), FORWARD_CHUNK):
-            outputs.extend(self.forward(state, batch[start:start + FORWARD_CHUNK]))
+        for inputs, span in zip(batch, spans, strict=True):
+            if isinstance(span, ValueError):
+                outputs.append(span)
+            else:
+                start, count = span
+                outputs.append(self.assemble(inputs, vectors[start:start + count]))
         return outputs
 
     def tokenize(self, state: Any, sentences: list[str]) -> Any:
@@ -182,7 +212,9 @@ class TransformersAdapter(_SentenceAdapter):
         self.pooling = options.get("pooling", "mean")
         if self.pooling not in {"mean", "cls"}:
             raise ValueError("options.pooling must be 'mean' or 'cls'")
-        self.normalize = bool(options.get("normalize", True))
+        self.normalize = options.get("normalize", True)
+        if not isinstance(self.normalize, bool):
+            raise ValueError("options.normalize must be true or false")
         labels = options.get("labels")
         if labels is not None and (not isinstance(labels, list) or not all(isinstance(x, str) for x in labels)):
             raise ValueError("options.labels must be a list of strings")

@@ -96,6 +96,49 @@ def test_a_mixed_length_batch_equals_one_sentence_at_a_time(minilm) -> None:
         assert max_abs_diff(vector, alone) < 1e-5
 
 
+def test_predict_takes_whole_job_inputs_in_one_flattened_forward(minilm, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batch of job inputs (strings and lists): one vector or a list of vectors each, equal to the
+    sentences run alone; a bad element fails alone; forwards are chunked to FORWARD_CHUNK sentences."""
+    import adapters.text
+
+    adapter, state = minilm
+    chunks: list[int] = []
+    forward = adapter.forward
+    monkeypatch.setattr(adapters.text, "FORWARD_CHUNK", 3)
+    monkeypatch.setattr(adapter, "forward", lambda st, sentences: chunks.append(len(sentences)) or forward(st, sentences))
+    batch = [SENTENCES[0], SENTENCES[1:], 7, [SENTENCES[1]]]
+    outputs = adapter.predict(state, batch)
+    assert chunks == [3, 2]  # 5 sentences of 3 valid jobs, at most 3 per forward
+    alone = {sentence: adapter.predict(state, [sentence])[0] for sentence in SENTENCES}
+    assert max_abs_diff(outputs[0], alone[SENTENCES[0]]) < 1e-5
+    assert len(outputs[1]) == 3
+    for vector, sentence in zip(outputs[1], SENTENCES[1:], strict=True):
+        assert max_abs_diff(vector, alone[sentence]) < 1e-5
+    assert isinstance(outputs[2], ValueError) and "a string or a list of strings" in str(outputs[2])
+    assert len(outputs[3]) == 1 and max_abs_diff(outputs[3][0], alone[SENTENCES[1]]) < 1e-5
+
+
+def test_torch_threads_zero_leaves_torch_alone(minilm, monkeypatch: pytest.MonkeyPatch) -> None:
+    from adapters.text import _set_threads
+
+    threads = torch.get_num_threads()
+    monkeypatch.setenv("MODELSCHED_TORCH_THREADS", "0")  # the settings' default: torch's own choice
+    _set_threads({})
+    assert torch.get_num_threads() == threads
+
+
+def test_submission_errors_become_invalid_input() -> None:
+    """The registry turns the adapter's ValueError into InvalidInputError (a 422 over REST)."""
+    from scheduler.errors import InvalidInputError
+    from scheduler.models import ModelRegistry, resolve_spec
+
+    registry = ModelRegistry()
+    registry.register(*resolve_spec({"name": "minilm", "adapter": "minilm"}))
+    registry.validate("minilm", ["fine", "also fine"])
+    with pytest.raises(InvalidInputError, match="the limit is 10000 characters per sentence"):
+        registry.validate("minilm", "x" * (MAX_SENTENCE_CHARS + 1))
+
+
 def test_minilm_items_and_assemble() -> None:
     adapter = MiniLMAdapter()
     assert adapter.items("one") == ["one"]
@@ -187,30 +230,36 @@ def test_transformers_adapter_rejects_bad_options() -> None:
         TransformersAdapter(path="/x", task="translation")
     with pytest.raises(ValueError, match="options.pooling"):
         TransformersAdapter(path="/x", pooling="max")
+    with pytest.raises(ValueError, match="options.normalize must be true or false"):
+        TransformersAdapter(path="/x", normalize="no")
+    with pytest.raises(ValueError, match="options.max_length must be a positive integer"):
+        TransformersAdapter(path="/x", max_length=0)
+    with pytest.raises(ValueError, match="options.torch_threads must be a positive integer"):
+        MiniLMAdapter(torch_threads="two")
     with pytest.raises(FileNotFoundError, match="not a directory"):
         TransformersAdapter(path="/nonexistent/model").load("cpu")
 
 
-def test_minilm_end_to_end_through_a_worker_process(minilm, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The dev preset with only `echo`, minilm registered from a config-like dict: a string job and a
-    40-sentence job (split by the worker's batcher into batches of 32 sentences) equal the direct call."""
-    from scheduler import JobRequest, create_development_scheduler
+def test_minilm_end_to_end_through_a_worker_process(minilm) -> None:
+    """A real worker process: a string job and a 40-sentence job (split by the worker's batcher into
+    batches of at most 32 sentences) equal the adapter called directly."""
+    from scheduler import JobRequest, Scheduler
+    from scheduler.settings import ModelConfig, Settings
 
-    monkeypatch.setenv("MODELSCHED_FORCE_CPU", "1")
-    monkeypatch.setenv("MODELSCHED_TORCH_THREADS", "1")
     adapter, state = minilm
     many = [f"sentence number {i} about {'scheduling ' * (i % 5)}models" for i in range(40)]
     want_one = adapter.predict(state, [SENTENCES[0]])[0]
-    want_many = adapter.predict(state, many)
+    want_many = adapter.predict(state, [many])[0]
 
     async def scenario() -> tuple[dict, dict]:
-        scheduler = create_development_scheduler(model_subset=["echo"], journal_path="", cpu_workers=1)
+        settings = Settings(journal_path="", cpu_workers=1, torch_threads=1,
+                            models=[ModelConfig(name="minilm", adapter="minilm")])
+        scheduler = Scheduler(settings, environ={"MODELSCHED_FORCE_CPU": "1"})
         async with scheduler:
-            scheduler.register_model({"name": "minilm", "adapter": "minilm", "max_batch_size": 32, "vram_mb": 256})
             await scheduler.wait_ready(120)
             one = await scheduler.schedule_job(JobRequest(feature="minilm", inputs=SENTENCES[0]))
             several = await scheduler.schedule_job(JobRequest(feature="minilm", inputs=many))
-            return await scheduler.wait_for(one, 120), await scheduler.wait_for(several, 120)
+            return await scheduler.wait_for(one, 60), await scheduler.wait_for(several, 60)
 
     one_done, several_done = asyncio.run(scenario())
     assert one_done["status"] == "completed", one_done
