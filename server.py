@@ -38,7 +38,6 @@ from scheduler.http_answers import (
     decode,
     error_answer,
     infer_answer,
-    result_answer,
 )
 from scheduler.http_schemas import (
     ErrorBody,
@@ -50,7 +49,6 @@ from scheduler.http_schemas import (
     JobView,
     ModelAction,
     ModelList,
-    RenderBody,
     SubmitJob,
     SystemStatus,
     openapi_components,
@@ -59,6 +57,7 @@ from scheduler.http_schemas import (
 from scheduler.http_server import DrainingServer
 from scheduler.jobs import JobRequest
 from scheduler.metrics import SchedulerMetrics
+from scheduler.render_http import router as render_router
 from scheduler.settings import Settings, load_settings
 from scheduler.ssrf import check_url
 from scheduler.status_page import STATUS_PAGE
@@ -70,7 +69,6 @@ PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
 HTTP_CLOSE_GRACE_S = 3  # after the drain: how long uvicorn waits for open connections
 _encoder = msgspec.json.Encoder()
 _submit_decoder = msgspec.json.Decoder(SubmitJob)
-_render_decoder = msgspec.json.Decoder(RenderBody)
 
 
 def json_response(content: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -217,27 +215,13 @@ def create_app(settings_or_scheduler: Settings | Scheduler) -> FastAPI:
         raw = "application/octet-stream" in request.headers.get("accept", "")
         return answer_response(await infer_answer(scheduler, model, body, timeout, metrics.job_submitted, raw))
 
-    async def result_response(job_id: str, wait_s: float) -> Response:
-        return answer_response(await result_answer(scheduler, job_id, wait_s))
-
     async def check_render_url(url: str) -> None:
         """The SSRF guard with DNS, off the event loop: a refused URL is a 422 before it is queued."""
         verdict = await asyncio.to_thread(check_url, url, tuple(settings.render_allow_hosts))
         if not verdict.allowed:
             raise HttpError(422, "refused_url", f"the URL is refused: {verdict.reason}", "url")
 
-    @app.post("/render", openapi_extra=_body_doc(RenderBody),
-              responses=_responses(200, InferResult, 404, 413, 422, 429, 502, 503, 504))
-    async def render(request: Request,
-                     timeout: float | None = Query(None, gt=0, le=MAX_WAIT_S,
-                                                   description="seconds to wait for the page")) -> Response:
-        body: RenderBody = decode(await read_body(request, body_limit), _render_decoder)
-        await check_render_url(body.url)
-        inputs = {key: value for key, value in msgspec.structs.asdict(body).items() if value is not None}
-        job_id = await scheduler.schedule_job(JobRequest(model="render", inputs=inputs))
-        metrics.job_submitted("render")
-        wait_s = timeout or (body.timeout_s or settings.render_timeout_s) * (settings.render_retries + 1) + 5
-        return await result_response(job_id, wait_s)
+    app.include_router(render_router)  # POST /render (scheduler/render_http.py)
 
     @app.get("/models", responses=_responses(200, ModelList))
     async def list_models() -> Response:

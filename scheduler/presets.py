@@ -40,10 +40,12 @@ def create_production_scheduler(
 
 def _build(settings, model_subset, reduce_vram_requirements, scheduler_type) -> Scheduler:  # noqa: ANN001
     if model_subset is not None:
-        unknown = set(model_subset) - {model.name for model in settings.models}
+        known = {model.name for model in settings.models} | ({"render"} if settings.render_enabled else set())
+        unknown = set(model_subset) - known
         if unknown:
             raise ValueError(f"model_subset names unknown models: {sorted(unknown)}")
         settings.models = [model for model in settings.models if model.name in model_subset]
+        settings.render_enabled = settings.render_enabled and "render" in model_subset  # the render process
     return Scheduler(
         settings,
         scheduler_type=SchedulerType(scheduler_type).value,

@@ -1,5 +1,8 @@
 """Render jobs in the `Scheduler` (a mixin): the `render` model's jobs live in the job table like
-any other, but the dispatch pass hands them to the render process instead of a model worker."""
+any other (so `get_job`, `wait_for`, `cancel_job` and the journal work for them), but the dispatch
+pass hands them to the render process (`scheduler.render_service`) instead of a model worker.
+The hooks `Scheduler` calls: `_render_setup` (init), `_render_start`/`_render_stop`,
+`_render_admission_check` (submission), `_render_dispatch` (dispatch), `_render_status` (status)."""
 
 from __future__ import annotations
 
@@ -7,7 +10,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from scheduler.errors import QueueFullError
-from scheduler.jobs import JobStatus
+from scheduler.jobs import Job, JobStatus
 from scheduler.render_service import RenderService
 
 if TYPE_CHECKING:
@@ -27,6 +30,7 @@ class RenderJobs:
     registry: ModelRegistry
     render: RenderService | None
     loop: Any
+    on_job_end: list[Any]
 
     def _render_setup(self) -> None:
         """Register the `render` model when rendering is on (called from `__init__`)."""
@@ -41,6 +45,13 @@ class RenderJobs:
         if self.settings.render_enabled:
             self.render = RenderService(self.settings, self._on_render_outcome, self.settings.max_attempts)
             self.render.start(self.loop)
+            if self._render_job_ended not in self.on_job_end:
+                self.on_job_end.append(self._render_job_ended)
+
+    def _render_job_ended(self, job: Job) -> None:
+        """A render job that ended here (cancelled, timed out) stops in the render process too."""
+        if job.model == RENDER_MODEL and self.render is not None and job.status is not JobStatus.COMPLETED:
+            self.render.cancel(job.id)
 
     async def _render_stop(self) -> None:
         if self.render is not None:

@@ -1,24 +1,38 @@
-"""The plain-HTTP path of the render process: fetch with httpx (every redirect hop checked by the
-SSRF guard, the body size capped) and turn HTML into title, text and links with the stdlib parser.
-It runs no JavaScript: a page that builds its text in the browser shows none of it here."""
+"""Fetching for the render process, with the SSRF guard on every hop: the plain-HTTP path (httpx,
+then `workers.html_text`) and the fetches that the browser's requests are routed through.
+
+Each URL is checked by `scheduler.ssrf.check_url` before it is requested; the host is resolved once
+per fetcher (one render) and the connection goes to an address that was checked (the request is sent
+to the IP, with the name in `Host` and as the TLS server name, so a DNS answer that changes between
+the check and the connect is never used). Redirects are followed by hand, each hop checked; the
+body is read in chunks and refused past `max_bytes` (decoded size, so a compressed bomb stops too).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Iterable
-from html.parser import HTMLParser
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urldefrag, urljoin
+from urllib.parse import urljoin
 
 import httpx
 
-from scheduler.ssrf import check_url
+from scheduler.ssrf import UrlVerdict, check_url, normalized_host
+from workers.html_text import extract
 
 MAX_REDIRECTS = 10
-SKIPPED_TAGS = frozenset({"script", "style", "noscript", "template", "head"})
-BLOCK_TAGS = frozenset({"p", "div", "br", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "section", "article",
-                        "header", "footer", "table", "ul", "ol", "pre", "blockquote"})
+USER_AGENT = "modelsched-render/0.1"
+TEXT_TYPES = ("text/", "application/json", "application/xml", "application/xhtml", "+xml", "+json")
+# Hop-by-hop and framing headers: never forwarded from the browser, never handed back to it.
+REQUEST_HEADERS_DROPPED = frozenset({"host", "connection", "keep-alive", "proxy-connection", "proxy-authorization",
+                                     "transfer-encoding", "content-length", "te", "upgrade", "accept-encoding"})
+RESPONSE_HEADERS_DROPPED = frozenset({"connection", "keep-alive", "transfer-encoding", "content-length",
+                                      "content-encoding", "proxy-authenticate", "trailer", "upgrade"})
+
+Checker = Callable[[str], Awaitable[UrlVerdict]]
 
 
 class RefusedUrl(Exception):
@@ -26,109 +40,50 @@ class RefusedUrl(Exception):
 
 
 class ResponseTooLarge(Exception):
-    pass
+    """A response body is larger than the render process keeps."""
 
 
-class PageText(HTMLParser):
-    """Title, visible text and absolute links of an HTML document."""
+@dataclass
+class Fetched:
+    """One response: the URL that answered, its status, headers and (decoded) body. `location` is
+    set when the fetch stopped at a redirect instead of following it."""
 
-    def __init__(self, base_url: str) -> None:
-        super().__init__(convert_charrefs=True)
-        self.base_url = base_url
-        self.title_parts: list[str] = []
-        self.text_parts: list[str] = []
-        self.links: list[str] = []
-        self.skipping = 0
-        self.in_title = False
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag == "title":
-            self.in_title = True
-        elif tag in SKIPPED_TAGS:
-            self.skipping += 1
-        elif tag == "base":
-            href = dict(attrs).get("href")
-            if href:
-                self.base_url = urljoin(self.base_url, href)
-        elif tag == "a":
-            href = dict(attrs).get("href")
-            if href and not href.startswith(("javascript:", "mailto:", "#")):
-                self.links.append(urldefrag(urljoin(self.base_url, href))[0])
-        if tag in BLOCK_TAGS:
-            self.text_parts.append("\n")
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag == "title":
-            self.in_title = False
-        elif tag in SKIPPED_TAGS and self.skipping:
-            self.skipping -= 1
-        if tag in BLOCK_TAGS:
-            self.text_parts.append("\n")
-
-    def handle_data(self, data: str) -> None:
-        if self.in_title:
-            self.title_parts.append(data)
-        elif not self.skipping:
-            self.text_parts.append(data)
-
-    @property
-    def title(self) -> str:
-        return " ".join("".join(self.title_parts).split())
-
-    @property
-    def text(self) -> str:
-        lines = (" ".join(line.split()) for line in "".join(self.text_parts).splitlines())
-        return "\n".join(line for line in lines if line)
+    url: str
+    status: int
+    headers: httpx.Headers
+    body: bytes
+    location: str | None = None
 
 
-def extract(html: str, base_url: str) -> dict[str, Any]:
-    parser = PageText(base_url)
-    parser.feed(html)
-    parser.close()
-    return {"title": parser.title, "text": parser.text, "links": list(dict.fromkeys(parser.links))}
+def pinned_request(url: httpx.URL, address: str | None) -> tuple[httpx.URL, dict[str, str], dict[str, Any]]:
+    """(URL to send to, extra headers, httpx extensions) for a request to `url` that must connect to
+    `address`: the address replaces the host, the name goes in `Host` and as the TLS server name
+    (certificates are still checked against the name). No address: the URL as it is."""
+    name = url.raw_host.decode("ascii")
+    if address is None or normalized_host(name) == normalized_host(address):
+        return url, {}, {}
+    target = url.copy_with(host=address.split("%", 1)[0])
+    extensions: dict[str, Any] = {"sni_hostname": name} if url.scheme == "https" else {}
+    return target, {"Host": url.netloc.decode("ascii")}, extensions
 
 
-async def guarded(url: str, allow_hosts: Iterable[str]) -> None:
-    verdict = await asyncio.to_thread(check_url, url, tuple(allow_hosts))
-    if not verdict.allowed:
-        raise RefusedUrl(f"refused {url}: {verdict.reason}")
+def redirect_method(status: int, method: str) -> str:
+    """The method of the request that follows a redirect (as browsers do)."""
+    if status == 303 and method != "HEAD" or status in (301, 302) and method == "POST":
+        return "GET"
+    return method
 
 
-async def fetch_page(url: str, allow_hosts: Iterable[str], timeout_s: float, max_bytes: int,
-                     want_html: bool = False) -> dict[str, Any]:
-    """GET `url` following redirects by hand, each hop checked; the render result of the page."""
-    started = time.perf_counter()
-    allow = tuple(allow_hosts)
-    current = url
-    async with httpx.AsyncClient(follow_redirects=False, timeout=timeout_s, trust_env=False,
-                                 headers={"User-Agent": "modelsched-render/0.1 (+http fallback)"}) as client:
-        for _ in range(MAX_REDIRECTS + 1):
-            await guarded(current, allow)
-            async with client.stream("GET", current) as response:
-                if response.is_redirect and "location" in response.headers:
-                    current = urljoin(current, response.headers["location"])
-                    continue
-                body = await _read_capped(response, max_bytes)
-                status = response.status_code
-                content_type = response.headers.get("content-type", "")
-                encoding = response.encoding or "utf-8"
-                break
-        else:
-            raise RefusedUrl(f"more than {MAX_REDIRECTS} redirects from {url}")
-    html = body.decode(encoding, errors="replace")
-    page = extract(html, current) if "html" in content_type or not content_type else {
-        "title": "", "text": html, "links": []}
-    result = {"url": url, "final_url": current, "status": status, **page,
-              "elapsed_ms": round((time.perf_counter() - started) * 1000, 1), "engine": "http"}
-    if want_html:
-        result["html"] = html
-    return result
+def is_text(content_type: str) -> bool:
+    kind = content_type.split(";", 1)[0].strip().lower()
+    return not kind or any(marker in kind for marker in TEXT_TYPES)
 
 
-async def _read_capped(response: httpx.Response, max_bytes: int) -> bytes:
-    declared = response.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > max_bytes:
-        raise ResponseTooLarge(f"the response is {declared} bytes; the limit is {max_bytes}")
+async def read_capped(response: httpx.Response, max_bytes: int) -> bytes:
+    declared = response.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > max_bytes:
+        raise ResponseTooLarge(f"the response of {response.request.url} is {declared} bytes; "
+                               f"the limit is {max_bytes}")
     chunks: list[bytes] = []
     size = 0
     async for chunk in response.aiter_bytes():
@@ -137,3 +92,125 @@ async def _read_capped(response: httpx.Response, max_bytes: int) -> bytes:
             raise ResponseTooLarge(f"the response exceeds the limit of {max_bytes} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+@dataclass
+class GuardedFetcher:
+    """The fetches of one render. Verdicts are kept per scheme, host and port (one DNS query per
+    host); each host gets its own connection pool, so a connection made for one name is never
+    reused for another name on the same address."""
+
+    allow_hosts: Iterable[str]
+    max_bytes: int
+    timeout_s: float
+    check: Checker | None = None
+    refused: list[str] = field(default_factory=list)
+    verdicts: dict[tuple[str, str, int], UrlVerdict] = field(default_factory=dict)
+    clients: dict[tuple[str, str, int], httpx.AsyncClient] = field(default_factory=dict)
+
+    async def _check(self, url: str) -> UrlVerdict:
+        if self.check is not None:
+            return await self.check(url)
+        return await asyncio.to_thread(check_url, url, tuple(self.allow_hosts))
+
+    async def verdict(self, url: httpx.URL) -> UrlVerdict:
+        """The guard's verdict for `url` (cached per origin); raises RefusedUrl when refused."""
+        host = normalized_host(url.raw_host.decode("ascii"))
+        key = (url.scheme, host, url.port or (443 if url.scheme == "https" else 80))
+        verdict = self.verdicts.get(key)
+        if verdict is None:
+            verdict = await self._check(str(url))
+            if verdict.allowed and verdict.host and verdict.host != host:
+                verdict = UrlVerdict(False, f"the URL's host reads both as {verdict.host!r} and as {host!r}")
+            self.verdicts[key] = verdict
+        if not verdict.allowed:
+            message = f"refused {url}: {verdict.reason}"
+            if message not in self.refused:
+                self.refused.append(message)
+            raise RefusedUrl(message)
+        return verdict
+
+    def _client(self, url: httpx.URL) -> httpx.AsyncClient:
+        key = (url.scheme, url.raw_host.decode("ascii"), url.port or 0)
+        client = self.clients.get(key)
+        if client is None:
+            client = httpx.AsyncClient(follow_redirects=False, timeout=self.timeout_s, trust_env=False,
+                                       headers={"User-Agent": USER_AGENT})
+            self.clients[key] = client
+        return client
+
+    async def fetch(self, method: str, url: str, headers: Mapping[str, str] | None = None,
+                    content: bytes | None = None, follow_redirects: bool = True) -> Fetched:
+        """One request (and, when following, its redirects), every hop checked before it is sent."""
+        current = httpx.URL(url)
+        for _ in range(MAX_REDIRECTS + 1):
+            response_headers, status, body = await self._send(method, current, headers, content)
+            location = response_headers.get("location")
+            if not (300 <= status < 400 and location):
+                return Fetched(str(current), status, response_headers, body)
+            target = urljoin(str(current), location)
+            if not follow_redirects:
+                return Fetched(str(current), status, response_headers, body, location=target)
+            method = redirect_method(status, method)
+            if method == "GET":
+                content = None
+            current = httpx.URL(target)
+        raise RefusedUrl(f"more than {MAX_REDIRECTS} redirects from {url}")
+
+    async def _send(self, method: str, url: httpx.URL, headers: Mapping[str, str] | None,
+                    content: bytes | None) -> tuple[httpx.Headers, int, bytes]:
+        verdict = await self.verdict(url)
+        client = self._client(url)
+        forwarded = {name: value for name, value in (headers or {}).items()
+                     if name.lower() not in REQUEST_HEADERS_DROPPED}
+        addresses: list[str | None] = list(verdict.addresses) or [None]
+        for index, address in enumerate(addresses):
+            target, pin_headers, extensions = pinned_request(url, address)
+            request = client.build_request(method, target, headers={**forwarded, **pin_headers},
+                                           content=content, extensions=extensions)
+            try:
+                response = await client.send(request, stream=True)
+            except httpx.ConnectError:
+                if index + 1 < len(addresses):
+                    continue  # the next checked address
+                raise
+            try:
+                body = await read_capped(response, self.max_bytes)
+            finally:
+                await response.aclose()
+            return response.headers, response.status_code, body
+        raise AssertionError("unreachable")
+
+    async def aclose(self) -> None:
+        for client in self.clients.values():
+            with contextlib.suppress(Exception):
+                await client.aclose()
+        self.clients.clear()
+
+
+async def fetch_page(url: str, allow_hosts: Iterable[str], timeout_s: float, max_bytes: int,
+                     want_html: bool = False, check: Checker | None = None) -> dict[str, Any]:
+    """The plain-HTTP render of `url`: GET it (redirects followed by hand, each hop checked) within
+    `timeout_s` in all, and extract title, text and links."""
+    started = time.perf_counter()
+    fetcher = GuardedFetcher(allow_hosts, max_bytes, timeout_s, check)
+    try:
+        async with asyncio.timeout(timeout_s):
+            fetched = await fetcher.fetch("GET", url)
+    finally:
+        await fetcher.aclose()
+    content_type = fetched.headers.get("content-type", "")
+    charset = httpx.Response(200, headers={"content-type": content_type}).charset_encoding or "utf-8"
+    try:
+        html = fetched.body.decode(charset, errors="replace")
+    except LookupError:  # an unknown charset name
+        html = fetched.body.decode("utf-8", errors="replace")
+    if "html" in content_type.lower() or not content_type:
+        page = extract(html, fetched.url)
+    else:
+        page = {"title": "", "text": html if is_text(content_type) else "", "links": []}
+    result: dict[str, Any] = {"url": url, "final_url": fetched.url, "status": fetched.status, **page,
+                              "elapsed_ms": round((time.perf_counter() - started) * 1000, 1), "engine": "http"}
+    if want_html:
+        result["html"] = html
+    return result

@@ -1,4 +1,5 @@
-"""Messages between the main process and the render process: one msgspec tagged union, msgpack."""
+"""Messages between the main process and the render process: one msgspec tagged union each way,
+encoded as msgpack (the render process's own union, beside `scheduler.messages` for model workers)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ class RenderConfig(msgspec.Struct, kw_only=True):
     max_response_bytes: int
     heartbeat_interval_s: float = 0.5
     log_level: str = "INFO"
+    block_direct_network: bool = True  # Chromium's own network goes to a dead proxy: only routed requests pass
 
 
 class RenderRequest(msgspec.Struct, tag="render", kw_only=True):
@@ -29,6 +31,12 @@ class RenderRequest(msgspec.Struct, tag="render", kw_only=True):
     engine: str = "browser"  # browser | http
     fallback: str | None = "http"  # what to use when the browser fails: http | None
     timeout_s: float | None = None
+
+
+class RenderCancel(msgspec.Struct, tag="cancel"):
+    """The job ended in the main process (cancelled, timed out): stop rendering it, send nothing."""
+
+    job_id: str
 
 
 class RenderShutdown(msgspec.Struct, tag="shutdown"):
@@ -45,21 +53,19 @@ class RenderOutcome(msgspec.Struct, tag="outcome"):
     job_id: str
     result: dict[str, Any] | None = None
     error: str | None = None
-    error_kind: str | None = None  # refused | timeout | failed
+    error_kind: str | None = None  # refused | too_large | timeout | failed | no_browser
 
 
-class RenderHeartbeat(msgspec.Struct, tag="hb"):
-    pages_active: int
-    max_pages_active: int
-    renders_done: int
-    renders_ok: int
-    renders_failed: int
+class RenderHeartbeat(msgspec.Struct, tag="hb", kw_only=True):
+    pages_active: int  # browser pages open now (at most `max_pages`)
+    max_pages_active: int  # the most that were ever open at once in this process
+    waiting: int  # renders waiting for a page
+    pages_rendered: int  # pages opened in this process, all browsers together
     browser_pid: int | None
     browser_launches: int
-    waiting: int
 
 
-ToRender = RenderRequest | RenderShutdown
+ToRender = RenderRequest | RenderCancel | RenderShutdown
 FromRender = RenderReady | RenderOutcome | RenderHeartbeat
 
 _encoder = msgspec.msgpack.Encoder()

@@ -1,0 +1,110 @@
+"""The Python client of the render process: module functions that take a started `Scheduler` (with
+`render_enabled`), submit `render` jobs, wait for them and return their results.
+
+    async with Scheduler(Settings(render_enabled=True)) as scheduler:
+        page = await render_page(scheduler, "https://example.org/")
+        pages = await render_pages(scheduler, ["https://example.org/", "https://example.com/"])
+        page = await render_with_fallback(scheduler, "https://example.org/", primary="http", fallback=None)
+
+A result is `{url, final_url, status, title, text, links, elapsed_ms, engine, ...}` (plus `html` and
+`screenshot_png`, base64, when asked; `fallback_reason` when the plain HTTP fetch stood in for the
+browser). The jobs are ordinary jobs: `scheduler.get_job_status(id)` shows them too. A refused URL
+raises `InvalidInputError` (before anything is queued, DNS asked off the event loop; or later, when a
+redirect or a request of the page is refused); a render that fails raises
+`scheduler.render_service.RenderFailedError`; a full render queue raises `QueueFullError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, Literal
+
+from scheduler.errors import InvalidInputError, SchedulerError
+from scheduler.jobs import JobRequest
+from scheduler.render_jobs import RENDER_MODEL
+from scheduler.render_service import RenderFailedError, outcome_error
+from scheduler.ssrf import check_url
+
+if TYPE_CHECKING:
+    from scheduler.api import Scheduler
+
+WaitUntil = Literal["load", "domcontentloaded", "networkidle"]
+ENGINES = {"playwright": "browser", "browser": "browser", "http": "http"}
+WAIT_MARGIN_S = 10.0
+
+
+def render_inputs(url: str, *, wait_until: WaitUntil = "load", screenshot: bool = False, html: bool = False,
+                  engine: str = "browser", fallback: str | None = "http",
+                  timeout_s: float | None = None) -> dict[str, Any]:
+    """The inputs of a `render` job (what `POST /jobs` takes with `model: "render"`)."""
+    inputs: dict[str, Any] = {"url": url, "wait_until": wait_until, "screenshot": screenshot, "html": html,
+                              "engine": engine, "fallback": fallback}
+    if timeout_s is not None:
+        inputs["timeout_s"] = timeout_s
+    return inputs
+
+
+def longest_wait_s(scheduler: Scheduler, timeout_s: float | None) -> float:
+    """How long a render can take at most: every try in the browser, the back-offs, the fallback."""
+    settings = scheduler.settings
+    per_try = timeout_s or settings.render_timeout_s
+    return per_try * (settings.render_retries + 1) + 5.0 * settings.render_retries + WAIT_MARGIN_S
+
+
+async def submit_render(scheduler: Scheduler, inputs: dict[str, Any]) -> str:
+    """Check the URL (with DNS) and submit the job; returns its id."""
+    if RENDER_MODEL not in scheduler.registry:
+        raise SchedulerError("rendering is off: start the scheduler with render_enabled")
+    verdict = await asyncio.to_thread(check_url, inputs.get("url", ""), tuple(scheduler.settings.render_allow_hosts))
+    if not verdict.allowed:
+        raise InvalidInputError(f"the URL is refused: {verdict.reason}", field="url")
+    return await scheduler.schedule_job(JobRequest(model=RENDER_MODEL, inputs=inputs))
+
+
+async def wait_render(scheduler: Scheduler, job_id: str, wait_s: float) -> dict[str, Any]:
+    """The result of render job `job_id`; InvalidInputError when its URL (or a redirect) was refused,
+    RenderFailedError for any other end without a page."""
+    view = await scheduler.wait_for(job_id, wait_s)
+    if view["status"] == "completed":
+        return view["result"]
+    if view["status"] in ("queued", "processing"):
+        raise RenderFailedError(f"the render did not end within {wait_s:g}s (job {job_id})", "timeout")
+    kind = scheduler.get_job(job_id).error_kind
+    message = f"{view.get('error') or 'the render ended ' + view['status']} (job {job_id})"
+    raise outcome_error(message, "refused" if kind == "input" else kind)
+
+
+async def render_page(scheduler: Scheduler, url: str, *, wait_until: WaitUntil = "load", screenshot: bool = False,
+                      html: bool = False, timeout_s: float | None = None, engine: str = "browser",
+                      fallback: str | None = "http") -> dict[str, Any]:
+    """Render one page in Chromium (the plain HTTP fetch when the browser fails) and return it."""
+    inputs = render_inputs(url, wait_until=wait_until, screenshot=screenshot, html=html, engine=engine,
+                           fallback=fallback, timeout_s=timeout_s)
+    job_id = await submit_render(scheduler, inputs)
+    return await wait_render(scheduler, job_id, longest_wait_s(scheduler, timeout_s))
+
+
+async def render_pages(scheduler: Scheduler, urls: Iterable[str], *, return_exceptions: bool = False,
+                       **options: Any) -> list[Any]:
+    """Render many pages at once (the render process holds at most `render_max_pages` open); results
+    in the order of `urls`. With `return_exceptions`, a failed page gives its exception in its place
+    (as `asyncio.gather` does); without, the first failure is raised. Every URL is checked, and every
+    job submitted, before any is waited for."""
+    urls = list(urls)
+    job_ids = [await submit_render(scheduler, render_inputs(url, **options)) for url in urls]
+    wait_s = longest_wait_s(scheduler, options.get("timeout_s"))
+    return await asyncio.gather(*(wait_render(scheduler, job_id, wait_s) for job_id in job_ids),
+                                return_exceptions=return_exceptions)
+
+
+async def render_with_fallback(scheduler: Scheduler, url: str, primary: str = "playwright",
+                               fallback: str | None = "http", **options: Any) -> dict[str, Any]:
+    """Render with `primary` ("playwright" or "browser": Chromium; "http": the plain fetch), and
+    when that fails, with `fallback` ("http", or None for no fallback)."""
+    engine = ENGINES.get(primary)
+    if engine is None:
+        raise InvalidInputError(f"primary must be one of {', '.join(ENGINES)} (got {primary!r})", field="primary")
+    if fallback not in ("http", None):
+        raise InvalidInputError(f"fallback must be 'http' or None (got {fallback!r})", field="fallback")
+    return await render_page(scheduler, url, engine=engine, fallback=fallback, **options)
