@@ -23,6 +23,7 @@ import psutil
 from adapters.base import BaseAdapter
 from adapters.registry import build_adapter
 from scheduler import messages as m
+from scheduler.gc_tuning import tune_gc
 from workers.batching import BatchKnobs, PendingJob, RunNow, WaitUntil, next_batch, take_units
 
 log = logging.getLogger("modelsched.worker")
@@ -197,6 +198,7 @@ class WorkerRuntime:
             self.send(m.ModelLoadFailed(model, message, job_ids))
             raise ModelLoadError(message) from exc
         self.states[model] = state
+        tune_gc()  # the model's objects live as long as it is loaded: keep full collections off them
         measured = max(0, self.memory_in_use() - before)
         self.memory_bytes[model] = measured
         load_s = time.perf_counter() - started
