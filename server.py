@@ -38,6 +38,7 @@ from scheduler.http_answers import (
     decode,
     error_answer,
     infer_answer,
+    read_body,
 )
 from scheduler.http_schemas import (
     ErrorBody,
@@ -81,21 +82,6 @@ def answer_response(answer: Answer) -> Response:
 
 def error_response(exc: Exception) -> Response:
     return answer_response(error_answer(exc))
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refusing (413) one over `limit` bytes, by its header or as it streams."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise HttpError(413, "body_too_large", f"the body is {declared} bytes; the limit is {limit}")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise HttpError(413, "body_too_large", f"the body exceeds the limit of {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def _body_doc(struct: type) -> dict[str, Any]:

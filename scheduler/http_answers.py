@@ -7,6 +7,7 @@ import logging
 from typing import Any, NamedTuple
 
 import msgspec
+from starlette.requests import Request
 
 from scheduler import errors
 from scheduler.api import JobEndedError, Scheduler
@@ -72,6 +73,21 @@ def decode(data: bytes, decoder: msgspec.json.Decoder) -> Any:
         raise HttpError(422, "invalid_body", message, field) from None
     except msgspec.DecodeError as exc:
         raise HttpError(422, "malformed_json", f"the body is not valid JSON: {exc}") from None
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refusing (413) one over `limit` bytes, by its header or as it streams."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise HttpError(413, "body_too_large", f"the body is {declared} bytes; the limit is {limit}")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise HttpError(413, "body_too_large", f"the body exceeds the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def parse_timeout(text: str | None) -> float | None:

@@ -1,12 +1,11 @@
 """Worker handles: one record per worker (process or, for the ASYNC type, thread) and how to start,
 message and stop it. The supervision decisions live in `scheduler.supervisor`; this is the I/O shell.
 
-Each worker has two multiprocessing pipes. Main -> worker: the main writes frames (the
-`multiprocessing.connection` framing) to a non-blocking pipe, buffering what the pipe cannot take and
-flushing it when the loop says the pipe is writable, so a hung worker never blocks the event loop.
-Worker -> main: the event loop watches the read end with `add_reader`, so results reach the loop with
-no thread hop. (Pipes rather than `multiprocessing.Queue`: no feeder thread, no pickling, no
-semaphore, hence no resource-tracker process left behind.)
+Each worker has two multiprocessing pipes. Main -> worker: a `FrameWriter` (`scheduler/pipes.py`)
+writes frames to a non-blocking pipe and buffers what the pipe cannot take, so a hung worker never
+blocks the event loop. Worker -> main: the event loop watches the read end with `add_reader`, so
+results reach the loop with no thread hop. (Pipes rather than `multiprocessing.Queue`: no feeder
+thread, no pickling, and no shared lock that a worker killed mid-`put` could leave held.)
 """
 
 from __future__ import annotations
@@ -19,7 +18,6 @@ import multiprocessing
 import os
 import queue
 import signal
-import struct
 import sys
 import threading
 import time
@@ -30,6 +28,7 @@ from typing import Any
 import msgspec
 
 from scheduler import messages as m
+from scheduler.pipes import FrameWriter
 from scheduler.placement import LoadedModel
 from workers.process import WorkerConfig, worker_main
 
@@ -39,7 +38,6 @@ MULTIPROCESS = "multiprocess"  # scheduler types: worker processes ...
 ASYNC = "async"  # ... or one worker thread in the main process
 
 _SPAWN = multiprocessing.get_context("spawn")
-_FRAME_HEADER = struct.Struct("!i")  # multiprocessing.connection's length prefix
 _ENV_LOCK = threading.Lock()
 
 OnMessage = Callable[["WorkerHandle", bytes], None]
@@ -138,16 +136,15 @@ class ProcessWorker(WorkerHandle):
     writer: Any = None  # main -> worker, non-blocking
     reader: Any = None  # worker -> main
     loop: asyncio.AbstractEventLoop | None = None
-    unsent: bytearray = field(default_factory=bytearray)
 
     def start(
         self, config: WorkerConfig, loop: asyncio.AbstractEventLoop, on_message: OnMessage, on_exit: OnExit
     ) -> None:
         self.loop = loop
-        worker_inbox, self.writer = _SPAWN.Pipe(duplex=False)
-        self.reader, writer = _SPAWN.Pipe(duplex=False)
+        worker_inbox, writer_end = _SPAWN.Pipe(duplex=False)
+        self.reader, worker_outbox = _SPAWN.Pipe(duplex=False)
         self.process = _SPAWN.Process(
-            target=worker_main, args=(msgspec.msgpack.encode(config), worker_inbox, writer),
+            target=worker_main, args=(msgspec.msgpack.encode(config), worker_inbox, worker_outbox),
             name=f"modelsched-{self.worker_id}", daemon=True,
         )
         with _ENV_LOCK:  # the child inherits this environment: CUDA_VISIBLE_DEVICES before torch loads
@@ -163,11 +160,11 @@ class ProcessWorker(WorkerHandle):
                         os.environ.pop("CUDA_VISIBLE_DEVICES", None)
                     else:
                         os.environ["CUDA_VISIBLE_DEVICES"] = saved
-        writer.close()
+        worker_outbox.close()
         worker_inbox.close()
-        os.set_blocking(self.writer.fileno(), False)
-        for connection in (self.writer, self.reader):
+        for connection in (writer_end, self.reader):
             _grow_pipe(connection.fileno())
+        self.writer = FrameWriter(writer_end, loop)
         self.pid = self.process.pid
         self.started_at = time.monotonic()
         loop.add_reader(self.reader.fileno(), self._on_readable, on_message, on_exit)
@@ -212,36 +209,8 @@ class ProcessWorker(WorkerHandle):
                 self.loop.remove_reader(self.process.sentinel)
 
     def send(self, message: m.ToWorker) -> None:
-        if self.writer is None:
-            return
-        data = m.encode(message)
-        frame = _FRAME_HEADER.pack(len(data)) + data
-        if self.unsent:
-            self.unsent += frame
-            return
-        try:
-            written = os.write(self.writer.fileno(), frame)
-        except BlockingIOError:
-            written = 0
-        except OSError:  # the worker is gone; the sentinel reports its death
-            return
-        if written < len(frame):
-            self.unsent += frame[written:]
-            assert self.loop is not None
-            self.loop.add_writer(self.writer.fileno(), self._flush)
-
-    def _flush(self) -> None:
-        if self.writer is None:
-            return
-        try:
-            written = os.write(self.writer.fileno(), self.unsent)
-        except BlockingIOError:
-            return
-        except OSError:
-            written = len(self.unsent)
-        del self.unsent[:written]
-        if not self.unsent and self.loop is not None:
-            self.loop.remove_writer(self.writer.fileno())
+        if self.writer is not None:
+            self.writer.send(m.encode(message))
 
     def alive(self) -> bool:
         return self.process is not None and self.process.is_alive()
@@ -265,12 +234,8 @@ class ProcessWorker(WorkerHandle):
     def close(self) -> None:
         self._detach()
         if self.writer is not None:
-            if self.loop is not None:
-                with contextlib.suppress(OSError, ValueError):
-                    self.loop.remove_writer(self.writer.fileno())
             self.writer.close()
             self.writer = None
-            self.unsent.clear()
         if self.reader is not None:
             self.reader.close()
             self.reader = None

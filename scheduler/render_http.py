@@ -17,7 +17,15 @@ import msgspec
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
-from scheduler.http_answers import MAX_WAIT_S, Answer, HttpError, decode, error_answer, result_answer
+from scheduler.http_answers import (
+    MAX_WAIT_S,
+    Answer,
+    HttpError,
+    decode,
+    error_answer,
+    read_body,
+    result_answer,
+)
 from scheduler.http_schemas import ErrorBody, InferResult, RenderBody, ref
 from scheduler.render_client import longest_wait_s, submit_render
 from scheduler.render_jobs import RENDER_MODEL
@@ -29,17 +37,6 @@ MAX_RENDER_BODY_BYTES = 64 * 1024  # a URL and a few flags
 
 def _response(answer: Answer) -> Response:
     return Response(answer.body, status_code=answer.status, media_type=answer.media_type, headers=answer.headers)
-
-
-async def _read_body(request: Request) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_RENDER_BODY_BYTES:
-            raise HttpError(413, "body_too_large", f"the body exceeds the limit of {MAX_RENDER_BODY_BYTES} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 @router.post(
@@ -55,7 +52,7 @@ async def render(request: Request, timeout: float | None = Query(
     try:
         if RENDER_MODEL not in scheduler.registry:
             raise HttpError(404, "render_disabled", "rendering is off: set render_enabled (MODELSCHED_RENDER_ENABLED=1)")
-        body: RenderBody = decode(await _read_body(request), _decoder)
+        body: RenderBody = decode(await read_body(request, MAX_RENDER_BODY_BYTES), _decoder)
         inputs = {key: value for key, value in msgspec.structs.asdict(body).items()
                   if value is not None or key == "fallback"}  # "fallback": null turns the fallback off
         job_id = await submit_render(scheduler, inputs)  # the SSRF guard with DNS, then the job

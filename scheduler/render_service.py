@@ -30,8 +30,8 @@ from typing import Any
 import msgspec
 
 from scheduler.errors import InvalidInputError, QueueFullError, SchedulerError
+from scheduler.pipes import FrameWriter
 from scheduler.pool import _grow_pipe, _main_module_hidden
-from scheduler.render_pipe import FrameWriter
 from scheduler.settings import Settings
 from scheduler.ssrf import check_url
 from workers import render_protocol as rp

@@ -1,7 +1,8 @@
 """A pipe writer that never blocks the event loop: frames (the `multiprocessing.connection` length
 prefix, so the other end reads them with `recv_bytes`) go straight into a non-blocking pipe, and what
 the pipe cannot take waits in a buffer that the loop flushes when the pipe is writable. A reader that
-hangs therefore costs memory, never the loop (the render service's watchdog ends such a reader)."""
+hangs therefore costs memory, never the loop (the supervisors end such a reader). Used for every
+main -> child pipe: the model workers' (`scheduler/pool.py`) and the render process's."""
 
 from __future__ import annotations
 
