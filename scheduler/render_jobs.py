@@ -71,7 +71,7 @@ class RenderJobs:
         """Hand every queued render job (suspects included) to the render process."""
         if self.render is None:
             return
-        jobs = [job for job in self.table.waiting_suspects() if job.model == RENDER_MODEL]
+        jobs = [job for job in self.table.waiting_suspects() if job.model == RENDER_MODEL] if self.table.suspects else []
         count = self.table.queued_count_by_model.get(RENDER_MODEL, 0)
         if count:
             jobs += self.table.pop_queued(RENDER_MODEL, count)

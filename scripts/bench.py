@@ -49,6 +49,27 @@ def direct_mlp_rate(batch_size: int, seconds: float = 3.0, repeats: int = 7) -> 
     return statistics.median(rates)
 
 
+async def closed_loop(scheduler: Any, model: str, inputs: Any, in_flight: int, total_jobs: int) -> tuple[float, int]:
+    """`in_flight` clients each submit a job and wait for its end, until `total_jobs` have run:
+    (seconds taken, jobs that did not complete)."""
+    from scheduler import JobRequest
+
+    remaining = total_jobs
+    failures = 0
+
+    async def client() -> None:
+        nonlocal remaining, failures
+        while remaining > 0:
+            remaining -= 1
+            job_id = await scheduler.schedule_job(JobRequest(model=model, inputs=inputs))
+            if (await scheduler.wait_for(job_id, 120))["status"] != "completed":
+                failures += 1
+
+    started = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(in_flight)))
+    return time.perf_counter() - started, failures
+
+
 async def api_rate(model: str, inputs: Any, in_flight: int, total_jobs: int, torch_threads: int,
                    journal_path: str = "") -> dict[str, float]:
     """Jobs/s through the Python API with `in_flight` jobs outstanding at all times."""
@@ -70,21 +91,7 @@ async def api_rate(model: str, inputs: Any, in_flight: int, total_jobs: int, tor
         warm = await scheduler.schedule_job(JobRequest(feature=model, inputs=inputs))
         await scheduler.wait_for(warm, 60)
         batch_sizes.clear()
-        remaining = total_jobs
-        failures = 0
-
-        async def client() -> None:
-            nonlocal remaining, failures
-            while remaining > 0:
-                remaining -= 1
-                job_id = await scheduler.schedule_job(JobRequest(feature=model, inputs=inputs))
-                status = await scheduler.wait_for(job_id, 120)
-                if status["status"] != "completed":
-                    failures += 1
-
-        started = time.perf_counter()
-        await asyncio.gather(*(client() for _ in range(in_flight)))
-        elapsed = time.perf_counter() - started
+        elapsed, failures = await closed_loop(scheduler, model, inputs, in_flight, total_jobs)
     return {
         "jobs_per_s": total_jobs / elapsed, "failures": failures,
         "mean_batch": statistics.mean(batch_sizes) if batch_sizes else 0.0,

@@ -20,7 +20,6 @@ import os
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +32,7 @@ async def echo_rate(n_jobs: int, in_flight: int, journal_path: str, synchronous:
     """Jobs/s of echo through the Python API, `in_flight` clients each submitting then waiting."""
     from scheduler import JobRequest, Scheduler
     from scheduler.settings import ModelConfig, Settings
+    from scripts.bench import closed_loop
 
     settings = Settings(
         journal_path=journal_path, journal_synchronous=synchronous, cpu_workers=1, log_level="warning",
@@ -45,20 +45,7 @@ async def echo_rate(n_jobs: int, in_flight: int, journal_path: str, synchronous:
         journal = scheduler.journal
         commits_before = journal.commits if journal else 0
         records_before = journal.records_written if journal else 0
-        remaining = n_jobs
-        failures = 0
-
-        async def client() -> None:
-            nonlocal remaining, failures
-            while remaining > 0:
-                remaining -= 1
-                job_id = await scheduler.schedule_job(JobRequest(model="echo", inputs=ECHO_INPUT))
-                if (await scheduler.wait_for(job_id, 120))["status"] != "completed":
-                    failures += 1
-
-        started = time.perf_counter()
-        await asyncio.gather(*(client() for _ in range(in_flight)))
-        elapsed = time.perf_counter() - started
+        elapsed, failures = await closed_loop(scheduler, "echo", ECHO_INPUT, in_flight, n_jobs)
         commits = (journal.commits - commits_before) if journal else 0
         records = (journal.records_written - records_before) if journal else 0
     return {"jobs_per_s": n_jobs / elapsed, "failures": failures, "commits": commits,
