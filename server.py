@@ -28,10 +28,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, Response
 
 from scheduler import errors
-from scheduler.api import Scheduler
-from scheduler.gc_tuning import tune_gc
-from scheduler.hot_path import HotPath
-from scheduler.http_answers import (
+from scheduler.scheduler import Scheduler
+from workers.gc_tuning import tune_gc
+from scheduler.http.hot_path import HotPath
+from scheduler.http.answers import (
     MAX_WAIT_S,
     Answer,
     HttpError,
@@ -40,7 +40,7 @@ from scheduler.http_answers import (
     infer_answer,
     read_body,
 )
-from scheduler.http_schemas import (
+from scheduler.http.schemas import (
     ErrorBody,
     Health,
     InferRequest,
@@ -55,13 +55,13 @@ from scheduler.http_schemas import (
     openapi_components,
     ref,
 )
-from scheduler.http_server import DrainingServer
-from scheduler.jobs import JobRequest
-from scheduler.metrics import SchedulerMetrics
-from scheduler.render_http import router as render_router
+from scheduler.http.server import DrainingServer
+from scheduler.core.jobs import JobRequest
+from scheduler.http.metrics import SchedulerMetrics
+from scheduler.http.routers.render import router as render_router
 from scheduler.settings import Settings, load_settings
-from scheduler.ssrf import check_url
-from scheduler.status_page import STATUS_PAGE
+from workers.render.ssrf import check_url
+from scheduler.http.status_page import STATUS_PAGE
 
 log = logging.getLogger("modelsched.server")
 

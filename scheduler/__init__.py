@@ -1,6 +1,6 @@
 """modelsched's main-process side: jobs, placement, the worker pool and the `Scheduler` API."""
 
-from scheduler.api import Scheduler
+from scheduler.scheduler import Scheduler
 from scheduler.errors import (
     InvalidInputError,
     JobNotFoundError,
@@ -9,7 +9,7 @@ from scheduler.errors import (
     QueueFullError,
     SchedulerError,
 )
-from scheduler.jobs import JobRequest, JobStatus, Priority
+from scheduler.core.jobs import JobRequest, JobStatus, Priority
 from scheduler.presets import (
     SchedulerFactory,
     SchedulerType,

@@ -16,12 +16,12 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from scheduler.jobs import ENDED, Job, JobStatus
-from scheduler.journal import Journal
+from scheduler.core.jobs import ENDED, Job, JobStatus
+from scheduler.journal.sqlite import Journal
 
 if TYPE_CHECKING:
     from scheduler.settings import Settings
-    from scheduler.table import JobTable
+    from scheduler.core.table import JobTable
 
 log = logging.getLogger("modelsched.scheduler")
 

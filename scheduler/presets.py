@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from typing import Any
 
-from scheduler.api import ASYNC, MULTIPROCESS, Scheduler
+from scheduler.scheduler import ASYNC, MULTIPROCESS, Scheduler
 from scheduler.settings import load_settings
 
 REDUCED_VRAM_SCALE = 0.5

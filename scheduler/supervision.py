@@ -22,17 +22,17 @@ import os
 import time
 from typing import TYPE_CHECKING, Any
 
-from scheduler.jobs import ENDED, Job, JobStatus
-from scheduler.placement import Assign, GpuCapacity, LoadedModel, ModelDemand, Reject, eligible_workers, place
-from scheduler.pool import ASYNC, ProcessWorker, ThreadWorker, WorkerHandle
-from scheduler.supervisor import respawn_delay
+from scheduler.core.jobs import ENDED, Job, JobStatus
+from scheduler.core.placement import Assign, GpuCapacity, LoadedModel, ModelDemand, Reject, eligible_workers, place
+from scheduler.pool.workers import ASYNC, ProcessWorker, ThreadWorker, WorkerHandle
+from scheduler.pool.supervisor import respawn_delay
 from workers.process import EXIT_BOOT_FAILED, WorkerConfig
 
 if TYPE_CHECKING:
-    from scheduler.devices import GpuInfo
-    from scheduler.models import ModelRegistry
+    from scheduler.core.devices import GpuInfo
+    from scheduler.core.models import ModelRegistry
     from scheduler.settings import Settings
-    from scheduler.table import JobTable
+    from scheduler.core.table import JobTable
 
 log = logging.getLogger("modelsched.scheduler")
 

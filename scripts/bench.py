@@ -74,7 +74,7 @@ async def api_rate(model: str, inputs: Any, in_flight: int, total_jobs: int, tor
                    journal_path: str = "") -> dict[str, float]:
     """Jobs/s through the Python API with `in_flight` jobs outstanding at all times."""
     from scheduler import JobRequest, Scheduler
-    from scheduler.gc_tuning import tune_gc
+    from workers.gc_tuning import tune_gc
     from scheduler.settings import ModelConfig, Settings
 
     settings = Settings(

@@ -13,9 +13,9 @@ import socket
 import sys
 from typing import Any
 
-from scheduler.render_client import render_page
+from scheduler.render.client import render_page
 from tests.render_support import SchedulerThread, page_server, render_settings
-from workers.render_fetch import RefusedUrl, fetch_page
+from workers.render.fetch import RefusedUrl, fetch_page
 
 REFUSED_TARGETS = ["http://10.0.0.1/", "http://169.254.169.254/latest/meta-data/", "http://[fd00:ec2::254]/",
                    "http://100.100.100.200/"]

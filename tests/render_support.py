@@ -23,11 +23,11 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from scheduler.api import ASYNC, Scheduler
-from scheduler.render_service import RenderService
+from scheduler.scheduler import ASYNC, Scheduler
+from scheduler.render.service import RenderService
 from scheduler.settings import Settings
 from tests.polling import until_sync
-from workers.render_fetch import USER_AGENT
+from workers.render.fetch import USER_AGENT
 
 T = TypeVar("T")
 CHROMIUM = "/usr/bin/chromium"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from scheduler.placement import (
+from scheduler.core.placement import (
     NEEDS_GPU_MESSAGE,
     NO_FIT_MESSAGE,
     Assign,

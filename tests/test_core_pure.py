@@ -6,12 +6,12 @@ from collections import deque
 
 import pytest
 
-from scheduler import messages as m
-from scheduler.devices import NoGpuError, discover_gpus, parse_simulated, parse_size
+from workers import protocol as m
+from scheduler.core.devices import NoGpuError, discover_gpus, parse_simulated, parse_size
 from scheduler.errors import ConfigError
-from scheduler.jobs import JobStatus, Priority, can_transition
+from scheduler.core.jobs import JobStatus, Priority, can_transition
 from scheduler.settings import load_settings, settings_from_dict
-from scheduler.supervisor import respawn_delay, worker_plan
+from scheduler.pool.supervisor import respawn_delay, worker_plan
 from workers.batching import BatchKnobs, PendingJob, RunNow, WaitUntil, next_batch
 
 GIB = 1024**3

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from scheduler import JobRequest, Scheduler
 from scheduler.settings import ModelConfig
-from scheduler.supervisor import MAX_LOAD_BACKOFF_S, load_backoff
+from scheduler.pool.supervisor import MAX_LOAD_BACKOFF_S, load_backoff
 from tests.fault_support import CPU_ONLY, fault_settings
 from tests.polling import until
 

@@ -8,7 +8,7 @@ import asyncio
 import pytest
 
 from scheduler import JobRequest, Scheduler
-from scheduler.devices import discover_gpus, nvml_gpus
+from scheduler.core.devices import discover_gpus, nvml_gpus
 from scheduler.settings import ModelConfig, Settings
 
 torch = pytest.importorskip("torch")

@@ -20,8 +20,8 @@ import pytest
 
 from scheduler import JobRequest, JobStatus, Scheduler
 from scheduler.errors import JobNotFoundError
-from scheduler.jobs import Job
-from scheduler.journal import Journal, journal_enabled
+from scheduler.core.jobs import Job
+from scheduler.journal.sqlite import Journal, journal_enabled
 from tests.fault_support import CPU_ONLY, fault_settings
 from tests.polling import until, until_sync
 
@@ -265,7 +265,7 @@ def test_ended_jobs_are_forgotten_after_the_retention_and_pruned(tmp_path: Path)
 
 
 def test_a_job_submitted_and_ended_within_one_commit_is_written_once() -> None:
-    from scheduler.journal_rows import ATTEMPTS, END, END_ROW, SUBMIT, statements
+    from scheduler.journal.rows import ATTEMPTS, END, END_ROW, SUBMIT, statements
 
     def end(job_id: str) -> tuple:
         return (job_id, "m", 1, None, None, "completed", 1, 1.0, 2.0, 3.0, "w", "cpu", b"r", None, None)

@@ -14,7 +14,7 @@ import psutil
 import pytest
 
 from scheduler.errors import InvalidInputError, QueueFullError
-from scheduler.render_service import RenderFailedError
+from scheduler.render.service import RenderFailedError
 from tests.render_support import (
     JS_TEXT,
     PageServer,

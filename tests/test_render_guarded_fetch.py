@@ -18,10 +18,10 @@ from typing import Any
 import httpx
 import pytest
 
-from scheduler.ssrf import UrlVerdict, check_url
+from workers.render.ssrf import UrlVerdict, check_url
 from tests.render_support import ServiceThread, needs_chromium, render_settings
-from workers.render_browser import fulfil_headers
-from workers.render_fetch import GuardedFetcher, ResponseTooLarge, fetch_page, pinned_request, redirect_method
+from workers.render.browser import fulfil_headers
+from workers.render.fetch import GuardedFetcher, ResponseTooLarge, fetch_page, pinned_request, redirect_method
 
 
 def no_resolve(host: str, port: int) -> list[str]:

@@ -8,12 +8,12 @@ import asyncio
 
 import pytest
 
-from adapters.render import render_inputs
-from scheduler.ssrf import address_refusal, check_url, check_url_offline
+from scheduler.render.model import render_inputs
+from workers.render.ssrf import address_refusal, check_url, check_url_offline
 from tests.render_support import JS_TEXT, page_server
-from workers.html_text import extract
-from workers.render import backoff_s, should_retry, use_fallback
-from workers.render_fetch import RefusedUrl, ResponseTooLarge, fetch_page
+from workers.render.html_text import extract
+from workers.render.main import backoff_s, should_retry, use_fallback
+from workers.render.fetch import RefusedUrl, ResponseTooLarge, fetch_page
 
 
 def resolver(table: dict[str, list[str]]):  # noqa: ANN201

@@ -1,5 +1,5 @@
-"""Render jobs through the `Scheduler`: the Python client (`scheduler.render_client`), `POST /render`
-(`scheduler.render_http.router`, driven in-process over ASGI), the job table, the system status, the
+"""Render jobs through the `Scheduler`: the Python client (`scheduler.render.client`), `POST /render`
+(`scheduler.http.routers.render.router`, driven in-process over ASGI), the job table, the system status, the
 429 bound, and a render process without a browser (HTTP only; this one needs no Chromium)."""
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ import pytest
 from fastapi import FastAPI
 
 from scheduler.errors import InvalidInputError, QueueFullError, SchedulerError
-from scheduler.jobs import JobRequest
-from scheduler.render_client import render_page, render_pages, render_with_fallback
-from scheduler.render_http import router
+from scheduler.core.jobs import JobRequest
+from scheduler.render.client import render_page, render_pages, render_with_fallback
+from scheduler.http.routers.render import router
 from tests.render_support import (
     JS_TEXT,
     PageServer,

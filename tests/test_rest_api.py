@@ -219,7 +219,7 @@ def test_answers_match_their_documented_schemas(client: httpx.Client) -> None:
     none of the wrong type)."""
     import msgspec
 
-    from scheduler.http_schemas import JobList, JobView, ModelList, SystemStatus
+    from scheduler.http.schemas import JobList, JobView, ModelList, SystemStatus
 
     client.post("/models/mlp/load")
     status = msgspec.convert(client.get("/system/status").json(), SystemStatus)

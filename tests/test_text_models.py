@@ -130,7 +130,7 @@ def test_torch_threads_zero_leaves_torch_alone(minilm, monkeypatch: pytest.Monke
 def test_submission_errors_become_invalid_input() -> None:
     """The registry turns the adapter's ValueError into InvalidInputError (a 422 over REST)."""
     from scheduler.errors import InvalidInputError
-    from scheduler.models import ModelRegistry, resolve_spec
+    from scheduler.core.models import ModelRegistry, resolve_spec
 
     registry = ModelRegistry()
     registry.register(*resolve_spec({"name": "minilm", "adapter": "minilm"}))

@@ -70,7 +70,7 @@ def worker_main(config_bytes: bytes, inbox: Connection, outbox: Connection) -> N
         format=f"%(asctime)s %(levelname)s [{config.worker_id}] %(name)s: %(message)s",
     )
     try:
-        from scheduler import messages
+        from workers import protocol as messages
         from workers.runtime import WorkerRuntime
 
         if config.torch_threads:

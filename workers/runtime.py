@@ -22,8 +22,8 @@ import psutil
 
 from adapters.base import BaseAdapter
 from adapters.registry import build_adapter
-from scheduler import messages as m
-from scheduler.gc_tuning import tune_gc
+from workers import protocol as m
+from workers.gc_tuning import tune_gc
 from workers.batching import BatchKnobs, PendingJob, RunNow, WaitUntil, next_batch, take_units
 
 log = logging.getLogger("modelsched.worker")

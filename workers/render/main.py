@@ -1,9 +1,9 @@
 """The render process: its entry point and its asyncio loop.
 
-Requests arrive on a pipe (`workers.render_protocol`); each becomes a task that waits for one of
-`max_pages` page slots, renders in Chromium (`workers.render_browser`) within `timeout_s`, and on a
+Requests arrive on a pipe (`workers.render.protocol`); each becomes a task that waits for one of
+`max_pages` page slots, renders in Chromium (`workers.render.browser`) within `timeout_s`, and on a
 failure (timeout, crash, navigation error) tries again after a back-off, up to `retries` tries; then
-it is fetched over plain HTTP (`workers.render_fetch`) when the job allows it. A refused URL or an
+it is fetched over plain HTTP (`workers.render.fetch`) when the job allows it. A refused URL or an
 oversized page fails at once: trying again would give the same answer. The retry decisions are the
 pure functions below. A heartbeat says how many pages are open, for the status and the supervisor.
 """
@@ -20,10 +20,10 @@ from typing import Any
 
 import msgspec
 
-from workers import render_protocol as rp
+from workers.render import protocol as rp
 from workers.process import die_with_parent, watch_parent
-from workers.render_browser import BrowserManager, render_in_browser
-from workers.render_fetch import RefusedUrl, ResponseTooLarge, fetch_page
+from workers.render.browser import BrowserManager, render_in_browser
+from workers.render.fetch import RefusedUrl, ResponseTooLarge, fetch_page
 
 log = logging.getLogger("modelsched.render")
 
@@ -203,7 +203,7 @@ class RenderLoop:
 
 
 def render_main(config_bytes: bytes, inbox: Connection, outbox: Connection) -> None:
-    """The render process's entry (started with `spawn` by `scheduler.render_service`)."""
+    """The render process's entry (started with `spawn` by `scheduler.render.service`)."""
     config = msgspec.msgpack.decode(config_bytes, type=rp.RenderConfig)
     die_with_parent(config.parent_pid)
     watch_parent(config.parent_pid)

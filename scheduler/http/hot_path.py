@@ -8,8 +8,8 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import parse_qs
 
-from scheduler.api import Scheduler
-from scheduler.http_answers import (
+from scheduler.scheduler import Scheduler
+from scheduler.http.answers import (
     RAW_MEDIA_TYPE,
     Answer,
     HttpError,

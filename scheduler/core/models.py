@@ -9,7 +9,7 @@ from typing import Any
 from adapters.base import BaseAdapter
 from adapters.registry import build_adapter
 from scheduler.errors import ConfigError, InvalidInputError, ModelNotFoundError
-from scheduler.messages import ModelSpec
+from workers.protocol import ModelSpec
 from scheduler.settings import ModelConfig
 
 DEVICES = ("auto", "gpu", "cpu")

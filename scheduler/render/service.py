@@ -30,11 +30,11 @@ from typing import Any
 import msgspec
 
 from scheduler.errors import InvalidInputError, QueueFullError, SchedulerError
-from scheduler.pipes import FrameWriter
-from scheduler.pool import _grow_pipe, _main_module_hidden
+from scheduler.pool.frames import FrameWriter
+from scheduler.pool.workers import _grow_pipe, _main_module_hidden
 from scheduler.settings import Settings
-from scheduler.ssrf import check_url
-from workers import render_protocol as rp
+from workers.render.ssrf import check_url
+from workers.render import protocol as rp
 
 log = logging.getLogger("modelsched.render")
 
@@ -129,7 +129,7 @@ class RenderService:
 
     def _spawn(self) -> None:
         assert self.loop is not None
-        from workers.render import render_main  # here: workers.render imports scheduler modules
+        from workers.render.main import render_main  # here: workers.render.main imports scheduler modules
 
         inbox, writer = _SPAWN.Pipe(duplex=False)
         self.reader, outbox = _SPAWN.Pipe(duplex=False)
@@ -208,7 +208,7 @@ class RenderService:
     # ---- jobs ----------------------------------------------------------------------------------
 
     def submit(self, job_id: str, inputs: dict[str, Any] | str) -> None:
-        """Hand a render job (inputs already validated by `adapters.render`) to the render process."""
+        """Hand a render job (inputs already validated by `scheduler.render.model`) to the render process."""
         if isinstance(inputs, str):
             inputs = {"url": inputs}
         request = rp.RenderRequest(
@@ -227,11 +227,11 @@ class RenderService:
                                  "or running); retry later")
 
     async def render(self, request: dict[str, Any] | str) -> dict[str, Any]:
-        """Render one page outside the job table: validated (`adapters.render.render_inputs`), the URL
+        """Render one page outside the job table: validated (`scheduler.render.model.render_inputs`), the URL
         checked with DNS, then rendered; returns the result, or raises InvalidInputError (a bad
         request or a refused URL, redirects and the page's requests included), QueueFullError or
         RenderFailedError."""
-        from adapters.render import render_inputs  # here: adapters import scheduler modules
+        from scheduler.render.model import render_inputs  # here: adapters import scheduler modules
 
         if not self.running or self.loop is None:
             raise RenderFailedError("the render service is not running", "failed")

@@ -1,7 +1,7 @@
 """Chromium for the render process: one browser at a time (launched on demand, relaunched after a
 crash, replaced after `recycle_pages` pages) and the rendering of one page in it.
 
-Every request a page makes, its navigation included, is routed through `workers.render_fetch`: the
+Every request a page makes, its navigation included, is routed through `workers.render.fetch`: the
 SSRF guard checks it, the render process fetches it (connecting to the checked address, the body
 capped) and hands the response to Chromium. Chromium follows no redirect itself: a redirect of the
 navigation comes back here and is navigated to after its check; other redirects are followed hop by
@@ -24,8 +24,8 @@ from typing import Any
 import httpx
 import psutil
 
-from workers import render_protocol as rp
-from workers.render_fetch import (
+from workers.render import protocol as rp
+from workers.render.fetch import (
     MAX_REDIRECTS,
     RESPONSE_HEADERS_DROPPED,
     GuardedFetcher,

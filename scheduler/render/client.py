@@ -11,7 +11,7 @@ A result is `{url, final_url, status, title, text, links, elapsed_ms, engine, ..
 browser). The jobs are ordinary jobs: `scheduler.get_job_status(id)` shows them too. A refused URL
 raises `InvalidInputError` (before anything is queued, DNS asked off the event loop; or later, when a
 redirect or a request of the page is refused); a render that fails raises
-`scheduler.render_service.RenderFailedError`; a full render queue raises `QueueFullError`.
+`scheduler.render.service.RenderFailedError`; a full render queue raises `QueueFullError`.
 """
 
 from __future__ import annotations
@@ -21,13 +21,13 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Literal
 
 from scheduler.errors import InvalidInputError, SchedulerError
-from scheduler.jobs import JobRequest
-from scheduler.render_jobs import RENDER_MODEL
-from scheduler.render_service import RenderFailedError, outcome_error
-from scheduler.ssrf import check_url
+from scheduler.core.jobs import JobRequest
+from scheduler.render.executor import RENDER_MODEL
+from scheduler.render.service import RenderFailedError, outcome_error
+from workers.render.ssrf import check_url
 
 if TYPE_CHECKING:
-    from scheduler.api import Scheduler
+    from scheduler.scheduler import Scheduler
 
 WaitUntil = Literal["load", "domcontentloaded", "networkidle"]
 ENGINES = {"playwright": "browser", "browser": "browser", "http": "http"}

@@ -23,8 +23,8 @@ from types import FrameType
 
 import uvicorn
 
-from scheduler.api import Scheduler
-from scheduler.jobs import JobStatus
+from scheduler.scheduler import Scheduler
+from scheduler.core.jobs import JobStatus
 
 log = logging.getLogger("modelsched.server")
 

@@ -14,7 +14,7 @@ import time
 from collections import deque
 from typing import Any
 
-from scheduler.jobs import ENDED, Job, JobStatus, Priority, can_transition
+from scheduler.core.jobs import ENDED, Job, JobStatus, Priority, can_transition
 
 log = logging.getLogger("modelsched.jobs")
 

@@ -1,7 +1,7 @@
 """Fetching for the render process, with the SSRF guard on every hop: the plain-HTTP path (httpx,
-then `workers.html_text`) and the fetches that the browser's requests are routed through.
+then `workers.render.html_text`) and the fetches that the browser's requests are routed through.
 
-Each URL is checked by `scheduler.ssrf.check_url` before it is requested; the host is resolved once
+Each URL is checked by `workers.render.ssrf.check_url` before it is requested; the host is resolved once
 per fetcher (one render) and the connection goes to an address that was checked (the request is sent
 to the IP, with the name in `Host` and as the TLS server name, so a DNS answer that changes between
 the check and the connect is never used). Redirects are followed by hand, each hop checked; the
@@ -20,8 +20,8 @@ from urllib.parse import urljoin
 
 import httpx
 
-from scheduler.ssrf import UrlVerdict, check_url, normalized_host
-from workers.html_text import extract
+from workers.render.ssrf import UrlVerdict, check_url, normalized_host
+from workers.render.html_text import extract
 
 MAX_REDIRECTS = 10
 USER_AGENT = "modelsched-render/0.1"

@@ -4,7 +4,7 @@ Everything that changes a job runs on the main process's event loop: submissions
 (read from each worker's pipe with `add_reader`), the dispatch pass (placement, then one `RunJobs`
 message per worker with as many jobs as its pipeline has room for) and the supervision tick
 (dead or silent workers, timeouts, retention: `scheduler.supervision`). With a journal
-(`scheduler.journal`, wired in by `scheduler.durability`) a submission is acknowledged once it is
+(`scheduler.journal.sqlite`, wired in by `scheduler.durability`) a submission is acknowledged once it is
 committed, and a job's end is shown once its end record is committed.
 """
 
@@ -22,8 +22,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from scheduler import messages as m
-from scheduler.devices import MIB, GpuInfo, discover_gpus, refresh_usage
+from workers import protocol as m
+from scheduler.core.devices import MIB, GpuInfo, discover_gpus, refresh_usage
 from scheduler.durability import Durability
 from scheduler.errors import (
     InvalidInputError,
@@ -32,10 +32,10 @@ from scheduler.errors import (
     QueueFullError,
     SchedulerError,
 )
-from scheduler.jobs import ENDED, Job, JobRequest, JobStatus, Priority
-from scheduler.journal import Journal, JournalError, journal_enabled
-from scheduler.models import ModelRegistry, resolve_spec
-from scheduler.placement import (
+from scheduler.core.jobs import ENDED, Job, JobRequest, JobStatus, Priority
+from scheduler.journal.sqlite import Journal, JournalError, journal_enabled
+from scheduler.core.models import ModelRegistry, resolve_spec
+from scheduler.core.placement import (
     Assign,
     GpuCapacity,
     LoadedModel,
@@ -43,16 +43,16 @@ from scheduler.placement import (
     Reject,
     place,
 )
-from scheduler.pool import ASYNC, MULTIPROCESS, ProcessWorker, WorkerHandle
-from scheduler.render_jobs import RenderJobs
+from scheduler.pool.workers import ASYNC, MULTIPROCESS, ProcessWorker, WorkerHandle
+from scheduler.render.executor import RenderJobs
 from scheduler.settings import ModelConfig, Settings
 from scheduler.supervision import TICK_S, Supervision
-from scheduler.supervisor import (
+from scheduler.pool.supervisor import (
     FAILED_LOAD_BACKOFF_S,
     load_backoff,
     worker_plan,
 )
-from scheduler.table import JobTable
+from scheduler.core.table import JobTable
 
 log = logging.getLogger("modelsched.scheduler")
 

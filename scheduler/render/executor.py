@@ -1,6 +1,6 @@
 """Render jobs in the `Scheduler` (a mixin): the `render` model's jobs live in the job table like
 any other (so `get_job`, `wait_for`, `cancel_job` and the journal work for them), but the dispatch
-pass hands them to the render process (`scheduler.render_service`) instead of a model worker.
+pass hands them to the render process (`scheduler.render.service`) instead of a model worker.
 The hooks `Scheduler` calls: `_render_setup` (init), `_render_start`/`_render_stop`,
 `_render_admission_check` (submission), `_render_dispatch` (dispatch), `_render_status` (status)."""
 
@@ -10,13 +10,13 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from scheduler.errors import QueueFullError
-from scheduler.jobs import Job, JobStatus
-from scheduler.render_service import RenderService
+from scheduler.core.jobs import Job, JobStatus
+from scheduler.render.service import RenderService
 
 if TYPE_CHECKING:
-    from scheduler.models import ModelRegistry
+    from scheduler.core.models import ModelRegistry
     from scheduler.settings import Settings
-    from scheduler.table import JobTable
+    from scheduler.core.table import JobTable
 
 log = logging.getLogger("modelsched.render")
 
@@ -37,7 +37,7 @@ class RenderJobs:
         self.render = None
         if self.settings.render_enabled:
             self.register_model({  # type: ignore[attr-defined]
-                "name": RENDER_MODEL, "adapter": "adapters.render:RenderAdapter",
+                "name": RENDER_MODEL, "adapter": "scheduler.render.model:RenderAdapter",
                 "options": {"allow_hosts": list(self.settings.render_allow_hosts)},
             })
 

@@ -10,10 +10,10 @@ import msgspec
 from starlette.requests import Request
 
 from scheduler import errors
-from scheduler.api import JobEndedError, Scheduler
-from scheduler.http_schemas import ErrorBody, InferRequest, InferResult
-from scheduler.jobs import ENDED, JobRequest
-from scheduler.journal import JournalError
+from scheduler.scheduler import JobEndedError, Scheduler
+from scheduler.http.schemas import ErrorBody, InferRequest, InferResult
+from scheduler.core.jobs import ENDED, JobRequest
+from scheduler.journal.sqlite import JournalError
 
 log = logging.getLogger("modelsched.server")
 

@@ -1,5 +1,5 @@
 """The journal's table: its schema, its statements, the record kinds the writer turns into statements,
-and conversions between jobs and rows. Pure: no I/O (that is `scheduler.journal`)."""
+and conversions between jobs and rows. Pure: no I/O (that is `scheduler.journal.sqlite`)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 import msgspec
 
-from scheduler.jobs import Job, JobStatus, Priority
+from scheduler.core.jobs import Job, JobStatus, Priority
 
 log = logging.getLogger("modelsched.journal")
 

@@ -1,9 +1,9 @@
 """`POST /render` as a FastAPI `APIRouter`: render one page and wait for it.
 
-    app.include_router(scheduler.render_http.router)   # the app must set app.state.scheduler
+    app.include_router(scheduler.http.routers.render.router)   # the app must set app.state.scheduler
 
 The body is `{url, wait_until?, screenshot?, html?, engine?, fallback?, timeout_s?}`
-(`scheduler.http_schemas.RenderBody`); the URL passes the SSRF guard, with DNS, before the job is
+(`scheduler.http.schemas.RenderBody`); the URL passes the SSRF guard, with DNS, before the job is
 queued. Answers: 200 `{job_id, status, result}`; 422 for a bad body or a refused URL (the guard also
 refuses redirects and requests of the page while it renders: those end as 422 too); 429 when
 `render_queue_max` renders are in flight; 502 when no page came back; 504 on a timeout, or when the
@@ -17,7 +17,7 @@ import msgspec
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
-from scheduler.http_answers import (
+from scheduler.http.answers import (
     MAX_WAIT_S,
     Answer,
     HttpError,
@@ -26,9 +26,9 @@ from scheduler.http_answers import (
     read_body,
     result_answer,
 )
-from scheduler.http_schemas import ErrorBody, InferResult, RenderBody, ref
-from scheduler.render_client import longest_wait_s, submit_render
-from scheduler.render_jobs import RENDER_MODEL
+from scheduler.http.schemas import ErrorBody, InferResult, RenderBody, ref
+from scheduler.render.client import longest_wait_s, submit_render
+from scheduler.render.executor import RENDER_MODEL
 
 router = APIRouter(tags=["render"])
 _decoder = msgspec.json.Decoder(RenderBody)

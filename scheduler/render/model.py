@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from adapters.base import BaseAdapter
-from scheduler.ssrf import check_url_offline
+from workers.render.ssrf import check_url_offline
 
 WAIT_UNTIL = ("load", "domcontentloaded", "networkidle")
 ENGINES = ("browser", "http")

@@ -1,5 +1,5 @@
 """Messages between the main process and the render process: one msgspec tagged union each way,
-encoded as msgpack (the render process's own union, beside `scheduler.messages` for model workers)."""
+encoded as msgpack (the render process's own union, beside `workers.protocol` for model workers)."""
 
 from __future__ import annotations
 

@@ -12,7 +12,7 @@ row. Job ids begin with their creation time in milliseconds, so the id index gro
 At start the jobs that had not ended are read back, in submission order; ended jobs are read one at
 a time, by id or idempotency key, when the in-memory table no longer holds them (there may be a
 million of them). Rows of jobs that ended more than `result_retention_s` ago are deleted in chunks.
-The table, its statements and the job/row conversions are in `scheduler.journal_rows`.
+The table, its statements and the job/row conversions are in `scheduler.journal.rows`.
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from scheduler.errors import SchedulerError
-from scheduler.jobs import ENDED, Job
-from scheduler.journal_rows import (
+from scheduler.core.jobs import ENDED, Job
+from scheduler.journal.rows import (
     ATTEMPTS,
     END,
     END_ROW,

@@ -6,7 +6,7 @@ differently (backslashes, whitespace, control characters); hosts that resolve to
 link-local, multicast, reserved, unspecified or shared addresses, to a cloud metadata service, or to
 an IPv6 address that embeds such an IPv4 address (mapped, 6to4, NAT64). Every resolved address must
 pass, so a name with one public and one private address is refused; the verdict carries the
-addresses it checked, so the caller can connect to exactly those (`workers.render_fetch` does).
+addresses it checked, so the caller can connect to exactly those (`workers.render.fetch` does).
 Hosts on the allowlist are let through unresolved (the tests allow 127.0.0.1).
 """
 

@@ -1,5 +1,5 @@
 """Worker handles: one record per worker (process or, for the ASYNC type, thread) and how to start,
-message and stop it. The supervision decisions live in `scheduler.supervisor`; this is the I/O shell.
+message and stop it. The supervision decisions live in `scheduler.pool.supervisor`; this is the I/O shell.
 
 Each worker has two multiprocessing pipes. Main -> worker: a `FrameWriter` (`scheduler/pipes.py`)
 writes frames to a non-blocking pipe and buffers what the pipe cannot take, so a hung worker never
@@ -27,9 +27,9 @@ from typing import Any
 
 import msgspec
 
-from scheduler import messages as m
-from scheduler.pipes import FrameWriter
-from scheduler.placement import LoadedModel
+from workers import protocol as m
+from scheduler.pool.frames import FrameWriter
+from scheduler.core.placement import LoadedModel
 from workers.process import WorkerConfig, worker_main
 
 log = logging.getLogger("modelsched.pool")
