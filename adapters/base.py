@@ -28,6 +28,7 @@ class Adapter(Protocol):
     device: str
     max_batch_size: int
     max_delay_ms: float
+    batch_policy: str
 
     def load(self, device: str) -> Any: ...
 
@@ -49,7 +50,8 @@ class BaseAdapter:
     vram_mb: int = 0
     device: str = "auto"
     max_batch_size: int = 32
-    max_delay_ms: float = 5.0
+    max_delay_ms: float = 5.0  # with batch_policy "fixed": how long a batch waits to fill
+    batch_policy: str = "adaptive"  # adaptive: run what is waiting at once | fixed: wait to fill
 
     def __init__(self, **options: Any) -> None:
         self.options = options

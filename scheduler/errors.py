@@ -1,4 +1,28 @@
-"""Exceptions raised by the scheduler's public API; the REST layer maps each to a status code."""
+"""Every exception the scheduler raises on purpose, and the enums that name why a job failed
+(`ErrorKind`, defined on the wire in `workers.protocol`) and where a child process stands
+(`WorkerState`). The REST layer maps each exception to one status code (`scheduler/http/answers.py`)."""
+
+from __future__ import annotations
+
+import enum
+
+from workers.protocol import ErrorKind
+
+__all__ = [
+    "ConfigError", "ErrorKind", "InvalidInputError", "JobEndedError", "JobNotFoundError", "JournalError",
+    "ModelNotFoundError", "NoFitError", "NoGpuError", "NotRunningError", "QueueFullError", "RenderFailedError",
+    "SchedulerError", "WorkerState",
+]
+
+
+class WorkerState(enum.StrEnum):
+    """A child process (model worker or render process) as its supervisor sees it."""
+
+    STARTING = "starting"  # spawned; has not said ready yet
+    READY = "ready"  # said ready and keeps sending heartbeats
+    STOPPING = "stopping"  # asked to stop: its death is not its jobs' fault
+    DEAD = "dead"  # exited; respawned once its back-off allows
+    STOPPED = "stopped"  # not running and not to be respawned (never started, or stopped for good)
 
 
 class SchedulerError(Exception):
@@ -10,7 +34,8 @@ class ModelNotFoundError(SchedulerError):
 
 
 class InvalidInputError(SchedulerError):
-    """The adapter rejected the job's inputs (REST: 422). `field` names what was wrong."""
+    """The adapter rejected the job's inputs, or a value is out of range (REST: 422). `field` names
+    what was wrong."""
 
     def __init__(self, message: str, field: str = "inputs") -> None:
         super().__init__(message)
@@ -21,17 +46,38 @@ class JobNotFoundError(SchedulerError):
     """No job has that id (REST: 404)."""
 
 
+class JobEndedError(SchedulerError):
+    """The job already ended; it cannot be cancelled (REST: 409)."""
+
+
 class QueueFullError(SchedulerError):
-    """The queue holds `max_queue` jobs already (REST: 429 with Retry-After)."""
+    """The queue holds `max_queue` jobs already, or the render queue is full (REST: 429 with Retry-After)."""
 
 
 class NoFitError(SchedulerError):
-    """The model is larger than every GPU's usable memory."""
+    """No worker of this daemon can ever run the model: it is larger than every GPU's usable memory,
+    needs a GPU on a machine without one, or a CPU worker where there is none (REST: 507)."""
 
 
 class NotRunningError(SchedulerError):
     """The scheduler is not started, or is shutting down (REST: 503)."""
 
 
+class JournalError(SchedulerError):
+    """The journal could not record a job (REST: 503); the job may still run."""
+
+
+class RenderFailedError(SchedulerError):
+    """A render ended without a page (REST: 502, or 504 on a timeout). `kind` is its `ErrorKind`."""
+
+    def __init__(self, message: str, kind: str | None) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
 class ConfigError(SchedulerError):
     """A configuration file or value is invalid; the message names the key."""
+
+
+class NoGpuError(SchedulerError):
+    """MODELSCHED_FORCE_GPU=1 was set and no GPU is visible."""

@@ -6,9 +6,7 @@ import enum
 from typing import Any
 
 from scheduler.scheduler import ASYNC, MULTIPROCESS, Scheduler
-from scheduler.settings import load_settings
-
-REDUCED_VRAM_SCALE = 0.5
+from scheduler.settings import Settings, load_settings
 
 
 class SchedulerType(enum.StrEnum):
@@ -19,13 +17,17 @@ class SchedulerType(enum.StrEnum):
 def create_development_scheduler(
     max_workers_per_gpu: int = 1,
     model_subset: list[str] | None = None,
-    reduce_vram_requirements: bool = False,
+    reduce_vram_requirements: bool | None = None,
     scheduler_type: SchedulerType | str = SchedulerType.MULTIPROCESS,
     **overrides: Any,
 ) -> Scheduler:
-    """The dev preset (`configs/dev.toml`): echo, sleep and mlp; one worker per GPU, or a CPU worker."""
+    """The dev preset (`configs/dev.toml`): echo, sleep, mlp and minilm; one worker per GPU, or a CPU
+    worker. `reduce_vram_requirements` (default: the setting, `MODELSCHED_REDUCE_VRAM_REQUIREMENTS`)
+    counts every model at half its declared `vram_mb`."""
+    if reduce_vram_requirements is not None:
+        overrides["reduce_vram_requirements"] = reduce_vram_requirements
     settings = load_settings("dev", overrides={"max_workers_per_gpu": max_workers_per_gpu, **overrides})
-    return _build(settings, model_subset, reduce_vram_requirements, scheduler_type)
+    return _build(settings, model_subset, scheduler_type)
 
 
 def create_production_scheduler(
@@ -35,10 +37,10 @@ def create_production_scheduler(
 ) -> Scheduler:
     """The prod preset (`configs/prod.toml`): two workers per GPU, a durable journal."""
     settings = load_settings("prod", config_file=config_file, overrides=overrides)
-    return _build(settings, model_subset, False, SchedulerType.MULTIPROCESS)
+    return _build(settings, model_subset, SchedulerType.MULTIPROCESS)
 
 
-def _build(settings, model_subset, reduce_vram_requirements, scheduler_type) -> Scheduler:  # noqa: ANN001
+def _build(settings: Settings, model_subset: list[str] | None, scheduler_type: SchedulerType | str) -> Scheduler:
     if model_subset is not None:
         known = {model.name for model in settings.models} | ({"render"} if settings.render_enabled else set())
         unknown = set(model_subset) - known
@@ -46,11 +48,7 @@ def _build(settings, model_subset, reduce_vram_requirements, scheduler_type) -> 
             raise ValueError(f"model_subset names unknown models: {sorted(unknown)}")
         settings.models = [model for model in settings.models if model.name in model_subset]
         settings.render_enabled = settings.render_enabled and "render" in model_subset  # the render process
-    return Scheduler(
-        settings,
-        scheduler_type=SchedulerType(scheduler_type).value,
-        vram_scale=REDUCED_VRAM_SCALE if reduce_vram_requirements else 1.0,
-    )
+    return Scheduler(settings, scheduler_type=SchedulerType(scheduler_type).value)
 
 
 class SchedulerFactory:

@@ -26,6 +26,7 @@ class ModelConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     device: str | None = None
     max_batch_size: int | None = None
     max_delay_ms: float | None = None
+    batch_policy: str | None = None  # adaptive | fixed
     options: dict[str, Any] = {}
 
 
@@ -41,6 +42,7 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     heartbeat_interval_s: float = 0.5
     heartbeat_timeout_s: float = 10.0
     max_attempts: int = 3
+    model_load_backoff_s: float = 5.0
     torch_threads: int = 0  # 0: leave torch's default
     # jobs
     max_queue: int = 10_000
@@ -75,7 +77,7 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
             self, "max_workers_per_gpu", "max_models_per_worker", "max_queue", "max_attempts", "heartbeat_interval_s",
             "heartbeat_timeout_s", "worker_start_timeout_s", "max_body_bytes", "max_finished_in_memory",
             "render_max_pages", "render_queue_max", "render_timeout_s", "render_retries", "render_recycle_pages",
-            "render_max_response_bytes", "result_retention_s",
+            "render_max_response_bytes", "result_retention_s", "model_load_backoff_s",
         )
         if self.heartbeat_timeout_s <= self.heartbeat_interval_s:
             raise ValueError("heartbeat_timeout_s: must be longer than heartbeat_interval_s")
@@ -188,6 +190,7 @@ SETTING_MEANINGS: dict[str, str] = {
     "heartbeat_interval_s": "how often a worker says it is alive",
     "heartbeat_timeout_s": "a worker silent this long is killed and respawned; its jobs are queued again",
     "max_attempts": "worker deaths a job may be in flight for before it fails as a poison job",
+    "model_load_backoff_s": "after a model fails to load, its jobs fail at once for this long, doubling per failure in a row (at most 300 s)",
     "torch_threads": "torch threads per worker (0: torch's default)",
     "max_queue": "jobs waiting at most; a submission past it gets 429 with `Retry-After`",
     "default_timeout_s": "timeout of a job that sets none (0: none)",

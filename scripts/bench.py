@@ -74,8 +74,8 @@ async def api_rate(model: str, inputs: Any, in_flight: int, total_jobs: int, tor
                    journal_path: str = "") -> dict[str, float]:
     """Jobs/s through the Python API with `in_flight` jobs outstanding at all times."""
     from scheduler import JobRequest, Scheduler
-    from workers.gc_tuning import tune_gc
     from scheduler.settings import ModelConfig, Settings
+    from workers.gc_tuning import tune_gc
 
     settings = Settings(
         journal_path=journal_path, cpu_workers=1, torch_threads=torch_threads, log_level="warning",

@@ -1,9 +1,10 @@
 """The micro-batcher's decision, as a pure function over the jobs a worker holds.
 
+The policy is chosen per model (`batch_policy`):
 `adaptive` (the default): a batch goes at once with every job that is waiting, up to
-`max_batch_size`; jobs gather only while the worker is busy, so a lone job is never delayed.
+`max_batch_size`; jobs gather only while the worker is busy, so a lone job is never delayed and
+`max_delay_ms` plays no part.
 `fixed`: a batch goes when it is full or when its first job has waited `max_delay_ms`.
-Either way a batch never waits longer than `max_delay_ms` after its first job.
 
 Sizes count items, not jobs: a job whose inputs hold many items (a list of sentences) is a unit of
 that many items, and `take_units` splits a unit larger than the room left in a batch, sending the
@@ -32,6 +33,7 @@ class PendingJob:
 class BatchKnobs:
     max_batch_size: int
     max_delay_ms: float
+    policy: str = "adaptive"  # adaptive | fixed
 
 
 @dataclass(frozen=True)
@@ -49,7 +51,6 @@ def next_batch(
     pending_by_model: dict[str, deque[PendingJob]],
     knobs_by_model: dict[str, BatchKnobs],
     now: float,
-    policy: str = "adaptive",
 ) -> RunNow | WaitUntil | None:
     """Which model to run now and how many of its jobs; or until when to wait; None when idle.
 
@@ -64,7 +65,7 @@ def next_batch(
         oldest = queue[0].arrived_at
         count = items_waiting(queue, max(1, knobs.max_batch_size))
         deadline = oldest + knobs.max_delay_ms / 1000.0
-        if policy == "adaptive" or count >= knobs.max_batch_size or now >= deadline:
+        if knobs.policy == "adaptive" or count >= knobs.max_batch_size or now >= deadline:
             ready.append((oldest, model, count))
         elif earliest_deadline is None or deadline < earliest_deadline:
             earliest_deadline = deadline

@@ -1,4 +1,6 @@
-"""The messages between the main process and its workers: one msgspec tagged union, msgpack-encoded.
+"""The wire between the main process and its model workers: one msgspec tagged union each way,
+msgpack-encoded, plus what a worker is started with (`WorkerConfig`) and the kinds of error a job
+can end with (`ErrorKind`, shared by both sides and by the render process).
 
 Main -> worker: `RunJobs`, `LoadModel`, `UnloadModel`, `RegisterModel`, `Shutdown`.
 Worker -> main: `Ready`, `Heartbeat`, `JobResults`, `ModelLoaded`, `ModelLoadFailed`, `ModelUnloaded`.
@@ -7,9 +9,30 @@ No client data is pickled: inputs and outputs travel as msgpack values inside th
 
 from __future__ import annotations
 
-from typing import Any
+import enum
+from typing import Any, Literal
 
 import msgspec
+
+BatchPolicy = Literal["adaptive", "fixed"]
+
+
+class ErrorKind(enum.StrEnum):
+    """Why a job ended without a result (`Job.error_kind`); the REST layer picks a status code by it."""
+
+    INPUT = "input"  # the inputs were refused (by the adapter, or a render URL by the SSRF guard)
+    MODEL = "model"  # the model raised on this item
+    OOM = "oom"  # out of GPU memory even alone in its batch
+    LOAD = "load"  # the model failed to load (its jobs fail at once during the back-off)
+    TIMEOUT = "timeout"  # past its `timeout_s`
+    CANCELLED = "cancelled"  # cancelled by request
+    POISON = "poison"  # `max_attempts` worker processes died while running it, the last time alone
+    PLACEMENT = "placement"  # no worker or card can ever run its model
+    # the render process's own outcomes (a refused URL becomes INPUT on the job)
+    REFUSED = "refused"
+    TOO_LARGE = "too_large"
+    FAILED = "failed"
+    NO_BROWSER = "no_browser"
 
 
 class ModelSpec(msgspec.Struct, frozen=True, kw_only=True):
@@ -21,7 +44,21 @@ class ModelSpec(msgspec.Struct, frozen=True, kw_only=True):
     device: str = "auto"  # gpu | cpu | auto
     max_batch_size: int = 32
     max_delay_ms: float = 5.0
+    batch_policy: BatchPolicy = "adaptive"
     options: dict[str, Any] = {}
+
+
+class WorkerConfig(msgspec.Struct, kw_only=True):
+    """What a worker process is started with (msgpack bytes, its only argument besides the pipes)."""
+
+    worker_id: str
+    parent_pid: int
+    gpu_index: int | None
+    simulated_gpu: bool
+    heartbeat_interval_s: float
+    torch_threads: int = 0
+    log_level: str = "INFO"
+    specs: list[ModelSpec] = []
 
 
 class JobItem(msgspec.Struct, frozen=True, array_like=True):
@@ -84,7 +121,7 @@ class JobOutcome(msgspec.Struct, array_like=True):
     job_id: str
     output: Any = None
     error: str | None = None
-    error_kind: str | None = None  # "input", "oom", "model"
+    error_kind: ErrorKind | None = None
 
 
 class JobResults(msgspec.Struct, tag="results", array_like=True):

@@ -1,8 +1,8 @@
 """The worker's run loop: receive messages, load models lazily, run batches, report results and health.
 
 Transport-agnostic: it is given `receive(timeout_s) -> bytes | None` and `send(bytes)`, so the same
-loop runs in a worker process (multiprocessing queue in, pipe out) and, for the ASYNC scheduler
-type, in a thread of the main process. Heartbeats are sent from this loop, between batches, so a
+loop runs in a worker process (a pipe each way) and, for the ASYNC scheduler type, in a thread of the
+main process. Heartbeats are sent from this loop, between batches, so a
 model that hangs stops them and the supervisor notices.
 """
 
@@ -23,8 +23,8 @@ import psutil
 from adapters.base import BaseAdapter
 from adapters.registry import build_adapter
 from workers import protocol as m
-from workers.gc_tuning import tune_gc
 from workers.batching import BatchKnobs, PendingJob, RunNow, WaitUntil, next_batch, take_units
+from workers.gc_tuning import tune_gc
 
 log = logging.getLogger("modelsched.worker")
 
@@ -33,7 +33,7 @@ class ModelLoadError(Exception):
     pass
 
 
-ItemResult = tuple[Any, str | None, str | None]  # (output, error, error kind)
+ItemResult = tuple[Any, str | None, m.ErrorKind | None]  # (output, error, error kind)
 
 
 @dataclass
@@ -44,7 +44,7 @@ class PartialJob:
     total: int
     outputs: list[Any]
     done: int = 0
-    error: tuple[str, str | None] | None = None
+    error: tuple[str, m.ErrorKind | None] | None = None
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
@@ -61,7 +61,6 @@ class WorkerRuntime:
         receive: Callable[[float], bytes | None],
         send: Callable[[bytes], None],
         heartbeat_interval_s: float = 0.5,
-        batch_policy: str = "adaptive",
         cuda_visible_devices: str | None = None,
     ) -> None:
         self.worker_id = worker_id
@@ -69,7 +68,6 @@ class WorkerRuntime:
         self.receive = receive
         self.send_bytes = send
         self.heartbeat_interval_s = heartbeat_interval_s
-        self.batch_policy = batch_policy
         self.cuda_visible_devices = cuda_visible_devices
         self.specs: dict[str, m.ModelSpec] = {spec.name: spec for spec in specs}
         self.adapters: dict[str, BaseAdapter] = {}
@@ -96,8 +94,11 @@ class WorkerRuntime:
         elif isinstance(message, m.UnloadModel):
             self.unload(message.model)
         elif isinstance(message, m.RegisterModel):
-            self.specs[message.spec.name] = message.spec
-            self.adapters.pop(message.spec.name, None)
+            spec = message.spec
+            self.specs[spec.name] = spec
+            self.adapters.pop(spec.name, None)
+            if spec.name in self.knobs:
+                self.knobs[spec.name] = BatchKnobs(spec.max_batch_size, spec.max_delay_ms, spec.batch_policy)
         elif isinstance(message, m.Shutdown):
             self.stopping = True
 
@@ -108,12 +109,12 @@ class WorkerRuntime:
             spec = self.specs.get(message.model)
             if spec is None:
                 self.send(m.JobResults(message.model, 0, 0.0, [
-                    m.JobOutcome(job.job_id, None, f"model {message.model!r} is not registered", "model")
+                    m.JobOutcome(job.job_id, None, f"model {message.model!r} is not registered", m.ErrorKind.MODEL)
                     for job in message.jobs
                 ]))
                 return
             queue = self.pending[message.model] = deque()
-            self.knobs[message.model] = BatchKnobs(spec.max_batch_size, spec.max_delay_ms)
+            self.knobs[message.model] = BatchKnobs(spec.max_batch_size, spec.max_delay_ms, spec.batch_policy)
         split = getattr(self.adapter_for(message.model), "items", None)
         if split is None:
             queue.extend(PendingJob(job.job_id, job.inputs, now) for job in message.jobs)
@@ -122,7 +123,7 @@ class WorkerRuntime:
             try:
                 items = list(split(job.inputs))
             except Exception as exc:
-                self.send(m.JobResults(message.model, 0, 0.0, [m.JobOutcome(job.job_id, None, _describe(exc), "input")]))
+                self.send(m.JobResults(message.model, 0, 0.0, [m.JobOutcome(job.job_id, None, _describe(exc), m.ErrorKind.INPUT)]))
                 continue
             partial = PartialJob(job.inputs, len(items), [None] * len(items))
             if not items:
@@ -140,7 +141,7 @@ class WorkerRuntime:
             now = time.monotonic()
             if now - self.last_heartbeat >= self.heartbeat_interval_s:
                 self.heartbeat()
-            decision = next_batch(self.pending, self.knobs, now, self.batch_policy)
+            decision = next_batch(self.pending, self.knobs, now)
             if isinstance(decision, RunNow):
                 timeout = 0.0
             elif isinstance(decision, WaitUntil):
@@ -150,7 +151,7 @@ class WorkerRuntime:
             self.drain(timeout)
             if self.stopping:
                 break
-            decision = next_batch(self.pending, self.knobs, time.monotonic(), self.batch_policy)
+            decision = next_batch(self.pending, self.knobs, time.monotonic())
             if isinstance(decision, RunNow):
                 self.run_batch(decision.model, decision.count)
 
@@ -291,7 +292,7 @@ class WorkerRuntime:
         try:
             return m.JobOutcome(job_id, self.adapter_for(model).assemble(partial.inputs, partial.outputs))
         except Exception as exc:
-            return m.JobOutcome(job_id, None, _describe(exc), "model")
+            return m.JobOutcome(job_id, None, _describe(exc), m.ErrorKind.MODEL)
 
     def predict_isolated(self, model: str, state: Any, items: list[Any]) -> list[ItemResult]:
         """Run the items as one batch; if it fails, find the failing items so the others complete."""
@@ -302,7 +303,7 @@ class WorkerRuntime:
             try:
                 prepared.append((position, adapter.preprocess(item)))
             except Exception as exc:
-                results[position] = (None, _describe(exc), "input")
+                results[position] = (None, _describe(exc), m.ErrorKind.INPUT)
         self._predict_into(adapter, state, prepared, results)
         return results  # type: ignore[return-value]  # every position is filled
 
@@ -319,26 +320,26 @@ class WorkerRuntime:
             if is_out_of_memory(exc):
                 self.free_cuda_cache()
                 if len(prepared) == 1:
-                    results[prepared[0][0]] = (None, "out of GPU memory", "oom")
+                    results[prepared[0][0]] = (None, "out of GPU memory", m.ErrorKind.OOM)
                     return
                 half = len(prepared) // 2
                 self._predict_into(adapter, state, prepared[:half], results)
                 self._predict_into(adapter, state, prepared[half:], results)
                 return
             if len(prepared) == 1:
-                results[prepared[0][0]] = (None, _describe(exc), "model")
+                results[prepared[0][0]] = (None, _describe(exc), m.ErrorKind.MODEL)
                 return
             for single in prepared:  # isolate: one bad item fails alone
                 self._predict_into(adapter, state, [single], results)
             return
         for (position, _), output in zip(prepared, outputs, strict=True):
             if isinstance(output, BaseException):
-                results[position] = (None, _describe(output), "model")
+                results[position] = (None, _describe(output), m.ErrorKind.MODEL)
                 continue
             try:
                 results[position] = (adapter.postprocess(output), None, None)
             except Exception as exc:
-                results[position] = (None, _describe(exc), "model")
+                results[position] = (None, _describe(exc), m.ErrorKind.MODEL)
 
     def send_results(self, results: m.JobResults) -> None:
         try:
@@ -350,7 +351,7 @@ class WorkerRuntime:
                     m.encode(outcome)
                     checked.append(outcome)
                 except (TypeError, msgspec.EncodeError) as exc:
-                    checked.append(m.JobOutcome(outcome.job_id, None, f"output cannot be serialized: {exc}", "model"))
+                    checked.append(m.JobOutcome(outcome.job_id, None, f"output cannot be serialized: {exc}", m.ErrorKind.MODEL))
             self.send(m.JobResults(results.model, results.batch_size, results.run_s, checked))
 
 

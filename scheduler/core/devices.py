@@ -10,8 +10,12 @@ from __future__ import annotations
 import logging
 import os
 import re
+from typing import Any
 
 import msgspec
+
+from scheduler.core.placement import GpuCapacity
+from scheduler.errors import NoGpuError
 
 log = logging.getLogger("modelsched.devices")
 
@@ -27,10 +31,6 @@ class GpuInfo(msgspec.Struct, kw_only=True):
     free_bytes: int = 0
     utilization_pct: float | None = None
     simulated: bool = False
-
-
-class NoGpuError(RuntimeError):
-    """MODELSCHED_FORCE_GPU=1 was set and no GPU is visible."""
 
 
 def parse_size(text: str) -> int:
@@ -97,7 +97,7 @@ def nvml_gpus() -> list[GpuInfo]:
         return []
 
 
-def _nvml_card(pynvml, index: int) -> GpuInfo:  # noqa: ANN001 - the module itself
+def _nvml_card(pynvml: Any, index: int) -> GpuInfo:
     handle = pynvml.nvmlDeviceGetHandleByIndex(index)
     memory = pynvml.nvmlDeviceGetMemoryInfo(handle)
     name = pynvml.nvmlDeviceGetName(handle)
@@ -130,6 +130,33 @@ def torch_gpus() -> list[GpuInfo]:
     except Exception as exc:
         log.debug("torch sees no GPU: %s", exc)
         return []
+
+
+class Inventory:
+    """The cards this daemon schedules onto (found at start) and what placement may use of each."""
+
+    def __init__(self, reserve_mb: int) -> None:
+        self.reserve_mb = reserve_mb
+        self.gpus: list[GpuInfo] = []
+
+    def discover(self, environ: dict[str, str] | os._Environ[str]) -> list[GpuInfo]:
+        self.gpus = discover_gpus(environ)
+        return self.gpus
+
+    @property
+    def simulated(self) -> bool:
+        return any(gpu.simulated for gpu in self.gpus)
+
+    def capacities(self) -> list[GpuCapacity]:
+        return [GpuCapacity(gpu.index, gpu.total_bytes / MIB, self.reserve_mb) for gpu in self.gpus]
+
+    def is_real(self, gpu_index: int | None) -> bool:
+        """A real card (its measured memory counts in the ledger), not the CPU nor a simulated card."""
+        return any(gpu.index == gpu_index and not gpu.simulated for gpu in self.gpus)
+
+    def current(self) -> list[GpuInfo]:
+        """The cards with their memory use and utilization now."""
+        return refresh_usage(self.gpus)
 
 
 def refresh_usage(cards: list[GpuInfo]) -> list[GpuInfo]:

@@ -9,10 +9,11 @@ from typing import Any
 from adapters.base import BaseAdapter
 from adapters.registry import build_adapter
 from scheduler.errors import ConfigError, InvalidInputError, ModelNotFoundError
-from workers.protocol import ModelSpec
 from scheduler.settings import ModelConfig
+from workers.protocol import ModelSpec
 
 DEVICES = ("auto", "gpu", "cpu")
+BATCH_POLICIES = ("adaptive", "fixed")
 
 
 def resolve_spec(config: ModelConfig | dict[str, Any], vram_scale: float = 1.0) -> tuple[ModelSpec, BaseAdapter]:
@@ -38,22 +39,32 @@ def resolve_spec(config: ModelConfig | dict[str, Any], vram_scale: float = 1.0) 
     vram_mb = adapter.vram_mb if config.vram_mb is None else config.vram_mb
     if vram_mb < 0:
         raise ConfigError(f"models.{config.name}.vram_mb: must not be negative")
+    batch_policy = config.batch_policy or adapter.batch_policy
+    if batch_policy not in BATCH_POLICIES:
+        raise ConfigError(f"models.{config.name}.batch_policy: must be adaptive or fixed (got {batch_policy!r})")
     spec = ModelSpec(
         name=config.name, adapter=config.adapter, vram_mb=int(vram_mb * vram_scale), device=device,
-        max_batch_size=max_batch_size, max_delay_ms=float(max_delay_ms), options=dict(config.options),
+        max_batch_size=max_batch_size, max_delay_ms=float(max_delay_ms), batch_policy=batch_policy,
+        options=dict(config.options),
     )
     return spec, adapter
 
 
 @dataclass
 class RegisteredModel:
+    """A model as the main process knows it: its spec, an unloaded adapter (to validate inputs), why
+    no worker can ever run it (`no_fit`, set once the workers are known) and its load back-off."""
+
     spec: ModelSpec
     adapter: BaseAdapter
+    no_fit: str | None = None
     failed_error: str | None = None
     failed_until: float = 0.0
 
 
 class ModelRegistry:
+    """Every registered model by name."""
+
     def __init__(self) -> None:
         self.models: dict[str, RegisteredModel] = {}
 

@@ -8,7 +8,9 @@ frees enough; else wait. A model larger than every GPU's usable memory is reject
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 NO_FIT_MESSAGE = "No GPU has enough memory for this model"
 NEEDS_GPU_MESSAGE = "This model needs a GPU and the daemon has none"
@@ -22,9 +24,21 @@ class LoadedModel:
     loading: bool = True
 
 
+class Slot(Protocol):
+    """What placement needs to know of one worker (`scheduler.core.workers.Worker` is one)."""
+
+    worker_id: str
+    gpu_index: int | None  # None: a CPU worker
+    outstanding_items: int
+    models: dict[str, LoadedModel]
+
+    @property
+    def ready(self) -> bool: ...
+
+
 @dataclass
 class WorkerSlot:
-    """What placement needs to know of one worker."""
+    """A plain `Slot`, for tests and callers without a live worker."""
 
     worker_id: str
     gpu_index: int | None  # None: a CPU worker
@@ -71,7 +85,7 @@ class Reject:
 Decision = Assign | Wait | Reject
 
 
-def used_mb_by_gpu(workers: list[WorkerSlot]) -> dict[int, float]:
+def used_mb_by_gpu(workers: Sequence[Slot]) -> dict[int, float]:
     used: dict[int, float] = {}
     for worker in workers:
         if worker.gpu_index is None:
@@ -82,7 +96,7 @@ def used_mb_by_gpu(workers: list[WorkerSlot]) -> dict[int, float]:
     return used
 
 
-def eligible_workers(demand: ModelDemand, workers: list[WorkerSlot]) -> list[WorkerSlot] | Reject:
+def eligible_workers(demand: ModelDemand, workers: Sequence[Slot]) -> list[Slot] | Reject:
     gpu_workers = [worker for worker in workers if worker.gpu_index is not None]
     cpu_workers = [worker for worker in workers if worker.gpu_index is None]
     if demand.device == "cpu":
@@ -92,10 +106,26 @@ def eligible_workers(demand: ModelDemand, workers: list[WorkerSlot]) -> list[Wor
     return gpu_workers or cpu_workers
 
 
+def refusal(demand: ModelDemand, workers: Sequence[Slot], gpus: Sequence[GpuCapacity]) -> str | None:
+    """Why no worker of this pool can ever run the model (no worker of its device class, or larger
+    than every card's usable memory), or None. Before any worker exists nothing is refused."""
+    candidates = eligible_workers(demand, workers)
+    if isinstance(candidates, Reject):
+        return candidates.message
+    return _too_large(demand, candidates, gpus)
+
+
+def _too_large(demand: ModelDemand, candidates: Sequence[Slot], gpus: Sequence[GpuCapacity]) -> str | None:
+    on_gpu = bool(candidates) and candidates[0].gpu_index is not None
+    if on_gpu and not any(gpu.usable_mb >= demand.vram_mb for gpu in gpus):
+        return NO_FIT_MESSAGE
+    return None
+
+
 def place(
     demand: ModelDemand,
-    workers: list[WorkerSlot],
-    gpus: list[GpuCapacity],
+    workers: Sequence[Slot],
+    gpus: Sequence[GpuCapacity],
     *,
     max_models_per_worker: int,
     pipeline_items: int,
@@ -104,15 +134,15 @@ def place(
     candidates = eligible_workers(demand, workers)
     if isinstance(candidates, Reject):
         return candidates
+    too_large = _too_large(demand, candidates, gpus)
+    if too_large is not None:
+        return Reject(too_large)
     capacity_by_gpu = {gpu.index: gpu for gpu in gpus}
-    on_gpu = bool(candidates) and candidates[0].gpu_index is not None
-    if on_gpu and not any(gpu.usable_mb >= demand.vram_mb for gpu in gpus):
-        return Reject(NO_FIT_MESSAGE)
     ready = [worker for worker in candidates if worker.ready]
     if not ready:
         return Wait("no worker is ready yet")
 
-    def busy(worker: WorkerSlot) -> tuple[int, str]:
+    def busy(worker: Slot) -> tuple[int, str]:
         return (worker.outstanding_items, worker.worker_id)
 
     holders = [worker for worker in ready if demand.name in worker.models]
@@ -122,7 +152,7 @@ def place(
 
     used_by_gpu = used_mb_by_gpu(workers)
 
-    def fits(worker: WorkerSlot) -> bool:
+    def fits(worker: Slot) -> bool:
         if len(worker.models) >= max_models_per_worker:
             return False
         if worker.gpu_index is None:
@@ -154,8 +184,8 @@ def _idle(loaded: LoadedModel) -> bool:
 
 def eviction_plan(
     demand: ModelDemand,
-    targets: list[WorkerSlot],
-    workers: list[WorkerSlot],
+    targets: Sequence[Slot],
+    workers: Sequence[Slot],
     capacity_by_gpu: dict[int, GpuCapacity],
     used_by_gpu: dict[int, float],
     max_models_per_worker: int,

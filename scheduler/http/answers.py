@@ -1,37 +1,58 @@
-"""HTTP answers as plain values (status, body bytes, headers), shared by the FastAPI routes and the
-raw-ASGI hot path: which status a failure gets, and what `infer` answers for a job's end."""
+"""HTTP answers: `Answer`, the one response type of the daemon (the routes return it, the raw-ASGI
+paths send it), the one map from a failure to its status code (`error_answer`: never a 500), and
+what `infer` answers for a job's end."""
 
 from __future__ import annotations
 
 import logging
-from typing import Any, NamedTuple
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import msgspec
-from starlette.requests import Request
+from starlette.responses import Response
 
 from scheduler import errors
-from scheduler.scheduler import JobEndedError, Scheduler
-from scheduler.http.schemas import ErrorBody, InferRequest, InferResult
 from scheduler.core.jobs import ENDED, JobRequest
-from scheduler.journal.sqlite import JournalError
+from scheduler.http.schemas import ErrorBody, InferRequest, InferResult
+from scheduler.scheduler import Scheduler
 
 log = logging.getLogger("modelsched.server")
 
+JSON = "application/json"
+RAW_MEDIA_TYPE = "application/octet-stream"
 MAX_WAIT_S = 300.0
 DEFAULT_INFER_WAIT_S = 60.0
 ENDED_NAMES = frozenset(status.value for status in ENDED)
+CODE_BY_KIND: dict[str, int] = {errors.ErrorKind.INPUT: 422, errors.ErrorKind.TIMEOUT: 504,
+                                errors.ErrorKind.CANCELLED: 409}  # a failed job's answer; any other kind: 502
 encoder = msgspec.json.Encoder()
 infer_decoder = msgspec.json.Decoder(InferRequest)
 
 
-class Answer(NamedTuple):
-    status: int
-    body: bytes
-    headers: dict[str, str] | None = None
-    media_type: str = "application/json"
+class Answer(Response):
+    """An answer as plain values: status, body bytes, headers. It is a Starlette `Response`, so a
+    FastAPI route returns it as it is and a raw-ASGI path sends it with `await answer(scope, receive,
+    send)`; its headers are built once, here, without Starlette's header handling."""
+
+    def __init__(self, status: int, body: bytes, headers: Mapping[str, str] | None = None,
+                 media_type: str = JSON) -> None:
+        self.status_code = status
+        self.body = body
+        self.media_type = media_type
+        self.background = None
+        raw = [(b"content-type", media_type.encode()), (b"content-length", str(len(body)).encode())]
+        if headers:
+            raw += [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers.items()]
+        self.raw_headers = raw
+
+
+def json_answer(content: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Answer:
+    return Answer(status, encoder.encode(content), headers)
 
 
 class HttpError(Exception):
+    """A failure of the HTTP layer itself (a bad body, a bad query value, a body too large)."""
+
     def __init__(self, status: int, error: str, detail: str, field: str | None = None,
                  headers: dict[str, str] | None = None) -> None:
         super().__init__(detail)
@@ -44,9 +65,10 @@ _STATUS_BY_ERROR: list[tuple[type[Exception], int, str]] = [
     (errors.InvalidInputError, 422, "invalid_input"),
     (errors.QueueFullError, 429, "queue_full"),
     (errors.NotRunningError, 503, "not_accepting"),
-    (JournalError, 503, "journal_unavailable"),
-    (JobEndedError, 409, "job_ended"),
+    (errors.JournalError, 503, "journal_unavailable"),
+    (errors.JobEndedError, 409, "job_ended"),
     (errors.NoFitError, 507, "no_fit"),
+    (errors.RenderFailedError, 502, "render_failed"),
 ]
 
 
@@ -64,7 +86,8 @@ def error_answer(exc: Exception) -> Answer:
     return Answer(503, encoder.encode(ErrorBody("unavailable", f"{type(exc).__name__}: {exc}")), {"Retry-After": "1"})
 
 
-def decode(data: bytes, decoder: msgspec.json.Decoder) -> Any:
+def decode(data: bytes, decoder: msgspec.json.Decoder[Any]) -> Any:
+    """A body decoded into its struct; 422 naming the field at fault."""
     try:
         return decoder.decode(data)
     except msgspec.ValidationError as exc:
@@ -73,21 +96,6 @@ def decode(data: bytes, decoder: msgspec.json.Decoder) -> Any:
         raise HttpError(422, "invalid_body", message, field) from None
     except msgspec.DecodeError as exc:
         raise HttpError(422, "malformed_json", f"the body is not valid JSON: {exc}") from None
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refusing (413) one over `limit` bytes, by its header or as it streams."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise HttpError(413, "body_too_large", f"the body is {declared} bytes; the limit is {limit}")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise HttpError(413, "body_too_large", f"the body exceeds the limit of {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def parse_timeout(text: str | None) -> float | None:
@@ -100,9 +108,6 @@ def parse_timeout(text: str | None) -> float | None:
     if not 0 < value <= MAX_WAIT_S:
         raise HttpError(422, "invalid_request", f"timeout must be in (0, {MAX_WAIT_S:g}]", "timeout")
     return value
-
-
-RAW_MEDIA_TYPE = "application/octet-stream"
 
 
 def raw_vectors(result: Any) -> tuple[bytes, str] | None:
@@ -120,7 +125,7 @@ def raw_vectors(result: Any) -> tuple[bytes, str] | None:
 
 
 async def infer_answer(scheduler: Scheduler, model: str, body: bytes, timeout: float | None,
-                       on_submitted: Any = None, raw: bool = False) -> Answer:
+                       on_submitted: Callable[[str], None] | None = None, raw: bool = False) -> Answer:
     """`POST /models/{model}/infer`: submit, wait, answer the result or why there is none. With `raw`
     (the client sent `Accept: application/octet-stream`) a numeric result comes as float32 bytes."""
     request: InferRequest = decode(body, infer_decoder)
@@ -132,6 +137,8 @@ async def infer_answer(scheduler: Scheduler, model: str, body: bytes, timeout: f
 
 
 async def result_answer(scheduler: Scheduler, job_id: str, wait_s: float, raw: bool = False) -> Answer:
+    """The job's result once it ends (200), or why there is none: 422 bad input, 409 cancelled, 504 a
+    timeout or a wait that ended first, 503 the daemon shutting down, 502 any other failure."""
     status = await scheduler.wait_for(job_id, min(wait_s, MAX_WAIT_S))
     state = status["status"]
     if state == "completed":
@@ -151,5 +158,5 @@ async def result_answer(scheduler: Scheduler, job_id: str, wait_s: float, raw: b
         detail = f"the wait ended before the job; poll GET /jobs/{job_id}"
         return Answer(504, encoder.encode(InferResult(job_id, state, None, detail)))
     kind = scheduler.get_job(job_id).error_kind
-    code = {"input": 422, "timeout": 504, "cancelled": 409}.get(kind or "", 502)
+    code = CODE_BY_KIND.get(kind or "", 502)
     return Answer(code, encoder.encode(InferResult(job_id, state, None, status["error"])))

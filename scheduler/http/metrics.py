@@ -8,35 +8,38 @@ when Prometheus scrapes.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from scheduler.core.devices import MIB
 from scheduler.core.jobs import Job
+from scheduler.scheduler import Scheduler
+
+PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 
 
 class StatusCollector(Collector):
-    """Gauges read from `get_system_status()` at scrape time."""
+    """Gauges read from the scheduler's status at scrape time."""
 
-    def __init__(self, scheduler: Any) -> None:
+    def __init__(self, scheduler: Scheduler) -> None:
         self.scheduler = scheduler
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        status = self.scheduler.get_system_status()
+        status = self.scheduler.status()
         queue = GaugeMetricFamily("modelsched_queue_jobs", "Jobs by state now", labels=["state"])
-        for state in ("queued", "processing"):
-            queue.add_metric([state], status["queue"].get(state, 0))
+        queue.add_metric(["queued"], status.queue.queued)
+        queue.add_metric(["processing"], status.queue.processing)
         yield queue
         workers_up = GaugeMetricFamily("modelsched_workers_up", "Workers alive and ready", labels=["device"])
         up_by_device: dict[str, int] = {}
-        for worker in status["workers"]:
-            kind = "cpu" if worker["gpu_index"] is None else f"gpu{worker['gpu_index']}"
-            up_by_device[kind] = up_by_device.get(kind, 0) + int(worker["alive"] and worker["state"] == "ready")
+        for worker in status.workers:
+            kind = "cpu" if worker.gpu_index is None else f"gpu{worker.gpu_index}"
+            up_by_device[kind] = up_by_device.get(kind, 0) + int(worker.alive and worker.state == "ready")
         for device, count in up_by_device.items():
             workers_up.add_metric([device], count)
         yield workers_up
@@ -44,22 +47,24 @@ class StatusCollector(Collector):
         gpu_used = GaugeMetricFamily("modelsched_gpu_memory_used_bytes", "GPU memory in use", labels=["gpu"])
         ledger = GaugeMetricFamily("modelsched_gpu_ledger_bytes", "GPU memory the ledger assigns to models",
                                    labels=["gpu"])
-        for gpu in status["gpu"]:
-            label = [str(gpu["index"])]
-            gpu_total.add_metric(label, gpu["total_mb"] * 1024 * 1024)
-            gpu_used.add_metric(label, gpu["used_mb"] * 1024 * 1024)
-            ledger.add_metric(label, gpu["ledger_used_mb"] * 1024 * 1024)
+        for gpu in status.gpu:
+            label = [str(gpu.index)]
+            gpu_total.add_metric(label, gpu.total_mb * MIB)
+            gpu_used.add_metric(label, gpu.used_mb * MIB)
+            ledger.add_metric(label, gpu.ledger_used_mb * MIB)
         yield gpu_total
         yield gpu_used
         yield ledger
         loaded = GaugeMetricFamily("modelsched_models_loaded", "Models loaded per worker", labels=["worker"])
-        for worker in status["workers"]:
-            loaded.add_metric([worker["worker_id"]], len(worker["loaded_models"]))
+        for worker in status.workers:
+            loaded.add_metric([worker.worker_id], len(worker.loaded_models))
         yield loaded
 
 
 class SchedulerMetrics:
-    def __init__(self, scheduler: Any) -> None:
+    """The daemon's metrics registry; `render()` is the `/metrics` page."""
+
+    def __init__(self, scheduler: Scheduler) -> None:
         disable_created_metrics()  # no `*_created` series beside each counter and histogram
         self.registry = CollectorRegistry()
         self.submitted = Counter("modelsched_jobs_submitted", "Jobs accepted", ["model"], registry=self.registry)

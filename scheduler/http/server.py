@@ -1,11 +1,12 @@
-"""uvicorn's server with the daemon's shutdown: drain first, then close.
+"""The daemon's HTTP server: uvicorn (uvloop, httptools, no access log) with the daemon's shutdown,
+drain first, then close.
 
-On the first SIGTERM or SIGINT the scheduler stops accepting jobs at once, so `/readyz` and new
-submissions answer 503, while HTTP keeps answering: requests waiting on running jobs get their
-results as those jobs end (within `shutdown_grace_s`), then the scheduler stops its workers and
-releases every request still waiting (a job that never started stays queued in the journal). Only
-then does uvicorn close its sockets and connections. A second signal cuts the grace period short;
-a third one is uvicorn's own (SIGINT: exit at once). The exit status after a signal is 0.
+On the first SIGTERM or SIGINT the scheduler begins its shutdown (`begin_shutdown`): `/readyz` and
+new submissions answer 503 at once, while HTTP keeps answering; requests waiting on running jobs get
+their results as those jobs end (`drain`, within `shutdown_grace_s`), then the workers stop and every
+request still waiting is released (a job that never started stays queued in the journal). Only then
+does uvicorn close its sockets. A second signal cuts the grace short (`cut_grace_short`); a third is
+uvicorn's own (SIGINT: exit at once). The exit status after a signal is 0.
 
 The signal handler only records the signal; the server's loop (`on_tick`, ten times a second) acts.
 """
@@ -17,19 +18,19 @@ import contextlib
 import logging
 import signal
 import threading
-import time
 from collections.abc import Iterator
 from types import FrameType
 
 import uvicorn
 
+from scheduler.http.app import create_app
 from scheduler.scheduler import Scheduler
-from scheduler.core.jobs import JobStatus
+from scheduler.settings import Settings
 
 log = logging.getLogger("modelsched.server")
 
 HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
-DRAIN_POLL_S = 0.02
+HTTP_CLOSE_GRACE_S = 3  # after the drain: how long uvicorn waits for open connections
 
 
 class DrainingServer(uvicorn.Server):
@@ -42,8 +43,10 @@ class DrainingServer(uvicorn.Server):
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         self.signals_received += 1
         if self.signals_received == 1:
-            self.scheduler.accepting = False  # readiness and submissions answer 503 from now on
-        elif self.signals_received > 2:
+            self.scheduler.begin_shutdown()
+        elif self.signals_received == 2:
+            self.scheduler.cut_grace_short()
+        else:
             super().handle_exit(sig, frame)
 
     async def on_tick(self, counter: int) -> bool:
@@ -54,16 +57,8 @@ class DrainingServer(uvicorn.Server):
         return await super().on_tick(counter)
 
     async def drain(self) -> None:
-        scheduler = self.scheduler
-        grace_s = scheduler.settings.shutdown_grace_s
-        running = scheduler.table.count_by_status[JobStatus.PROCESSING]
-        log.info("shutting down: not accepting jobs; %d running job(s) get up to %g s", running, grace_s)
-        deadline = time.monotonic() + grace_s
-        while (scheduler.table.count_by_status[JobStatus.PROCESSING] and time.monotonic() < deadline
-               and self.signals_received < 2):
-            await asyncio.sleep(DRAIN_POLL_S)
         try:
-            await scheduler.stop(grace_s=0)
+            await self.scheduler.drain()
         except Exception:  # the sockets must close and the process end even so
             log.exception("the scheduler did not stop cleanly")
 
@@ -80,3 +75,19 @@ class DrainingServer(uvicorn.Server):
         finally:
             for sig, handler in original.items():
                 signal.signal(sig, handler)
+
+
+def serve(settings: Settings) -> int:
+    """Run the daemon until a signal ends it; the exit status."""
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    scheduler = Scheduler(settings)
+    config = uvicorn.Config(
+        create_app(scheduler), host=settings.host, port=settings.port, loop="uvloop", http="httptools",
+        access_log=False, log_level=settings.log_level.lower(), lifespan="on",
+        timeout_graceful_shutdown=HTTP_CLOSE_GRACE_S, server_header=False,  # the drain has had the grace
+    )
+    server = DrainingServer(config, scheduler)
+    log.info("modelsched %s preset: http://%s:%d (models: %s)", settings.preset, settings.host, settings.port,
+             ", ".join(model.name for model in settings.models))
+    server.run()
+    return 0 if server.started else 1

@@ -28,8 +28,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from scheduler.errors import SchedulerError
 from scheduler.core.jobs import ENDED, Job
+from scheduler.errors import JournalError
 from scheduler.journal.rows import (
     ATTEMPTS,
     END,
@@ -51,11 +51,6 @@ log = logging.getLogger("modelsched.journal")
 
 NO_JOURNAL = ("", ":memory:")
 PRUNE_CHUNK_ROWS = 5_000
-
-
-
-class JournalError(SchedulerError):
-    """The journal could not record a job (REST: 503); the job may still run."""
 
 
 def journal_enabled(path: str) -> bool:
@@ -83,50 +78,43 @@ class _Prune:
 _STOP = object()
 
 
-class Journal:
-    """One SQLite journal; every method but the writer's runs on the event loop's thread."""
+class SqliteJournal:
+    """One SQLite journal (implements `scheduler.core.ports.JobJournal`). Made closed; `open()` at the
+    scheduler's start reads what had not ended and starts the writer. Every method but the writer's
+    runs on the event loop's thread."""
 
-    def __init__(
-        self,
-        path: str,
-        synchronous: str,
-        loop: asyncio.AbstractEventLoop,
-        retention_s: float,
-        on_ends_committed: Callable[[list[str]], None] | None = None,
-    ) -> None:
+    def __init__(self, path: str, synchronous: str = "NORMAL", retention_s: float = 86_400.0) -> None:
         self.path = path
         self.synchronous = synchronous.upper()
         self.retention_s = retention_s
-        self.loop = loop
-        self.on_ends_committed = on_ends_committed
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.on_ends_committed: Callable[[list[str]], None] | None = None
         self.commits = 0
         self.records_written = 0
         self.last_error: str | None = None
         self._group: _Group | None = None
         self._inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._writer = threading.Thread(target=self._writer_main, name="modelsched-journal", daemon=True)
-        self._writer_ready = threading.Event()
+        self._writer: threading.Thread | None = None
         self._reader: sqlite3.Connection | None = None
-        self._closed = False
+        self._closed = True
 
     # ---- opening -------------------------------------------------------------------------------
 
-    @classmethod
-    async def open(
-        cls,
-        path: str,
-        synchronous: str = "NORMAL",
-        retention_s: float = 86_400.0,
-        on_ends_committed: Callable[[list[str]], None] | None = None,
-    ) -> tuple[Journal, list[Job]]:
-        """Open (or create) the journal; returns it and the jobs that had not ended, oldest first."""
-        loop = asyncio.get_running_loop()
-        journal = cls(path, synchronous, loop, retention_s, on_ends_committed)
-        open_jobs = await asyncio.to_thread(journal._prepare)
-        journal._reader = journal._connect(check_same_thread=False)
-        journal._writer.start()
-        await asyncio.to_thread(journal._writer_ready.wait, 30.0)
-        return journal, open_jobs
+    async def open(self, on_ends_committed: Callable[[list[str]], None] | None = None) -> list[Job]:
+        """Open (or create) the file and start the writer; returns the jobs that had not ended, oldest
+        first. `on_ends_committed(job_ids)` is called on the loop after each commit that held ends."""
+        self.loop = asyncio.get_running_loop()
+        self.on_ends_committed = on_ends_committed
+        open_jobs = await asyncio.to_thread(self._prepare)
+        self._reader = self._connect(check_same_thread=False)
+        self._inbox = queue.SimpleQueue()
+        ready = threading.Event()
+        self._writer = threading.Thread(target=self._writer_main, args=(ready,), name="modelsched-journal",
+                                        daemon=True)
+        self._writer.start()
+        await asyncio.to_thread(ready.wait, 30.0)
+        self._closed = False
+        return open_jobs
 
     def _connect(self, check_same_thread: bool = True) -> sqlite3.Connection:
         connection = sqlite3.connect(
@@ -160,6 +148,7 @@ class Journal:
             raise JournalError("the journal is closed")
         group = self._group
         if group is None:
+            assert self.loop is not None
             group = self._group = _Group(self.loop.create_future())
             self.loop.call_soon(self._hand_off)
         return group
@@ -238,7 +227,9 @@ class Journal:
         self._hand_off()
         self._closed = True
         self._inbox.put(_STOP)
-        await asyncio.to_thread(self._writer.join, 60.0)
+        if self._writer is not None:
+            await asyncio.to_thread(self._writer.join, 60.0)
+            self._writer = None
         await asyncio.sleep(0)  # let the last groups' callbacks run
         if self._reader is not None:
             self._reader.close()
@@ -248,9 +239,9 @@ class Journal:
 
     # ---- the writer thread ---------------------------------------------------------------------
 
-    def _writer_main(self) -> None:
+    def _writer_main(self, ready: threading.Event) -> None:
         connection = self._connect()
-        self._writer_ready.set()
+        ready.set()
         prune_cutoff: float | None = None
         try:
             while True:
@@ -303,7 +294,8 @@ class Journal:
         else:
             self.commits += 1
             self.records_written += count
-        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting any more
+        with contextlib.suppress(RuntimeError, AttributeError):  # the loop is closed: nobody is waiting any more
+            assert self.loop is not None
             self.loop.call_soon_threadsafe(self._committed, groups, error)
 
     def _prune_chunk(self, connection: sqlite3.Connection, cutoff: float) -> int:

@@ -1,8 +1,8 @@
 """A pipe writer that never blocks the event loop: frames (the `multiprocessing.connection` length
 prefix, so the other end reads them with `recv_bytes`) go straight into a non-blocking pipe, and what
 the pipe cannot take waits in a buffer that the loop flushes when the pipe is writable. A reader that
-hangs therefore costs memory, never the loop (the supervisors end such a reader). Used for every
-main -> child pipe: the model workers' (`scheduler/pool.py`) and the render process's."""
+hangs therefore costs memory, never the loop (the supervisor ends such a reader). `ChildProcess`
+writes every main -> child pipe with it."""
 
 from __future__ import annotations
 
@@ -16,6 +16,10 @@ FRAME_HEADER = struct.Struct("!i")  # multiprocessing.connection's length prefix
 
 
 class FrameWriter:
+    """Writes frames to one pipe end (a `multiprocessing` connection) without ever blocking."""
+
+    connection: Any
+
     def __init__(self, connection: Any, loop: asyncio.AbstractEventLoop) -> None:
         self.connection = connection
         self.loop = loop

@@ -1,5 +1,5 @@
-"""The Python client of the render process: module functions that take a started `Scheduler` (with
-`render_enabled`), submit `render` jobs, wait for them and return their results.
+"""The Python client of rendering: functions that take a started `Scheduler` (with `render_enabled`),
+submit `render` jobs, wait for them and return their results.
 
     async with Scheduler(Settings(render_enabled=True)) as scheduler:
         page = await render_page(scheduler, "https://example.org/")
@@ -9,40 +9,28 @@
 A result is `{url, final_url, status, title, text, links, elapsed_ms, engine, ...}` (plus `html` and
 `screenshot_png`, base64, when asked; `fallback_reason` when the plain HTTP fetch stood in for the
 browser). The jobs are ordinary jobs: `scheduler.get_job_status(id)` shows them too. A refused URL
-raises `InvalidInputError` (before anything is queued, DNS asked off the event loop; or later, when a
-redirect or a request of the page is refused); a render that fails raises
-`scheduler.render.service.RenderFailedError`; a full render queue raises `QueueFullError`.
+raises `InvalidInputError` (before anything is queued, or later, when a redirect or a request of the
+page is refused); a render that fails raises `RenderFailedError`; a full render queue raises
+`QueueFullError`.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any
 
-from scheduler.errors import InvalidInputError, SchedulerError
+import msgspec
+
 from scheduler.core.jobs import JobRequest
-from scheduler.render.executor import RENDER_MODEL
-from scheduler.render.service import RenderFailedError, outcome_error
-from workers.render.ssrf import check_url
+from scheduler.errors import ErrorKind, InvalidInputError, RenderFailedError, SchedulerError
+from scheduler.render.model import RENDER_MODEL
+from scheduler.render.service import outcome_error
+from scheduler.scheduler import Scheduler
+from workers.render.request import RenderRequest
 
-if TYPE_CHECKING:
-    from scheduler.scheduler import Scheduler
-
-WaitUntil = Literal["load", "domcontentloaded", "networkidle"]
 ENGINES = {"playwright": "browser", "browser": "browser", "http": "http"}
 WAIT_MARGIN_S = 10.0
-
-
-def render_inputs(url: str, *, wait_until: WaitUntil = "load", screenshot: bool = False, html: bool = False,
-                  engine: str = "browser", fallback: str | None = "http",
-                  timeout_s: float | None = None) -> dict[str, Any]:
-    """The inputs of a `render` job (what `POST /jobs` takes with `model: "render"`)."""
-    inputs: dict[str, Any] = {"url": url, "wait_until": wait_until, "screenshot": screenshot, "html": html,
-                              "engine": engine, "fallback": fallback}
-    if timeout_s is not None:
-        inputs["timeout_s"] = timeout_s
-    return inputs
 
 
 def longest_wait_s(scheduler: Scheduler, timeout_s: float | None) -> float:
@@ -52,14 +40,11 @@ def longest_wait_s(scheduler: Scheduler, timeout_s: float | None) -> float:
     return per_try * (settings.render_retries + 1) + 5.0 * settings.render_retries + WAIT_MARGIN_S
 
 
-async def submit_render(scheduler: Scheduler, inputs: dict[str, Any]) -> str:
-    """Check the URL (with DNS) and submit the job; returns its id."""
+async def submit_render(scheduler: Scheduler, request: RenderRequest) -> str:
+    """Submit a render job (its URL checked with DNS first); returns its id."""
     if RENDER_MODEL not in scheduler.registry:
         raise SchedulerError("rendering is off: start the scheduler with render_enabled")
-    verdict = await asyncio.to_thread(check_url, inputs.get("url", ""), tuple(scheduler.settings.render_allow_hosts))
-    if not verdict.allowed:
-        raise InvalidInputError(f"the URL is refused: {verdict.reason}", field="url")
-    return await scheduler.schedule_job(JobRequest(model=RENDER_MODEL, inputs=inputs))
+    return await scheduler.schedule_job(JobRequest(model=RENDER_MODEL, inputs=msgspec.to_builtins(request)))
 
 
 async def wait_render(scheduler: Scheduler, job_id: str, wait_s: float) -> dict[str, Any]:
@@ -67,22 +52,28 @@ async def wait_render(scheduler: Scheduler, job_id: str, wait_s: float) -> dict[
     RenderFailedError for any other end without a page."""
     view = await scheduler.wait_for(job_id, wait_s)
     if view["status"] == "completed":
-        return view["result"]
+        result: dict[str, Any] = view["result"]
+        return result
     if view["status"] in ("queued", "processing"):
-        raise RenderFailedError(f"the render did not end within {wait_s:g}s (job {job_id})", "timeout")
+        raise RenderFailedError(f"the render did not end within {wait_s:g}s (job {job_id})", ErrorKind.TIMEOUT)
     kind = scheduler.get_job(job_id).error_kind
     message = f"{view.get('error') or 'the render ended ' + view['status']} (job {job_id})"
-    raise outcome_error(message, "refused" if kind == "input" else kind)
+    raise outcome_error(message, ErrorKind.REFUSED if kind == ErrorKind.INPUT else kind)
 
 
-async def render_page(scheduler: Scheduler, url: str, *, wait_until: WaitUntil = "load", screenshot: bool = False,
-                      html: bool = False, timeout_s: float | None = None, engine: str = "browser",
-                      fallback: str | None = "http") -> dict[str, Any]:
-    """Render one page in Chromium (the plain HTTP fetch when the browser fails) and return it."""
-    inputs = render_inputs(url, wait_until=wait_until, screenshot=screenshot, html=html, engine=engine,
-                           fallback=fallback, timeout_s=timeout_s)
-    job_id = await submit_render(scheduler, inputs)
-    return await wait_render(scheduler, job_id, longest_wait_s(scheduler, timeout_s))
+def _request(url: str, **options: Any) -> RenderRequest:
+    try:
+        return RenderRequest(url=url, **options)
+    except TypeError as exc:
+        raise InvalidInputError(str(exc), field="options") from None
+
+
+async def render_page(scheduler: Scheduler, url: str, **options: Any) -> dict[str, Any]:
+    """Render one page in Chromium (the plain HTTP fetch when the browser fails) and return it.
+    `options` are the fields of `RenderRequest`: wait_until, screenshot, html, engine, fallback, timeout_s."""
+    request = _request(url, **options)
+    job_id = await submit_render(scheduler, request)
+    return await wait_render(scheduler, job_id, longest_wait_s(scheduler, request.timeout_s))
 
 
 async def render_pages(scheduler: Scheduler, urls: Iterable[str], *, return_exceptions: bool = False,
@@ -91,8 +82,8 @@ async def render_pages(scheduler: Scheduler, urls: Iterable[str], *, return_exce
     in the order of `urls`. With `return_exceptions`, a failed page gives its exception in its place
     (as `asyncio.gather` does); without, the first failure is raised. Every URL is checked, and every
     job submitted, before any is waited for."""
-    urls = list(urls)
-    job_ids = [await submit_render(scheduler, render_inputs(url, **options)) for url in urls]
+    requests = [_request(url, **options) for url in urls]
+    job_ids = [await submit_render(scheduler, request) for request in requests]
     wait_s = longest_wait_s(scheduler, options.get("timeout_s"))
     return await asyncio.gather(*(wait_render(scheduler, job_id, wait_s) for job_id in job_ids),
                                 return_exceptions=return_exceptions)

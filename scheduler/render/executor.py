@@ -1,76 +1,58 @@
-"""Render jobs in the `Scheduler` (a mixin): the `render` model's jobs live in the job table like
-any other (so `get_job`, `wait_for`, `cancel_job` and the journal work for them), but the dispatch
-pass hands them to the render process (`scheduler.render.service`) instead of a model worker.
-The hooks `Scheduler` calls: `_render_setup` (init), `_render_start`/`_render_stop`,
-`_render_admission_check` (submission), `_render_dispatch` (dispatch), `_render_status` (status)."""
+"""`RenderExecutor`: render jobs in the scheduler. The `render` model's jobs live in the job table
+like any other, and the dispatch pass hands them here instead of to a model worker; this hands
+them to the render process (`RenderService`) and ends them with its outcomes. It implements the
+core's `JobExecutor`."""
 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from scheduler.errors import QueueFullError
+from scheduler.core.endings import JobEndings
 from scheduler.core.jobs import Job, JobStatus
+from scheduler.core.table import JobTable
+from scheduler.errors import ErrorKind, InvalidInputError
+from scheduler.render.guard import refuse_unless_allowed
+from scheduler.render.model import RENDER_MODEL
 from scheduler.render.service import RenderService
-
-if TYPE_CHECKING:
-    from scheduler.core.models import ModelRegistry
-    from scheduler.settings import Settings
-    from scheduler.core.table import JobTable
+from scheduler.settings import Settings
+from workers.render.request import UrlRefused, parse_render_request
 
 log = logging.getLogger("modelsched.render")
 
-RENDER_MODEL = "render"
-RENDER_WORKER = "render"
+RENDER_WORKER = "render"  # the `worker` a render job shows
+RENDER_DEVICE = "chromium"
 
 
-class RenderJobs:
-    settings: Settings
-    table: JobTable
-    registry: ModelRegistry
-    render: RenderService | None
-    loop: Any
-    on_job_end: list[Any]
+class RenderExecutor:
+    """table, endings: the scheduler's jobs and the one place that ends them; settings: the render
+    settings. Owns the `RenderService`."""
 
-    def _render_setup(self) -> None:
-        """Register the `render` model when rendering is on (called from `__init__`)."""
-        self.render = None
-        if self.settings.render_enabled:
-            self.register_model({  # type: ignore[attr-defined]
-                "name": RENDER_MODEL, "adapter": "scheduler.render.model:RenderAdapter",
-                "options": {"allow_hosts": list(self.settings.render_allow_hosts)},
-            })
+    model = RENDER_MODEL
 
-    def _render_start(self) -> None:
-        if self.settings.render_enabled:
-            self.render = RenderService(self.settings, self._on_render_outcome, self.settings.max_attempts)
-            self.render.start(self.loop)
-            if self._render_job_ended not in self.on_job_end:
-                self.on_job_end.append(self._render_job_ended)
+    def __init__(self, table: JobTable, endings: JobEndings, settings: Settings) -> None:
+        self.table = table
+        self.endings = endings
+        self.allow_hosts = tuple(settings.render_allow_hosts)
+        self.service = RenderService(settings, self._on_outcome)
+        endings.observers.append(self._job_ended)
 
-    def _render_job_ended(self, job: Job) -> None:
-        """A render job that ended here (cancelled, timed out) stops in the render process too."""
-        if job.model == RENDER_MODEL and self.render is not None and job.status is not JobStatus.COMPLETED:
-            self.render.cancel(job.id)
-
-    async def _render_stop(self) -> None:
-        if self.render is not None:
-            await self.render.stop()
-
-    def _render_admission_check(self, model: str) -> None:
-        """429 past `render_queue_max` renders waiting or running."""
-        if model != RENDER_MODEL or self.render is None:
+    async def precheck(self, inputs: Any) -> None:
+        """The SSRF guard with DNS, before the job is admitted (admission's `validate` answers a bad shape)."""
+        try:
+            request = parse_render_request(inputs, self.allow_hosts)
+        except UrlRefused as exc:
+            raise InvalidInputError(str(exc), field="url") from None
+        except ValueError:
             return
-        waiting = self.table.queued_count_by_model.get(RENDER_MODEL, 0) + self.render.load
-        if waiting >= self.settings.render_queue_max:
-            raise QueueFullError(
-                f"the render queue is full ({self.settings.render_queue_max} renders waiting or running); retry later"
-            )
+        await refuse_unless_allowed(request.url, self.allow_hosts)
 
-    def _render_dispatch(self) -> None:
+    def check_room(self) -> None:
+        """QueueFullError past `render_queue_max` renders waiting or running."""
+        self.service.check_room(waiting=self.table.queued_count_by_model.get(RENDER_MODEL, 0))
+
+    def dispatch(self) -> None:
         """Hand every queued render job (suspects included) to the render process."""
-        if self.render is None:
-            return
         jobs = [job for job in self.table.waiting_suspects() if job.model == RENDER_MODEL] if self.table.suspects else []
         count = self.table.queued_count_by_model.get(RENDER_MODEL, 0)
         if count:
@@ -78,19 +60,31 @@ class RenderJobs:
         for job in jobs:
             if job.status is not JobStatus.QUEUED:
                 continue
-            self.table.mark_processing(job, RENDER_WORKER, "chromium")
-            self.render.submit(job.id, job.inputs)
+            try:
+                request = parse_render_request(job.inputs, self.allow_hosts)
+            except ValueError as exc:  # journaled before a change of the allowlist: refused now
+                self.endings.finish(job, JobStatus.ERROR, error=str(exc), error_kind=ErrorKind.INPUT)
+                continue
+            self.table.mark_processing(job, RENDER_WORKER, RENDER_DEVICE)
+            self.service.submit(job.id, request)
 
-    def _on_render_outcome(self, job_id: str, result: dict[str, Any] | None, error: str | None,
-                           error_kind: str | None) -> None:
+    def _on_outcome(self, job_id: str, result: dict[str, Any] | None, error: str | None,
+                    kind: ErrorKind | None) -> None:
         job = self.table.get(job_id)
         if job is None or job.status is not JobStatus.PROCESSING or job.worker_id != RENDER_WORKER:
             return  # cancelled or timed out meanwhile
         if error is None:
-            self._finish(job, JobStatus.COMPLETED, result=result)  # type: ignore[attr-defined]
+            self.endings.finish(job, JobStatus.COMPLETED, result=result)
         else:
-            kind = "input" if error_kind == "refused" else error_kind
-            self._finish(job, JobStatus.ERROR, error=error, error_kind=kind)  # type: ignore[attr-defined]
+            self.endings.finish(job, JobStatus.ERROR, error=error,
+                                error_kind=ErrorKind.INPUT if kind == ErrorKind.REFUSED else kind)
 
-    def _render_status(self) -> dict[str, Any] | None:
-        return self.render.status() if self.render is not None else None
+    def _job_ended(self, job: Job) -> None:
+        """A render job that ended here (cancelled, timed out) stops in the render process too."""
+        if job.model == RENDER_MODEL and job.status is not JobStatus.COMPLETED:
+            self.service.cancel(job.id)
+
+    def status(self) -> dict[str, Any]:
+        return self.service.status()
+
+

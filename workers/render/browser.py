@@ -32,6 +32,7 @@ from workers.render.fetch import (
     RefusedUrl,
     ResponseTooLarge,
 )
+from workers.render.request import RenderRequest
 
 log = logging.getLogger("modelsched.render")
 
@@ -215,7 +216,7 @@ def route_handler(fetcher: GuardedFetcher, navigation: Navigation) -> Any:
     return route
 
 
-async def render_in_browser(browser: Any, request: rp.RenderRequest, config: rp.RenderConfig,
+async def render_in_browser(browser: Any, request: RenderRequest, config: rp.RenderConfig,
                             timeout_s: float) -> dict[str, Any]:
     """Render `request.url` in a fresh context of `browser`: the result dict, or an exception
     (RefusedUrl, ResponseTooLarge, TimeoutError, a Playwright error)."""
@@ -252,7 +253,7 @@ async def render_in_browser(browser: Any, request: rp.RenderRequest, config: rp.
         await fetcher.aclose()
 
 
-async def _navigate(page: Any, request: rp.RenderRequest, navigation: Navigation, timeout_s: float) -> Any:
+async def _navigate(page: Any, request: RenderRequest, navigation: Navigation, timeout_s: float) -> Any:
     """`page.goto`, going to each redirect target itself after the guard has checked it."""
     target = request.url
     for _ in range(MAX_REDIRECTS + 1):
@@ -271,7 +272,7 @@ async def _navigate(page: Any, request: rp.RenderRequest, navigation: Navigation
     raise RefusedUrl(f"more than {MAX_REDIRECTS} redirects from {request.url}")
 
 
-def _result(request: rp.RenderRequest, started: float, final_url: str, status: int | None, title: str,
+def _result(request: RenderRequest, started: float, final_url: str, status: int | None, title: str,
             text: str, links: list[str], refused: list[str]) -> dict[str, Any]:
     return {
         "url": request.url, "final_url": final_url, "status": status, "title": title, "text": text,

@@ -20,8 +20,8 @@ from urllib.parse import urljoin
 
 import httpx
 
-from workers.render.ssrf import UrlVerdict, check_url, normalized_host
 from workers.render.html_text import extract
+from workers.render.ssrf import UrlVerdict, check_url, normalized_host
 
 MAX_REDIRECTS = 10
 USER_AGENT = "modelsched-render/0.1"

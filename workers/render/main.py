@@ -1,11 +1,11 @@
 """The render process: its entry point and its asyncio loop.
 
-Requests arrive on a pipe (`workers.render.protocol`); each becomes a task that waits for one of
+Jobs arrive on a pipe (`workers.render.protocol`); each becomes a task that waits for one of
 `max_pages` page slots, renders in Chromium (`workers.render.browser`) within `timeout_s`, and on a
 failure (timeout, crash, navigation error) tries again after a back-off, up to `retries` tries; then
-it is fetched over plain HTTP (`workers.render.fetch`) when the job allows it. A refused URL or an
-oversized page fails at once: trying again would give the same answer. The retry decisions are the
-pure functions below. A heartbeat says how many pages are open, for the status and the supervisor.
+it is fetched over plain HTTP (`workers.render.fetch`) when the request allows it. A refused URL or
+an oversized page fails at once: trying again would give the same answer. The retry decisions are
+the pure functions below. A heartbeat says how many pages are open, for the status and the supervisor.
 """
 
 from __future__ import annotations
@@ -13,45 +13,42 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import signal
-import sys
 from multiprocessing.connection import Connection
 from typing import Any
 
 import msgspec
 
+from workers.backoff import Backoff
+from workers.child import begin_child
+from workers.protocol import ErrorKind
 from workers.render import protocol as rp
-from workers.process import die_with_parent, watch_parent
 from workers.render.browser import BrowserManager, render_in_browser
 from workers.render.fetch import RefusedUrl, ResponseTooLarge, fetch_page
+from workers.render.request import RenderRequest
 
 log = logging.getLogger("modelsched.render")
 
-MAX_BACKOFF_S = 5.0
-FINAL_KINDS = frozenset({"refused", "too_large"})  # failures no retry or fallback can change
+RETRY_BACKOFF = Backoff(first_s=0.25, cap_s=5.0)
+Outcome = tuple[dict[str, Any] | None, str | None, ErrorKind | None]  # (result, error, error kind)
+FINAL_KINDS = frozenset({ErrorKind.REFUSED, ErrorKind.TOO_LARGE})  # failures no retry or fallback can change
 
 
-def backoff_s(failed_tries: int) -> float:
-    """Seconds to wait before the next try, after `failed_tries` (1, 2, ...) failed ones."""
-    return min(MAX_BACKOFF_S, 0.25 * 2 ** max(0, failed_tries - 1))
-
-
-def error_kind(exc: BaseException) -> str:
+def error_kind(exc: BaseException) -> ErrorKind:
     """refused | too_large | timeout | failed: what the outcome reports, and what decides retries."""
     if isinstance(exc, RefusedUrl):
-        return "refused"
+        return ErrorKind.REFUSED
     if isinstance(exc, ResponseTooLarge):
-        return "too_large"
+        return ErrorKind.TOO_LARGE
     if isinstance(exc, TimeoutError) or type(exc).__name__ == "TimeoutError":  # asyncio's or Playwright's
-        return "timeout"
-    return "failed"
+        return ErrorKind.TIMEOUT
+    return ErrorKind.FAILED
 
 
-def should_retry(kind: str, tries: int, max_tries: int) -> bool:
+def should_retry(kind: ErrorKind, tries: int, max_tries: int) -> bool:
     return kind not in FINAL_KINDS and tries < max_tries
 
 
-def use_fallback(kind: str, fallback: str | None) -> bool:
+def use_fallback(kind: ErrorKind, fallback: str | None) -> bool:
     return kind not in FINAL_KINDS and fallback == "http"
 
 
@@ -116,7 +113,7 @@ class RenderLoop:
             task = self.tasks.get(message.job_id)
             if task is not None:
                 task.cancel()
-        elif message.job_id not in self.tasks:  # a request sent again after a restart may repeat
+        elif message.job_id not in self.tasks:  # a job sent again after a restart may repeat
             task = asyncio.get_running_loop().create_task(self.serve(message))
             self.tasks[message.job_id] = task
             task.add_done_callback(lambda _, job_id=message.job_id: self.tasks.pop(job_id, None))
@@ -130,49 +127,50 @@ class RenderLoop:
             ))
             await asyncio.sleep(self.config.heartbeat_interval_s)
 
-    async def serve(self, request: rp.RenderRequest) -> None:
+    async def serve(self, job: rp.RenderJob) -> None:
         try:
-            outcome = await self.render(request)
+            result, error, kind = await self.render(job.request)
         except asyncio.CancelledError:
             return  # cancelled by the main process: it wants no answer
         except Exception as exc:  # a bug here must still answer the job
-            log.exception("render of %s failed unexpectedly", request.url)
-            outcome = rp.RenderOutcome(request.job_id, None, f"render failed: {describe(exc)}", "failed")
-        self.send(outcome)
+            log.exception("render of %s failed unexpectedly", job.request.url)
+            result, error, kind = None, f"render failed: {describe(exc)}", ErrorKind.FAILED
+        self.send(rp.RenderOutcome(job.job_id, result, error, kind))
 
-    async def render(self, request: rp.RenderRequest) -> rp.RenderOutcome:
-        """The browser with its retries, then the HTTP fallback where the job allows it."""
+    async def render(self, request: RenderRequest) -> Outcome:
+        """The browser with its retries, then the HTTP fallback where the request allows it."""
         timeout_s = request.timeout_s or self.config.timeout_s
         if request.engine == "http":
             return await self.fetch(request, timeout_s, None)
         if self.browser_available:
             outcome = await self.render_with_retries(request, timeout_s)
-            if outcome.error is None or not use_fallback(outcome.error_kind or "failed", request.fallback):
+            result, error, kind = outcome
+            if error is None or not use_fallback(kind or ErrorKind.FAILED, request.fallback):
                 return outcome
-            reason = outcome.error
+            reason = error
         else:
             reason = f"no browser is available ({self.browser_error})"
             if request.fallback != "http":
-                return rp.RenderOutcome(request.job_id, None, reason, "no_browser")
+                return None, reason, ErrorKind.NO_BROWSER
         return await self.fetch(request, timeout_s, reason)
 
-    async def render_with_retries(self, request: rp.RenderRequest, timeout_s: float) -> rp.RenderOutcome:
+    async def render_with_retries(self, request: RenderRequest, timeout_s: float) -> Outcome:
         tries = max(1, self.config.retries)
-        kind, reason = "failed", "not tried"
+        kind, reason = ErrorKind.FAILED, "not tried"
         for attempt in range(1, tries + 1):
             try:
-                return rp.RenderOutcome(request.job_id, await self.render_page(request, timeout_s))
+                return await self.render_page(request, timeout_s), None, None
             except Exception as exc:
                 kind, reason = error_kind(exc), describe(exc)
                 log.info("render of %s failed (try %d of %d): %s", request.url, attempt, tries, reason)
             if not should_retry(kind, attempt, tries):
                 break
-            await asyncio.sleep(backoff_s(attempt))
+            await asyncio.sleep(RETRY_BACKOFF.delay(attempt))
         if kind not in FINAL_KINDS:
             reason = f"the browser failed after {attempt} {'try' if attempt == 1 else 'tries'}: {reason}"
-        return rp.RenderOutcome(request.job_id, None, reason, kind)
+        return None, reason, kind
 
-    async def render_page(self, request: rp.RenderRequest, timeout_s: float) -> dict[str, Any]:
+    async def render_page(self, request: RenderRequest, timeout_s: float) -> dict[str, Any]:
         """One try in the browser, on one page slot."""
         self.waiting += 1
         try:
@@ -188,28 +186,23 @@ class RenderLoop:
             self.pages_active -= 1
             self.slots.release()
 
-    async def fetch(self, request: rp.RenderRequest, timeout_s: float, reason: str | None) -> rp.RenderOutcome:
+    async def fetch(self, request: RenderRequest, timeout_s: float, reason: str | None) -> Outcome:
         """The plain-HTTP path; `reason` says why it was taken instead of the browser."""
         try:
             result = await fetch_page(request.url, self.config.allow_hosts, timeout_s,
                                       self.config.max_response_bytes, want_html=request.html)
         except Exception as exc:
             before = f" (after: {reason})" if reason else ""
-            return rp.RenderOutcome(request.job_id, None, f"HTTP fetch failed: {describe(exc)}{before}",
-                                    error_kind(exc))
+            return None, f"HTTP fetch failed: {describe(exc)}{before}", error_kind(exc)
         if reason is not None:
             result["fallback_reason"] = reason
-        return rp.RenderOutcome(request.job_id, result)
+        return result, None, None
 
 
 def render_main(config_bytes: bytes, inbox: Connection, outbox: Connection) -> None:
     """The render process's entry (started with `spawn` by `scheduler.render.service`)."""
     config = msgspec.msgpack.decode(config_bytes, type=rp.RenderConfig)
-    die_with_parent(config.parent_pid)
-    watch_parent(config.parent_pid)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the parent decides
-    logging.basicConfig(level=config.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s [render] %(name)s: %(message)s")
+    begin_child(config.parent_pid, "render", config.log_level)
     logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
         asyncio.run(RenderLoop(config, inbox, outbox).run())

@@ -1,5 +1,5 @@
-"""Messages between the main process and the render process: one msgspec tagged union each way,
-encoded as msgpack (the render process's own union, beside `workers.protocol` for model workers)."""
+"""The wire between the main process and the render process: one msgspec tagged union each way,
+msgpack-encoded (beside `workers.protocol` for model workers), and what it is started with."""
 
 from __future__ import annotations
 
@@ -7,8 +7,13 @@ from typing import Any
 
 import msgspec
 
+from workers.protocol import ErrorKind
+from workers.render.request import RenderRequest
+
 
 class RenderConfig(msgspec.Struct, kw_only=True):
+    """What the render process is started with (its settings; msgpack bytes)."""
+
     parent_pid: int
     browser_path: str
     max_pages: int
@@ -22,15 +27,11 @@ class RenderConfig(msgspec.Struct, kw_only=True):
     block_direct_network: bool = True  # Chromium's own network goes to a dead proxy: only routed requests pass
 
 
-class RenderRequest(msgspec.Struct, tag="render", kw_only=True):
+class RenderJob(msgspec.Struct, tag="render"):
+    """Render `request` for job `job_id` (sent again to a new render process after a death)."""
+
     job_id: str
-    url: str
-    wait_until: str = "load"  # load | domcontentloaded | networkidle
-    screenshot: bool = False
-    html: bool = False
-    engine: str = "browser"  # browser | http
-    fallback: str | None = "http"  # what to use when the browser fails: http | None
-    timeout_s: float | None = None
+    request: RenderRequest
 
 
 class RenderCancel(msgspec.Struct, tag="cancel"):
@@ -53,7 +54,7 @@ class RenderOutcome(msgspec.Struct, tag="outcome"):
     job_id: str
     result: dict[str, Any] | None = None
     error: str | None = None
-    error_kind: str | None = None  # refused | too_large | timeout | failed | no_browser
+    error_kind: ErrorKind | None = None  # refused | too_large | timeout | failed | no_browser
 
 
 class RenderHeartbeat(msgspec.Struct, tag="hb", kw_only=True):
@@ -65,7 +66,7 @@ class RenderHeartbeat(msgspec.Struct, tag="hb", kw_only=True):
     browser_launches: int
 
 
-ToRender = RenderRequest | RenderCancel | RenderShutdown
+ToRender = RenderJob | RenderCancel | RenderShutdown
 FromRender = RenderReady | RenderOutcome | RenderHeartbeat
 
 _encoder = msgspec.msgpack.Encoder()

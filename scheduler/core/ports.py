@@ -1,0 +1,69 @@
+"""What the core needs from the rooms around it, as protocols: a journal that keeps jobs across
+restarts (`scheduler.journal`), a channel to one worker (`scheduler.pool`), and an executor for the
+jobs of a model that runs outside the model workers (`scheduler.render`). The core imports none of
+those rooms; the composition root (`scheduler.scheduler`) hands it their objects."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Protocol
+
+from scheduler.core.jobs import Job
+
+
+class JobJournal(Protocol):
+    """Records jobs durably. Every method runs on the event loop; the `record_*` methods queue a
+    record and return the future of the commit that holds it."""
+
+    def record_submitted_nowait(self, job: Job) -> asyncio.Future[None]: ...
+
+    def record_ended(self, job: Job) -> asyncio.Future[None]: ...
+
+    def record_attempts(self, job: Job) -> None: ...
+
+    def lookup(self, job_id: str) -> Job | None: ...
+
+    def find_by_key(self, idempotency_key: str) -> Job | None: ...
+
+    def prune(self) -> None: ...
+
+
+class WorkerChannel(Protocol):
+    """The transport to one worker: a child process (`scheduler.pool.child.ChildProcess`) or, for
+    the ASYNC scheduler type, a thread (`scheduler.pool.workers.ThreadChannel`)."""
+
+    killable: bool  # a process can be killed; a thread can only be asked to stop
+
+    @property
+    def pid(self) -> int | None: ...
+
+    @property
+    def exit_code(self) -> int | None: ...
+
+    def send(self, data: bytes) -> None: ...
+
+    def alive(self) -> bool: ...
+
+    def kill(self) -> None: ...
+
+    def join(self, timeout: float) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class JobExecutor(Protocol):
+    """Runs the jobs of one model outside the model workers; they live in the job table like any
+    other job. The dispatch pass calls `dispatch()`; admission calls `precheck` and `check_room`."""
+
+    model: str
+
+    async def precheck(self, inputs: Any) -> None:
+        """Checks at submission that may do I/O (DNS); raises InvalidInputError."""
+
+    def check_room(self) -> None:
+        """Raises QueueFullError when it holds as many jobs as it takes."""
+
+    def dispatch(self) -> None:
+        """Takes its model's queued jobs (suspects included) from the table."""
+
+    def status(self) -> dict[str, Any]: ...

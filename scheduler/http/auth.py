@@ -1,0 +1,27 @@
+"""Bearer-token authentication as raw-ASGI middleware: every path but `/healthz` wants
+`Authorization: Bearer <token>` (compared in constant time) when a token is set."""
+
+from __future__ import annotations
+
+import hmac
+from typing import Any
+
+from scheduler.http.answers import Answer, encoder
+from scheduler.http.schemas import ErrorBody
+
+UNAUTHORIZED = Answer(401, encoder.encode(ErrorBody("unauthorized", "a valid 'Authorization: Bearer <token>' is required")),
+                      {"WWW-Authenticate": "Bearer"})
+
+
+class BearerAuth:
+    def __init__(self, app: Any, token: str) -> None:
+        self.app = app
+        self.expected = f"Bearer {token}".encode()
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"] != "/healthz":
+            given = next((value for name, value in scope["headers"] if name == b"authorization"), b"")
+            if not hmac.compare_digest(given, self.expected):
+                await UNAUTHORIZED(scope, receive, send)
+                return
+        await self.app(scope, receive, send)

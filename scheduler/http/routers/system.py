@@ -1,0 +1,43 @@
+"""The daemon itself: its status (`/system/status`), liveness (`/healthz`), readiness (`/readyz`),
+Prometheus metrics (`/metrics`) and the status page (`/`)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import HTMLResponse
+
+from scheduler.http.answers import Answer, json_answer
+from scheduler.http.metrics import PROMETHEUS_TEXT, SchedulerMetrics
+from scheduler.http.routers.docs import answers_doc
+from scheduler.http.schemas import Health, SystemStatus
+from scheduler.http.status_page import STATUS_PAGE
+from scheduler.scheduler import Scheduler
+
+
+def router(scheduler: Scheduler, metrics: SchedulerMetrics) -> APIRouter:
+    routes = APIRouter(tags=["system"])
+
+    @routes.get("/system/status", responses=answers_doc(200, SystemStatus))
+    async def system_status() -> Answer:
+        return json_answer(scheduler.status())
+
+    @routes.get("/healthz", responses=answers_doc(200, Health))
+    async def healthz() -> Answer:
+        return json_answer(Health("ok"))
+
+    @routes.get("/readyz", responses=answers_doc(200, Health, 503))
+    async def readyz() -> Answer:
+        if scheduler.ready:
+            return json_answer(Health("ready"))
+        return json_answer(Health("starting" if scheduler.accepting else "not accepting"), 503)
+
+    @routes.get("/metrics", responses={200: {"description": "Prometheus text exposition format",
+                                             "content": {PROMETHEUS_TEXT: {"schema": {"type": "string"}}}}})
+    async def prometheus_metrics() -> Answer:
+        return Answer(200, metrics.render(), media_type=PROMETHEUS_TEXT)
+
+    @routes.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def status_page() -> HTMLResponse:
+        return HTMLResponse(STATUS_PAGE)
+
+    return routes
