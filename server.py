@@ -14,6 +14,7 @@ import contextlib
 import json
 import os
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from scheduler import errors
@@ -59,7 +60,7 @@ def cli_submit(args: argparse.Namespace) -> int:
                 return _print_answer(answer)
 
 
-def cli_get(path: str) -> Any:
+def cli_get(path: str) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
         with _client(args) as client:
             return _print_answer(client.get(path))

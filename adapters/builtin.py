@@ -76,7 +76,7 @@ class SleepAdapter(BaseAdapter):
         return outputs
 
 
-def build_mlp(seed: int = MLP_SEED):  # -> torch.nn.Module
+def build_mlp(seed: int = MLP_SEED) -> Any:  # a torch.nn.Module (torch is imported only where it runs)
     """The benchmark MLP: 256 -> 1024 x3 (ReLU) -> 16, weights drawn from a fixed seed."""
     import torch
 
@@ -129,4 +129,5 @@ class MLPAdapter(BaseAdapter):
             # numpy reads a list of lists three times faster than torch.tensor does
             tensor = torch.from_numpy(np.asarray(batch, dtype=np.float32)).to(state["device"])
             logits = state["model"](tensor)
-        return logits.cpu().tolist()
+        rows: list[Any] = logits.cpu().tolist()
+        return rows

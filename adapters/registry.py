@@ -16,7 +16,7 @@ BUILTIN_ADAPTERS: dict[str, str] = {
 }
 
 
-def resolve_adapter_class(path: str) -> type:
+def resolve_adapter_class(path: str) -> type[BaseAdapter]:
     """Import `package.module:Class` (or a built-in name); a clear ValueError when it cannot."""
     import_path = BUILTIN_ADAPTERS.get(path, path)
     module_name, _, class_name = import_path.partition(":")
@@ -26,10 +26,10 @@ def resolve_adapter_class(path: str) -> type:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise ValueError(f"adapter {path!r}: cannot import module {module_name!r}: {exc}") from exc
-    try:
-        return getattr(module, class_name)
-    except AttributeError as exc:
-        raise ValueError(f"adapter {path!r}: module {module_name!r} has no {class_name!r}") from exc
+    adapter_class = getattr(module, class_name, None)
+    if not isinstance(adapter_class, type):
+        raise ValueError(f"adapter {path!r}: module {module_name!r} has no class {class_name!r}")
+    return adapter_class
 
 
 def build_adapter(adapter_path: str, options: dict[str, Any] | None = None) -> BaseAdapter:

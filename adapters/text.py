@@ -256,7 +256,8 @@ class TransformersAdapter(_SentenceAdapter):
             pooled = hidden[:, 0] if self.pooling == "cls" else mean_pool(hidden, encoded["attention_mask"])
             if self.normalize:
                 pooled = torch.nn.functional.normalize(pooled, p=2, dim=1)
-        return pooled.float().cpu().tolist()
+        vectors: list[Any] = pooled.float().cpu().tolist()
+        return vectors
 
     @staticmethod
     def _classify(labels: list[str], scores: list[float]) -> dict[str, Any]:

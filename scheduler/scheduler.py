@@ -228,9 +228,9 @@ class Scheduler:
         await self.worker_set.stop()
         if self.render is not None:
             await self.render.stop()
-        for job in list(self.table.jobs.values()):  # what had not ended stays queued for the next start
-            if job.status is JobStatus.PROCESSING:
-                self.table.requeue(job, penalize=False)
+        # What had not ended stays queued for the next start.
+        self.table.requeue_all([job for job in self.table.jobs.values() if job.status is JobStatus.PROCESSING],
+                               penalize=False)
         if self.journal is not None:
             await self.journal.close()
         self.endings.release_all()
@@ -322,9 +322,10 @@ class Scheduler:
 
     async def schedule_job(self, request: JobRequest) -> str:
         """Validate, record and journal the job; returns its id once it is durable."""
-        executor = self._executors.get(request.model_name)
-        if executor is not None:
-            await executor.precheck(request.inputs)
+        if self._executors:
+            executor = self._executors.get(request.model_name)
+            if executor is not None:
+                await executor.precheck(request.inputs)
         job, created = self.admission.admit(request)
         if created and self.journal is not None:
             await self.journal.record_submitted_nowait(job)
@@ -352,7 +353,15 @@ class Scheduler:
     async def wait_for(self, job_id: str, timeout: float | None = None) -> dict[str, Any]:
         """The job's status once it has ended, or as it stands when `timeout` seconds have passed."""
         job = self.get_job(job_id)
-        await self.endings.wait(job, timeout)
+        assert self.loop is not None, "start() the scheduler first"
+        future = self.endings.waiter(job, self.loop)
+        if future is not None:
+            try:
+                await asyncio.wait_for(future, timeout)
+            except TimeoutError:
+                pass
+            finally:
+                self.endings.forget_waiter(job_id, future)
         return self.endings.view(job)
 
     async def cancel_job(self, job_id: str) -> dict[str, Any]:

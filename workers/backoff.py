@@ -27,5 +27,5 @@ class Backoff:
     def delay(self, failures: int) -> float:
         if failures <= 0:
             return 0.0
-        full = min(self.cap_s, self.first_s * 2 ** min(failures - 1, 32))
+        full = min(self.cap_s, self.first_s * 2.0 ** min(failures - 1, 32))
         return full * (1.0 - self.jitter * self.rng.random()) if self.jitter else full

@@ -102,16 +102,11 @@ class Ready(msgspec.Struct, tag="ready", array_like=True):
     cuda_visible_devices: str | None
 
 
-class LoadedModelInfo(msgspec.Struct, array_like=True):
-    model: str
-    memory_bytes: int
-
-
 class Heartbeat(msgspec.Struct, tag="hb", array_like=True):
+    """Sent from the worker's loop between batches: a worker stuck in a batch stops sending it."""
+
     worker_id: str
-    sent_at: float
-    loaded: list[LoadedModelInfo]
-    jobs_in_flight: int
+    sent_at: float  # time.time()
     rss_bytes: int
 
 
@@ -155,7 +150,7 @@ _to_worker_decoder = msgspec.msgpack.Decoder(ToWorker)
 _from_worker_decoder = msgspec.msgpack.Decoder(FromWorker)
 
 
-def encode(message: ToWorker | FromWorker) -> bytes:
+def encode(message: msgspec.Struct) -> bytes:
     return _encoder.encode(message)
 
 

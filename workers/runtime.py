@@ -72,7 +72,6 @@ class WorkerRuntime:
         self.specs: dict[str, m.ModelSpec] = {spec.name: spec for spec in specs}
         self.adapters: dict[str, BaseAdapter] = {}
         self.states: dict[str, Any] = {}
-        self.memory_bytes: dict[str, int] = {}
         self.pending: dict[str, deque[PendingJob]] = {}
         self.partial: dict[str, PartialJob] = {}  # jobs split into items, by job id
         self.knobs: dict[str, BatchKnobs] = {}
@@ -170,12 +169,7 @@ class WorkerRuntime:
             rss = self.process.memory_info().rss
         except psutil.Error:
             rss = 0
-        self.send(m.Heartbeat(
-            worker_id=self.worker_id, sent_at=time.time(),
-            loaded=[m.LoadedModelInfo(name, self.memory_bytes.get(name, 0)) for name in self.states],
-            jobs_in_flight=sum(len(queue) for queue in self.pending.values()),
-            rss_bytes=rss,
-        ))
+        self.send(m.Heartbeat(worker_id=self.worker_id, sent_at=time.time(), rss_bytes=rss))
 
     # ---- models --------------------------------------------------------------------------------
 
@@ -201,7 +195,6 @@ class WorkerRuntime:
         self.states[model] = state
         tune_gc()  # the model's objects live as long as it is loaded: keep full collections off them
         measured = max(0, self.memory_in_use() - before)
-        self.memory_bytes[model] = measured
         load_s = time.perf_counter() - started
         log.info("worker %s: loaded %s in %.2fs (%d MiB)", self.worker_id, model, load_s, measured >> 20)
         self.send(m.ModelLoaded(model, measured, load_s))
@@ -220,7 +213,6 @@ class WorkerRuntime:
 
     def unload(self, model: str) -> None:
         state = self.states.pop(model, None)
-        self.memory_bytes.pop(model, None)
         if state is not None:
             try:
                 self.adapter_for(model).unload(state)
@@ -290,7 +282,8 @@ class WorkerRuntime:
             error, kind = partial.error
             return m.JobOutcome(job_id, None, error, kind)
         try:
-            return m.JobOutcome(job_id, self.adapter_for(model).assemble(partial.inputs, partial.outputs))
+            assemble = getattr(self.adapter_for(model), "assemble")  # noqa: B009 - defined with `items`
+            return m.JobOutcome(job_id, assemble(partial.inputs, partial.outputs))
         except Exception as exc:
             return m.JobOutcome(job_id, None, _describe(exc), m.ErrorKind.MODEL)
 
@@ -305,7 +298,7 @@ class WorkerRuntime:
             except Exception as exc:
                 results[position] = (None, _describe(exc), m.ErrorKind.INPUT)
         self._predict_into(adapter, state, prepared, results)
-        return results  # type: ignore[return-value]  # every position is filled
+        return [result or (None, "the batch gave no result for this item", m.ErrorKind.MODEL) for result in results]
 
     def _predict_into(
         self, adapter: BaseAdapter, state: Any, prepared: list[tuple[int, Any]], results: list[ItemResult | None],

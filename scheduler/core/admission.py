@@ -65,9 +65,10 @@ class Admission:
         registered = self.registry.validate(model_name, request.inputs)
         if registered.no_fit is not None:
             raise NoFitError(f"model {model_name!r} cannot run here: {registered.no_fit}")
-        executor = self.executors.get(model_name)
-        if executor is not None:
-            executor.check_room()
+        if self.executors:
+            executor = self.executors.get(model_name)
+            if executor is not None:
+                executor.check_room()
         try:
             priority = Priority.parse(request.priority)
         except ValueError as exc:

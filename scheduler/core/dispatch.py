@@ -5,7 +5,7 @@ a model run outside the workers go to their executor. Suspects (jobs that were o
 died) go first, each alone, to a worker with nothing else in flight; where none is idle, the least
 busy one that could run it is reserved so that it drains. Then, model by model (the one whose head
 job should run first first), placement picks a worker and the pass sends as many jobs as that
-worker's pipeline has room for (`PIPELINE_BATCHES` batches of items beyond the one it runs) in one
+worker's pipeline has room for (`PIPELINE_BATCHES` batches of items in all) in one
 `RunJobs`, until placement says wait. A job is one item unless its adapter splits it (`items`).
 """
 
@@ -39,7 +39,7 @@ from workers import protocol as m
 
 log = logging.getLogger("modelsched.scheduler")
 
-PIPELINE_BATCHES = 2  # batches of work a worker may hold beyond the one it runs
+PIPELINE_BATCHES = 2  # a worker holds at most this many batches of items: the one it runs, the next ready
 
 
 def job_items(adapter: Any, job: Job, cap: int) -> int:

@@ -71,23 +71,25 @@ class JobEndings:
         """Ended, and the end is durable."""
         return job.status in ENDED and job.id not in self._unsettled
 
-    async def wait(self, job: Job, timeout: float | None) -> None:
-        """Until the job's end is durable, or `timeout` seconds."""
-        if self.settled(job):
-            return
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        waiters = self._waiters.setdefault(job.id, [])
-        waiters.append(future)
-        try:
-            await asyncio.wait_for(future, timeout)
-        except TimeoutError:
-            pass
-        finally:
-            waiters = self._waiters.get(job.id, [])
-            if future in waiters:
-                waiters.remove(future)
-                if not waiters:
-                    del self._waiters[job.id]
+    def waiter(self, job: Job, loop: asyncio.AbstractEventLoop) -> asyncio.Future[None] | None:
+        """A future done once the job's end is durable; None when it is already. The caller awaits it
+        (with its own timeout: not a coroutine more per job here) and then calls `forget_waiter`."""
+        if job.status in ENDED and job.id not in self._unsettled:
+            return None
+        future: asyncio.Future[None] = loop.create_future()
+        waiters = self._waiters.get(job.id)
+        if waiters is None:
+            self._waiters[job.id] = [future]
+        else:
+            waiters.append(future)
+        return future
+
+    def forget_waiter(self, job_id: str, future: asyncio.Future[None]) -> None:
+        waiters = self._waiters.get(job_id)
+        if waiters and future in waiters:
+            waiters.remove(future)
+            if not waiters:
+                del self._waiters[job_id]
 
     # ---- durability ----------------------------------------------------------------------------
 

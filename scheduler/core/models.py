@@ -10,10 +10,9 @@ from adapters.base import BaseAdapter
 from adapters.registry import build_adapter
 from scheduler.errors import ConfigError, InvalidInputError, ModelNotFoundError
 from scheduler.settings import ModelConfig
-from workers.protocol import ModelSpec
+from workers.protocol import BatchPolicy, ModelSpec
 
 DEVICES = ("auto", "gpu", "cpu")
-BATCH_POLICIES = ("adaptive", "fixed")
 
 
 def resolve_spec(config: ModelConfig | dict[str, Any], vram_scale: float = 1.0) -> tuple[ModelSpec, BaseAdapter]:
@@ -39,15 +38,21 @@ def resolve_spec(config: ModelConfig | dict[str, Any], vram_scale: float = 1.0) 
     vram_mb = adapter.vram_mb if config.vram_mb is None else config.vram_mb
     if vram_mb < 0:
         raise ConfigError(f"models.{config.name}.vram_mb: must not be negative")
-    batch_policy = config.batch_policy or adapter.batch_policy
-    if batch_policy not in BATCH_POLICIES:
-        raise ConfigError(f"models.{config.name}.batch_policy: must be adaptive or fixed (got {batch_policy!r})")
+    batch_policy = _batch_policy(config.batch_policy or adapter.batch_policy, config.name)
     spec = ModelSpec(
         name=config.name, adapter=config.adapter, vram_mb=int(vram_mb * vram_scale), device=device,
         max_batch_size=max_batch_size, max_delay_ms=float(max_delay_ms), batch_policy=batch_policy,
         options=dict(config.options),
     )
     return spec, adapter
+
+
+def _batch_policy(value: str, model: str) -> BatchPolicy:
+    if value == "adaptive":
+        return "adaptive"
+    if value == "fixed":
+        return "fixed"
+    raise ConfigError(f"models.{model}.batch_policy: must be adaptive or fixed (got {value!r})")
 
 
 @dataclass

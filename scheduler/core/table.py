@@ -14,7 +14,7 @@ import time
 from collections import deque
 from typing import Any
 
-from scheduler.core.jobs import ENDED, Job, JobStatus, Priority, can_transition
+from scheduler.core.jobs import Job, JobStatus, Priority, can_transition
 
 log = logging.getLogger("modelsched.jobs")
 
@@ -122,6 +122,11 @@ class JobTable:
         job.device = device
         job.started_at = time.time()
 
+    def requeue_all(self, jobs: list[Job], penalize: bool) -> None:
+        """`requeue` each, keeping their order: the earliest submitted ends up first."""
+        for job in sorted(jobs, key=lambda job: job.seq, reverse=not penalize):  # the head is filled from behind
+            self.requeue(job, penalize)
+
     def requeue(self, job: Job, penalize: bool = True) -> None:
         """Back to the head of its queue (its worker died or was restarted); to `suspects` when it
         keeps a try (`penalize`: its worker died while it ran)."""
@@ -186,7 +191,3 @@ class JobTable:
             if len(found) >= limit:
                 break
         return found
-
-    @staticmethod
-    def is_ended(job: Job) -> bool:
-        return job.status in ENDED

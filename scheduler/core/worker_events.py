@@ -21,7 +21,7 @@ from collections.abc import Callable
 from scheduler.core.devices import MIB, Inventory
 from scheduler.core.dispatch import Dispatcher
 from scheduler.core.endings import JobEndings
-from scheduler.core.jobs import JobStatus
+from scheduler.core.jobs import Job, JobStatus
 from scheduler.core.models import ModelRegistry
 from scheduler.core.ports import JobJournal
 from scheduler.core.table import JobTable
@@ -133,9 +133,11 @@ class WorkerEvents:
             if job is not None and job.status is JobStatus.PROCESSING and job.worker_id == worker.worker_id:
                 self.endings.finish(job, JobStatus.ERROR, error=error, error_kind=ErrorKind.LOAD)
         worker.release_solo_if_done()
-        # Jobs of this model still waiting fail with the same error until the back-off ends.
+        # Jobs of this model still waiting (suspects too) fail with the same error: no load is tried
+        # again before the back-off ends.
         queued = self.table.pop_queued(message.model, self.table.queued_count_by_model.get(message.model, 0))
-        self.endings.fail(queued, error, ErrorKind.LOAD)
+        suspects = [job for job in self.table.waiting_suspects() if job.model == message.model]
+        self.endings.fail(queued + suspects, error, ErrorKind.LOAD)
         self.dispatcher.schedule()
 
     # ---- deaths --------------------------------------------------------------------------------
@@ -159,7 +161,8 @@ class WorkerEvents:
         self.dispatcher.schedule()
 
     def requeue_in_flight(self, worker: Worker, penalize: bool) -> None:
-        """The worker is gone: its jobs go back to the queue (as suspects when `penalize`)."""
+        """The worker is gone: its jobs go back to the queue, in their order (as suspects when `penalize`)."""
+        back: list[Job] = []
         for job_id in worker.forget_work():
             job = self.table.get(job_id)
             if job is None or job.status is not JobStatus.PROCESSING or job.worker_id != worker.worker_id:
@@ -171,6 +174,8 @@ class WorkerEvents:
                           f"time with no other job on the worker (max_attempts {self.max_attempts})",
                 )
                 continue
-            self.table.requeue(job, penalize=penalize)
-            if penalize and self.journal is not None:
+            back.append(job)
+        self.table.requeue_all(back, penalize)
+        if penalize and self.journal is not None:
+            for job in back:
                 self.journal.record_attempts(job)

@@ -9,6 +9,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from starlette.types import ASGIApp
 
 from scheduler import errors
 from scheduler.http.answers import Answer, HttpError, error_answer, json_answer
@@ -22,7 +23,7 @@ from scheduler.settings import Settings
 from workers.gc_tuning import tune_gc
 
 
-def create_app(settings_or_scheduler: Settings | Scheduler) -> FastAPI:
+def create_app(settings_or_scheduler: Settings | Scheduler) -> DaemonApp:
     """The app over `scheduler` (given settings, it builds its own). The app's lifespan starts and
     stops the scheduler."""
     if isinstance(settings_or_scheduler, Scheduler):
@@ -40,10 +41,8 @@ def create_app(settings_or_scheduler: Settings | Scheduler) -> FastAPI:
         finally:
             await scheduler.stop()
 
-    app = FastAPI(title="modelsched", version="0.1.0", lifespan=lifespan,
-                  description="Model-inference jobs scheduled onto every GPU (or the CPU) of a machine.")
-    app.state.scheduler = scheduler
-    app.state.metrics = metrics
+    app = DaemonApp(scheduler, metrics, title="modelsched", version="0.1.0", lifespan=lifespan,
+                    description="Model-inference jobs scheduled onto every GPU (or the CPU) of a machine.")
 
     @app.exception_handler(HttpError)
     @app.exception_handler(errors.SchedulerError)
@@ -60,33 +59,28 @@ def create_app(settings_or_scheduler: Settings | Scheduler) -> FastAPI:
     app.include_router(models.router(scheduler, metrics.job_submitted))
     app.include_router(render.router(scheduler))
     app.include_router(system.router(scheduler, metrics))
-    _install_openapi(app)
-    _install_front(app, scheduler, metrics)
     return app
 
 
-def _install_front(app: FastAPI, scheduler: Scheduler, metrics: SchedulerMetrics) -> None:
-    """Put `HotPath` and `BearerAuth` outside Starlette's middleware stack, where they cost nothing per
-    request but their own work (Starlette builds the stack on the first call)."""
-    build_stack = app.build_middleware_stack
-    token = scheduler.settings.token
+class DaemonApp(FastAPI):
+    """FastAPI with the daemon's front outside Starlette's middleware stack (where `HotPath` and
+    `BearerAuth` cost nothing per request but their own work), and our msgspec structs as the OpenAPI
+    component schemas."""
 
-    def build_middleware_stack() -> Any:
-        front = HotPath(build_stack(), scheduler, scheduler.settings.max_body_bytes, metrics.job_submitted)
-        return BearerAuth(front, token) if token else front
+    def __init__(self, scheduler: Scheduler, metrics: SchedulerMetrics, **options: Any) -> None:
+        super().__init__(**options)
+        self.scheduler = scheduler
+        self.metrics = metrics
 
-    app.build_middleware_stack = build_middleware_stack  # type: ignore[method-assign]
+    def build_middleware_stack(self) -> ASGIApp:
+        settings = self.scheduler.settings
+        front: ASGIApp = HotPath(super().build_middleware_stack(), self.scheduler, settings.max_body_bytes,
+                                 self.metrics.job_submitted)
+        return BearerAuth(front, settings.token) if settings.token else front
 
-
-def _install_openapi(app: FastAPI) -> None:
-    """The OpenAPI schema with our msgspec structs as its component schemas."""
-    generate = app.openapi
-
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
-            schema = generate()
+    def openapi(self) -> dict[str, Any]:
+        if self.openapi_schema is None:
+            schema = super().openapi()
             schema.setdefault("components", {}).setdefault("schemas", {}).update(openapi_components())
-            app.openapi_schema = schema
-        return app.openapi_schema
-
-    app.openapi = openapi  # type: ignore[method-assign]
+            self.openapi_schema = schema
+        return self.openapi_schema

@@ -4,7 +4,8 @@
 from __future__ import annotations
 
 import hmac
-from typing import Any
+
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from scheduler.http.answers import Answer, encoder
 from scheduler.http.schemas import ErrorBody
@@ -14,11 +15,11 @@ UNAUTHORIZED = Answer(401, encoder.encode(ErrorBody("unauthorized", "a valid 'Au
 
 
 class BearerAuth:
-    def __init__(self, app: Any, token: str) -> None:
+    def __init__(self, app: ASGIApp, token: str) -> None:
         self.app = app
         self.expected = f"Bearer {token}".encode()
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"] != "/healthz":
             given = next((value for name, value in scope["headers"] if name == b"authorization"), b"")
             if not hmac.compare_digest(given, self.expected):

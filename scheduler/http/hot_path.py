@@ -6,8 +6,9 @@ app, which also documents this endpoint in the OpenAPI schema with the same beha
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 from urllib.parse import parse_qs
+
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from scheduler.http.answers import RAW_MEDIA_TYPE, Answer, error_answer, infer_answer, parse_timeout
 from scheduler.http.body import read_body
@@ -17,14 +18,14 @@ RAW_ACCEPT = RAW_MEDIA_TYPE.encode()
 
 
 class HotPath:
-    def __init__(self, app: Any, scheduler: Scheduler, body_limit: int,
+    def __init__(self, app: ASGIApp, scheduler: Scheduler, body_limit: int,
                  on_submitted: Callable[[str], None] | None = None) -> None:
         self.app = app
         self.scheduler = scheduler
         self.body_limit = body_limit
         self.on_submitted = on_submitted
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
             path: str = scope["path"]
             if path.startswith("/models/") and path.endswith("/infer"):
@@ -35,7 +36,7 @@ class HotPath:
                     return
         await self.app(scope, receive, send)
 
-    async def infer(self, model: str, scope: dict[str, Any], receive: Any) -> Answer:
+    async def infer(self, model: str, scope: Scope, receive: Receive) -> Answer:
         try:
             timeout = None
             if scope["query_string"]:

@@ -170,10 +170,6 @@ class SqliteJournal:
         )))
         return group.future
 
-    async def record_submitted(self, job: Job) -> None:
-        """Until the group commit that holds the job's submission is done."""
-        await self.record_submitted_nowait(job)
-
     def record_ended(self, job: Job) -> asyncio.Future[None]:
         """Queue the job's end record (fire-and-forget; the future says when it is durable)."""
         group = self._current_group()
@@ -213,10 +209,6 @@ class SqliteJournal:
             log.error("journal read failed: %s", exc)
             return None
         return None if row is None else ended_job(row)
-
-    def stats(self) -> dict[str, Any]:
-        return {"path": self.path, "synchronous": self.synchronous, "commits": self.commits,
-                "records": self.records_written, "last_error": self.last_error}
 
     # ---- closing -------------------------------------------------------------------------------
 

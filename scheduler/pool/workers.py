@@ -42,9 +42,11 @@ class ThreadChannel:
                  loop: asyncio.AbstractEventLoop, on_message: Callable[[bytes], None],
                  on_exit: Callable[[], None]) -> None:
         self.inbox: queue.SimpleQueue[bytes] = queue.SimpleQueue()
-        runtime = WorkerRuntime(worker_id, "cpu", specs, self._receive,
-                                lambda data: loop.call_soon_threadsafe(on_message, data),
-                                heartbeat_interval_s=heartbeat_interval_s)
+
+        def send(data: bytes) -> None:
+            loop.call_soon_threadsafe(on_message, data)
+
+        runtime = WorkerRuntime(worker_id, "cpu", specs, self._receive, send, heartbeat_interval_s=heartbeat_interval_s)
 
         def run() -> None:
             try:

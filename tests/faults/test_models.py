@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from scheduler import JobRequest, Scheduler
@@ -25,7 +26,7 @@ def test_backoff_doubles_per_consecutive_failure_is_capped_and_jitter_only_short
         assert all(0.8 * full <= delay <= full for delay in delays) and len(delays) > 1
 
 
-def test_a_model_whose_load_fails_fails_its_jobs_backs_off_exponentially_and_recovers(tmp_path: Path) -> None:
+def test_a_model_whose_load_fails_fails_its_jobs_backs_off_exponentially_and_recovers(tmp_path: Path, make_scheduler: Callable[..., Scheduler]) -> None:
     marker = tmp_path / "broken"
     marker.touch()
     attempts_log = tmp_path / "loads.log"
@@ -36,7 +37,7 @@ def test_a_model_whose_load_fails_fails_its_jobs_backs_off_exponentially_and_rec
     async def scenario() -> None:
         failing = ModelConfig(name="fragile", adapter="tests.support.fault_adapters:FailingLoadAdapter",
                               options={"marker": str(marker), "attempts_log": str(attempts_log)})
-        scheduler = Scheduler(fault_settings(models=[failing, ModelConfig(name="echo", adapter="echo")],
+        scheduler = make_scheduler(fault_settings(models=[failing, ModelConfig(name="echo", adapter="echo")],
                                              model_load_backoff_s=0.4), environ=CPU_ONLY)
         async with scheduler:
             await scheduler.wait_ready(60)
@@ -72,14 +73,14 @@ def test_a_model_whose_load_fails_fails_its_jobs_backs_off_exponentially_and_rec
     asyncio.run(scenario())
 
 
-def test_out_of_gpu_memory_splits_the_batch_and_an_input_that_never_fits_fails_alone() -> None:
+def test_out_of_gpu_memory_splits_the_batch_and_an_input_that_never_fits_fails_alone(make_scheduler: Callable[..., Scheduler]) -> None:
     import torch
 
     assert issubclass(torch.cuda.OutOfMemoryError, RuntimeError)  # constructible without a GPU
 
     async def scenario() -> None:
         oom = ModelConfig(name="oom", adapter="tests.support.fault_adapters:OutOfMemoryAdapter", options={"max_fit": 2})
-        scheduler = Scheduler(fault_settings(models=[oom]), environ=CPU_ONLY)
+        scheduler = make_scheduler(fault_settings(models=[oom]))
         batch_sizes: list[int] = []
         scheduler.on_batch.append(lambda worker, model, size, run_s: batch_sizes.append(size))
         async with scheduler:

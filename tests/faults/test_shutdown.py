@@ -11,23 +11,24 @@ import signal
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from scheduler import JobRequest, Scheduler
 from scheduler.errors import NotRunningError
-from tests.support.faults import CPU_ONLY, alive, fault_settings, gone
+from tests.support.faults import alive, fault_settings, gone
 from tests.support.polling import until, until_sync
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_stop_refuses_new_jobs_drains_in_flight_ones_and_keeps_the_rest_queued(tmp_path: Path) -> None:
+def test_stop_refuses_new_jobs_drains_in_flight_ones_and_keeps_the_rest_queued(tmp_path: Path, make_scheduler: Callable[..., Scheduler]) -> None:
     journal = str(tmp_path / "journal.db")
 
     async def first_life() -> tuple[str, str, str]:
-        scheduler = Scheduler(fault_settings(journal_path=journal), environ=CPU_ONLY)
+        scheduler = make_scheduler(fault_settings(journal_path=journal))
         await scheduler.start()
         await scheduler.wait_ready(60)
         short = await scheduler.schedule_job(JobRequest(model="sleep", inputs={"ms": 300}))
@@ -50,7 +51,7 @@ def test_stop_refuses_new_jobs_drains_in_flight_ones_and_keeps_the_rest_queued(t
         return short, long, waiting
 
     async def second_life(short: str, long: str, waiting: str) -> None:
-        scheduler = Scheduler(fault_settings(journal_path=journal), environ=CPU_ONLY)
+        scheduler = make_scheduler(fault_settings(journal_path=journal))
         async with scheduler:
             assert [job.id for job in scheduler.table.recent(limit=10)][::-1] == [long, waiting]
             assert scheduler.get_job_status(short)["status"] == "completed"  # from the journal

@@ -6,16 +6,17 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
+from collections.abc import Callable
 
 from scheduler import JobRequest, Scheduler
 from scheduler.settings import ModelConfig
-from tests.support.faults import CPU_ONLY, alive, fault_settings, gone, signal_worker
+from tests.support.faults import alive, fault_settings, gone, signal_worker
 from tests.support.polling import until
 
 
-def test_a_sigkilled_worker_is_noticed_within_a_second_respawned_and_its_jobs_run_again() -> None:
+def test_a_sigkilled_worker_is_noticed_within_a_second_respawned_and_its_jobs_run_again(make_scheduler: Callable[..., Scheduler]) -> None:
     async def scenario() -> None:
-        scheduler = Scheduler(fault_settings(), environ=CPU_ONLY)
+        scheduler = make_scheduler(fault_settings())
         async with scheduler:
             await scheduler.wait_ready(60)
             ids = [await scheduler.schedule_job(JobRequest(model="sleep", inputs={"ms": 1500})) for _ in range(2)]
@@ -42,10 +43,10 @@ def test_a_sigkilled_worker_is_noticed_within_a_second_respawned_and_its_jobs_ru
     asyncio.run(scenario())
 
 
-def test_a_segfaulting_model_fails_its_job_as_poison_and_the_worker_comes_back() -> None:
+def test_a_segfaulting_model_fails_its_job_as_poison_and_the_worker_comes_back(make_scheduler: Callable[..., Scheduler]) -> None:
     async def scenario() -> None:
         crash = ModelConfig(name="crash", adapter="tests.support.fault_adapters:CrashAdapter")
-        scheduler = Scheduler(fault_settings(max_attempts=2, models=[crash]), environ=CPU_ONLY)
+        scheduler = make_scheduler(fault_settings(max_attempts=2, models=[crash]))
         async with scheduler:
             await scheduler.wait_ready(60)
             poison = await scheduler.schedule_job(JobRequest(model="crash", inputs={"signal": int(signal.SIGSEGV)}))
@@ -60,14 +61,14 @@ def test_a_segfaulting_model_fails_its_job_as_poison_and_the_worker_comes_back()
     asyncio.run(scenario())
 
 
-def test_only_the_poison_job_fails_its_batch_mates_and_pipeline_mates_complete() -> None:
+def test_only_the_poison_job_fails_its_batch_mates_and_pipeline_mates_complete(make_scheduler: Callable[..., Scheduler]) -> None:
     """A poison job (`os._exit` in the model) shares a batch and a pipeline with innocent jobs. Blaming
     every job in flight would fail them all as poison after three deaths; run alone after the first
     death, only the poison job keeps killing workers."""
 
     async def scenario() -> None:
         sleep4 = ModelConfig(name="sleep", adapter="sleep", max_batch_size=4)
-        scheduler = Scheduler(fault_settings(max_attempts=3, models=[sleep4]), environ=CPU_ONLY)
+        scheduler = make_scheduler(fault_settings(max_attempts=3, models=[sleep4]))
         async with scheduler:
             await scheduler.wait_ready(60)
             inputs = [{"ms": 20}, {"ms": 20}, {"exit": 1}, {"ms": 20}, {"ms": 20}, {"ms": 20}, {"ms": 20}, {"ms": 20}]
@@ -85,9 +86,9 @@ def test_only_the_poison_job_fails_its_batch_mates_and_pipeline_mates_complete()
     asyncio.run(scenario())
 
 
-def test_a_hung_worker_is_killed_after_the_heartbeat_timeout_and_its_job_runs_again() -> None:
+def test_a_hung_worker_is_killed_after_the_heartbeat_timeout_and_its_job_runs_again(make_scheduler: Callable[..., Scheduler]) -> None:
     async def scenario() -> None:
-        scheduler = Scheduler(fault_settings(heartbeat_timeout_s=1.0, heartbeat_interval_s=0.1), environ=CPU_ONLY)
+        scheduler = make_scheduler(fault_settings(heartbeat_timeout_s=1.0, heartbeat_interval_s=0.1))
         async with scheduler:
             await scheduler.wait_ready(60)
             job_id = await scheduler.schedule_job(JobRequest(model="sleep", inputs={"ms": 300}))

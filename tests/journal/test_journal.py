@@ -13,6 +13,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import msgspec
@@ -22,7 +23,7 @@ from scheduler import JobRequest, JobStatus, Scheduler
 from scheduler.core.jobs import Job
 from scheduler.errors import JobNotFoundError
 from scheduler.journal import SqliteJournal, journal_enabled
-from tests.support.faults import CPU_ONLY, fault_settings
+from tests.support.faults import fault_settings
 from tests.support.polling import until, until_sync
 
 REPO = Path(__file__).resolve().parents[2]
@@ -56,13 +57,13 @@ def test_group_commit_end_before_submit_lookups_and_synchronous(tmp_path: Path) 
         assert journal._reader.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         jobs = [Job(id=f"job{n}", model="echo", inputs={"n": n, "blob": b"\x00\x01"}, idempotency_key=f"key{n}")
                 for n in range(500)]
-        await asyncio.gather(*(journal.record_submitted(job) for job in jobs))
+        await asyncio.gather(*(journal.record_submitted_nowait(job) for job in jobs))
         assert journal.records_written == 500 and journal.commits <= 10  # grouped, not one commit a job
         # A job that ends before its submission is recorded (a model in load back-off) still ends.
         early = Job(id="early", model="echo", inputs=1, status=JobStatus.ERROR, ended_at=time.time(),
                     error="model 'echo' failed to load: boom", error_kind="load")
         journal.record_ended(early)
-        await journal.record_submitted(early)
+        await journal.record_submitted_nowait(early)
         ended = journal.lookup("early")
         assert ended is not None and ended.status is JobStatus.ERROR and ended.error_kind == "load"
         assert journal.lookup("job1") is None  # not ended: the table holds it, not the journal
@@ -91,11 +92,11 @@ def test_group_commit_end_before_submit_lookups_and_synchronous(tmp_path: Path) 
 # ---- with a scheduler ----------------------------------------------------------------------------
 
 
-def test_a_job_is_committed_before_it_is_acknowledged_and_its_end_before_it_is_shown(tmp_path: Path) -> None:
+def test_a_job_is_committed_before_it_is_acknowledged_and_its_end_before_it_is_shown(tmp_path: Path, make_scheduler: Callable[..., Scheduler]) -> None:
     path = str(tmp_path / "journal.db")
 
     async def scenario() -> None:
-        scheduler = Scheduler(fault_settings(journal_path=path), environ=CPU_ONLY)
+        scheduler = make_scheduler(fault_settings(journal_path=path))
         async with scheduler:
             await scheduler.wait_ready(60)
             job_id = await scheduler.schedule_job(JobRequest(model="sleep", inputs={"ms": 200}, idempotency_key="a"))
@@ -112,11 +113,11 @@ def test_a_job_is_committed_before_it_is_acknowledged_and_its_end_before_it_is_s
     asyncio.run(scenario())
 
 
-def test_a_restart_queues_unfinished_jobs_in_order_and_answers_ended_ones_and_keys(tmp_path: Path) -> None:
+def test_a_restart_queues_unfinished_jobs_in_order_and_answers_ended_ones_and_keys(tmp_path: Path, make_scheduler: Callable[..., Scheduler]) -> None:
     path = str(tmp_path / "journal.db")
 
     async def first_life() -> dict[str, object]:
-        scheduler = Scheduler(fault_settings(journal_path=path), environ=CPU_ONLY)
+        scheduler = make_scheduler(fault_settings(journal_path=path))
         await scheduler.start()
         await scheduler.wait_ready(60)
         done = await scheduler.schedule_job(JobRequest(model="echo", inputs={"v": 1}, idempotency_key="done"))
@@ -131,7 +132,7 @@ def test_a_restart_queues_unfinished_jobs_in_order_and_answers_ended_ones_and_ke
     ids = asyncio.run(first_life())
 
     async def second_life() -> None:
-        scheduler = Scheduler(fault_settings(journal_path=path), environ=CPU_ONLY)
+        scheduler = make_scheduler(fault_settings(journal_path=path))
         async with scheduler:
             for blocker in ids["blockers"]:  # type: ignore[union-attr]
                 await scheduler.cancel_job(blocker)
@@ -158,11 +159,11 @@ def test_a_restart_queues_unfinished_jobs_in_order_and_answers_ended_ones_and_ke
     assert rows(path, "SELECT COUNT(*) FROM jobs WHERE end_records > 1") == [(0,)]
 
 
-def test_attempts_survive_a_restart_and_a_poison_job_still_fails_after_it(tmp_path: Path) -> None:
+def test_attempts_survive_a_restart_and_a_poison_job_still_fails_after_it(tmp_path: Path, make_scheduler: Callable[..., Scheduler]) -> None:
     path = str(tmp_path / "journal.db")
 
     async def first_life() -> str:
-        scheduler = Scheduler(fault_settings(journal_path=path, max_attempts=3), environ=CPU_ONLY)
+        scheduler = make_scheduler(fault_settings(journal_path=path, max_attempts=3))
         await scheduler.start()
         await scheduler.wait_ready(60)
         poison = await scheduler.schedule_job(JobRequest(model="sleep", inputs={"exit": 1}))
@@ -175,7 +176,7 @@ def test_attempts_survive_a_restart_and_a_poison_job_still_fails_after_it(tmp_pa
     assert rows(path, "SELECT status, attempts FROM jobs WHERE id = ?", poison) == [("queued", 1)]
 
     async def second_life() -> None:
-        scheduler = Scheduler(fault_settings(journal_path=path, max_attempts=3), environ=CPU_ONLY)
+        scheduler = make_scheduler(fault_settings(journal_path=path, max_attempts=3))
         async with scheduler:
             assert [job.id for job in scheduler.table.waiting_suspects()] == [poison]  # runs alone
             innocent = await scheduler.schedule_job(JobRequest(model="sleep", inputs={"ms": 1}))
@@ -206,7 +207,7 @@ _CHILD = textwrap.dedent("""
 """)
 
 
-def test_every_job_acknowledged_before_a_sigkill_of_the_main_process_ends_after_the_restart(tmp_path: Path) -> None:
+def test_every_job_acknowledged_before_a_sigkill_of_the_main_process_ends_after_the_restart(tmp_path: Path, make_scheduler: Callable[..., Scheduler]) -> None:
     path = str(tmp_path / "journal.db")
     child = subprocess.Popen([sys.executable, "-c", _CHILD, path], cwd=REPO, stdout=subprocess.PIPE, text=True)
     acknowledged: list[str] = []
@@ -230,7 +231,7 @@ def test_every_job_acknowledged_before_a_sigkill_of_the_main_process_ends_after_
     assert 5 <= len(ended_before) < 60
 
     async def after_restart() -> None:
-        scheduler = Scheduler(fault_settings(journal_path=path), environ=CPU_ONLY)
+        scheduler = make_scheduler(fault_settings(journal_path=path))
         async with scheduler:
             assert set(scheduler.table.jobs) == set(acknowledged) - ended_before
             results = [await scheduler.wait_for(job_id, 60) for job_id in acknowledged]
@@ -240,11 +241,11 @@ def test_every_job_acknowledged_before_a_sigkill_of_the_main_process_ends_after_
     assert rows(path, "SELECT COUNT(*), SUM(end_records) FROM jobs") == [(60, 60)]  # each ended exactly once
 
 
-def test_ended_jobs_are_forgotten_after_the_retention_and_pruned(tmp_path: Path) -> None:
+def test_ended_jobs_are_forgotten_after_the_retention_and_pruned(tmp_path: Path, make_scheduler: Callable[..., Scheduler]) -> None:
     path = str(tmp_path / "journal.db")
 
     async def first_life() -> tuple[str, float]:
-        scheduler = Scheduler(fault_settings(journal_path=path, result_retention_s=0.5), environ=CPU_ONLY)
+        scheduler = make_scheduler(fault_settings(journal_path=path, result_retention_s=0.5))
         async with scheduler:
             job_id = await scheduler.schedule_job(JobRequest(model="echo", inputs=1, idempotency_key="old"))
             done = await scheduler.wait_for(job_id, 30)
@@ -254,7 +255,7 @@ def test_ended_jobs_are_forgotten_after_the_retention_and_pruned(tmp_path: Path)
     until_sync(lambda: time.time() > ended_at + 0.6, message="the retention passed")
 
     async def second_life() -> None:
-        scheduler = Scheduler(fault_settings(journal_path=path, result_retention_s=0.5), environ=CPU_ONLY)
+        scheduler = make_scheduler(fault_settings(journal_path=path, result_retention_s=0.5))
         async with scheduler:
             with pytest.raises(JobNotFoundError):
                 scheduler.get_job_status(job_id)
@@ -286,7 +287,7 @@ def test_a_job_submitted_and_ended_within_one_commit_is_written_once() -> None:
     ]
 
 
-def test_an_end_is_not_shown_before_its_record_is_committed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_end_is_not_shown_before_its_record_is_committed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, make_scheduler: Callable[..., Scheduler]) -> None:
     """Were an end shown before it is durable, a crash in between would run the job again after the
     restart: a client would get a second answer. Hold the writer before it commits an end."""
     import threading
@@ -302,7 +303,7 @@ def test_an_end_is_not_shown_before_its_record_is_committed(tmp_path: Path, monk
     monkeypatch.setattr(SqliteJournal, "_commit", held)
 
     async def scenario() -> None:
-        scheduler = Scheduler(fault_settings(journal_path=str(tmp_path / "journal.db")), environ=CPU_ONLY)
+        scheduler = make_scheduler(fault_settings(journal_path=str(tmp_path / "journal.db")))
         async with scheduler:
             await scheduler.wait_ready(60)
             job_id = await scheduler.schedule_job(JobRequest(model="sleep", inputs={"ms": 100}))

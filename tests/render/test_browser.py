@@ -19,17 +19,10 @@ from tests.support.pages import (
     PageServer,
     ServiceThread,
     needs_chromium,
-    page_server,
     render_settings,
 )
 
 pytestmark = needs_chromium
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[PageServer]:
-    with page_server() as running:
-        yield running
 
 
 @pytest.fixture(scope="module")

@@ -12,15 +12,9 @@ import httpx
 import pytest
 
 from tests.support.daemon import running_daemon
-from tests.support.pages import CHROMIUM, JS_TEXT, PageServer, page_server
+from tests.support.pages import CHROMIUM, JS_TEXT, PageServer
 
 HAS_CHROMIUM = os.access(CHROMIUM, os.X_OK)
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[PageServer]:
-    with page_server() as running:
-        yield running
 
 
 @pytest.fixture(scope="module")

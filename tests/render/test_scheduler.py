@@ -19,15 +19,8 @@ from tests.support.pages import (
     PageServer,
     SchedulerThread,
     needs_chromium,
-    page_server,
     render_settings,
 )
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[PageServer]:
-    with page_server() as running:
-        yield running
 
 
 @pytest.fixture(scope="module")

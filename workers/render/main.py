@@ -11,6 +11,7 @@ the pure functions below. A heartbeat says how many pages are open, for the stat
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 from multiprocessing.connection import Connection
@@ -116,7 +117,10 @@ class RenderLoop:
         elif message.job_id not in self.tasks:  # a job sent again after a restart may repeat
             task = asyncio.get_running_loop().create_task(self.serve(message))
             self.tasks[message.job_id] = task
-            task.add_done_callback(lambda _, job_id=message.job_id: self.tasks.pop(job_id, None))
+            task.add_done_callback(functools.partial(self.forget, message.job_id))
+
+    def forget(self, job_id: str, task: asyncio.Task[None]) -> None:
+        self.tasks.pop(job_id, None)
 
     async def heartbeat_forever(self) -> None:
         while True:

@@ -6,10 +6,11 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import HTMLResponse
 
+from scheduler.core.status import SystemStatus
 from scheduler.http.answers import Answer, json_answer
 from scheduler.http.metrics import PROMETHEUS_TEXT, SchedulerMetrics
 from scheduler.http.routers.docs import answers_doc
-from scheduler.http.schemas import Health, SystemStatus
+from scheduler.http.schemas import Health
 from scheduler.http.status_page import STATUS_PAGE
 from scheduler.scheduler import Scheduler
 
