@@ -24,7 +24,11 @@ MAX_WAIT_S = 300.0
 
 
 def _client_url(args: argparse.Namespace) -> str:
-    return args.url or os.environ.get("MODELSCHED_URL") or "http://127.0.0.1:" + os.environ.get("MODELSCHED_PORT", "8000")
+    return (
+        args.url
+        or os.environ.get("MODELSCHED_URL")
+        or "http://127.0.0.1:" + os.environ.get("MODELSCHED_PORT", "8000")
+    )
 
 
 def _client(args: argparse.Namespace) -> Any:
@@ -69,17 +73,30 @@ def cli_get(path: str) -> Callable[[argparse.Namespace], int]:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="modelsched", description="Schedule model-inference jobs onto GPUs.")
+    parser = argparse.ArgumentParser(
+        prog="modelsched", description="Schedule model-inference jobs onto GPUs."
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     serve_parser = commands.add_parser("serve", help="run the daemon")
-    serve_parser.add_argument("--preset", default=os.environ.get("MODELSCHED_PRESET", "dev"), choices=["dev", "prod"])
-    serve_parser.add_argument("--config", default=os.environ.get("MODELSCHED_CONFIG"),
-                              help="a TOML file whose keys override the preset's (default $MODELSCHED_CONFIG)")
+    serve_parser.add_argument(
+        "--preset", default=os.environ.get("MODELSCHED_PRESET", "dev"), choices=["dev", "prod"]
+    )
+    serve_parser.add_argument(
+        "--config",
+        default=os.environ.get("MODELSCHED_CONFIG"),
+        help="a TOML file whose keys override the preset's (default $MODELSCHED_CONFIG)",
+    )
     serve_parser.add_argument("--host")
     serve_parser.add_argument("--port", type=int)
-    for name, help_text in (("submit", "submit a job"), ("status", "the system status"), ("jobs", "recent jobs")):
+    for name, help_text in (
+        ("submit", "submit a job"),
+        ("status", "the system status"),
+        ("jobs", "recent jobs"),
+    ):
         sub = commands.add_parser(name, help=help_text)
-        sub.add_argument("--url", help="the daemon's address (default $MODELSCHED_URL or http://127.0.0.1:8000)")
+        sub.add_argument(
+            "--url", help="the daemon's address (default $MODELSCHED_URL or http://127.0.0.1:8000)"
+        )
         sub.add_argument("--token", help="bearer token (default $MODELSCHED_TOKEN)")
         if name == "submit":
             sub.add_argument("model")
@@ -92,7 +109,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.command == "serve":
-        overrides = {key: value for key, value in (("host", args.host), ("port", args.port)) if value is not None}
+        overrides = {
+            key: value for key, value in (("host", args.host), ("port", args.port)) if value is not None
+        }
         try:
             settings = load_settings(args.preset, config_file=args.config, overrides=overrides)
         except errors.ConfigError as exc:

@@ -50,7 +50,9 @@ def minilm_path() -> Path:
     return path
 
 
-def validate_sentences(inputs: Any, max_chars: int = MAX_SENTENCE_CHARS, max_sentences: int = MAX_SENTENCES) -> None:
+def validate_sentences(
+    inputs: Any, max_chars: int = MAX_SENTENCE_CHARS, max_sentences: int = MAX_SENTENCES
+) -> None:
     """A string or a non-empty list of strings, within the limits; a ValueError naming the limit if not."""
     sentences = [inputs] if isinstance(inputs, str) else inputs
     if not isinstance(sentences, list):
@@ -110,7 +112,10 @@ class _SentenceAdapter(BaseAdapter):
         super().__init__(**options)
         self.max_chars = _positive_int(options, "max_sentence_chars", MAX_SENTENCE_CHARS)
         self.max_sentences = _positive_int(options, "max_sentences", MAX_SENTENCES)
-        for key in ("max_length", "torch_threads"):  # checked here: a bad value is a config error, not a failed load
+        for key in (
+            "max_length",
+            "torch_threads",
+        ):  # checked here: a bad value is a config error, not a failed load
             if options.get(key) is not None:
                 _positive_int(options, key, 1)
 
@@ -144,14 +149,14 @@ class _SentenceAdapter(BaseAdapter):
             sentences.extend(found)
         vectors: list[Any] = []
         for start in range(0, len(sentences), FORWARD_CHUNK):
-            vectors.extend(self.forward(state, sentences[start:start + FORWARD_CHUNK]))
+            vectors.extend(self.forward(state, sentences[start : start + FORWARD_CHUNK]))
         outputs: list[Any] = []
         for inputs, span in zip(batch, spans, strict=True):
             if isinstance(span, ValueError):
                 outputs.append(span)
             else:
                 start, count = span
-                outputs.append(self.assemble(inputs, vectors[start:start + count]))
+                outputs.append(self.assemble(inputs, vectors[start : start + count]))
         return outputs
 
     def tokenize(self, state: Any, sentences: list[str]) -> Any:
@@ -182,8 +187,12 @@ class MiniLMAdapter(_SentenceAdapter):
         path = Path(self.options.get("path") or minilm_path())
         tokenizer = transformers.AutoTokenizer.from_pretrained(path, local_files_only=True)
         model = transformers.AutoModel.from_pretrained(path, local_files_only=True).to(device).eval()
-        return {"tokenizer": tokenizer, "model": model, "device": device,
-                "max_length": int(self.options.get("max_length", self.max_length))}
+        return {
+            "tokenizer": tokenizer,
+            "model": model,
+            "device": device,
+            "max_length": int(self.options.get("max_length", self.max_length)),
+        }
 
     def forward(self, state: Any, sentences: list[str]) -> list[Any]:
         import torch
@@ -216,7 +225,9 @@ class TransformersAdapter(_SentenceAdapter):
         if not isinstance(self.normalize, bool):
             raise ValueError("options.normalize must be true or false")
         labels = options.get("labels")
-        if labels is not None and (not isinstance(labels, list) or not all(isinstance(x, str) for x in labels)):
+        if labels is not None and (
+            not isinstance(labels, list) or not all(isinstance(x, str) for x in labels)
+        ):
             raise ValueError("options.labels must be a list of strings")
         self.labels: list[str] | None = labels
 
@@ -227,8 +238,11 @@ class TransformersAdapter(_SentenceAdapter):
         if not path.is_dir():
             raise FileNotFoundError(f"options.path {str(path)!r} is not a directory")
         tokenizer = transformers.AutoTokenizer.from_pretrained(path, local_files_only=True)
-        model_class = (transformers.AutoModelForSequenceClassification if self.task == "classification"
-                       else transformers.AutoModel)
+        model_class = (
+            transformers.AutoModelForSequenceClassification
+            if self.task == "classification"
+            else transformers.AutoModel
+        )
         model = model_class.from_pretrained(path, local_files_only=True).to(device).eval()
         labels = self.labels
         if self.task == "classification":
@@ -236,12 +250,20 @@ class TransformersAdapter(_SentenceAdapter):
                 id2label = getattr(model.config, "id2label", None) or {}
                 labels = [str(id2label.get(index, index)) for index in range(model.config.num_labels)]
             elif len(labels) != model.config.num_labels:
-                raise ValueError(f"options.labels has {len(labels)} labels; the model has {model.config.num_labels}")
+                raise ValueError(
+                    f"options.labels has {len(labels)} labels; the model has {model.config.num_labels}"
+                )
         max_length = int(self.options.get("max_length", 512))
         positions = getattr(model.config, "max_position_embeddings", None)
         if isinstance(positions, int) and positions > 0:
             max_length = min(max_length, positions)
-        return {"tokenizer": tokenizer, "model": model, "device": device, "labels": labels, "max_length": max_length}
+        return {
+            "tokenizer": tokenizer,
+            "model": model,
+            "device": device,
+            "labels": labels,
+            "max_length": max_length,
+        }
 
     def forward(self, state: Any, sentences: list[str]) -> list[Any]:
         import torch
@@ -263,5 +285,8 @@ class TransformersAdapter(_SentenceAdapter):
     def _classify(labels: list[str], scores: list[float]) -> dict[str, Any]:
         """Softmax scores -> `{label, score, scores}` (scores by label)."""
         best = max(range(len(scores)), key=scores.__getitem__)
-        return {"label": labels[best] if best < len(labels) else str(best), "score": scores[best],
-                "scores": dict(zip(labels, scores, strict=False))}
+        return {
+            "label": labels[best] if best < len(labels) else str(best),
+            "score": scores[best],
+            "scores": dict(zip(labels, scores, strict=False)),
+        }

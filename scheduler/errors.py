@@ -9,9 +9,20 @@ import enum
 from workers.protocol import ErrorKind
 
 __all__ = [
-    "ConfigError", "ErrorKind", "InvalidInputError", "JobEndedError", "JobNotFoundError", "JournalError",
-    "ModelNotFoundError", "NoFitError", "NoGpuError", "NotRunningError", "QueueFullError", "RenderFailedError",
-    "SchedulerError", "WorkerState",
+    "ConfigError",
+    "ErrorKind",
+    "InvalidInputError",
+    "JobEndedError",
+    "JobNotFoundError",
+    "JournalError",
+    "ModelNotFoundError",
+    "NoFitError",
+    "NoGpuError",
+    "NotRunningError",
+    "QueueFullError",
+    "RenderFailedError",
+    "SchedulerError",
+    "WorkerState",
 ]
 
 

@@ -40,7 +40,9 @@ def create_production_scheduler(
     return _build(settings, model_subset, SchedulerType.MULTIPROCESS)
 
 
-def _build(settings: Settings, model_subset: list[str] | None, scheduler_type: SchedulerType | str) -> Scheduler:
+def _build(
+    settings: Settings, model_subset: list[str] | None, scheduler_type: SchedulerType | str
+) -> Scheduler:
     if model_subset is not None:
         known = {model.name for model in settings.models} | ({"render"} if settings.render_enabled else set())
         unknown = set(model_subset) - known

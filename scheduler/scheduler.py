@@ -1,7 +1,6 @@
-"""`Scheduler`: the composition root of the main process and its public Python API.
+"""`Scheduler`: the main process's public Python API over the parts that `scheduler.assembly` builds.
 
-It builds the collaborators (each takes what it needs in its constructor), starts and stops the
-workers and the render process, and runs the one supervision tick. What a request goes through,
+It starts and stops the workers and the render process, and runs the one supervision tick. What a request goes through,
 room by room: `admission` (validated, recorded, journaled) -> the `dispatcher` (placement, then
 `RunJobs` to a worker) -> `worker_events` (results) -> `endings` (the job ends, durably) -> the
 waiter wakes. See `docs/architecture.md`.
@@ -19,37 +18,23 @@ from typing import Any
 
 import msgspec
 
-from scheduler.core.admission import Admission
-from scheduler.core.deadlines import Deadlines
-from scheduler.core.devices import Inventory
-from scheduler.core.dispatch import Dispatcher, demand_of
-from scheduler.core.endings import JobEndings
+from scheduler.assembly import assemble
 from scheduler.core.jobs import ENDED, Job, JobRequest, JobStatus
-from scheduler.core.models import ModelRegistry, resolve_spec
-from scheduler.core.placement import refusal
-from scheduler.core.ports import JobExecutor
 from scheduler.core.status import SchedulerInfo, StatusBuilder, SystemStatus
-from scheduler.core.table import JobTable
-from scheduler.core.worker_events import BatchObserver, WorkerEvents
-from scheduler.core.workers import Worker, WorkerSet
+from scheduler.core.worker_events import BatchObserver
+from scheduler.core.workers import Worker
 from scheduler.errors import (
     JobEndedError,
     JobNotFoundError,
     JournalError,
-    NoFitError,
-    SchedulerError,
-    WorkerState,
 )
-from scheduler.journal import SqliteJournal, journal_enabled
 from scheduler.journal.recovery import queue_again
-from scheduler.pool.supervisor import Timeouts, worker_plan
-from scheduler.pool.workers import ASYNC, MULTIPROCESS, WorkerLauncher
-from scheduler.render.executor import RenderExecutor
-from scheduler.render.model import RENDER_MODEL, render_model_config
+from scheduler.pool.supervisor import worker_plan
+from scheduler.pool.workers import ASYNC, MULTIPROCESS
+from scheduler.render.model import render_model_config
 from scheduler.render.service import RenderService
 from scheduler.settings import ModelConfig, Settings
 from workers import protocol as m
-from workers.backoff import Backoff
 
 log = logging.getLogger("modelsched.scheduler")
 
@@ -57,8 +42,6 @@ __all__ = ["ASYNC", "MULTIPROCESS", "TICK_S", "Scheduler"]
 
 TICK_S = 0.1
 RETENTION_EVERY_S = 60.0
-REDUCED_VRAM_SCALE = 0.5
-MAX_LOAD_BACKOFF_S = 300.0
 
 
 class Scheduler:
@@ -74,6 +57,7 @@ class Scheduler:
       workers         one `Worker` record per worker (process, or thread for the ASYNC type), by id
       endings         the one place a job ends, and what a client sees of a job
       deadlines       jobs with a timeout
+      catalog         registering models, which can run here at all, explicit loads and unloads
       admission       whether a submitted job is queued
       dispatcher      the dispatch pass: placement, then jobs to workers
       worker_events   what workers say, and what their deaths mean for their jobs
@@ -81,42 +65,40 @@ class Scheduler:
                       `RenderExecutor` that runs the `render` model's jobs
     """
 
-    def __init__(self, settings: Settings | None = None, *, scheduler_type: str = MULTIPROCESS,
-                 environ: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        scheduler_type: str = MULTIPROCESS,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
         self.settings = settings = settings or Settings()
         self.scheduler_type = scheduler_type
         self.environ = dict(os.environ if environ is None else environ)
-        self.vram_scale = REDUCED_VRAM_SCALE if settings.reduce_vram_requirements else 1.0
-        self.registry = ModelRegistry()
-        self.table = JobTable(settings.max_finished_in_memory)
-        self.journal = (SqliteJournal(settings.journal_path, settings.journal_synchronous, settings.result_retention_s)
-                        if journal_enabled(settings.journal_path) else None)
-        self.inventory = Inventory(settings.gpu_reserve_mb)
-        self._workers: dict[str, Worker] = {}
-        self.endings = JobEndings(self.table, self.journal)
-        self._executors: dict[str, JobExecutor] = {}
-        self._render_executor = RenderExecutor(self.table, self.endings, settings) if settings.render_enabled else None
-        if self._render_executor is not None:
-            self._executors[RENDER_MODEL] = self._render_executor
-        self.deadlines = Deadlines(self.table, self.endings, self._workers)
-        self.dispatcher = Dispatcher(self.registry, self.table, self.endings, self._workers, self.inventory,
-                                     self._executors, max_models_per_worker=settings.max_models_per_worker)
-        self.admission = Admission(self.registry, self.table, self.endings, self.deadlines, self.journal,
-                                   self._executors, self.dispatcher.schedule, max_queue=settings.max_queue,
-                                   default_timeout_s=settings.default_timeout_s)
-        self.worker_events = WorkerEvents(
-            self.registry, self.table, self.endings, self.dispatcher, self.inventory, self.journal,
-            max_attempts=settings.max_attempts,
-            load_backoff=Backoff(first_s=settings.model_load_backoff_s, cap_s=max(MAX_LOAD_BACKOFF_S,
-                                                                                  settings.model_load_backoff_s)),
+        parts = assemble(settings, scheduler_type)
+        self.registry = parts.registry
+        self.table = parts.table
+        self.journal = parts.journal
+        self.inventory = parts.inventory
+        self.endings = parts.endings
+        self.deadlines = parts.deadlines
+        self.catalog = parts.catalog
+        self.admission = parts.admission
+        self.dispatcher = parts.dispatcher
+        self.worker_events = parts.worker_events
+        self.worker_set = parts.worker_set
+        self._workers = parts.workers
+        self._executors = parts.executors
+        self._render_executor = parts.render
+        self._status = StatusBuilder(
+            self.registry,
+            self.table,
+            self._workers,
+            self.inventory,
+            self._scheduler_info,
+            self._render_status,
+            max_queue=settings.max_queue,
         )
-        launcher = WorkerLauncher(scheduler_type, settings.heartbeat_interval_s, settings.torch_threads,
-                                  settings.log_level)
-        self.worker_set = WorkerSet(self._workers, launcher, self.registry.specs, self.worker_events.on_message,
-                                    self.worker_events.on_exit,
-                                    Timeouts(settings.worker_start_timeout_s, settings.heartbeat_timeout_s))
-        self._status = StatusBuilder(self.registry, self.table, self._workers, self.inventory, self._scheduler_info,
-                                     self._render_status, max_queue=settings.max_queue)
         self.loop: asyncio.AbstractEventLoop | None = None
         self.running = False
         self.started_at: float | None = None
@@ -171,20 +153,31 @@ class Scheduler:
         self._grace_cut = False
         self.started_at = time.time()
         self.dispatcher.start(self.loop)
-        plan = worker_plan([gpu.index for gpu in self.inventory.gpus], self.settings.max_workers_per_gpu,
-                           self.settings.cpu_workers, needs_cpu_workers=self._needs_cpu_workers())
+        plan = worker_plan(
+            [gpu.index for gpu in self.inventory.gpus],
+            self.settings.max_workers_per_gpu,
+            self.settings.cpu_workers,
+            needs_cpu_workers=self._needs_cpu_workers(),
+        )
         self.worker_set.start(self.loop, plan, self.inventory.simulated)
-        self._refresh_fit()
+        self.catalog.refresh_fit()
         if self.render is not None:
             self.render.start(self.loop)
         self.admission.accepting = True
-        log.info("scheduler started: %d GPU(s)%s, %d worker(s), models: %s", len(self.inventory.gpus),
-                 " (simulated)" if self.inventory.simulated else "", len(plan), ", ".join(self.registry.models) or "none")
+        log.info(
+            "scheduler started: %d GPU(s)%s, %d worker(s), models: %s",
+            len(self.inventory.gpus),
+            " (simulated)" if self.inventory.simulated else "",
+            len(plan),
+            ", ".join(self.registry.models) or "none",
+        )
         self._tick_task = asyncio.create_task(self._tick_forever(), name="modelsched-supervisor")
         self.dispatcher.schedule()  # jobs recovered from the journal
 
     def _needs_cpu_workers(self) -> bool:
-        return not self.inventory.gpus or any(model.spec.device == "cpu" for model in self.registry.models.values())
+        return not self.inventory.gpus or any(
+            model.spec.device == "cpu" for model in self.registry.models.values()
+        )
 
     async def wait_ready(self, timeout: float = 60.0) -> None:
         """Until every worker has reported ready (or `timeout`, then TimeoutError)."""
@@ -199,8 +192,10 @@ class Scheduler:
         """Stop accepting jobs and sending them to workers, at once (readiness and submissions answer
         503 from now on); running jobs go on. `drain()` finishes the shutdown."""
         if self.admission.accepting:
-            log.info("shutting down: not accepting jobs; %d running job(s)",
-                     self.table.count_by_status[JobStatus.PROCESSING])
+            log.info(
+                "shutting down: not accepting jobs; %d running job(s)",
+                self.table.count_by_status[JobStatus.PROCESSING],
+            )
         self.admission.accepting = False
         self.dispatcher.stop()
 
@@ -217,8 +212,11 @@ class Scheduler:
             return
         grace = self.settings.shutdown_grace_s if grace_s is None else grace_s
         deadline = time.monotonic() + grace
-        while (self.table.count_by_status[JobStatus.PROCESSING] and time.monotonic() < deadline
-               and not self._grace_cut):
+        while (
+            self.table.count_by_status[JobStatus.PROCESSING]
+            and time.monotonic() < deadline
+            and not self._grace_cut
+        ):
             await asyncio.sleep(0.02)
         self.running = False
         if self._tick_task is not None:
@@ -229,8 +227,9 @@ class Scheduler:
         if self.render is not None:
             await self.render.stop()
         # What had not ended stays queued for the next start.
-        self.table.requeue_all([job for job in self.table.jobs.values() if job.status is JobStatus.PROCESSING],
-                               penalize=False)
+        self.table.requeue_all(
+            [job for job in self.table.jobs.values() if job.status is JobStatus.PROCESSING], penalize=False
+        )
         if self.journal is not None:
             await self.journal.close()
         self.endings.release_all()
@@ -275,48 +274,15 @@ class Scheduler:
 
     def register_model(self, config: ModelConfig | dict[str, Any]) -> m.ModelSpec:
         """Register (or replace) a model; live workers learn of it at once, and unload the old one."""
-        spec, adapter = resolve_spec(config, self.vram_scale)
-        replacing = spec.name in self.registry
-        self.registry.register(spec, adapter)
-        for worker in self._workers.values():
-            if worker.state in (WorkerState.STARTING, WorkerState.READY):
-                worker.send(m.RegisterModel(spec))
-                if replacing and spec.name in worker.models:
-                    self.dispatcher.unload_from(worker, spec.name)
-        if self.running:
-            self._refresh_fit()
-        return spec
-
-    def _refresh_fit(self) -> None:
-        """Which models no worker of this daemon can ever run (submissions of them get NoFitError)."""
-        workers = list(self._workers.values())
-        capacities = self.inventory.capacities()
-        for name, registered in self.registry.models.items():
-            registered.no_fit = None if name in self._executors else refusal(demand_of(registered), workers, capacities)
+        return self.catalog.register(config)
 
     async def load_model(self, name: str) -> list[str]:
         """Load `name` now, where placement would put its first job; returns the worker ids."""
-        registered = self.registry.get(name)
-        holders = [wid for wid, worker in self._workers.items() if name in worker.models]
-        if holders:
-            return holders
-        placed = self.dispatcher.place_load(registered)
-        if isinstance(placed, Worker):
-            return [placed.worker_id]
-        if isinstance(placed, str):
-            raise SchedulerError(f"cannot load {name} now: {placed}")
-        raise NoFitError(f"model {name!r} cannot run here: {placed.message}")
+        return self.catalog.load(name)
 
     async def unload_model(self, name: str) -> list[str]:
         """Unload `name` from every worker where it is idle; returns those workers' ids."""
-        self.registry.get(name)
-        unloaded = []
-        for worker in self._workers.values():
-            loaded = worker.models.get(name)
-            if loaded is not None and loaded.in_flight == 0:
-                self.dispatcher.unload_from(worker, name)
-                unloaded.append(worker.worker_id)
-        return unloaded
+        return self.catalog.unload(name)
 
     # ---- jobs ----------------------------------------------------------------------------------
 
@@ -371,14 +337,17 @@ class Scheduler:
         job = self.get_job(job_id)
         if job.status in ENDED:
             raise JobEndedError(f"job {job_id} already ended ({job.status.value})")
-        durable = self.endings.finish(job, JobStatus.CANCELLED, error="cancelled by request",
-                                      error_kind=m.ErrorKind.CANCELLED)
+        durable = self.endings.finish(
+            job, JobStatus.CANCELLED, error="cancelled by request", error_kind=m.ErrorKind.CANCELLED
+        )
         if durable is not None:
             with contextlib.suppress(JournalError):
                 await durable
         return self.endings.view(job)
 
-    def list_jobs(self, status: str | None = None, model: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+    def list_jobs(
+        self, status: str | None = None, model: str | None = None, limit: int = 50
+    ) -> list[dict[str, Any]]:
         return [self.endings.view(job) for job in self.table.recent(status, model, limit)]
 
     # ---- status --------------------------------------------------------------------------------
@@ -394,8 +363,11 @@ class Scheduler:
 
     def _scheduler_info(self) -> SchedulerInfo:
         return SchedulerInfo(
-            type=self.scheduler_type, preset=self.settings.preset, accepting=self.accepting,
-            started_at=self.started_at, uptime_s=(time.time() - self.started_at) if self.started_at else 0.0,
+            type=self.scheduler_type,
+            preset=self.settings.preset,
+            accepting=self.accepting,
+            started_at=self.started_at,
+            uptime_s=(time.time() - self.started_at) if self.started_at else 0.0,
         )
 
     def _render_status(self) -> dict[str, Any] | None:

@@ -74,10 +74,24 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
     def __post_init__(self) -> None:
         _check_positive(
-            self, "max_workers_per_gpu", "max_models_per_worker", "max_queue", "max_attempts", "heartbeat_interval_s",
-            "heartbeat_timeout_s", "worker_start_timeout_s", "max_body_bytes", "max_finished_in_memory",
-            "render_max_pages", "render_queue_max", "render_timeout_s", "render_retries", "render_recycle_pages",
-            "render_max_response_bytes", "result_retention_s", "model_load_backoff_s",
+            self,
+            "max_workers_per_gpu",
+            "max_models_per_worker",
+            "max_queue",
+            "max_attempts",
+            "heartbeat_interval_s",
+            "heartbeat_timeout_s",
+            "worker_start_timeout_s",
+            "max_body_bytes",
+            "max_finished_in_memory",
+            "render_max_pages",
+            "render_queue_max",
+            "render_timeout_s",
+            "render_retries",
+            "render_recycle_pages",
+            "render_max_response_bytes",
+            "result_retention_s",
+            "model_load_backoff_s",
         )
         if self.heartbeat_timeout_s <= self.heartbeat_interval_s:
             raise ValueError("heartbeat_timeout_s: must be longer than heartbeat_interval_s")
@@ -165,7 +179,7 @@ def env_overrides(environ: dict[str, str] | os._Environ[str]) -> dict[str, Any]:
     for name, value in environ.items():
         if not name.startswith(ENV_PREFIX):
             continue
-        key = name[len(ENV_PREFIX):].lower()
+        key = name[len(ENV_PREFIX) :].lower()
         if key in _SCALAR_FIELDS:
             values[key] = value
         elif key == "render_allow_hosts":
@@ -197,7 +211,7 @@ SETTING_MEANINGS: dict[str, str] = {
     "shutdown_grace_s": "on SIGTERM/SIGINT, how long running jobs may take to finish",
     "result_retention_s": "how long ended jobs are still answered by `GET /jobs/{id}`",
     "max_finished_in_memory": "ended jobs kept in memory; older ones are read from the journal",
-    "journal_path": "the SQLite journal file (`\"\"` or `:memory:`: no journal, nothing survives a restart)",
+    "journal_path": 'the SQLite journal file (`""` or `:memory:`: no journal, nothing survives a restart)',
     "journal_synchronous": "SQLite `synchronous`: `NORMAL` survives a process crash, `FULL` a power loss",
     "host": "address the daemon binds (loopback by default)",
     "port": "port the daemon listens on",

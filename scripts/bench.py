@@ -49,7 +49,9 @@ def direct_mlp_rate(batch_size: int, seconds: float = 3.0, repeats: int = 7) -> 
     return statistics.median(rates)
 
 
-async def closed_loop(scheduler: Any, model: str, inputs: Any, in_flight: int, total_jobs: int) -> tuple[float, int]:
+async def closed_loop(
+    scheduler: Any, model: str, inputs: Any, in_flight: int, total_jobs: int
+) -> tuple[float, int]:
     """`in_flight` clients each submit a job and wait for its end, until `total_jobs` have run:
     (seconds taken, jobs that did not complete)."""
     from scheduler import JobRequest
@@ -70,15 +72,19 @@ async def closed_loop(scheduler: Any, model: str, inputs: Any, in_flight: int, t
     return time.perf_counter() - started, failures
 
 
-async def api_rate(model: str, inputs: Any, in_flight: int, total_jobs: int, torch_threads: int,
-                   journal_path: str = "") -> dict[str, float]:
+async def api_rate(
+    model: str, inputs: Any, in_flight: int, total_jobs: int, torch_threads: int, journal_path: str = ""
+) -> dict[str, float]:
     """Jobs/s through the Python API with `in_flight` jobs outstanding at all times."""
     from scheduler import JobRequest, Scheduler
     from scheduler.settings import ModelConfig, Settings
     from workers.gc_tuning import tune_gc
 
     settings = Settings(
-        journal_path=journal_path, cpu_workers=1, torch_threads=torch_threads, log_level="warning",
+        journal_path=journal_path,
+        cpu_workers=1,
+        torch_threads=torch_threads,
+        log_level="warning",
         max_queue=max(10_000, in_flight * 2),
         models=[ModelConfig(name=model, adapter=model)],
     )
@@ -93,7 +99,8 @@ async def api_rate(model: str, inputs: Any, in_flight: int, total_jobs: int, tor
         batch_sizes.clear()
         elapsed, failures = await closed_loop(scheduler, model, inputs, in_flight, total_jobs)
     return {
-        "jobs_per_s": total_jobs / elapsed, "failures": failures,
+        "jobs_per_s": total_jobs / elapsed,
+        "failures": failures,
         "mean_batch": statistics.mean(batch_sizes) if batch_sizes else 0.0,
     }
 
@@ -106,12 +113,18 @@ def set_torch_threads(threads: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--in-flight", type=int, default=256)
     parser.add_argument("--echo-jobs", type=int, default=50_000)
     parser.add_argument("--mlp-jobs", type=int, default=20_000)
-    parser.add_argument("--torch-threads", type=int, default=1,
-                        help="torch threads for the direct call and for each worker (default 1, as the peer harness)")
+    parser.add_argument(
+        "--torch-threads",
+        type=int,
+        default=1,
+        help="torch threads for the direct call and for each worker (default 1, as the peer harness)",
+    )
     parser.add_argument("--rest", action="store_true", help="also the REST infer endpoint under 64 clients")
     parser.add_argument("--journal", action="store_true", help="also the journal's cost (jobs/s on and off)")
     parser.add_argument("--json", type=Path, help="write every figure to this file")
@@ -129,15 +142,19 @@ def main() -> None:
 
     echo = asyncio.run(api_rate("echo", ECHO_INPUT, args.in_flight, args.echo_jobs, args.torch_threads))
     figures["echo_api"] = echo
-    print(f"echo via Python API ({args.in_flight} in flight): {echo['jobs_per_s']:>10,.0f} jobs/s "
-          f"(mean batch {echo['mean_batch']:.1f}, failures {echo['failures']})")
+    print(
+        f"echo via Python API ({args.in_flight} in flight): {echo['jobs_per_s']:>10,.0f} jobs/s "
+        f"(mean batch {echo['mean_batch']:.1f}, failures {echo['failures']})"
+    )
 
     mlp = asyncio.run(api_rate("mlp", MLP_ROW, args.in_flight, args.mlp_jobs, args.torch_threads))
     figures["mlp_api"] = mlp
     ratio = mlp["jobs_per_s"] / direct_b32
     figures["mlp_api_over_direct_b32"] = ratio
-    print(f"mlp via Python API ({args.in_flight} in flight):  {mlp['jobs_per_s']:>10,.0f} jobs/s "
-          f"= {ratio:.1%} of direct batch 32 (mean batch {mlp['mean_batch']:.1f}, failures {mlp['failures']})")
+    print(
+        f"mlp via Python API ({args.in_flight} in flight):  {mlp['jobs_per_s']:>10,.0f} jobs/s "
+        f"= {ratio:.1%} of direct batch 32 (mean batch {mlp['mean_batch']:.1f}, failures {mlp['failures']})"
+    )
 
     if args.journal:
         from scripts.bench_journal import journal_cost  # noqa: PLC0415 - optional part

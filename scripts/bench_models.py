@@ -84,7 +84,9 @@ def main() -> None:
     import torch
 
     _loaded_minilm()
-    print(f"sentence: {minilm_sentence()!r} (from {WORKLOADS_FILE if WORKLOADS_FILE.is_file() else 'fallback'})")
+    print(
+        f"sentence: {minilm_sentence()!r} (from {WORKLOADS_FILE if WORKLOADS_FILE.is_file() else 'fallback'})"
+    )
     print(f"torch {torch.__version__}, {torch.get_num_threads()} intra-op thread(s), {os.cpu_count()} cores")
     for size in (1, 32):
         print(f"minilm direct, batch {size:>2}: {direct_minilm_rate(size):,.0f} sentences/s")

@@ -67,14 +67,34 @@ def running_daemon(preset: str = "dev") -> Iterator[str]:
     """A `modelsched serve` subprocess on a free loopback port; yields its base URL once ready."""
     port = free_port()
     journal_dir = Path(tempfile.mkdtemp(prefix="modelsched-bench-rest-"))
-    env = {**os.environ, "MODELSCHED_JOURNAL_PATH": str(journal_dir / "journal.db"),
-           "MODELSCHED_LOG_LEVEL": "warning", "HF_HUB_OFFLINE": "1"}
+    env = {
+        **os.environ,
+        "MODELSCHED_JOURNAL_PATH": str(journal_dir / "journal.db"),
+        "MODELSCHED_LOG_LEVEL": "warning",
+        "HF_HUB_OFFLINE": "1",
+    }
     env.setdefault("MODELSCHED_TORCH_THREADS", "1")
     log_path = journal_dir / "daemon.log"
     with open(log_path, "wb") as log_file:
         process = subprocess.Popen(
-            [sys.executable, "-m", "server", "serve", "--preset", preset, "--host", "127.0.0.1", "--port", str(port)],
-            cwd=REPO, env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
+            [
+                sys.executable,
+                "-m",
+                "server",
+                "serve",
+                "--preset",
+                preset,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ],
+            cwd=REPO,
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + READY_TIMEOUT_S
@@ -101,8 +121,9 @@ def post_once(url: str, body: Any) -> tuple[int, Any]:
     import urllib.error
     import urllib.request
 
-    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
-                                     headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        url, data=json.dumps(body).encode(), method="POST", headers={"Content-Type": "application/json"}
+    )
     try:
         with urllib.request.urlopen(request, timeout=120) as answer:  # noqa: S310 - loopback only
             return answer.status, json.loads(answer.read())
@@ -113,9 +134,9 @@ def post_once(url: str, body: Any) -> tuple[int, Any]:
 def lua_script(body: Any) -> str:
     """A wrk script that POSTs `body` as JSON on every request."""
     text = json.dumps(body, separators=(",", ":"))
-    return ('wrk.method = "POST"\n'
-            'wrk.headers["Content-Type"] = "application/json"\n'
-            f"wrk.body = [==[{text}]==]\n")
+    return (
+        f'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\nwrk.body = [==[{text}]==]\n'
+    )
 
 
 def _duration_ms(text: str) -> float:
@@ -148,8 +169,18 @@ def run_wrk(url: str, body: Any, clients: int, duration_s: float, threads: int) 
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
         script.write(lua_script(body))
     try:
-        command = [WRK, f"-t{max(1, min(threads, clients))}", f"-c{clients}", f"-d{duration_s:g}s", "--latency",
-                   "--timeout", "30s", "-s", script.name, url]
+        command = [
+            WRK,
+            f"-t{max(1, min(threads, clients))}",
+            f"-c{clients}",
+            f"-d{duration_s:g}s",
+            "--latency",
+            "--timeout",
+            "30s",
+            "-s",
+            script.name,
+            url,
+        ]
         done = subprocess.run(command, capture_output=True, text=True, timeout=duration_s + 60, check=False)
         if done.returncode != 0:
             raise RuntimeError(f"wrk failed ({done.returncode}): {done.stderr or done.stdout}")
@@ -158,7 +189,9 @@ def run_wrk(url: str, body: Any, clients: int, duration_s: float, threads: int) 
         os.unlink(script.name)
 
 
-async def _client_loop(url: str, body: bytes, stop_at: float, latencies_ms: list[float], codes: list[int]) -> None:
+async def _client_loop(
+    url: str, body: bytes, stop_at: float, latencies_ms: list[float], codes: list[int]
+) -> None:
     import httpx
 
     async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=1)) as client:
@@ -180,16 +213,23 @@ def run_httpx(url: str, body: Any, clients: int, duration_s: float) -> dict[str,
 
     async def drive() -> float:
         started = time.perf_counter()
-        await asyncio.gather(*(_client_loop(url, payload, started + duration_s, latencies_ms, codes)
-                               for _ in range(clients)))
+        await asyncio.gather(
+            *(_client_loop(url, payload, started + duration_s, latencies_ms, codes) for _ in range(clients))
+        )
         return time.perf_counter() - started
 
     elapsed = asyncio.run(drive())
     cuts = statistics.quantiles(latencies_ms, n=100) if len(latencies_ms) > 1 else latencies_ms * 99
-    return {"requests_per_s": len(codes) / elapsed, "p50_ms": cuts[49], "p75_ms": cuts[74], "p90_ms": cuts[89],
-            "p99_ms": cuts[98], "requests": float(len(codes)),
-            "non_2xx": float(sum(1 for code in codes if not 200 <= code < 300 and code != 0)),
-            "socket_errors": float(codes.count(0))}
+    return {
+        "requests_per_s": len(codes) / elapsed,
+        "p50_ms": cuts[49],
+        "p75_ms": cuts[74],
+        "p90_ms": cuts[89],
+        "p99_ms": cuts[98],
+        "requests": float(len(codes)),
+        "non_2xx": float(sum(1 for code in codes if not 200 <= code < 300 and code != 0)),
+        "socket_errors": float(codes.count(0)),
+    }
 
 
 def direct_rate(model: str, batch_size: int = 32, seconds: float = 3.0) -> float:
@@ -210,9 +250,15 @@ def direct_rate(model: str, batch_size: int = 32, seconds: float = 3.0) -> float
     return count / (time.perf_counter() - started)
 
 
-def run_rest_bench(models: tuple[str, ...] = ("echo", "mlp"), clients: int = 64, duration_s: float = 10, *,
-                   direct_rates: dict[str, float] | None = None, single_client: bool = True,
-                   wrk_threads: int = 1) -> list[dict[str, Any]]:
+def run_rest_bench(
+    models: tuple[str, ...] = ("echo", "mlp"),
+    clients: int = 64,
+    duration_s: float = 10,
+    *,
+    direct_rates: dict[str, float] | None = None,
+    single_client: bool = True,
+    wrk_threads: int = 1,
+) -> list[dict[str, Any]]:
     """One row per (model, clients): requests/s, p50/p99 in ms, the driver (wrk or httpx), and
     `over_direct` where a direct rate is given. `single_client` adds a row at 1 client per model
     (the latency figure)."""
@@ -224,13 +270,17 @@ def run_rest_bench(models: tuple[str, ...] = ("echo", "mlp"), clients: int = 64,
             status, answer = post_once(url, body)  # loads the model before the clock starts
             if status != 200:
                 raise RuntimeError(f"warm-up request to {model} answered {status}: {answer}")
-            for concurrency in ((clients, 1) if single_client and clients != 1 else (clients,)):
+            for concurrency in (clients, 1) if single_client and clients != 1 else (clients,):
                 if WRK is not None:
                     figures = run_wrk(url, body, concurrency, duration_s, wrk_threads)
                 else:
                     figures = run_httpx(url, body, concurrency, duration_s)
-                row: dict[str, Any] = {"model": model, "clients": concurrency,
-                                       "driver": "wrk" if WRK is not None else "httpx", **figures}
+                row: dict[str, Any] = {
+                    "model": model,
+                    "clients": concurrency,
+                    "driver": "wrk" if WRK is not None else "httpx",
+                    **figures,
+                }
                 if direct_rates and model in direct_rates:
                     row["direct_items_per_s"] = direct_rates[model]
                     row["over_direct"] = figures["requests_per_s"] / direct_rates[model]
@@ -239,22 +289,32 @@ def run_rest_bench(models: tuple[str, ...] = ("echo", "mlp"), clients: int = 64,
 
 
 def format_row(row: dict[str, Any]) -> str:
-    ratio = (f"  = {row['over_direct']:.2%} of direct ({row['direct_items_per_s']:,.0f} items/s at batch 32)"
-             if "over_direct" in row else "")
-    return (f"{row['model']:>6} {row['clients']:>3} clients: {row['requests_per_s']:>9,.0f} req/s  "
-            f"p50 {row.get('p50_ms', float('nan')):.2f} ms  p99 {row.get('p99_ms', float('nan')):.2f} ms  "
-            f"non-2xx {row['non_2xx']:.0f}  socket errors {row['socket_errors']:.0f}{ratio}")
+    ratio = (
+        f"  = {row['over_direct']:.2%} of direct ({row['direct_items_per_s']:,.0f} items/s at batch 32)"
+        if "over_direct" in row
+        else ""
+    )
+    return (
+        f"{row['model']:>6} {row['clients']:>3} clients: {row['requests_per_s']:>9,.0f} req/s  "
+        f"p50 {row.get('p50_ms', float('nan')):.2f} ms  p99 {row.get('p99_ms', float('nan')):.2f} ms  "
+        f"non-2xx {row['non_2xx']:.0f}  socket errors {row['socket_errors']:.0f}{ratio}"
+    )
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--models", default="echo,mlp", help="comma-separated models (default echo,mlp)")
     parser.add_argument("--clients", type=int, default=64)
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per run")
     parser.add_argument("--wrk-threads", type=int, default=1)
     parser.add_argument("--no-single-client", action="store_true", help="skip the 1-client latency runs")
-    parser.add_argument("--direct", action="store_true",
-                        help="also measure each model's adapter called directly at batch 32 and print the ratio")
+    parser.add_argument(
+        "--direct",
+        action="store_true",
+        help="also measure each model's adapter called directly at batch 32 and print the ratio",
+    )
     parser.add_argument("--json", type=Path, help="write the rows to this file")
     args = parser.parse_args()
     models = tuple(args.models.split(","))
@@ -264,8 +324,14 @@ def main() -> None:
 
         torch.set_num_threads(int(os.environ.get("MODELSCHED_TORCH_THREADS", "1")))
         rates = {model: direct_rate(model) for model in models}
-    rows = run_rest_bench(models, args.clients, args.duration, direct_rates=rates,
-                          single_client=not args.no_single_client, wrk_threads=args.wrk_threads)
+    rows = run_rest_bench(
+        models,
+        args.clients,
+        args.duration,
+        direct_rates=rates,
+        single_client=not args.no_single_client,
+        wrk_threads=args.wrk_threads,
+    )
     print(f"driver: {rows[0]['driver'] if rows else '-'}")
     for row in rows:
         print(format_row(row))

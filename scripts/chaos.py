@@ -84,10 +84,17 @@ class Daemon:
         self.port = port
         self.journal_path = str(folder / "journal.db")
         self.env = {
-            **os.environ, "MODELSCHED_HOST": "127.0.0.1", "MODELSCHED_PORT": str(port),
-            "MODELSCHED_JOURNAL_PATH": self.journal_path, "MODELSCHED_CPU_WORKERS": str(cpu_workers),
-            "MODELSCHED_FORCE_CPU": "1", "MODELSCHED_TORCH_THREADS": "1", "MODELSCHED_LOG_LEVEL": "warning",
-            "MODELSCHED_SHUTDOWN_GRACE_S": "5", "MODELSCHED_RENDER_ENABLED": "false", **extra_env,
+            **os.environ,
+            "MODELSCHED_HOST": "127.0.0.1",
+            "MODELSCHED_PORT": str(port),
+            "MODELSCHED_JOURNAL_PATH": self.journal_path,
+            "MODELSCHED_CPU_WORKERS": str(cpu_workers),
+            "MODELSCHED_FORCE_CPU": "1",
+            "MODELSCHED_TORCH_THREADS": "1",
+            "MODELSCHED_LOG_LEVEL": "warning",
+            "MODELSCHED_SHUTDOWN_GRACE_S": "5",
+            "MODELSCHED_RENDER_ENABLED": "false",
+            **extra_env,
         }
         self.process: subprocess.Popen[bytes] | None = None
         self.starts = 0
@@ -95,8 +102,14 @@ class Daemon:
     def start(self) -> None:
         self.starts += 1
         log = open(self.folder / f"daemon-{self.starts}.log", "wb")  # noqa: SIM115 - the child keeps it
-        command = [sys.executable, "-c", "import sys; from server import main; sys.exit(main())",
-                   "serve", "--preset", "dev"]
+        command = [
+            sys.executable,
+            "-c",
+            "import sys; from server import main; sys.exit(main())",
+            "serve",
+            "--preset",
+            "dev",
+        ]
         self.process = subprocess.Popen(command, cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT)
         log.close()
 
@@ -182,8 +195,15 @@ async def wait_ready(client: httpx.AsyncClient, daemon: Daemon, timeout_s: float
 
 
 class ChaosRun:
-    def __init__(self, jobs: list[TrackedJob], daemon: Daemon, kill_every_s: float, restart_after: int,
-                 deadline_s: float, seed: int) -> None:
+    def __init__(
+        self,
+        jobs: list[TrackedJob],
+        daemon: Daemon,
+        kill_every_s: float,
+        restart_after: int,
+        deadline_s: float,
+        seed: int,
+    ) -> None:
         self.jobs = jobs
         self.daemon = daemon
         self.kill_every_s = kill_every_s
@@ -223,7 +243,9 @@ class ChaosRun:
                     asyncio.get_running_loop().create_task(self.restart_main())
                 return
             if response is not None and response.status_code not in RETRY_STATUS:
-                raise RuntimeError(f"job {job.index}: POST /jobs answered {response.status_code}: {response.text}")
+                raise RuntimeError(
+                    f"job {job.index}: POST /jobs answered {response.status_code}: {response.text}"
+                )
             attempt += 1
             await self.backoff(attempt)
 
@@ -235,8 +257,11 @@ class ChaosRun:
     def client(self) -> httpx.AsyncClient:
         """One connection per client coroutine (httpx's pool costs grow with connections x requests),
         and one TLS context for all (plain HTTP here, but each client would load the CA store)."""
-        return httpx.AsyncClient(base_url=f"http://127.0.0.1:{self.daemon.port}", verify=self.tls,
-                                 limits=httpx.Limits(max_connections=1, max_keepalive_connections=1))
+        return httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{self.daemon.port}",
+            verify=self.tls,
+            limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
+        )
 
     async def poll(self, client: httpx.AsyncClient, job: TrackedJob) -> None:
         attempt = 0
@@ -324,8 +349,12 @@ class ChaosRun:
 
 
 def _end_of(status: dict[str, Any]) -> tuple[Any, ...]:
-    return (status.get("status"), json.dumps(status.get("result"), sort_keys=True), status.get("error"),
-            status.get("ended_at"))
+    return (
+        status.get("status"),
+        json.dumps(status.get("result"), sort_keys=True),
+        status.get("error"),
+        status.get("ended_at"),
+    )
 
 
 def journal_figures(path: str, key_prefix: str, poison_keys: set[str]) -> dict[str, Any]:
@@ -334,32 +363,60 @@ def journal_figures(path: str, key_prefix: str, poison_keys: set[str]) -> dict[s
         like = key_prefix + "%"
         duplicate_keys = connection.execute(
             "SELECT COUNT(*) FROM (SELECT idempotency_key FROM jobs WHERE idempotency_key LIKE ? "
-            "GROUP BY idempotency_key HAVING COUNT(*) > 1)", (like,)).fetchone()[0]
+            "GROUP BY idempotency_key HAVING COUNT(*) > 1)",
+            (like,),
+        ).fetchone()[0]
         multiple_ends = connection.execute(
-            "SELECT COUNT(*) FROM jobs WHERE idempotency_key LIKE ? AND end_records > 1", (like,)).fetchone()[0]
-        failed_by_kind = dict(connection.execute(
-            "SELECT COALESCE(error_kind, '?'), COUNT(*) FROM jobs WHERE idempotency_key LIKE ? AND status = 'error' "
-            "GROUP BY error_kind", (like,)).fetchall())
-        poisoned_keys = {key for (key,) in connection.execute(
-            "SELECT idempotency_key FROM jobs WHERE idempotency_key LIKE ? AND error_kind = 'poison'", (like,))}
+            "SELECT COUNT(*) FROM jobs WHERE idempotency_key LIKE ? AND end_records > 1", (like,)
+        ).fetchone()[0]
+        failed_by_kind = dict(
+            connection.execute(
+                "SELECT COALESCE(error_kind, '?'), COUNT(*) FROM jobs WHERE idempotency_key LIKE ? AND status = 'error' "
+                "GROUP BY error_kind",
+                (like,),
+            ).fetchall()
+        )
+        poisoned_keys = {
+            key
+            for (key,) in connection.execute(
+                "SELECT idempotency_key FROM jobs WHERE idempotency_key LIKE ? AND error_kind = 'poison'",
+                (like,),
+            )
+        }
         open_rows = connection.execute(
-            "SELECT COUNT(*) FROM jobs WHERE idempotency_key LIKE ? AND ended_at IS NULL", (like,)).fetchone()[0]
+            "SELECT COUNT(*) FROM jobs WHERE idempotency_key LIKE ? AND ended_at IS NULL", (like,)
+        ).fetchone()[0]
     finally:
         connection.close()
     return {
-        "duplicate_keys": duplicate_keys, "multiple_end_records": multiple_ends, "failed_by_kind": failed_by_kind,
-        "innocent_poisoned": len(poisoned_keys - poison_keys), "open_rows": open_rows,
+        "duplicate_keys": duplicate_keys,
+        "multiple_end_records": multiple_ends,
+        "failed_by_kind": failed_by_kind,
+        "innocent_poisoned": len(poisoned_keys - poison_keys),
+        "open_rows": open_rows,
     }
 
 
-def run_chaos(jobs: int = 5000, poison: int = 5, kill_every_s: float = 2.0, restart_at: float = 0.5,
-              cpu_workers: int = 2, seed: int = 0, deadline_s: float = 600.0, folder: str | None = None,
-              extra_env: dict[str, str] | None = None) -> dict[str, Any]:
+def run_chaos(
+    jobs: int = 5000,
+    poison: int = 5,
+    kill_every_s: float = 2.0,
+    restart_at: float = 0.5,
+    cpu_workers: int = 2,
+    seed: int = 0,
+    deadline_s: float = 600.0,
+    folder: str | None = None,
+    extra_env: dict[str, str] | None = None,
+) -> dict[str, Any]:
     """Run the chaos scenario; returns every figure (see the module docstring)."""
     started = time.monotonic()
     run_id = f"{seed}-{int(time.time())}"
     with contextlib.ExitStack() as stack:
-        work = Path(folder) if folder else Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="chaos-")))
+        work = (
+            Path(folder)
+            if folder
+            else Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="chaos-")))
+        )
         work.mkdir(parents=True, exist_ok=True)
         daemon = Daemon(work, free_port(), cpu_workers, extra_env or {})
         tracked = make_jobs(jobs, poison, seed, run_id)
@@ -370,48 +427,68 @@ def run_chaos(jobs: int = 5000, poison: int = 5, kill_every_s: float = 2.0, rest
             asyncio.run(chaos.run())
         finally:
             exit_code = daemon.stop()
-        journal = journal_figures(daemon.journal_path, f"chaos-{run_id}-", {job.key for job in tracked if job.poison})
+        journal = journal_figures(
+            daemon.journal_path, f"chaos-{run_id}-", {job.key for job in tracked if job.poison}
+        )
         logs = daemon.log_tail(60)
     final = [job.last_seen or {} for job in tracked]
     acknowledged = [job for job in tracked if job.job_id is not None]
     lost = [job for job in acknowledged if (job.last_seen or {}).get("status") not in ENDED]
     changed = [job for job in tracked if job.end_changed]
     two_ids = [job for job in tracked if len(job.ids_returned) > 1]
-    poison_not_error = [job for job in tracked if job.poison and (job.last_seen or {}).get("status") != "error"]
+    poison_not_error = [
+        job for job in tracked if job.poison and (job.last_seen or {}).get("status") != "error"
+    ]
     figures: dict[str, Any] = {
-        "jobs": jobs, "poison_jobs": sum(job.poison for job in tracked),
-        "submitted": len(acknowledged), "never_acknowledged": jobs - len(acknowledged),
+        "jobs": jobs,
+        "poison_jobs": sum(job.poison for job in tracked),
+        "submitted": len(acknowledged),
+        "never_acknowledged": jobs - len(acknowledged),
         "completed": sum(status.get("status") == "completed" for status in final),
         "failed": sum(status.get("status") == "error" for status in final),
         "failed_by_reason": journal["failed_by_kind"],
         "cancelled": sum(status.get("status") == "cancelled" for status in final),
         "lost": len(lost),
-        "duplicated": journal["duplicate_keys"] + journal["multiple_end_records"] + len(changed) + len(two_ids),
+        "duplicated": journal["duplicate_keys"]
+        + journal["multiple_end_records"]
+        + len(changed)
+        + len(two_ids),
         "duplicated_detail": {
-            "keys_with_several_jobs": journal["duplicate_keys"], "jobs_with_several_end_records":
-            journal["multiple_end_records"], "ends_changed_after_seen": len(changed),
+            "keys_with_several_jobs": journal["duplicate_keys"],
+            "jobs_with_several_end_records": journal["multiple_end_records"],
+            "ends_changed_after_seen": len(changed),
             "several_ids_for_one_key": len(two_ids),
         },
         "re_run": sum((job.last_seen or {}).get("attempts", 0) > 1 for job in tracked if not job.poison),
         "poison_not_in_error": len(poison_not_error),
         "innocent_failed_as_poison": journal["innocent_poisoned"],
-        "worker_kills": chaos.worker_kills, "main_kills": chaos.main_kills,
-        "main_outage_s": round(chaos.outage_s, 2), "client_retries": chaos.retries,
+        "worker_kills": chaos.worker_kills,
+        "main_kills": chaos.main_kills,
+        "main_outage_s": round(chaos.outage_s, 2),
+        "client_retries": chaos.retries,
         "submit_tries": sum(job.submit_tries for job in tracked),
-        "daemon_exit_code": exit_code, "elapsed_s": round(time.monotonic() - started, 1),
+        "daemon_exit_code": exit_code,
+        "elapsed_s": round(time.monotonic() - started, 1),
     }
     if lost:
         figures["lost_examples"] = [(job.index, job.job_id, job.last_seen) for job in lost[:5]]
     if changed:
         figures["changed_examples"] = [(job.index, job.first_end, job.last_seen) for job in changed[:3]]
-    if figures["lost"] or figures["duplicated"] or figures["poison_not_in_error"] or figures["innocent_failed_as_poison"]:
+    if (
+        figures["lost"]
+        or figures["duplicated"]
+        or figures["poison_not_in_error"]
+        or figures["innocent_failed_as_poison"]
+    ):
         figures["daemon_log_tail"] = logs
     return figures
 
 
 def print_report(figures: dict[str, Any]) -> None:
-    print(f"jobs submitted:            {figures['submitted']} of {figures['jobs']} "
-          f"({figures['poison_jobs']} poison; never acknowledged: {figures['never_acknowledged']})")
+    print(
+        f"jobs submitted:            {figures['submitted']} of {figures['jobs']} "
+        f"({figures['poison_jobs']} poison; never acknowledged: {figures['never_acknowledged']})"
+    )
     print(f"completed:                 {figures['completed']}")
     print(f"failed:                    {figures['failed']}  by reason: {figures['failed_by_reason']}")
     print(f"cancelled:                 {figures['cancelled']}")
@@ -420,33 +497,53 @@ def print_report(figures: dict[str, Any]) -> None:
     print(f"poison jobs not in error:  {figures['poison_not_in_error']}")
     print(f"innocent failed as poison: {figures['innocent_failed_as_poison']}")
     print(f"re-run (attempts > 1):     {figures['re_run']}")
-    print(f"faults: {figures['worker_kills']} worker SIGKILLs, {figures['main_kills']} main SIGKILL "
-          f"({figures['main_outage_s']} s outage); {figures['client_retries']} client retries; "
-          f"{figures['elapsed_s']} s in all")
+    print(
+        f"faults: {figures['worker_kills']} worker SIGKILLs, {figures['main_kills']} main SIGKILL "
+        f"({figures['main_outage_s']} s outage); {figures['client_retries']} client retries; "
+        f"{figures['elapsed_s']} s in all"
+    )
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--jobs", type=int, default=5000)
     parser.add_argument("--poison", type=int, default=5)
     parser.add_argument("--kill-every", type=float, default=2.0, help="seconds between worker SIGKILLs")
-    parser.add_argument("--restart-at", type=float, default=0.5,
-                        help="SIGKILL and restart the daemon when this fraction of jobs is submitted (0: never)")
+    parser.add_argument(
+        "--restart-at",
+        type=float,
+        default=0.5,
+        help="SIGKILL and restart the daemon when this fraction of jobs is submitted (0: never)",
+    )
     parser.add_argument("--cpu-workers", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--deadline", type=float, default=900.0)
     parser.add_argument("--folder", help="keep the journal and daemon logs here")
     parser.add_argument("--json", type=Path, help="write the figures to this file")
     args = parser.parse_args()
-    figures = run_chaos(args.jobs, args.poison, args.kill_every, args.restart_at, args.cpu_workers, args.seed,
-                        args.deadline, args.folder)
+    figures = run_chaos(
+        args.jobs,
+        args.poison,
+        args.kill_every,
+        args.restart_at,
+        args.cpu_workers,
+        args.seed,
+        args.deadline,
+        args.folder,
+    )
     print_report(figures)
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2, default=str))
     if "daemon_log_tail" in figures:
         print(figures["daemon_log_tail"])
-    bad = figures["lost"] or figures["duplicated"] or figures["poison_not_in_error"] or figures[
-        "innocent_failed_as_poison"]
+    bad = (
+        figures["lost"]
+        or figures["duplicated"]
+        or figures["poison_not_in_error"]
+        or figures["innocent_failed_as_poison"]
+    )
     return 1 if bad else 0
 
 

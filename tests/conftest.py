@@ -1,8 +1,9 @@
 """Fixtures shared by the rooms' tests: a scheduler factory that makes sure nothing it built
-outlives the test, and the pages on loopback that the render tests render."""
+outlives the test, a fresh event loop, and the pages on loopback that the render tests render."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
@@ -26,8 +27,9 @@ def child_pids() -> set[int]:
     pids = set()
     for child in psutil.Process().children(recursive=True):
         with contextlib.suppress(psutil.Error):
-            if child.status() != psutil.STATUS_ZOMBIE and \
-                    "multiprocessing.resource_tracker" not in " ".join(child.cmdline()):
+            if child.status() != psutil.STATUS_ZOMBIE and "multiprocessing.resource_tracker" not in " ".join(
+                child.cmdline()
+            ):
                 pids.add(child.pid)
     return pids
 
@@ -51,6 +53,14 @@ def make_scheduler() -> Iterator[Callable[..., Scheduler]]:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     assert not leftover, f"the test left child processes running: {sorted(leftover)}"
+
+
+@pytest.fixture
+def loop() -> Iterator[asyncio.AbstractEventLoop]:
+    """A fresh event loop, closed after the test (nothing runs it unless the test does)."""
+    loop = asyncio.new_event_loop()
+    yield loop
+    loop.close()
 
 
 @pytest.fixture(scope="module")

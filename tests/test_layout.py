@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -29,15 +30,50 @@ ALLOWED: dict[str, set[str]] = {
     "scheduler.pool": {"scheduler.errors", "scheduler.settings", "workers", "adapters"},
     "scheduler.core": {"scheduler.pool", "scheduler.errors", "scheduler.settings", "workers", "adapters"},
     "scheduler.journal": {"scheduler.core", "scheduler.errors", "scheduler.settings", "workers"},
-    "scheduler.render": {"scheduler.core", "scheduler.pool", "scheduler.errors", "scheduler.settings", "workers",
-                         "adapters"},
-    "scheduler.render.client": {"scheduler.render", "scheduler.core", "scheduler.errors", "workers",
-                                "scheduler.scheduler"},  # a user of the public API, which imports no client
-    "scheduler.scheduler": {"scheduler.core", "scheduler.pool", "scheduler.journal", "scheduler.render",
-                            "scheduler.errors", "scheduler.settings", "workers", "adapters"},
+    "scheduler.render": {
+        "scheduler.core",
+        "scheduler.pool",
+        "scheduler.errors",
+        "scheduler.settings",
+        "workers",
+        "adapters",
+    },
+    "scheduler.render.client": {
+        "scheduler.render",
+        "scheduler.core",
+        "scheduler.errors",
+        "workers",
+        "scheduler.scheduler",
+    },  # a user of the public API, which imports no client
+    "scheduler.assembly": {
+        "scheduler.core",
+        "scheduler.pool",
+        "scheduler.journal",
+        "scheduler.render",
+        "scheduler.errors",
+        "scheduler.settings",
+        "workers",
+        "adapters",
+    },
+    "scheduler.scheduler": {
+        "scheduler.assembly",
+        "scheduler.core",
+        "scheduler.pool",
+        "scheduler.journal",
+        "scheduler.render",
+        "scheduler.errors",
+        "scheduler.settings",
+        "workers",
+        "adapters",
+    },
     "scheduler.presets": {"scheduler.scheduler", "scheduler.settings"},
     "scheduler.http": {"scheduler", "workers"},
-    "scheduler": {"scheduler.core", "scheduler.errors", "scheduler.presets", "scheduler.scheduler"},  # __init__
+    "scheduler": {
+        "scheduler.core",
+        "scheduler.errors",
+        "scheduler.presets",
+        "scheduler.scheduler",
+    },  # __init__
     "server": {"scheduler"},
     "configs": set(),
 }
@@ -84,7 +120,9 @@ def test_each_room_imports_only_what_it_may() -> None:
             where = f"{path.relative_to(REPO)}:{line}: {imported}"
             if imported.split(".")[0] in WEB and not room.startswith(WEB_ROOMS):
                 forbidden.append(f"{where} (a web framework outside scheduler/http)")
-            elif ours(imported) and not any(imported == other or imported.startswith(other + ".") for other in allowed):
+            elif ours(imported) and not any(
+                imported == other or imported.startswith(other + ".") for other in allowed
+            ):
                 forbidden.append(f"{where} ({room} may import {sorted(allowed)})")
     assert forbidden == [], "\n".join(forbidden)
 
@@ -99,11 +137,17 @@ def test_the_rule_itself_catches_a_forbidden_import(tmp_path: Path) -> None:
 
 
 def test_no_module_is_over_400_lines_and_each_says_what_it_is() -> None:
-    long = [f"{path.relative_to(REPO)} ({count} lines)" for _, path in modules()
-            if (count := len(path.read_text().splitlines())) > MAX_LINES]
+    long = [
+        f"{path.relative_to(REPO)} ({count} lines)"
+        for _, path in modules()
+        if (count := len(path.read_text().splitlines())) > MAX_LINES
+    ]
     assert long == []
-    undocumented = [str(path.relative_to(REPO)) for _, path in modules()
-                    if path.read_text().strip() and ast.get_docstring(ast.parse(path.read_text())) is None]
+    undocumented = [
+        str(path.relative_to(REPO))
+        for _, path in modules()
+        if path.read_text().strip() and ast.get_docstring(ast.parse(path.read_text())) is None
+    ]
     assert undocumented == []
 
 
@@ -117,23 +161,68 @@ def test_a_wheel_ships_every_sub_package_and_imports_from_it(tmp_path: Path) -> 
         shutil.copytree(REPO / package, source / package, ignore=ignore)
     for name in ("server.py", "pyproject.toml", "README.md"):
         shutil.copy(REPO / name, source / name)
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
-                    str(tmp_path / "dist"), str(source)], check=True, capture_output=True, timeout=300)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path / "dist"),
+            str(source),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     wheel = next((tmp_path / "dist").glob("modelsched-*.whl"))
     unpacked = tmp_path / "unpacked"
     with zipfile.ZipFile(wheel) as archive:
         archive.extractall(unpacked)
         names = set(archive.namelist())
-    expected = {str(path.relative_to(REPO)) for _, path in modules()} | {"configs/dev.toml", "configs/prod.toml"}
+    expected = {str(path.relative_to(REPO)) for _, path in modules()} | {
+        "configs/dev.toml",
+        "configs/prod.toml",
+    }
     assert expected - names == set()
     site_packages = [entry for entry in sys.path if entry.endswith("site-packages")]
     importing = "; ".join(f"import {name}" for name, _ in modules() if name != "server")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(unpacked), *site_packages])}
     checked = subprocess.run(
         [sys.executable, "-S", "-c", f"{importing}; import scheduler, server; print(scheduler.__file__)"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert checked.returncode == 0, checked.stderr
     assert checked.stdout.strip().startswith(str(unpacked))
+
+
+def test_the_docs_name_files_that_exist_and_the_readme_lists_every_setting() -> None:
+    from scheduler.settings import settings_markdown_table
+
+    readme = (REPO / "README.md").read_text()
+    assert settings_markdown_table() in readme
+    named = set()
+    for doc in ("README.md", "docs/architecture.md", "docs/performance.md"):
+        named |= set(
+            re.findall(
+                r"`((?:scheduler|workers|adapters|tests|scripts|bench)/[\w/.]*\w)`", (REPO / doc).read_text()
+            )
+        )
+
+    def exists(
+        path: str,
+    ) -> bool:  # a file, a module (`workers/protocol`) or a module's name (`core/x.Class`)
+        module = path.rsplit(".", 1)[0] if not path.endswith(".py") and "." in path else path
+        return any((REPO / name).exists() for name in (path, f"{path}.py", f"{module}.py"))
+
+    assert sorted(path for path in named if not exists(path)) == []
 
 
 @pytest.mark.parametrize("room", sorted(ALLOWED))

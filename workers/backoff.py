@@ -22,7 +22,9 @@ class Backoff:
 
     def __post_init__(self) -> None:
         if self.first_s < 0 or self.cap_s < self.first_s or not 0 <= self.jitter < 1:
-            raise ValueError(f"invalid back-off: first_s={self.first_s}, cap_s={self.cap_s}, jitter={self.jitter}")
+            raise ValueError(
+                f"invalid back-off: first_s={self.first_s}, cap_s={self.cap_s}, jitter={self.jitter}"
+            )
 
     def delay(self, failures: int) -> float:
         if failures <= 0:

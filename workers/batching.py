@@ -99,7 +99,9 @@ def take_units(queue: deque[PendingJob], items: int) -> list[PendingJob]:
             room -= unit.count
             continue
         head = PendingJob(unit.job_id, unit.inputs[:room], unit.arrived_at, room, unit.offset)
-        rest = PendingJob(unit.job_id, unit.inputs[room:], unit.arrived_at, unit.count - room, unit.offset + room)
+        rest = PendingJob(
+            unit.job_id, unit.inputs[room:], unit.arrived_at, unit.count - room, unit.offset + room
+        )
         taken.append(head)
         queue.append(rest)
         room = 0

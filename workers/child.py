@@ -45,5 +45,8 @@ def begin_child(parent_pid: int, name: str, log_level: str) -> None:
     die_with_parent(parent_pid)
     watch_parent(parent_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    logging.basicConfig(level=log_level.upper(), stream=sys.stderr,
-                        format=f"%(asctime)s %(levelname)s [{name}] %(name)s: %(message)s")
+    logging.basicConfig(
+        level=log_level.upper(),
+        stream=sys.stderr,
+        format=f"%(asctime)s %(levelname)s [{name}] %(name)s: %(message)s",
+    )

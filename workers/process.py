@@ -46,7 +46,11 @@ def worker_main(config_bytes: bytes, inbox: Connection, outbox: Connection) -> N
         return inbox.recv_bytes()
 
     runtime = WorkerRuntime(
-        config.worker_id, device, config.specs, receive, outbox.send_bytes,
+        config.worker_id,
+        device,
+        config.specs,
+        receive,
+        outbox.send_bytes,
         heartbeat_interval_s=config.heartbeat_interval_s,
         cuda_visible_devices=os.environ.get("CUDA_VISIBLE_DEVICES"),
     )

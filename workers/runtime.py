@@ -107,10 +107,22 @@ class WorkerRuntime:
         if queue is None:
             spec = self.specs.get(message.model)
             if spec is None:
-                self.send(m.JobResults(message.model, 0, 0.0, [
-                    m.JobOutcome(job.job_id, None, f"model {message.model!r} is not registered", m.ErrorKind.MODEL)
-                    for job in message.jobs
-                ]))
+                self.send(
+                    m.JobResults(
+                        message.model,
+                        0,
+                        0.0,
+                        [
+                            m.JobOutcome(
+                                job.job_id,
+                                None,
+                                f"model {message.model!r} is not registered",
+                                m.ErrorKind.MODEL,
+                            )
+                            for job in message.jobs
+                        ],
+                    )
+                )
                 return
             queue = self.pending[message.model] = deque()
             self.knobs[message.model] = BatchKnobs(spec.max_batch_size, spec.max_delay_ms, spec.batch_policy)
@@ -122,11 +134,22 @@ class WorkerRuntime:
             try:
                 items = list(split(job.inputs))
             except Exception as exc:
-                self.send(m.JobResults(message.model, 0, 0.0, [m.JobOutcome(job.job_id, None, _describe(exc), m.ErrorKind.INPUT)]))
+                self.send(
+                    m.JobResults(
+                        message.model,
+                        0,
+                        0.0,
+                        [m.JobOutcome(job.job_id, None, _describe(exc), m.ErrorKind.INPUT)],
+                    )
+                )
                 continue
             partial = PartialJob(job.inputs, len(items), [None] * len(items))
             if not items:
-                self.send(m.JobResults(message.model, 0, 0.0, [self.finish_split(message.model, job.job_id, partial)]))
+                self.send(
+                    m.JobResults(
+                        message.model, 0, 0.0, [self.finish_split(message.model, job.job_id, partial)]
+                    )
+                )
                 continue
             self.partial[job.job_id] = partial
             queue.append(PendingJob(job.job_id, items, now, len(items), 0))
@@ -258,9 +281,13 @@ class WorkerRuntime:
         results = self.predict_isolated(model, state, items)
         outcomes = self.fold(model, slots, results)
         run_s = time.perf_counter() - started
-        self.send_results(m.JobResults(model, len(items), run_s, outcomes))  # even with no job ended: batch metrics
+        self.send_results(
+            m.JobResults(model, len(items), run_s, outcomes)
+        )  # even with no job ended: batch metrics
 
-    def fold(self, model: str, slots: list[tuple[PendingJob, int | None]], results: list[ItemResult]) -> list[m.JobOutcome]:
+    def fold(
+        self, model: str, slots: list[tuple[PendingJob, int | None]], results: list[ItemResult]
+    ) -> list[m.JobOutcome]:
         """Item results -> job outcomes: whole jobs at once, split jobs when their last item is done."""
         outcomes: list[m.JobOutcome] = []
         for (unit, item_index), (output, error, kind) in zip(slots, results, strict=True):
@@ -298,10 +325,17 @@ class WorkerRuntime:
             except Exception as exc:
                 results[position] = (None, _describe(exc), m.ErrorKind.INPUT)
         self._predict_into(adapter, state, prepared, results)
-        return [result or (None, "the batch gave no result for this item", m.ErrorKind.MODEL) for result in results]
+        return [
+            result or (None, "the batch gave no result for this item", m.ErrorKind.MODEL)
+            for result in results
+        ]
 
     def _predict_into(
-        self, adapter: BaseAdapter, state: Any, prepared: list[tuple[int, Any]], results: list[ItemResult | None],
+        self,
+        adapter: BaseAdapter,
+        state: Any,
+        prepared: list[tuple[int, Any]],
+        results: list[ItemResult | None],
     ) -> None:
         if not prepared:
             return
@@ -344,7 +378,11 @@ class WorkerRuntime:
                     m.encode(outcome)
                     checked.append(outcome)
                 except (TypeError, msgspec.EncodeError) as exc:
-                    checked.append(m.JobOutcome(outcome.job_id, None, f"output cannot be serialized: {exc}", m.ErrorKind.MODEL))
+                    checked.append(
+                        m.JobOutcome(
+                            outcome.job_id, None, f"output cannot be serialized: {exc}", m.ErrorKind.MODEL
+                        )
+                    )
             self.send(m.JobResults(results.model, results.batch_size, results.run_s, checked))
 
 

@@ -38,9 +38,19 @@ class Admission:
     run outside the workers (their queue room is checked here); on_admitted: called once per new job
     (the dispatch pass is scheduled); max_queue, default_timeout_s: from the settings."""
 
-    def __init__(self, registry: ModelRegistry, table: JobTable, endings: JobEndings, deadlines: Deadlines,
-                 journal: JobJournal | None, executors: Mapping[str, JobExecutor], on_admitted: Callable[[], None],
-                 *, max_queue: int, default_timeout_s: float) -> None:
+    def __init__(
+        self,
+        registry: ModelRegistry,
+        table: JobTable,
+        endings: JobEndings,
+        deadlines: Deadlines,
+        journal: JobJournal | None,
+        executors: Mapping[str, JobExecutor],
+        on_admitted: Callable[[], None],
+        *,
+        max_queue: int,
+        default_timeout_s: float,
+    ) -> None:
         self.registry = registry
         self.table = table
         self.endings = endings
@@ -78,13 +88,23 @@ class Admission:
             raise InvalidInputError("timeout_s must be a positive number of seconds", field="timeout_s")
         if self.table.count_by_status[JobStatus.QUEUED] >= self.max_queue:
             raise QueueFullError(f"the queue is full ({self.max_queue} jobs waiting); retry later")
-        job = Job(id=new_job_id(), model=model_name, inputs=request.inputs, priority=priority,
-                  timeout_s=timeout_s, idempotency_key=key)
+        job = Job(
+            id=new_job_id(),
+            model=model_name,
+            inputs=request.inputs,
+            priority=priority,
+            timeout_s=timeout_s,
+            idempotency_key=key,
+        )
         self.table.add(job)
         now = time.monotonic()
         if registered.failed_error is not None and now < registered.failed_until:
-            self.endings.finish(job, JobStatus.ERROR, error=f"model {model_name!r} failed to load: "
-                                f"{registered.failed_error}", error_kind=ErrorKind.LOAD)
+            self.endings.finish(
+                job,
+                JobStatus.ERROR,
+                error=f"model {model_name!r} failed to load: {registered.failed_error}",
+                error_kind=ErrorKind.LOAD,
+            )
             return job, True
         if timeout_s is not None:
             self.deadlines.watch(job, now + timeout_s)

@@ -44,11 +44,19 @@ class Deadlines:
             if job is None or job.status in ENDED or job.deadline != deadline:
                 continue
             worker = self.workers.get(job.worker_id or "") if job.status is JobStatus.PROCESSING else None
-            self.endings.finish(job, JobStatus.ERROR, error=f"timeout: the job did not end within {job.timeout_s}s",
-                                error_kind=ErrorKind.TIMEOUT)
+            self.endings.finish(
+                job,
+                JobStatus.ERROR,
+                error=f"timeout: the job did not end within {job.timeout_s}s",
+                error_kind=ErrorKind.TIMEOUT,
+            )
             expired.append(job)
-            if worker is not None and worker.state is WorkerState.READY and worker.channel is not None \
-                    and worker.channel.killable:
+            if (
+                worker is not None
+                and worker.state is WorkerState.READY
+                and worker.channel is not None
+                and worker.channel.killable
+            ):
                 log.warning("job %s timed out on %s; restarting that worker", job_id, worker.worker_id)
                 worker.no_penalty = True
                 worker.kill()

@@ -51,8 +51,11 @@ def parse_simulated(spec: str) -> list[GpuInfo]:
         for _ in range(int(count_text)):
             cards.append(
                 GpuInfo(
-                    index=len(cards), name=f"Simulated GPU {size // MIB} MiB", total_bytes=size,
-                    free_bytes=size, simulated=True,
+                    index=len(cards),
+                    name=f"Simulated GPU {size // MIB} MiB",
+                    total_bytes=size,
+                    free_bytes=size,
+                    simulated=True,
                 )
             )
     return cards
@@ -106,8 +109,11 @@ def _nvml_card(pynvml: Any, index: int) -> GpuInfo:
     except Exception:
         utilization = None
     return GpuInfo(
-        index=index, name=name.decode() if isinstance(name, bytes) else str(name),
-        total_bytes=int(memory.total), used_bytes=int(memory.used), free_bytes=int(memory.free),
+        index=index,
+        name=name.decode() if isinstance(name, bytes) else str(name),
+        total_bytes=int(memory.total),
+        used_bytes=int(memory.used),
+        free_bytes=int(memory.free),
         utilization_pct=utilization,
     )
 
@@ -123,8 +129,13 @@ def torch_gpus() -> list[GpuInfo]:
             properties = torch.cuda.get_device_properties(index)
             free, total = torch.cuda.mem_get_info(index)
             cards.append(
-                GpuInfo(index=index, name=properties.name, total_bytes=int(total),
-                        used_bytes=int(total - free), free_bytes=int(free))
+                GpuInfo(
+                    index=index,
+                    name=properties.name,
+                    total_bytes=int(total),
+                    used_bytes=int(total - free),
+                    free_bytes=int(free),
+                )
             )
         return cards
     except Exception as exc:

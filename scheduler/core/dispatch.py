@@ -65,8 +65,17 @@ class Dispatcher:
     worker records by id; inventory: the cards; executors: models run outside the workers;
     max_models_per_worker: from the settings."""
 
-    def __init__(self, registry: ModelRegistry, table: JobTable, endings: JobEndings, workers: Mapping[str, Worker],
-                 inventory: Inventory, executors: Mapping[str, JobExecutor], *, max_models_per_worker: int) -> None:
+    def __init__(
+        self,
+        registry: ModelRegistry,
+        table: JobTable,
+        endings: JobEndings,
+        workers: Mapping[str, Worker],
+        inventory: Inventory,
+        executors: Mapping[str, JobExecutor],
+        *,
+        max_models_per_worker: int,
+    ) -> None:
         self.registry = registry
         self.table = table
         self.endings = endings
@@ -111,14 +120,20 @@ class Dispatcher:
                 continue
             self._dispatch_model(registered, workers, capacities)
 
-    def _dispatch_model(self, registered: RegisteredModel, workers: list[Worker],
-                        capacities: list[GpuCapacity]) -> None:
+    def _dispatch_model(
+        self, registered: RegisteredModel, workers: list[Worker], capacities: list[GpuCapacity]
+    ) -> None:
         spec = registered.spec
         demand = demand_of(registered)
         pipeline_items = spec.max_batch_size * PIPELINE_BATCHES
         while self.table.peek(spec.name) is not None:
-            decision = place(demand, workers, capacities, max_models_per_worker=self.max_models_per_worker,
-                             pipeline_items=pipeline_items)
+            decision = place(
+                demand,
+                workers,
+                capacities,
+                max_models_per_worker=self.max_models_per_worker,
+                pipeline_items=pipeline_items,
+            )
             if isinstance(decision, Reject):
                 self._fail_queued(spec.name, decision.message, ErrorKind.PLACEMENT)
                 return
@@ -187,14 +202,25 @@ class Dispatcher:
         for job in self.table.waiting_suspects():
             registered = self.registry.models.get(job.model)
             if registered is None:
-                self.endings.finish(job, JobStatus.ERROR, error=f"model {job.model!r} is no longer registered",
-                                    error_kind=ErrorKind.MODEL)
+                self.endings.finish(
+                    job,
+                    JobStatus.ERROR,
+                    error=f"model {job.model!r} is no longer registered",
+                    error_kind=ErrorKind.MODEL,
+                )
                 continue
             demand = demand_of(registered)
-            decision = place(demand, workers, capacities, max_models_per_worker=self.max_models_per_worker,
-                             pipeline_items=1)
+            decision = place(
+                demand,
+                workers,
+                capacities,
+                max_models_per_worker=self.max_models_per_worker,
+                pipeline_items=1,
+            )
             if isinstance(decision, Reject):
-                self.endings.finish(job, JobStatus.ERROR, error=decision.message, error_kind=ErrorKind.PLACEMENT)
+                self.endings.finish(
+                    job, JobStatus.ERROR, error=decision.message, error_kind=ErrorKind.PLACEMENT
+                )
                 continue
             target = self.workers[decision.worker_id] if isinstance(decision, Assign) else None
             if isinstance(decision, Assign) and target is not None and target.outstanding_items == 0:
@@ -215,8 +241,13 @@ class Dispatcher:
     def place_load(self, registered: RegisteredModel) -> Worker | str | Reject:
         """Where `load_model` loads a model now: the worker (the load is counted and sent), the reason
         to wait, or why it can never load."""
-        decision = place(demand_of(registered), list(self.workers.values()), self.inventory.capacities(),
-                         max_models_per_worker=self.max_models_per_worker, pipeline_items=1)
+        decision = place(
+            demand_of(registered),
+            list(self.workers.values()),
+            self.inventory.capacities(),
+            max_models_per_worker=self.max_models_per_worker,
+            pipeline_items=1,
+        )
         if isinstance(decision, Reject):
             return decision
         if not isinstance(decision, Assign):

@@ -32,11 +32,19 @@ class JobEndings:
         self.table = table
         self.journal = journal
         self.observers: list[Callable[[Job], None]] = []  # told of every end, as it happens
-        self._unsettled: dict[str, JobStatus] = {}  # ended, end not committed yet -> the status shown meanwhile
+        self._unsettled: dict[
+            str, JobStatus
+        ] = {}  # ended, end not committed yet -> the status shown meanwhile
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
 
-    def finish(self, job: Job, status: JobStatus, result: Any = None, error: str | None = None,
-               error_kind: ErrorKind | None = None) -> asyncio.Future[None] | None:
+    def finish(
+        self,
+        job: Job,
+        status: JobStatus,
+        result: Any = None,
+        error: str | None = None,
+        error_kind: ErrorKind | None = None,
+    ) -> asyncio.Future[None] | None:
         """End the job; with a journal, returns the future of the commit that makes the end durable."""
         before = job.status
         self.table.finish(job, status, result, error, error_kind)
@@ -74,7 +82,7 @@ class JobEndings:
     def waiter(self, job: Job, loop: asyncio.AbstractEventLoop) -> asyncio.Future[None] | None:
         """A future done once the job's end is durable; None when it is already. The caller awaits it
         (with its own timeout: not a coroutine more per job here) and then calls `forget_waiter`."""
-        if job.status in ENDED and job.id not in self._unsettled:
+        if self.settled(job):
             return None
         future: asyncio.Future[None] = loop.create_future()
         waiters = self._waiters.get(job.id)

@@ -15,7 +15,9 @@ from workers.protocol import BatchPolicy, ModelSpec
 DEVICES = ("auto", "gpu", "cpu")
 
 
-def resolve_spec(config: ModelConfig | dict[str, Any], vram_scale: float = 1.0) -> tuple[ModelSpec, BaseAdapter]:
+def resolve_spec(
+    config: ModelConfig | dict[str, Any], vram_scale: float = 1.0
+) -> tuple[ModelSpec, BaseAdapter]:
     """A config (unset knobs None) -> a full spec using the adapter class's defaults, and the adapter."""
     if isinstance(config, dict):
         try:
@@ -28,7 +30,9 @@ def resolve_spec(config: ModelConfig | dict[str, Any], vram_scale: float = 1.0) 
         raise ConfigError(f"models.{config.name}.adapter: {exc}") from None
     device = config.device or adapter.device
     if device not in DEVICES:
-        raise ConfigError(f"models.{config.name}.device: must be one of {', '.join(DEVICES)} (got {device!r})")
+        raise ConfigError(
+            f"models.{config.name}.device: must be one of {', '.join(DEVICES)} (got {device!r})"
+        )
     max_batch_size = config.max_batch_size or adapter.max_batch_size
     if max_batch_size < 1:
         raise ConfigError(f"models.{config.name}.max_batch_size: must be at least 1")
@@ -40,8 +44,13 @@ def resolve_spec(config: ModelConfig | dict[str, Any], vram_scale: float = 1.0) 
         raise ConfigError(f"models.{config.name}.vram_mb: must not be negative")
     batch_policy = _batch_policy(config.batch_policy or adapter.batch_policy, config.name)
     spec = ModelSpec(
-        name=config.name, adapter=config.adapter, vram_mb=int(vram_mb * vram_scale), device=device,
-        max_batch_size=max_batch_size, max_delay_ms=float(max_delay_ms), batch_policy=batch_policy,
+        name=config.name,
+        adapter=config.adapter,
+        vram_mb=int(vram_mb * vram_scale),
+        device=device,
+        max_batch_size=max_batch_size,
+        max_delay_ms=float(max_delay_ms),
+        batch_policy=batch_policy,
         options=dict(config.options),
     )
     return spec, adapter

@@ -100,7 +100,11 @@ def eligible_workers(demand: ModelDemand, workers: Sequence[Slot]) -> list[Slot]
     gpu_workers = [worker for worker in workers if worker.gpu_index is not None]
     cpu_workers = [worker for worker in workers if worker.gpu_index is None]
     if demand.device == "cpu":
-        return cpu_workers if cpu_workers else Reject("This model runs on the CPU and the daemon has no CPU worker")
+        return (
+            cpu_workers
+            if cpu_workers
+            else Reject("This model runs on the CPU and the daemon has no CPU worker")
+        )
     if demand.device == "gpu":
         return gpu_workers if gpu_workers else Reject(NEEDS_GPU_MESSAGE)
     return gpu_workers or cpu_workers
@@ -194,13 +198,16 @@ def eviction_plan(
     best: tuple[tuple[int, float, int, str], Assign] | None = None
     for target in targets:
         own_idle = sorted(
-            ((loaded.last_used, target.worker_id, name, loaded.size_mb)
-             for name, loaded in target.models.items() if _idle(loaded)),
+            (
+                (loaded.last_used, target.worker_id, name, loaded.size_mb)
+                for name, loaded in target.models.items()
+                if _idle(loaded)
+            ),
         )
         must_free_slots = len(target.models) - max_models_per_worker + 1
         if must_free_slots > len(own_idle):
             continue
-        chosen = own_idle[:max(0, must_free_slots)]
+        chosen = own_idle[: max(0, must_free_slots)]
         if target.gpu_index is not None:
             gpu = capacity_by_gpu.get(target.gpu_index)
             if gpu is None:
@@ -208,7 +215,8 @@ def eviction_plan(
             free_mb = gpu.usable_mb - used_by_gpu.get(target.gpu_index, 0.0) + sum(item[3] for item in chosen)
             others_idle = sorted(
                 (loaded.last_used, worker.worker_id, name, loaded.size_mb)
-                for worker in workers if worker.gpu_index == target.gpu_index
+                for worker in workers
+                if worker.gpu_index == target.gpu_index
                 for name, loaded in worker.models.items()
                 if _idle(loaded) and (loaded.last_used, worker.worker_id, name, loaded.size_mb) not in chosen
             )

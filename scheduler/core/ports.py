@@ -6,6 +6,7 @@ those rooms; the composition root (`scheduler.scheduler`) hands it their objects
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from scheduler.core.jobs import Job
@@ -14,6 +15,13 @@ from scheduler.core.jobs import Job
 class JobJournal(Protocol):
     """Records jobs durably. Every method runs on the event loop; the `record_*` methods queue a
     record and return the future of the commit that holds it."""
+
+    async def open(self, on_ends_committed: Callable[[list[str]], None]) -> list[Job]:
+        """Start; returns the jobs that had not ended, oldest first. `on_ends_committed(job_ids)` is
+        called after each commit that made ends durable."""
+
+    async def close(self) -> None:
+        """Commit what is waiting, then stop."""
 
     def record_submitted_nowait(self, job: Job) -> asyncio.Future[None]: ...
 

@@ -102,9 +102,17 @@ class StatusBuilder:
     """registry, table, workers, inventory: what it reads; scheduler_info: the scheduler's own line;
     render_status: the render process's section (None when rendering is off); max_queue: from the settings."""
 
-    def __init__(self, registry: ModelRegistry, table: JobTable, workers: Mapping[str, Worker], inventory: Inventory,
-                 scheduler_info: Callable[[], SchedulerInfo], render_status: Callable[[], dict[str, Any] | None], *,
-                 max_queue: int) -> None:
+    def __init__(
+        self,
+        registry: ModelRegistry,
+        table: JobTable,
+        workers: Mapping[str, Worker],
+        inventory: Inventory,
+        scheduler_info: Callable[[], SchedulerInfo],
+        render_status: Callable[[], dict[str, Any] | None],
+        *,
+        max_queue: int,
+    ) -> None:
         self.registry = registry
         self.table = table
         self.workers = workers
@@ -129,13 +137,19 @@ class StatusBuilder:
         for worker in self.workers.values():
             if worker.gpu_index is not None:
                 ledger_by_gpu[worker.gpu_index] = ledger_by_gpu.get(worker.gpu_index, 0.0) + sum(
-                    loaded.size_mb for loaded in worker.models.values())
+                    loaded.size_mb for loaded in worker.models.values()
+                )
         return [
             GpuStatus(
-                index=gpu.index, name=gpu.name, simulated=gpu.simulated,
-                total_mb=round(gpu.total_bytes / MIB, 1), used_mb=round(gpu.used_bytes / MIB, 1),
-                free_mb=round(gpu.free_bytes / MIB, 1), utilization_pct=gpu.utilization_pct,
-                reserve_mb=self.inventory.reserve_mb, ledger_used_mb=round(ledger_by_gpu.get(gpu.index, 0.0), 1),
+                index=gpu.index,
+                name=gpu.name,
+                simulated=gpu.simulated,
+                total_mb=round(gpu.total_bytes / MIB, 1),
+                used_mb=round(gpu.used_bytes / MIB, 1),
+                free_mb=round(gpu.free_bytes / MIB, 1),
+                utilization_pct=gpu.utilization_pct,
+                reserve_mb=self.inventory.reserve_mb,
+                ledger_used_mb=round(ledger_by_gpu.get(gpu.index, 0.0), 1),
                 workers=[w.worker_id for w in self.workers.values() if w.gpu_index == gpu.index],
             )
             for gpu in self.inventory.current()
@@ -144,11 +158,16 @@ class StatusBuilder:
     def models(self) -> list[ModelInfo]:
         return [
             ModelInfo(
-                name=name, adapter=model.spec.adapter, device=model.spec.device, vram_mb=model.spec.vram_mb,
-                max_batch_size=model.spec.max_batch_size, max_delay_ms=model.spec.max_delay_ms,
+                name=name,
+                adapter=model.spec.adapter,
+                device=model.spec.device,
+                vram_mb=model.spec.vram_mb,
+                max_batch_size=model.spec.max_batch_size,
+                max_delay_ms=model.spec.max_delay_ms,
                 batch_policy=model.spec.batch_policy,
                 loaded_on=[w.worker_id for w in self.workers.values() if name in w.models],
-                queued=self.table.queued_count_by_model.get(name, 0), failed=model.failed_error,
+                queued=self.table.queued_count_by_model.get(name, 0),
+                failed=model.failed_error,
             )
             for name, model in self.registry.models.items()
         ]
@@ -157,19 +176,28 @@ class StatusBuilder:
 def worker_status(worker: Worker, now: float) -> WorkerStatus:
     last_heartbeat = worker.watch.last_heartbeat
     return WorkerStatus(
-        worker_id=worker.worker_id, pid=worker.pid, device=worker.device_label, gpu_index=worker.gpu_index,
-        state=worker.state.value, alive=worker.state is not WorkerState.DEAD and worker.alive(),
+        worker_id=worker.worker_id,
+        pid=worker.pid,
+        device=worker.device_label,
+        gpu_index=worker.gpu_index,
+        state=worker.state.value,
+        alive=worker.state is not WorkerState.DEAD and worker.alive(),
         loaded_models=[
             LoadedModelStatus(
-                model=name, ledger_mb=round(loaded.size_mb, 1),
-                measured_mb=round(worker.measured_bytes.get(name, 0) / MIB, 1), loading=loaded.loading,
-                jobs_in_flight=loaded.in_flight, idle_s=round(now - loaded.last_used, 3),
+                model=name,
+                ledger_mb=round(loaded.size_mb, 1),
+                measured_mb=round(worker.measured_bytes.get(name, 0) / MIB, 1),
+                loading=loaded.loading,
+                jobs_in_flight=loaded.in_flight,
+                idle_s=round(now - loaded.last_used, 3),
             )
             for name, loaded in worker.models.items()
         ],
-        jobs_in_flight=len(worker.in_flight), jobs_done=worker.jobs_done,
+        jobs_in_flight=len(worker.in_flight),
+        jobs_done=worker.jobs_done,
         last_heartbeat=worker.last_heartbeat_wall,
         heartbeat_age_s=round(now - last_heartbeat, 3) if last_heartbeat else None,
-        restarts=worker.restarts, rss_mb=round(worker.rss_bytes / MIB, 1),
+        restarts=worker.restarts,
+        rss_mb=round(worker.rss_bytes / MIB, 1),
         cuda_visible_devices=worker.cuda_visible_devices,
     )

@@ -124,7 +124,9 @@ class JobTable:
 
     def requeue_all(self, jobs: list[Job], penalize: bool) -> None:
         """`requeue` each, keeping their order: the earliest submitted ends up first."""
-        for job in sorted(jobs, key=lambda job: job.seq, reverse=not penalize):  # the head is filled from behind
+        for job in sorted(
+            jobs, key=lambda job: job.seq, reverse=not penalize
+        ):  # the head is filled from behind
             self.requeue(job, penalize)
 
     def requeue(self, job: Job, penalize: bool = True) -> None:
@@ -138,8 +140,14 @@ class JobTable:
         job.started_at = None
         self._push(job, front=True)
 
-    def finish(self, job: Job, status: JobStatus, result: Any = None, error: str | None = None,
-               error_kind: str | None = None) -> None:
+    def finish(
+        self,
+        job: Job,
+        status: JobStatus,
+        result: Any = None,
+        error: str | None = None,
+        error_kind: str | None = None,
+    ) -> None:
         started = job.started_at
         self._set_status(job, status)
         job.ended_at = time.time()

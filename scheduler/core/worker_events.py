@@ -41,9 +41,18 @@ class WorkerEvents:
     room; inventory: which cards are real; journal: keeps a job's try count across restarts;
     max_attempts: deaths a job may cause; load_backoff: how long a model whose load failed is left alone."""
 
-    def __init__(self, registry: ModelRegistry, table: JobTable, endings: JobEndings, dispatcher: Dispatcher,
-                 inventory: Inventory, journal: JobJournal | None, *, max_attempts: int,
-                 load_backoff: Backoff) -> None:
+    def __init__(
+        self,
+        registry: ModelRegistry,
+        table: JobTable,
+        endings: JobEndings,
+        dispatcher: Dispatcher,
+        inventory: Inventory,
+        journal: JobJournal | None,
+        *,
+        max_attempts: int,
+        load_backoff: Backoff,
+    ) -> None:
         self.registry = registry
         self.table = table
         self.endings = endings
@@ -122,8 +131,14 @@ class WorkerEvents:
         if registered is not None:
             registered.failed_error = message.error
             registered.failed_until = time.monotonic() + backoff_s
-        log.error("model %s failed to load on %s (%d time(s) in a row); its jobs fail for %.1fs: %s",
-                  message.model, worker.worker_id, failures, backoff_s, message.error)
+        log.error(
+            "model %s failed to load on %s (%d time(s) in a row); its jobs fail for %.1fs: %s",
+            message.model,
+            worker.worker_id,
+            failures,
+            backoff_s,
+            message.error,
+        )
         error = f"model {message.model!r} failed to load: {message.error}"
         for job_id in message.job_ids:
             items = worker.in_flight.pop(job_id, None)
@@ -151,9 +166,12 @@ class WorkerEvents:
         if was is not WorkerState.STOPPING:
             log.warning(
                 "worker %s (pid %s) exited (%s) while %s; %d job(s) in flight%s",
-                worker.worker_id, worker.pid,
+                worker.worker_id,
+                worker.pid,
                 "exit code not known yet" if exit_code is None else f"exit code {exit_code}",
-                was, len(worker.in_flight), f" (job {worker.solo_job_id} alone)" if worker.solo_job_id else "",
+                was,
+                len(worker.in_flight),
+                f" (job {worker.solo_job_id} alone)" if worker.solo_job_id else "",
             )
         self.requeue_in_flight(worker, penalize=not worker.no_penalty and was is not WorkerState.STOPPING)
         if worker.channel is not None:
@@ -169,9 +187,11 @@ class WorkerEvents:
                 continue
             if penalize and is_poison(job.attempts, self.max_attempts):
                 self.endings.finish(
-                    job, JobStatus.ERROR, error_kind=ErrorKind.POISON,
+                    job,
+                    JobStatus.ERROR,
+                    error_kind=ErrorKind.POISON,
                     error=f"poison job: {job.attempts} worker process(es) died while running it, the last "
-                          f"time with no other job on the worker (max_attempts {self.max_attempts})",
+                    f"time with no other job on the worker (max_attempts {self.max_attempts})",
                 )
                 continue
             back.append(job)

@@ -28,9 +28,16 @@ class Launcher(Protocol):
 
     def label(self, gpu_index: int | None, simulated: bool) -> str: ...
 
-    def launch(self, worker_id: str, gpu_index: int | None, simulated: bool, specs: list[m.ModelSpec],
-               loop: asyncio.AbstractEventLoop, on_message: Callable[[bytes], None],
-               on_exit: Callable[[], None]) -> WorkerChannel: ...
+    def launch(
+        self,
+        worker_id: str,
+        gpu_index: int | None,
+        simulated: bool,
+        specs: list[m.ModelSpec],
+        loop: asyncio.AbstractEventLoop,
+        on_message: Callable[[bytes], None],
+        on_exit: Callable[[], None],
+    ) -> WorkerChannel: ...
 
 
 @dataclass
@@ -70,7 +77,9 @@ class Worker:
     @property
     def ready(self) -> bool:
         """Ready for new jobs: started, and neither running a suspect alone nor draining for one."""
-        return self.watch.state is WorkerState.READY and self.solo_job_id is None and self.reserved_for is None
+        return (
+            self.watch.state is WorkerState.READY and self.solo_job_id is None and self.reserved_for is None
+        )
 
     def release_solo_if_done(self) -> None:
         if self.solo_job_id is not None and self.solo_job_id not in self.in_flight:
@@ -106,9 +115,15 @@ class WorkerSet:
     registered models' specs, read at each start; on_message, on_exit: where a worker's messages and
     its death go (`scheduler.core.worker_events`); timeouts: the supervision policy's."""
 
-    def __init__(self, records: dict[str, Worker], launcher: Launcher, specs: Callable[[], list[m.ModelSpec]],
-                 on_message: Callable[[Worker, bytes], None], on_exit: Callable[[Worker], None],
-                 timeouts: Timeouts) -> None:
+    def __init__(
+        self,
+        records: dict[str, Worker],
+        launcher: Launcher,
+        specs: Callable[[], list[m.ModelSpec]],
+        on_message: Callable[[Worker, bytes], None],
+        on_exit: Callable[[Worker], None],
+        timeouts: Timeouts,
+    ) -> None:
         self.records = records
         self.launcher = launcher
         self.specs = specs
@@ -118,7 +133,9 @@ class WorkerSet:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.simulated = False
 
-    def start(self, loop: asyncio.AbstractEventLoop, plan: list[tuple[str, int | None]], simulated: bool) -> None:
+    def start(
+        self, loop: asyncio.AbstractEventLoop, plan: list[tuple[str, int | None]], simulated: bool
+    ) -> None:
         self.loop = loop
         self.simulated = simulated
         for worker_id, gpu_index in plan:
@@ -130,8 +147,13 @@ class WorkerSet:
         worker = Worker(worker_id, gpu_index, self.launcher.label(gpu_index, simulated), watch)
         self.records[worker_id] = worker
         worker.channel = self.launcher.launch(
-            worker_id, gpu_index, simulated, self.specs(), self.loop,
-            lambda data: self.on_message(worker, data), lambda: self.on_exit(worker),
+            worker_id,
+            gpu_index,
+            simulated,
+            self.specs(),
+            self.loop,
+            lambda data: self.on_message(worker, data),
+            lambda: self.on_exit(worker),
         )
         return worker
 
@@ -146,7 +168,9 @@ class WorkerSet:
                 self.spawn(worker.worker_id, worker.gpu_index, worker.watch.successor(now))
 
     def all_ready(self) -> bool:
-        return bool(self.records) and all(worker.state is WorkerState.READY for worker in self.records.values())
+        return bool(self.records) and all(
+            worker.state is WorkerState.READY for worker in self.records.values()
+        )
 
     def any_ready(self) -> bool:
         return any(worker.state is WorkerState.READY for worker in self.records.values())
@@ -160,8 +184,12 @@ class WorkerSet:
             worker.watch.state = WorkerState.STOPPING
             worker.no_penalty = True
             if worker.in_flight and worker.channel is not None and worker.channel.killable:
-                log.warning("worker %s still holds %d job(s) after the grace period; killing pid %s",
-                            worker.worker_id, len(worker.in_flight), worker.pid)
+                log.warning(
+                    "worker %s still holds %d job(s) after the grace period; killing pid %s",
+                    worker.worker_id,
+                    len(worker.in_flight),
+                    worker.pid,
+                )
                 worker.kill()
                 continue
             worker.send(m.Shutdown())

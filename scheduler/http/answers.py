@@ -23,8 +23,11 @@ RAW_MEDIA_TYPE = "application/octet-stream"
 MAX_WAIT_S = 300.0
 DEFAULT_INFER_WAIT_S = 60.0
 ENDED_NAMES = frozenset(status.value for status in ENDED)
-CODE_BY_KIND: dict[str, int] = {errors.ErrorKind.INPUT: 422, errors.ErrorKind.TIMEOUT: 504,
-                                errors.ErrorKind.CANCELLED: 409}  # a failed job's answer; any other kind: 502
+CODE_BY_KIND: dict[str, int] = {
+    errors.ErrorKind.INPUT: 422,
+    errors.ErrorKind.TIMEOUT: 504,
+    errors.ErrorKind.CANCELLED: 409,
+}  # a failed job's answer; any other kind: 502
 encoder = msgspec.json.Encoder()
 infer_decoder = msgspec.json.Decoder(InferRequest)
 
@@ -34,15 +37,18 @@ class Answer(Response):
     FastAPI route returns it as it is and a raw-ASGI path sends it with `await answer(scope, receive,
     send)`; its headers are built once, here, without Starlette's header handling."""
 
-    def __init__(self, status: int, body: bytes, headers: Mapping[str, str] | None = None,
-                 media_type: str = JSON) -> None:
+    def __init__(
+        self, status: int, body: bytes, headers: Mapping[str, str] | None = None, media_type: str = JSON
+    ) -> None:
         self.status_code = status
         self.body = body
         self.media_type = media_type
         self.background = None
         raw = [(b"content-type", media_type.encode()), (b"content-length", str(len(body)).encode())]
         if headers:
-            raw += [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers.items()]
+            raw += [
+                (name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers.items()
+            ]
         self.raw_headers = raw
 
 
@@ -53,8 +59,14 @@ def json_answer(content: Any, status: int = 200, headers: Mapping[str, str] | No
 class HttpError(Exception):
     """A failure of the HTTP layer itself (a bad body, a bad query value, a body too large)."""
 
-    def __init__(self, status: int, error: str, detail: str, field: str | None = None,
-                 headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        error: str,
+        detail: str,
+        field: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(detail)
         self.status, self.error, self.detail, self.field, self.headers = status, error, detail, field, headers
 
@@ -79,11 +91,15 @@ def error_answer(exc: Exception) -> Answer:
     for kind, status, name in _STATUS_BY_ERROR:
         if isinstance(exc, kind):
             headers = {"Retry-After": "1"} if status in (429, 503) else None
-            return Answer(status, encoder.encode(ErrorBody(name, str(exc), getattr(exc, "field", None))), headers)
+            return Answer(
+                status, encoder.encode(ErrorBody(name, str(exc), getattr(exc, "field", None))), headers
+            )
     if isinstance(exc, errors.SchedulerError):
         return Answer(409, encoder.encode(ErrorBody("conflict", str(exc))))
     log.exception("unexpected error", exc_info=exc)
-    return Answer(503, encoder.encode(ErrorBody("unavailable", f"{type(exc).__name__}: {exc}")), {"Retry-After": "1"})
+    return Answer(
+        503, encoder.encode(ErrorBody("unavailable", f"{type(exc).__name__}: {exc}")), {"Retry-After": "1"}
+    )
 
 
 def decode(data: bytes, decoder: msgspec.json.Decoder[Any]) -> Any:
@@ -124,13 +140,20 @@ def raw_vectors(result: Any) -> tuple[bytes, str] | None:
     return array.tobytes(), ",".join(str(size) for size in array.shape)
 
 
-async def infer_answer(scheduler: Scheduler, model: str, body: bytes, timeout: float | None,
-                       on_submitted: Callable[[str], None] | None = None, raw: bool = False) -> Answer:
+async def infer_answer(
+    scheduler: Scheduler,
+    model: str,
+    body: bytes,
+    timeout: float | None,
+    on_submitted: Callable[[str], None] | None = None,
+    raw: bool = False,
+) -> Answer:
     """`POST /models/{model}/infer`: submit, wait, answer the result or why there is none. With `raw`
     (the client sent `Accept: application/octet-stream`) a numeric result comes as float32 bytes."""
     request: InferRequest = decode(body, infer_decoder)
-    job_id = await scheduler.schedule_job(JobRequest(
-        model=model, inputs=request.inputs, priority=request.priority, timeout_s=request.timeout_s))
+    job_id = await scheduler.schedule_job(
+        JobRequest(model=model, inputs=request.inputs, priority=request.priority, timeout_s=request.timeout_s)
+    )
     if on_submitted is not None:
         on_submitted(model)
     return await result_answer(scheduler, job_id, timeout or request.timeout_s or DEFAULT_INFER_WAIT_S, raw)
@@ -145,15 +168,28 @@ async def result_answer(scheduler: Scheduler, job_id: str, wait_s: float, raw: b
         if raw:
             packed = raw_vectors(status["result"])
             if packed is None:
-                return Answer(406, encoder.encode(ErrorBody(
-                    "not_acceptable", "the result is not an array of numbers; ask for application/json")),
-                    {"X-Job-Id": job_id})
-            return Answer(200, packed[0], {"X-Job-Id": job_id, "X-Shape": packed[1], "X-Dtype": "float32-le"},
-                          RAW_MEDIA_TYPE)
+                return Answer(
+                    406,
+                    encoder.encode(
+                        ErrorBody(
+                            "not_acceptable",
+                            "the result is not an array of numbers; ask for application/json",
+                        )
+                    ),
+                    {"X-Job-Id": job_id},
+                )
+            return Answer(
+                200,
+                packed[0],
+                {"X-Job-Id": job_id, "X-Shape": packed[1], "X-Dtype": "float32-le"},
+                RAW_MEDIA_TYPE,
+            )
         return Answer(200, encoder.encode(InferResult(job_id, state, status["result"])))
     if state not in ENDED_NAMES:
         if not scheduler.accepting:  # released by the shutdown; the job stays queued for the next start
-            detail = f"the daemon is shutting down before the job ended; poll GET /jobs/{job_id} after its restart"
+            detail = (
+                f"the daemon is shutting down before the job ended; poll GET /jobs/{job_id} after its restart"
+            )
             return Answer(503, encoder.encode(InferResult(job_id, state, None, detail)), {"Retry-After": "1"})
         detail = f"the wait ended before the job; poll GET /jobs/{job_id}"
         return Answer(504, encoder.encode(InferResult(job_id, state, None, detail)))

@@ -41,8 +41,14 @@ def create_app(settings_or_scheduler: Settings | Scheduler) -> DaemonApp:
         finally:
             await scheduler.stop()
 
-    app = DaemonApp(scheduler, metrics, title="modelsched", version="0.1.0", lifespan=lifespan,
-                    description="Model-inference jobs scheduled onto every GPU (or the CPU) of a machine.")
+    app = DaemonApp(
+        scheduler,
+        metrics,
+        title="modelsched",
+        version="0.1.0",
+        lifespan=lifespan,
+        description="Model-inference jobs scheduled onto every GPU (or the CPU) of a machine.",
+    )
 
     @app.exception_handler(HttpError)
     @app.exception_handler(errors.SchedulerError)
@@ -74,8 +80,12 @@ class DaemonApp(FastAPI):
 
     def build_middleware_stack(self) -> ASGIApp:
         settings = self.scheduler.settings
-        front: ASGIApp = HotPath(super().build_middleware_stack(), self.scheduler, settings.max_body_bytes,
-                                 self.metrics.job_submitted)
+        front: ASGIApp = HotPath(
+            super().build_middleware_stack(),
+            self.scheduler,
+            settings.max_body_bytes,
+            self.metrics.job_submitted,
+        )
         return BearerAuth(front, settings.token) if settings.token else front
 
     def openapi(self) -> dict[str, Any]:

@@ -10,8 +10,11 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from scheduler.http.answers import Answer, encoder
 from scheduler.http.schemas import ErrorBody
 
-UNAUTHORIZED = Answer(401, encoder.encode(ErrorBody("unauthorized", "a valid 'Authorization: Bearer <token>' is required")),
-                      {"WWW-Authenticate": "Bearer"})
+UNAUTHORIZED = Answer(
+    401,
+    encoder.encode(ErrorBody("unauthorized", "a valid 'Authorization: Bearer <token>' is required")),
+    {"WWW-Authenticate": "Bearer"},
+)
 
 
 class BearerAuth:

@@ -15,7 +15,9 @@ Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 async def read_body(receive: Receive, headers: Iterable[tuple[bytes, bytes]], limit: int) -> bytes:
     for name, value in headers:
         if name == b"content-length" and value.isdigit() and int(value) > limit:
-            raise HttpError(413, "body_too_large", f"the body is {value.decode()} bytes; the limit is {limit}")
+            raise HttpError(
+                413, "body_too_large", f"the body is {value.decode()} bytes; the limit is {limit}"
+            )
     chunks: list[bytes] = []
     size = 0
     while True:

@@ -18,8 +18,13 @@ RAW_ACCEPT = RAW_MEDIA_TYPE.encode()
 
 
 class HotPath:
-    def __init__(self, app: ASGIApp, scheduler: Scheduler, body_limit: int,
-                 on_submitted: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        scheduler: Scheduler,
+        body_limit: int,
+        on_submitted: Callable[[str], None] | None = None,
+    ) -> None:
         self.app = app
         self.scheduler = scheduler
         self.body_limit = body_limit
@@ -29,7 +34,7 @@ class HotPath:
         if scope["type"] == "http" and scope["method"] == "POST":
             path: str = scope["path"]
             if path.startswith("/models/") and path.endswith("/infer"):
-                model = path[len("/models/"):-len("/infer")]
+                model = path[len("/models/") : -len("/infer")]
                 if model and "/" not in model:
                     answer = await self.infer(model, scope, receive)
                     await answer(scope, receive, send)

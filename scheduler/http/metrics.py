@@ -19,7 +19,25 @@ from scheduler.scheduler import Scheduler
 
 PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
 
-LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+LATENCY_BUCKETS = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1,
+    2.5,
+    5,
+    10,
+    30,
+    60,
+    300,
+)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 
 
@@ -45,8 +63,9 @@ class StatusCollector(Collector):
         yield workers_up
         gpu_total = GaugeMetricFamily("modelsched_gpu_memory_total_bytes", "GPU memory", labels=["gpu"])
         gpu_used = GaugeMetricFamily("modelsched_gpu_memory_used_bytes", "GPU memory in use", labels=["gpu"])
-        ledger = GaugeMetricFamily("modelsched_gpu_ledger_bytes", "GPU memory the ledger assigns to models",
-                                   labels=["gpu"])
+        ledger = GaugeMetricFamily(
+            "modelsched_gpu_ledger_bytes", "GPU memory the ledger assigns to models", labels=["gpu"]
+        )
         for gpu in status.gpu:
             label = [str(gpu.index)]
             gpu_total.add_metric(label, gpu.total_mb * MIB)
@@ -67,16 +86,40 @@ class SchedulerMetrics:
     def __init__(self, scheduler: Scheduler) -> None:
         disable_created_metrics()  # no `*_created` series beside each counter and histogram
         self.registry = CollectorRegistry()
-        self.submitted = Counter("modelsched_jobs_submitted", "Jobs accepted", ["model"], registry=self.registry)
-        self.ended = Counter("modelsched_jobs_ended", "Jobs ended", ["model", "status"], registry=self.registry)
-        self.queue_wait = Histogram("modelsched_job_queue_wait_seconds", "From submission to the start of its run",
-                                    ["model"], buckets=LATENCY_BUCKETS, registry=self.registry)
-        self.run_time = Histogram("modelsched_job_run_seconds", "From the start of its run to its end",
-                                  ["model"], buckets=LATENCY_BUCKETS, registry=self.registry)
-        self.batch_size = Histogram("modelsched_batch_size", "Items per batch a worker ran", ["model"],
-                                    buckets=BATCH_BUCKETS, registry=self.registry)
-        self.batch_time = Histogram("modelsched_batch_seconds", "Time a worker spent on one batch", ["model"],
-                                    buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.submitted = Counter(
+            "modelsched_jobs_submitted", "Jobs accepted", ["model"], registry=self.registry
+        )
+        self.ended = Counter(
+            "modelsched_jobs_ended", "Jobs ended", ["model", "status"], registry=self.registry
+        )
+        self.queue_wait = Histogram(
+            "modelsched_job_queue_wait_seconds",
+            "From submission to the start of its run",
+            ["model"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.run_time = Histogram(
+            "modelsched_job_run_seconds",
+            "From the start of its run to its end",
+            ["model"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.batch_size = Histogram(
+            "modelsched_batch_size",
+            "Items per batch a worker ran",
+            ["model"],
+            buckets=BATCH_BUCKETS,
+            registry=self.registry,
+        )
+        self.batch_time = Histogram(
+            "modelsched_batch_seconds",
+            "Time a worker spent on one batch",
+            ["model"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
         self.registry.register(StatusCollector(scheduler))
         scheduler.on_job_end.append(self.job_ended)
         scheduler.on_batch.append(self.batch_ran)

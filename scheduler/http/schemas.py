@@ -89,7 +89,17 @@ class Health(msgspec.Struct):
 
 
 SCHEMAS: tuple[type, ...] = (
-    SubmitJob, InferRequest, RenderRequest, JobAccepted, JobView, JobList, InferResult, ErrorBody, ModelList, ModelAction, Health,
+    SubmitJob,
+    InferRequest,
+    RenderRequest,
+    JobAccepted,
+    JobView,
+    JobList,
+    InferResult,
+    ErrorBody,
+    ModelList,
+    ModelAction,
+    Health,
     SystemStatus,
 )
 

@@ -79,15 +79,29 @@ class DrainingServer(uvicorn.Server):
 
 def serve(settings: Settings) -> int:
     """Run the daemon until a signal ends it; the exit status."""
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     scheduler = Scheduler(settings)
     config = uvicorn.Config(
-        create_app(scheduler), host=settings.host, port=settings.port, loop="uvloop", http="httptools",
-        access_log=False, log_level=settings.log_level.lower(), lifespan="on",
-        timeout_graceful_shutdown=HTTP_CLOSE_GRACE_S, server_header=False,  # the drain has had the grace
+        create_app(scheduler),
+        host=settings.host,
+        port=settings.port,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        log_level=settings.log_level.lower(),
+        lifespan="on",
+        timeout_graceful_shutdown=HTTP_CLOSE_GRACE_S,
+        server_header=False,  # the drain has had the grace
     )
     server = DrainingServer(config, scheduler)
-    log.info("modelsched %s preset: http://%s:%d (models: %s)", settings.preset, settings.host, settings.port,
-             ", ".join(model.name for model in settings.models))
+    log.info(
+        "modelsched %s preset: http://%s:%d (models: %s)",
+        settings.preset,
+        settings.host,
+        settings.port,
+        ", ".join(model.name for model in settings.models),
+    )
     server.run()
     return 0 if server.started else 1

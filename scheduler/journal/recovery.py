@@ -21,5 +21,8 @@ def queue_again(open_jobs: list[Job], table: JobTable, deadlines: Deadlines) -> 
         if job.timeout_s is not None:  # the deadline runs from the submission, across restarts
             deadlines.watch(job, now + max(0.0, job.created_at + job.timeout_s - now_wall))
     if open_jobs:
-        log.info("journal: %d job(s) that had not ended are queued again (%d suspect(s))", len(open_jobs),
-                 sum(1 for job in open_jobs if job.attempts > 0))
+        log.info(
+            "journal: %d job(s) that had not ended are queued again (%d suspect(s))",
+            len(open_jobs),
+            sum(1 for job in open_jobs if job.attempts > 0),
+        )

@@ -80,9 +80,21 @@ _decode = msgspec.msgpack.Decoder().decode
 
 def end_params(job: Job) -> tuple[Any, ...]:
     return (
-        job.id, job.model, int(job.priority), job.timeout_s, job.idempotency_key, job.status.value,
-        job.attempts, job.created_at, job.started_at, job.ended_at, job.worker_id, job.device,
-        encode_or_none(job.result, job.id), job.error, job.error_kind,
+        job.id,
+        job.model,
+        int(job.priority),
+        job.timeout_s,
+        job.idempotency_key,
+        job.status.value,
+        job.attempts,
+        job.created_at,
+        job.started_at,
+        job.ended_at,
+        job.worker_id,
+        job.device,
+        encode_or_none(job.result, job.id),
+        job.error,
+        job.error_kind,
     )
 
 
@@ -97,10 +109,39 @@ def statements(records: list[tuple[int, tuple[Any, ...]]]) -> list[tuple[int, tu
         if kind == SUBMIT and job_id in ended_here:
             statements.append((END_ROW, ended_here[job_id]))
         elif kind == END and job_id not in ended_here:
-            (_, _, _, _, _, status, attempts, _, started_at, ended_at, worker_id, device, result, error,
-             error_kind) = params
+            (
+                _,
+                _,
+                _,
+                _,
+                _,
+                status,
+                attempts,
+                _,
+                started_at,
+                ended_at,
+                worker_id,
+                device,
+                result,
+                error,
+                error_kind,
+            ) = params
             statements.append(
-                (END, (status, attempts, started_at, ended_at, worker_id, device, result, error, error_kind, job_id))
+                (
+                    END,
+                    (
+                        status,
+                        attempts,
+                        started_at,
+                        ended_at,
+                        worker_id,
+                        device,
+                        result,
+                        error,
+                        error_kind,
+                        job_id,
+                    ),
+                )
             )
         elif kind in (END, ATTEMPTS) and job_id in ended_here:
             continue  # written with the submission
@@ -126,17 +167,50 @@ def decode_or_none(blob: bytes | None) -> Any:
 def open_job(row: tuple[Any, ...]) -> Job:
     job_id, model, priority, timeout_s, key, attempts, created_at, inputs = row
     return Job(
-        id=job_id, model=model, inputs=decode_or_none(inputs), priority=Priority(priority), timeout_s=timeout_s,
-        idempotency_key=key, attempts=attempts, created_at=created_at,
+        id=job_id,
+        model=model,
+        inputs=decode_or_none(inputs),
+        priority=Priority(priority),
+        timeout_s=timeout_s,
+        idempotency_key=key,
+        attempts=attempts,
+        created_at=created_at,
     )
 
 
 def ended_job(row: tuple[Any, ...]) -> Job:
-    (job_id, model, priority, timeout_s, key, status, attempts, created_at, started_at, ended_at, worker_id,
-     device, result, error, error_kind) = row
+    (
+        job_id,
+        model,
+        priority,
+        timeout_s,
+        key,
+        status,
+        attempts,
+        created_at,
+        started_at,
+        ended_at,
+        worker_id,
+        device,
+        result,
+        error,
+        error_kind,
+    ) = row
     return Job(
-        id=job_id, model=model, inputs=None, priority=Priority(priority), timeout_s=timeout_s,
-        idempotency_key=key, status=JobStatus(status), attempts=attempts, created_at=created_at,
-        started_at=started_at, ended_at=ended_at, worker_id=worker_id, device=device,
-        result=decode_or_none(result), error=error, error_kind=error_kind,
+        id=job_id,
+        model=model,
+        inputs=None,
+        priority=Priority(priority),
+        timeout_s=timeout_s,
+        idempotency_key=key,
+        status=JobStatus(status),
+        attempts=attempts,
+        created_at=created_at,
+        started_at=started_at,
+        ended_at=ended_at,
+        worker_id=worker_id,
+        device=device,
+        result=decode_or_none(result),
+        error=error,
+        error_kind=error_kind,
     )

@@ -109,8 +109,9 @@ class SqliteJournal:
         self._reader = self._connect(check_same_thread=False)
         self._inbox = queue.SimpleQueue()
         ready = threading.Event()
-        self._writer = threading.Thread(target=self._writer_main, args=(ready,), name="modelsched-journal",
-                                        daemon=True)
+        self._writer = threading.Thread(
+            target=self._writer_main, args=(ready,), name="modelsched-journal", daemon=True
+        )
         self._writer.start()
         await asyncio.to_thread(ready.wait, 30.0)
         self._closed = False
@@ -137,8 +138,12 @@ class SqliteJournal:
             raise JournalError(f"journal {self.path!r} cannot be opened: {exc}") from exc
         finally:
             connection.close()
-        log.info("journal %s opened (synchronous=%s): %d job(s) had not ended", self.path, self.synchronous,
-                 len(jobs))
+        log.info(
+            "journal %s opened (synchronous=%s): %d job(s) had not ended",
+            self.path,
+            self.synchronous,
+            len(jobs),
+        )
         return jobs
 
     # ---- recording (on the loop) ---------------------------------------------------------------
@@ -164,10 +169,21 @@ class SqliteJournal:
         if job.status in ENDED:  # it ended before it was recorded (its model is in load back-off)
             group.records.append((END_ROW, end_params(job)))
             return group.future
-        group.records.append((SUBMIT, (
-            job.id, job.model, int(job.priority), job.timeout_s, job.idempotency_key, job.attempts,
-            job.created_at, encode_or_none(job.inputs, job.id),
-        )))
+        group.records.append(
+            (
+                SUBMIT,
+                (
+                    job.id,
+                    job.model,
+                    int(job.priority),
+                    job.timeout_s,
+                    job.idempotency_key,
+                    job.attempts,
+                    job.created_at,
+                    encode_or_none(job.inputs, job.id),
+                ),
+            )
+        )
         return group.future
 
     def record_ended(self, job: Job) -> asyncio.Future[None]:
@@ -226,8 +242,12 @@ class SqliteJournal:
         if self._reader is not None:
             self._reader.close()
             self._reader = None
-        log.info("journal %s closed after %d commit(s) of %d record(s)", self.path, self.commits,
-                 self.records_written)
+        log.info(
+            "journal %s closed after %d commit(s) of %d record(s)",
+            self.path,
+            self.commits,
+            self.records_written,
+        )
 
     # ---- the writer thread ---------------------------------------------------------------------
 
@@ -281,12 +301,18 @@ class SqliteJournal:
             error = exc
             with contextlib.suppress(sqlite3.Error):
                 connection.execute("ROLLBACK")
-            log.error("journal commit of %d record(s) failed: %s", count, exc, exc_info=not isinstance(
-                exc, sqlite3.Error))
+            log.error(
+                "journal commit of %d record(s) failed: %s",
+                count,
+                exc,
+                exc_info=not isinstance(exc, sqlite3.Error),
+            )
         else:
             self.commits += 1
             self.records_written += count
-        with contextlib.suppress(RuntimeError, AttributeError):  # the loop is closed: nobody is waiting any more
+        with contextlib.suppress(
+            RuntimeError, AttributeError
+        ):  # the loop is closed: nobody is waiting any more
             assert self.loop is not None
             self.loop.call_soon_threadsafe(self._committed, groups, error)
 

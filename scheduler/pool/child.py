@@ -41,9 +41,16 @@ class ChildProcess:
 
     killable = True
 
-    def __init__(self, name: str, target: ChildTarget, config: bytes, loop: asyncio.AbstractEventLoop,
-                 on_message: Callable[[bytes], None], on_exit: Callable[[], None],
-                 env: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        target: ChildTarget,
+        config: bytes,
+        loop: asyncio.AbstractEventLoop,
+        on_message: Callable[[bytes], None],
+        on_exit: Callable[[], None],
+        env: Mapping[str, str] | None = None,
+    ) -> None:
         self.name = name
         self.loop = loop
         self.on_message = on_message
@@ -61,8 +68,12 @@ class ChildProcess:
     def start(self) -> None:
         child_inbox, writer_end = _SPAWN.Pipe(duplex=False)
         self.reader, child_outbox = _SPAWN.Pipe(duplex=False)
-        self.process = _SPAWN.Process(target=self._target, args=(self._config, child_inbox, child_outbox),
-                                      name=f"modelsched-{self.name}", daemon=True)
+        self.process = _SPAWN.Process(
+            target=self._target,
+            args=(self._config, child_inbox, child_outbox),
+            name=f"modelsched-{self.name}",
+            daemon=True,
+        )
         with _pinned_environment(self.env), _main_module_hidden():
             self.process.start()
         self._pid = self.process.pid

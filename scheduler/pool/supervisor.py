@@ -60,7 +60,9 @@ class ChildWatch:
 
     def successor(self, now: float) -> ChildWatch:
         """The watch of the child that replaces this one."""
-        return ChildWatch(self.name, started_at=now, restarts=self.restarts + 1, boot_failures=self.boot_failures)
+        return ChildWatch(
+            self.name, started_at=now, restarts=self.restarts + 1, boot_failures=self.boot_failures
+        )
 
 
 def booted(state_before_exit: WorkerState, exit_code: int | None) -> bool:

@@ -23,11 +23,17 @@ MULTIPROCESS = "multiprocess"  # scheduler types: worker processes ...
 ASYNC = "async"  # ... or one worker thread in the main process
 
 
-def start_worker_process(config: m.WorkerConfig, loop: asyncio.AbstractEventLoop,
-                         on_message: Callable[[bytes], None], on_exit: Callable[[], None]) -> ChildProcess:
+def start_worker_process(
+    config: m.WorkerConfig,
+    loop: asyncio.AbstractEventLoop,
+    on_message: Callable[[bytes], None],
+    on_exit: Callable[[], None],
+) -> ChildProcess:
     """A worker process running `workers.process.worker_main`; a GPU worker sees only its card."""
     env = {} if config.gpu_index is None else {"CUDA_VISIBLE_DEVICES": str(config.gpu_index)}
-    child = ChildProcess(config.worker_id, worker_main, msgspec.msgpack.encode(config), loop, on_message, on_exit, env)
+    child = ChildProcess(
+        config.worker_id, worker_main, msgspec.msgpack.encode(config), loop, on_message, on_exit, env
+    )
     child.start()
     return child
 
@@ -38,15 +44,23 @@ class ThreadChannel:
     killable = False  # a thread cannot be killed; `kill` asks it to stop at its next message
     exit_code = None
 
-    def __init__(self, worker_id: str, specs: list[m.ModelSpec], heartbeat_interval_s: float,
-                 loop: asyncio.AbstractEventLoop, on_message: Callable[[bytes], None],
-                 on_exit: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        worker_id: str,
+        specs: list[m.ModelSpec],
+        heartbeat_interval_s: float,
+        loop: asyncio.AbstractEventLoop,
+        on_message: Callable[[bytes], None],
+        on_exit: Callable[[], None],
+    ) -> None:
         self.inbox: queue.SimpleQueue[bytes] = queue.SimpleQueue()
 
         def send(data: bytes) -> None:
             loop.call_soon_threadsafe(on_message, data)
 
-        runtime = WorkerRuntime(worker_id, "cpu", specs, self._receive, send, heartbeat_interval_s=heartbeat_interval_s)
+        runtime = WorkerRuntime(
+            worker_id, "cpu", specs, self._receive, send, heartbeat_interval_s=heartbeat_interval_s
+        )
 
         def run() -> None:
             try:
@@ -90,7 +104,9 @@ class WorkerLauncher:
     """Starts a model worker of the scheduler's type: a process pinned to its card (MULTIPROCESS) or a
     thread (ASYNC), with the settings every worker gets."""
 
-    def __init__(self, scheduler_type: str, heartbeat_interval_s: float, torch_threads: int, log_level: str) -> None:
+    def __init__(
+        self, scheduler_type: str, heartbeat_interval_s: float, torch_threads: int, log_level: str
+    ) -> None:
         if scheduler_type not in (MULTIPROCESS, ASYNC):
             raise ValueError(f"scheduler_type must be {MULTIPROCESS!r} or {ASYNC!r} (got {scheduler_type!r})")
         self.scheduler_type = scheduler_type
@@ -106,14 +122,26 @@ class WorkerLauncher:
             return "cpu"
         return f"sim-gpu{gpu_index}" if simulated else f"cuda:{gpu_index}"
 
-    def launch(self, worker_id: str, gpu_index: int | None, simulated: bool, specs: list[m.ModelSpec],
-               loop: asyncio.AbstractEventLoop, on_message: Callable[[bytes], None],
-               on_exit: Callable[[], None]) -> ChildProcess | ThreadChannel:
+    def launch(
+        self,
+        worker_id: str,
+        gpu_index: int | None,
+        simulated: bool,
+        specs: list[m.ModelSpec],
+        loop: asyncio.AbstractEventLoop,
+        on_message: Callable[[bytes], None],
+        on_exit: Callable[[], None],
+    ) -> ChildProcess | ThreadChannel:
         if self.scheduler_type == ASYNC:
             return ThreadChannel(worker_id, specs, self.heartbeat_interval_s, loop, on_message, on_exit)
         config = m.WorkerConfig(
-            worker_id=worker_id, parent_pid=os.getpid(), gpu_index=gpu_index, simulated_gpu=simulated,
-            heartbeat_interval_s=self.heartbeat_interval_s, torch_threads=self.torch_threads,
-            log_level=self.log_level, specs=specs,
+            worker_id=worker_id,
+            parent_pid=os.getpid(),
+            gpu_index=gpu_index,
+            simulated_gpu=simulated,
+            heartbeat_interval_s=self.heartbeat_interval_s,
+            torch_threads=self.torch_threads,
+            log_level=self.log_level,
+            specs=specs,
         )
         return start_worker_process(config, loop, on_message, on_exit)

@@ -55,7 +55,9 @@ async def wait_render(scheduler: Scheduler, job_id: str, wait_s: float) -> dict[
         result: dict[str, Any] = view["result"]
         return result
     if view["status"] in ("queued", "processing"):
-        raise RenderFailedError(f"the render did not end within {wait_s:g}s (job {job_id})", ErrorKind.TIMEOUT)
+        raise RenderFailedError(
+            f"the render did not end within {wait_s:g}s (job {job_id})", ErrorKind.TIMEOUT
+        )
     kind = scheduler.get_job(job_id).error_kind
     message = f"{view.get('error') or 'the render ended ' + view['status']} (job {job_id})"
     raise outcome_error(message, ErrorKind.REFUSED if kind == ErrorKind.INPUT else kind)
@@ -76,8 +78,9 @@ async def render_page(scheduler: Scheduler, url: str, **options: Any) -> dict[st
     return await wait_render(scheduler, job_id, longest_wait_s(scheduler, request.timeout_s))
 
 
-async def render_pages(scheduler: Scheduler, urls: Iterable[str], *, return_exceptions: bool = False,
-                       **options: Any) -> list[Any]:
+async def render_pages(
+    scheduler: Scheduler, urls: Iterable[str], *, return_exceptions: bool = False, **options: Any
+) -> list[Any]:
     """Render many pages at once (the render process holds at most `render_max_pages` open); results
     in the order of `urls`. With `return_exceptions`, a failed page gives its exception in its place
     (as `asyncio.gather` does); without, the first failure is raised. Every URL is checked, and every
@@ -85,18 +88,22 @@ async def render_pages(scheduler: Scheduler, urls: Iterable[str], *, return_exce
     requests = [_request(url, **options) for url in urls]
     job_ids = [await submit_render(scheduler, request) for request in requests]
     wait_s = longest_wait_s(scheduler, options.get("timeout_s"))
-    results: list[Any] = await asyncio.gather(*(wait_render(scheduler, job_id, wait_s) for job_id in job_ids),
-                                              return_exceptions=return_exceptions)
+    results: list[Any] = await asyncio.gather(
+        *(wait_render(scheduler, job_id, wait_s) for job_id in job_ids), return_exceptions=return_exceptions
+    )
     return results
 
 
-async def render_with_fallback(scheduler: Scheduler, url: str, primary: str = "playwright",
-                               fallback: str | None = "http", **options: Any) -> dict[str, Any]:
+async def render_with_fallback(
+    scheduler: Scheduler, url: str, primary: str = "playwright", fallback: str | None = "http", **options: Any
+) -> dict[str, Any]:
     """Render with `primary` ("playwright" or "browser": Chromium; "http": the plain fetch), and
     when that fails, with `fallback` ("http", or None for no fallback)."""
     engine = ENGINES.get(primary)
     if engine is None:
-        raise InvalidInputError(f"primary must be one of {', '.join(ENGINES)} (got {primary!r})", field="primary")
+        raise InvalidInputError(
+            f"primary must be one of {', '.join(ENGINES)} (got {primary!r})", field="primary"
+        )
     if fallback not in ("http", None):
         raise InvalidInputError(f"fallback must be 'http' or None (got {fallback!r})", field="fallback")
     return await render_page(scheduler, url, engine=engine, fallback=fallback, **options)

@@ -53,7 +53,11 @@ class RenderExecutor:
 
     def dispatch(self) -> None:
         """Hand every queued render job (suspects included) to the render process."""
-        jobs = [job for job in self.table.waiting_suspects() if job.model == RENDER_MODEL] if self.table.suspects else []
+        jobs = (
+            [job for job in self.table.waiting_suspects() if job.model == RENDER_MODEL]
+            if self.table.suspects
+            else []
+        )
         count = self.table.queued_count_by_model.get(RENDER_MODEL, 0)
         if count:
             jobs += self.table.pop_queued(RENDER_MODEL, count)
@@ -68,16 +72,21 @@ class RenderExecutor:
             self.table.mark_processing(job, RENDER_WORKER, RENDER_DEVICE)
             self.service.submit(job.id, request)
 
-    def _on_outcome(self, job_id: str, result: dict[str, Any] | None, error: str | None,
-                    kind: ErrorKind | None) -> None:
+    def _on_outcome(
+        self, job_id: str, result: dict[str, Any] | None, error: str | None, kind: ErrorKind | None
+    ) -> None:
         job = self.table.get(job_id)
         if job is None or job.status is not JobStatus.PROCESSING or job.worker_id != RENDER_WORKER:
             return  # cancelled or timed out meanwhile
         if error is None:
             self.endings.finish(job, JobStatus.COMPLETED, result=result)
         else:
-            self.endings.finish(job, JobStatus.ERROR, error=error,
-                                error_kind=ErrorKind.INPUT if kind == ErrorKind.REFUSED else kind)
+            self.endings.finish(
+                job,
+                JobStatus.ERROR,
+                error=error,
+                error_kind=ErrorKind.INPUT if kind == ErrorKind.REFUSED else kind,
+            )
 
     def _job_ended(self, job: Job) -> None:
         """A render job that ended here (cancelled, timed out) stops in the render process too."""
@@ -86,5 +95,3 @@ class RenderExecutor:
 
     def status(self) -> dict[str, Any]:
         return self.service.status()
-
-

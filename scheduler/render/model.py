@@ -34,5 +34,8 @@ class RenderModel(BaseAdapter):
 
 def render_model_config(allow_hosts: list[str]) -> dict[str, Any]:
     """The `render` model's registration."""
-    return {"name": RENDER_MODEL, "adapter": "scheduler.render.model:RenderModel",
-            "options": {"allow_hosts": list(allow_hosts)}}
+    return {
+        "name": RENDER_MODEL,
+        "adapter": "scheduler.render.model:RenderModel",
+        "options": {"allow_hosts": list(allow_hosts)},
+    }

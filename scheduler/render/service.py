@@ -102,10 +102,15 @@ class RenderService:
     def _config(self) -> rp.RenderConfig:
         settings = self.settings
         return rp.RenderConfig(
-            parent_pid=os.getpid(), browser_path=settings.render_browser_path, max_pages=settings.render_max_pages,
-            timeout_s=settings.render_timeout_s, retries=settings.render_retries,
-            recycle_pages=settings.render_recycle_pages, allow_hosts=list(settings.render_allow_hosts),
-            max_response_bytes=settings.render_max_response_bytes, log_level=settings.log_level.upper(),
+            parent_pid=os.getpid(),
+            browser_path=settings.render_browser_path,
+            max_pages=settings.render_max_pages,
+            timeout_s=settings.render_timeout_s,
+            retries=settings.render_retries,
+            recycle_pages=settings.render_recycle_pages,
+            allow_hosts=list(settings.render_allow_hosts),
+            max_response_bytes=settings.render_max_response_bytes,
+            log_level=settings.log_level.upper(),
             heartbeat_interval_s=settings.heartbeat_interval_s,
         )
 
@@ -113,8 +118,14 @@ class RenderService:
         assert self.loop is not None
         self.watch = watch
         self.last_heartbeat = None
-        self.child = ChildProcess("render", render_main, msgspec.msgpack.encode(self._config()), self.loop,
-                                  self._on_message, self._on_exit)
+        self.child = ChildProcess(
+            "render",
+            render_main,
+            msgspec.msgpack.encode(self._config()),
+            self.loop,
+            self._on_message,
+            self._on_exit,
+        )
         self.child.start()
 
     def supervise(self, now: float) -> None:
@@ -166,8 +177,10 @@ class RenderService:
     def check_room(self, waiting: int = 0) -> None:
         """QueueFullError when `render_queue_max` renders are in flight (with `waiting` more queued)."""
         if self.load + waiting >= self.settings.render_queue_max:
-            raise QueueFullError(f"the render queue is full ({self.settings.render_queue_max} renders waiting "
-                                 "or running); retry later")
+            raise QueueFullError(
+                f"the render queue is full ({self.settings.render_queue_max} renders waiting "
+                "or running); retry later"
+            )
 
     async def render(self, inputs: RenderRequest | dict[str, Any] | str) -> dict[str, Any]:
         """Render one page outside the job table: validated, the URL checked with DNS, then rendered.
@@ -219,8 +232,11 @@ class RenderService:
             self.watch.ready(time.monotonic())
             self.browser_available = message.browser_available
             self.browser_error = message.browser_error
-            log.info("render process ready (pid %s, browser %s)", message.pid,
-                     "available" if message.browser_available else f"unavailable: {message.browser_error}")
+            log.info(
+                "render process ready (pid %s, browser %s)",
+                message.pid,
+                "available" if message.browser_available else f"unavailable: {message.browser_error}",
+            )
             for entry in self.in_flight.values():
                 self._send(entry.job)
 
@@ -239,7 +255,9 @@ class RenderService:
         else:
             self.renders_failed += 1
 
-    def _answer(self, job_id: str, result: dict[str, Any] | None, error: str | None, kind: ErrorKind | None) -> None:
+    def _answer(
+        self, job_id: str, result: dict[str, Any] | None, error: str | None, kind: ErrorKind | None
+    ) -> None:
         future = self.direct.get(job_id)
         if future is not None:
             if not future.done():
@@ -258,8 +276,14 @@ class RenderService:
         was = self.watch.exited(time.monotonic(), child.exit_code)
         child.close()
         lived_s = time.monotonic() - self.watch.started_at
-        log.warning("render process (pid %s) exited with code %s after %.1fs while %s; %d render(s) in flight",
-                    child.pid, self.watch.exit_code, lived_s, was, len(self.in_flight))
+        log.warning(
+            "render process (pid %s) exited with code %s after %.1fs while %s; %d render(s) in flight",
+            child.pid,
+            self.watch.exit_code,
+            lived_s,
+            was,
+            len(self.in_flight),
+        )
         if self.last_heartbeat is not None:
             self.pages_before_restart += self.last_heartbeat.pages_rendered
             self.last_heartbeat = None
@@ -268,8 +292,12 @@ class RenderService:
             if is_poison(entry.deaths, self.settings.max_attempts):
                 del self.in_flight[job_id]
                 self._count(False)
-                self._answer(job_id, None, f"the render process died {entry.deaths} times while rendering it",
-                             ErrorKind.POISON)
+                self._answer(
+                    job_id,
+                    None,
+                    f"the render process died {entry.deaths} times while rendering it",
+                    ErrorKind.POISON,
+                )
 
     # ---- status --------------------------------------------------------------------------------
 

@@ -35,7 +35,9 @@ def test_a_gpu_worker_runs_on_its_card_and_reports_cuda_memory() -> None:
             workers = scheduler.get_system_status()["workers"]
             gpu_workers = [w for w in workers if w["gpu_index"] is not None]
             assert gpu_workers and all(w["cuda_visible_devices"] == str(w["gpu_index"]) for w in gpu_workers)
-            job_ids = [await scheduler.schedule_job(JobRequest(feature="mlp", inputs=MLP_INPUT)) for _ in range(64)]
+            job_ids = [
+                await scheduler.schedule_job(JobRequest(feature="mlp", inputs=MLP_INPUT)) for _ in range(64)
+            ]
             results = [await scheduler.wait_for(job_id, 120) for job_id in job_ids]
             assert all(r["status"] == "completed" and r["device"].startswith("cuda:") for r in results)
             status = scheduler.get_system_status()

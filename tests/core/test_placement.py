@@ -26,8 +26,13 @@ def loaded(size_mb: float, last_used: float = 0.0, in_flight: int = 0) -> Loaded
     return LoadedModel(size_mb=size_mb, last_used=last_used, in_flight=in_flight, loading=False)
 
 
-def decide(demand: ModelDemand, workers: list[WorkerSlot], gpus: list[GpuCapacity], max_models: int = 4,
-           pipeline_items: int = 8):
+def decide(
+    demand: ModelDemand,
+    workers: list[WorkerSlot],
+    gpus: list[GpuCapacity],
+    max_models: int = 4,
+    pipeline_items: int = 8,
+):
     return place(demand, workers, gpus, max_models_per_worker=max_models, pipeline_items=pipeline_items)
 
 
@@ -81,10 +86,14 @@ def test_reserve_counts_against_the_card() -> None:
 
 def test_lru_eviction_unloads_the_least_recently_used_idle_model() -> None:
     workers = [
-        WorkerSlot("gpu0-w0", 0, models={
-            "old": loaded(10 * GIB_MB, last_used=1.0),
-            "recent": loaded(10 * GIB_MB, last_used=5.0),
-        }),
+        WorkerSlot(
+            "gpu0-w0",
+            0,
+            models={
+                "old": loaded(10 * GIB_MB, last_used=1.0),
+                "recent": loaded(10 * GIB_MB, last_used=5.0),
+            },
+        ),
     ]
     gpus = [GpuCapacity(0, 24 * GIB_MB)]
     decision = decide(ModelDemand("new", 8 * GIB_MB), workers, gpus)
@@ -93,10 +102,15 @@ def test_lru_eviction_unloads_the_least_recently_used_idle_model() -> None:
 
 def test_eviction_never_touches_a_busy_model() -> None:
     workers = [
-        WorkerSlot("gpu0-w0", 0, outstanding_items=1, models={
-            "old_but_busy": loaded(10 * GIB_MB, last_used=1.0, in_flight=1),
-            "recent": loaded(10 * GIB_MB, last_used=5.0),
-        }),
+        WorkerSlot(
+            "gpu0-w0",
+            0,
+            outstanding_items=1,
+            models={
+                "old_but_busy": loaded(10 * GIB_MB, last_used=1.0, in_flight=1),
+                "recent": loaded(10 * GIB_MB, last_used=5.0),
+            },
+        ),
     ]
     gpus = [GpuCapacity(0, 24 * GIB_MB)]
     decision = decide(ModelDemand("new", 8 * GIB_MB), workers, gpus)
@@ -106,7 +120,9 @@ def test_eviction_never_touches_a_busy_model() -> None:
 def test_eviction_may_take_several_models_and_other_workers_on_the_card() -> None:
     workers = [
         WorkerSlot("gpu0-w0", 0, models={"a": loaded(8 * GIB_MB, last_used=1.0)}),
-        WorkerSlot("gpu0-w1", 0, models={"b": loaded(8 * GIB_MB, last_used=2.0), "c": loaded(8 * GIB_MB, 3.0)}),
+        WorkerSlot(
+            "gpu0-w1", 0, models={"b": loaded(8 * GIB_MB, last_used=2.0), "c": loaded(8 * GIB_MB, 3.0)}
+        ),
     ]
     gpus = [GpuCapacity(0, 24 * GIB_MB)]
     decision = decide(ModelDemand("new", 16 * GIB_MB), workers, gpus)
@@ -128,9 +144,16 @@ def test_a_model_larger_than_every_card_is_rejected_at_once() -> None:
 
 
 def test_max_models_per_worker_is_honoured_by_evicting_its_own_lru_model() -> None:
-    workers = [WorkerSlot("gpu0-w0", 0, models={
-        "a": loaded(100, last_used=3.0), "b": loaded(100, last_used=1.0),
-    })]
+    workers = [
+        WorkerSlot(
+            "gpu0-w0",
+            0,
+            models={
+                "a": loaded(100, last_used=3.0),
+                "b": loaded(100, last_used=1.0),
+            },
+        )
+    ]
     gpus = [GpuCapacity(0, 80 * GIB_MB)]
     decision = decide(ModelDemand("c", 100), workers, gpus, max_models=2)
     assert decision == Assign("gpu0-w0", load=True, evict=(("gpu0-w0", "b"),))
@@ -146,10 +169,20 @@ def test_max_models_per_worker_prefers_a_worker_below_the_cap() -> None:
 
 
 def test_max_models_per_worker_with_every_model_busy_waits() -> None:
-    workers = [WorkerSlot("gpu0-w0", 0, outstanding_items=2, models={
-        "a": loaded(100, in_flight=1), "b": loaded(100, in_flight=1),
-    })]
-    assert isinstance(decide(ModelDemand("c", 100), workers, [GpuCapacity(0, 80 * GIB_MB)], max_models=2), Wait)
+    workers = [
+        WorkerSlot(
+            "gpu0-w0",
+            0,
+            outstanding_items=2,
+            models={
+                "a": loaded(100, in_flight=1),
+                "b": loaded(100, in_flight=1),
+            },
+        )
+    ]
+    assert isinstance(
+        decide(ModelDemand("c", 100), workers, [GpuCapacity(0, 80 * GIB_MB)], max_models=2), Wait
+    )
 
 
 def test_two_gpus_filled_unevenly_by_models_of_different_sizes() -> None:
@@ -183,7 +216,9 @@ def test_cpu_models_go_to_cpu_workers_and_gpu_models_need_a_gpu() -> None:
     workers = [WorkerSlot("gpu0-w0", 0), WorkerSlot("cpu-w0", None)]
     assert decide(ModelDemand("tok", 0, device="cpu"), workers, two_cards()) == Assign("cpu-w0", load=True)
     assert decide(ModelDemand("net", 100, device="gpu"), workers, two_cards()) == Assign("gpu0-w0", load=True)
-    assert decide(ModelDemand("net", 100, device="auto"), workers, two_cards()) == Assign("gpu0-w0", load=True)
+    assert decide(ModelDemand("net", 100, device="auto"), workers, two_cards()) == Assign(
+        "gpu0-w0", load=True
+    )
     cpu_only = [WorkerSlot("cpu-w0", None)]
     assert decide(ModelDemand("net", 100, device="gpu"), cpu_only, []) == Reject(NEEDS_GPU_MESSAGE)
     assert decide(ModelDemand("net", 10**6, device="auto"), cpu_only, []) == Assign("cpu-w0", load=True)

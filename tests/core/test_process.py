@@ -28,8 +28,11 @@ MLP_INPUT = [((i * 37) % 101) / 101.0 - 0.5 for i in range(256)]
 
 def settings(**overrides) -> Settings:
     base = dict(
-        journal_path="", cpu_workers=1, models=[
-            ModelConfig(name="echo", adapter="echo"), ModelConfig(name="sleep", adapter="sleep"),
+        journal_path="",
+        cpu_workers=1,
+        models=[
+            ModelConfig(name="echo", adapter="echo"),
+            ModelConfig(name="sleep", adapter="sleep"),
             ModelConfig(name="mlp", adapter="mlp"),
         ],
     )
@@ -41,7 +44,8 @@ def children() -> set[int]:
     """Child processes of this test process, less multiprocessing's own resource tracker: `spawn`
     starts that helper once per interpreter and it ends with the interpreter, not with a scheduler."""
     return {
-        child.pid for child in psutil.Process().children(recursive=True)
+        child.pid
+        for child in psutil.Process().children(recursive=True)
         if "multiprocessing.resource_tracker" not in " ".join(_cmdline(child))
     }
 
@@ -53,7 +57,9 @@ def _cmdline(process: psutil.Process) -> list[str]:
         return []
 
 
-def test_jobs_complete_on_cpu_workers_and_models_load_lazily_and_stop_leaves_no_child(make_scheduler: Callable[..., Scheduler]) -> None:
+def test_jobs_complete_on_cpu_workers_and_models_load_lazily_and_stop_leaves_no_child(
+    make_scheduler: Callable[..., Scheduler],
+) -> None:
     before = children()
 
     async def scenario() -> None:
@@ -66,17 +72,25 @@ def test_jobs_complete_on_cpu_workers_and_models_load_lazily_and_stop_leaves_no_
             assert status["gpu"] == []
             # A heartbeat or two later, still nothing loaded: loading waits for the first job.
             first_beats = {w["worker_id"]: w["last_heartbeat"] for w in status["workers"]}
-            await until(lambda: all(
-                w["last_heartbeat"] != first_beats[w["worker_id"]]
-                for w in scheduler.get_system_status()["workers"]), message="a fresh heartbeat")
+            await until(
+                lambda: all(
+                    w["last_heartbeat"] != first_beats[w["worker_id"]]
+                    for w in scheduler.get_system_status()["workers"]
+                ),
+                message="a fresh heartbeat",
+            )
             assert all(w["loaded_models"] == [] for w in scheduler.get_system_status()["workers"])
 
-            job_id = await scheduler.schedule_job(JobRequest(feature="echo", inputs={"text": "hello", "n": 1}))
+            job_id = await scheduler.schedule_job(
+                JobRequest(feature="echo", inputs={"text": "hello", "n": 1})
+            )
             done = await scheduler.wait_for(job_id, 30)
             assert done["status"] == "completed" and done["result"] == {"text": "hello", "n": 1}
             assert done["attempts"] == 1 and done["device"] == "cpu" and done["worker"].startswith("cpu-w")
             assert done["created_at"] <= done["started_at"] <= done["ended_at"]
-            loaded = {m["model"] for w in scheduler.get_system_status()["workers"] for m in w["loaded_models"]}
+            loaded = {
+                m["model"] for w in scheduler.get_system_status()["workers"] for m in w["loaded_models"]
+            }
             assert loaded == {"echo"}
             models = {m["name"]: m for m in scheduler.get_system_status()["models"]}
             assert models["mlp"]["loaded_on"] == [] and models["echo"]["loaded_on"]
@@ -89,12 +103,16 @@ def test_jobs_complete_on_cpu_workers_and_models_load_lazily_and_stop_leaves_no_
 
 def test_each_simulated_gpu_worker_sees_only_its_card(make_scheduler: Callable[..., Scheduler]) -> None:
     async def scenario() -> None:
-        scheduler = make_scheduler(settings(max_workers_per_gpu=1), environ={"MODELSCHED_SIMULATED_GPUS": "2x24GiB"})
+        scheduler = make_scheduler(
+            settings(max_workers_per_gpu=1), environ={"MODELSCHED_SIMULATED_GPUS": "2x24GiB"}
+        )
         async with scheduler:
             await scheduler.wait_ready(60)
             status = scheduler.get_system_status()
             assert [(g["index"], g["total_mb"], g["simulated"]) for g in status["gpu"]] == [
-                (0, 24576.0, True), (1, 24576.0, True)]
+                (0, 24576.0, True),
+                (1, 24576.0, True),
+            ]
             gpu_workers = {w["worker_id"]: w for w in status["workers"] if w["gpu_index"] is not None}
             assert set(gpu_workers) == {"gpu0-w0", "gpu1-w0"}
             for worker in gpu_workers.values():
@@ -111,29 +129,41 @@ def test_each_simulated_gpu_worker_sees_only_its_card(make_scheduler: Callable[.
     asyncio.run(scenario())
 
 
-def test_a_model_that_fits_no_card_is_refused_at_submission_with_no_fit_error(make_scheduler: Callable[..., Scheduler]) -> None:
+def test_a_model_that_fits_no_card_is_refused_at_submission_with_no_fit_error(
+    make_scheduler: Callable[..., Scheduler],
+) -> None:
     async def scenario() -> None:
         big = ModelConfig(name="huge", adapter="echo", device="gpu", vram_mb=30 * 1024)
         fits = ModelConfig(name="fits", adapter="echo", device="gpu", vram_mb=20 * 1024)
-        scheduler = make_scheduler(settings(models=[big, fits]), environ={"MODELSCHED_SIMULATED_GPUS": "2x24GiB"})
+        scheduler = make_scheduler(
+            settings(models=[big, fits]), environ={"MODELSCHED_SIMULATED_GPUS": "2x24GiB"}
+        )
         async with scheduler:
             await scheduler.wait_ready(60)
-            with pytest.raises(NoFitError, match="'huge' cannot run here: No GPU has enough memory for this model"):
+            with pytest.raises(
+                NoFitError, match="'huge' cannot run here: No GPU has enough memory for this model"
+            ):
                 await scheduler.schedule_job(JobRequest(feature="huge", inputs="x"))
             with pytest.raises(NoFitError, match="No GPU has enough memory"):
                 await scheduler.load_model("huge")
             assert scheduler.table.jobs == {}  # nothing was queued
-            done = await scheduler.wait_for(await scheduler.schedule_job(JobRequest(feature="fits", inputs="y")), 30)
+            done = await scheduler.wait_for(
+                await scheduler.schedule_job(JobRequest(feature="fits", inputs="y")), 30
+            )
             assert done["status"] == "completed" and done["device"].startswith("sim-gpu")
             # A model registered later that fits nowhere is refused as well.
-            scheduler.register_model({"name": "later", "adapter": "echo", "device": "gpu", "vram_mb": 25 * 1024})
+            scheduler.register_model(
+                {"name": "later", "adapter": "echo", "device": "gpu", "vram_mb": 25 * 1024}
+            )
             with pytest.raises(NoFitError):
                 scheduler.submit(JobRequest(model="later", inputs=1))
 
     asyncio.run(scenario())
 
 
-def test_64_concurrent_mlp_jobs_run_in_batches_equal_to_one_at_a_time(make_scheduler: Callable[..., Scheduler]) -> None:
+def test_64_concurrent_mlp_jobs_run_in_batches_equal_to_one_at_a_time(
+    make_scheduler: Callable[..., Scheduler],
+) -> None:
     import torch
 
     inputs = [[((i * 31 + j * 7) % 97) / 97.0 - 0.5 for j in range(256)] for i in range(64)]
@@ -147,8 +177,9 @@ def test_64_concurrent_mlp_jobs_run_in_batches_equal_to_one_at_a_time(make_sched
         scheduler.on_batch.append(lambda worker, model_name, size, run_s: batch_sizes.append(size))
         async with scheduler:
             await scheduler.wait_ready(60)
-            job_ids = await asyncio.gather(*(
-                scheduler.schedule_job(JobRequest(feature="mlp", inputs=row)) for row in inputs))
+            job_ids = await asyncio.gather(
+                *(scheduler.schedule_job(JobRequest(feature="mlp", inputs=row)) for row in inputs)
+            )
             results = await asyncio.gather(*(scheduler.wait_for(job_id, 60) for job_id in job_ids))
         assert [r["status"] for r in results] == ["completed"] * 64
         for result, want in zip(results, expected, strict=True):
@@ -168,12 +199,20 @@ def test_a_failing_input_fails_alone(make_scheduler: Callable[..., Scheduler]) -
             values = [1, 2, -3, 4, 5]
             job_ids = [await scheduler.schedule_job(JobRequest(feature="picky", inputs=v)) for v in values]
             results = [await scheduler.wait_for(job_id, 30) for job_id in job_ids]
-            assert [r["status"] for r in results] == ["completed", "completed", "error", "completed", "completed"]
+            assert [r["status"] for r in results] == [
+                "completed",
+                "completed",
+                "error",
+                "completed",
+                "completed",
+            ]
             assert [r["result"] for r in results if r["status"] == "completed"] == [2, 4, 8, 10]
             assert "negative input" in results[2]["error"]
             # the echo model's per-item error: an ItemError in the output list
-            echo_ids = [await scheduler.schedule_job(JobRequest(feature="echo", inputs=v))
-                        for v in ({"a": 1}, {"fail": "broken item"}, {"b": 2})]
+            echo_ids = [
+                await scheduler.schedule_job(JobRequest(feature="echo", inputs=v))
+                for v in ({"a": 1}, {"fail": "broken item"}, {"b": 2})
+            ]
             echo = [await scheduler.wait_for(job_id, 30) for job_id in echo_ids]
             assert [r["status"] for r in echo] == ["completed", "error", "completed"]
             assert echo[1]["error"] == "ItemError: broken item"
@@ -195,11 +234,15 @@ def test_bad_requests_are_refused_at_submission(make_scheduler: Callable[..., Sc
             with pytest.raises(InvalidInputError, match="timeout_s"):
                 await scheduler.schedule_job(JobRequest(feature="echo", inputs=1, timeout_s=-1))
             # 2 sleep jobs fill the worker's pipeline, then 3 wait in the queue: the queue is full.
-            blockers = [await scheduler.schedule_job(JobRequest(feature="sleep", inputs={"ms": 300}))
-                        for _ in range(2)]
+            blockers = [
+                await scheduler.schedule_job(JobRequest(feature="sleep", inputs={"ms": 300}))
+                for _ in range(2)
+            ]
             await until(lambda: scheduler.get_system_status()["queue"]["processing"] == 2)
-            blockers += [await scheduler.schedule_job(JobRequest(feature="sleep", inputs={"ms": 300}))
-                         for _ in range(3)]
+            blockers += [
+                await scheduler.schedule_job(JobRequest(feature="sleep", inputs={"ms": 300}))
+                for _ in range(3)
+            ]
             assert scheduler.get_system_status()["queue"]["queued"] == 3
             with pytest.raises(QueueFullError):
                 await scheduler.schedule_job(JobRequest(feature="echo", inputs=1))
@@ -215,14 +258,17 @@ def test_priorities_high_first_and_fifo_within_one(make_scheduler: Callable[...,
         async with scheduler:
             await scheduler.wait_ready(60)
             # Keep the only worker busy (it holds two sleep jobs: one running, one in its pipeline).
-            blockers = [await scheduler.schedule_job(JobRequest(feature="sleep", inputs={"ms": 400}))
-                        for _ in range(2)]
+            blockers = [
+                await scheduler.schedule_job(JobRequest(feature="sleep", inputs={"ms": 400}))
+                for _ in range(2)
+            ]
             await until(lambda: scheduler.get_system_status()["queue"]["processing"] == 2)
             order = [("low", 1), ("normal", 1), ("high", 1), ("normal", 2), ("high", 2), ("low", 2)]
             ids = {}
             for priority, n in order:
                 ids[(priority, n)] = await scheduler.schedule_job(
-                    JobRequest(feature="sleep", inputs={"ms": 1}, priority=priority))
+                    JobRequest(feature="sleep", inputs={"ms": 1}, priority=priority)
+                )
             results = {key: await scheduler.wait_for(job_id, 30) for key, job_id in ids.items()}
             for job_id in blockers:
                 await scheduler.wait_for(job_id, 30)
@@ -232,7 +278,9 @@ def test_priorities_high_first_and_fifo_within_one(make_scheduler: Callable[...,
     asyncio.run(scenario())
 
 
-def test_wait_for_returns_the_current_status_when_time_is_up_and_cancel_works(make_scheduler: Callable[..., Scheduler]) -> None:
+def test_wait_for_returns_the_current_status_when_time_is_up_and_cancel_works(
+    make_scheduler: Callable[..., Scheduler],
+) -> None:
     async def scenario() -> None:
         scheduler = make_scheduler(settings())
         async with scheduler:
@@ -253,7 +301,9 @@ def test_register_model_at_run_time_and_the_async_type() -> None:
         async with scheduler:
             await scheduler.wait_ready(30)
             assert all(w["pid"] == os.getpid() for w in scheduler.get_system_status()["workers"])
-            scheduler.register_model({"name": "recording", "adapter": "tests.support.core_adapters:RecordingAdapter"})
+            scheduler.register_model(
+                {"name": "recording", "adapter": "tests.support.core_adapters:RecordingAdapter"}
+            )
             job_ids = [scheduler.submit(JobRequest(feature="recording", inputs=i)) for i in range(10)]
             results = [await scheduler.wait_for(job_id, 30) for job_id in job_ids]
             assert all(r["status"] == "completed" for r in results)
@@ -264,13 +314,17 @@ def test_register_model_at_run_time_and_the_async_type() -> None:
 
 
 def test_development_preset_with_a_model_subset() -> None:
-    scheduler = create_development_scheduler(model_subset=["echo"], reduce_vram_requirements=True, journal_path="")
+    scheduler = create_development_scheduler(
+        model_subset=["echo"], reduce_vram_requirements=True, journal_path=""
+    )
     assert list(scheduler.registry.models) == ["echo"]
     with pytest.raises(ValueError, match="unknown models"):
         create_development_scheduler(model_subset=["nope"])
 
 
-def test_many_items_in_one_job_are_batched_by_items_without_holding_up_small_jobs(make_scheduler: Callable[..., Scheduler]) -> None:
+def test_many_items_in_one_job_are_batched_by_items_without_holding_up_small_jobs(
+    make_scheduler: Callable[..., Scheduler],
+) -> None:
     async def scenario() -> None:
         split = ModelConfig(name="split", adapter="tests.support.core_adapters:SplitAdapter")
         scheduler = make_scheduler(settings(models=[split]))

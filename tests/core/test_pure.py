@@ -18,8 +18,10 @@ GIB = 1024**3
 
 
 def pending(model_jobs: dict[str, list[float]]) -> dict[str, deque[PendingJob]]:
-    return {model: deque(PendingJob(f"{model}{i}", i, t) for i, t in enumerate(times))
-            for model, times in model_jobs.items()}
+    return {
+        model: deque(PendingJob(f"{model}{i}", i, t) for i, t in enumerate(times))
+        for model, times in model_jobs.items()
+    }
 
 
 def test_fixed_batch_goes_when_full_or_after_max_delay() -> None:
@@ -44,7 +46,10 @@ def test_the_model_waiting_longest_goes_first() -> None:
 
 def test_parse_simulated_cards() -> None:
     cards = parse_simulated("1x80GiB,1x16GiB")
-    assert [(c.index, c.total_bytes, c.simulated) for c in cards] == [(0, 80 * GIB, True), (1, 16 * GIB, True)]
+    assert [(c.index, c.total_bytes, c.simulated) for c in cards] == [
+        (0, 80 * GIB, True),
+        (1, 16 * GIB, True),
+    ]
     assert len(parse_simulated("2x24GiB")) == 2
     assert parse_size("512MiB") == 512 * 1024**2
     with pytest.raises(ValueError, match="COUNTxSIZE"):
@@ -88,13 +93,19 @@ def test_job_state_transitions() -> None:
 def test_messages_round_trip_as_msgpack() -> None:
     run = m.RunJobs("mlp", [m.JobItem("j1", [1.0, 2.0]), m.JobItem("j2", {"text": "x"})])
     assert m.decode_to_worker(m.encode(run)) == run
-    results = m.JobResults("mlp", 2, 0.01, [m.JobOutcome("j1", [3.0]), m.JobOutcome("j2", None, "bad", "input")])
+    results = m.JobResults(
+        "mlp", 2, 0.01, [m.JobOutcome("j1", [3.0]), m.JobOutcome("j2", None, "bad", "input")]
+    )
     assert m.decode_from_worker(m.encode(results)) == results
 
 
 def test_worker_plan_and_respawn_backoff() -> None:
     assert worker_plan([0, 1], 2, 1, needs_cpu_workers=False) == [
-        ("gpu0-w0", 0), ("gpu0-w1", 0), ("gpu1-w0", 1), ("gpu1-w1", 1)]
+        ("gpu0-w0", 0),
+        ("gpu0-w1", 0),
+        ("gpu1-w0", 1),
+        ("gpu1-w1", 1),
+    ]
     assert worker_plan([], 2, 2, needs_cpu_workers=True) == [("cpu-w0", None), ("cpu-w1", None)]
     assert RESPAWN_BACKOFF.delay(0) == 0.0
     assert 0 < RESPAWN_BACKOFF.delay(1) < RESPAWN_BACKOFF.delay(3) <= 30.0
@@ -103,16 +114,22 @@ def test_worker_plan_and_respawn_backoff() -> None:
 def test_take_units_counts_items_and_sends_the_rest_of_a_large_job_to_the_back() -> None:
     from workers.batching import items_waiting, take_units
 
-    queue = deque([
-        PendingJob("big", list(range(20)), 0.0, count=20),
-        PendingJob("small1", [1], 0.0, count=1),
-        PendingJob("small2", [2, 3], 0.0, count=2),
-    ])
+    queue = deque(
+        [
+            PendingJob("big", list(range(20)), 0.0, count=20),
+            PendingJob("small1", [1], 0.0, count=1),
+            PendingJob("small2", [2, 3], 0.0, count=2),
+        ]
+    )
     assert items_waiting(queue, 8) == 8
     first = take_units(queue, 8)
     assert [(u.job_id, u.count, u.offset) for u in first] == [("big", 8, 0)]
     assert [u.job_id for u in queue] == ["small1", "small2", "big"]
     second = take_units(queue, 8)
-    assert [(u.job_id, u.count, u.offset) for u in second] == [("small1", 1, 0), ("small2", 2, 0), ("big", 5, 8)]
+    assert [(u.job_id, u.count, u.offset) for u in second] == [
+        ("small1", 1, 0),
+        ("small2", 2, 0),
+        ("big", 5, 8),
+    ]
     assert second[2].inputs == list(range(8, 13))
     assert [(u.job_id, u.count, u.offset) for u in queue] == [("big", 7, 13)]

@@ -1,5 +1,6 @@
 """The supervision policy (`scheduler.pool.supervisor`), pure, and `WorkerSet` applying it to worker
-records through a fake launcher whose channels are fakes: no process, no thread."""
+records through a fake launcher whose channels are fakes (`tests.support.fakes`): no process, no
+thread."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from scheduler.pool.supervisor import (
     is_poison,
     next_action,
 )
+from tests.support.fakes import FakeChannel, fake
 from workers import protocol as m
 from workers.backoff import Backoff
 from workers.child import EXIT_BOOT_FAILED
@@ -45,7 +47,9 @@ def test_a_ready_child_is_killed_once_silent_past_its_heartbeat_timeout() -> Non
     watch = ChildWatch("w", started_at=0.0)
     watch.ready(200.0)
     assert watch.state is WorkerState.READY
-    assert next_action(watch, 202.0, TIMEOUTS) is None  # long past start_s: it is ready, that no longer counts
+    assert (
+        next_action(watch, 202.0, TIMEOUTS) is None
+    )  # long past start_s: it is ready, that no longer counts
     watch.heartbeat(202.0)
     assert next_action(watch, 204.0, TIMEOUTS) is None
     action = next_action(watch, 204.5, TIMEOUTS)
@@ -129,45 +133,6 @@ def test_the_default_respawn_back_off_after_one_boot_failure() -> None:
 # ---- WorkerSet -------------------------------------------------------------------------------
 
 
-class FakeChannel:
-    """A `WorkerChannel`: a kill ends it; so does a `Shutdown`."""
-
-    killable = True
-
-    def __init__(self) -> None:
-        self.sent: list[m.ToWorker] = []
-        self.kills = 0
-        self.joined = self.closed = False
-        self._alive = True
-
-    @property
-    def pid(self) -> int | None:
-        return 4242
-
-    @property
-    def exit_code(self) -> int | None:
-        return None if self._alive else -9
-
-    def send(self, data: bytes) -> None:
-        message = m.decode_to_worker(data)
-        self.sent.append(message)
-        if isinstance(message, m.Shutdown):
-            self._alive = False
-
-    def alive(self) -> bool:
-        return self._alive
-
-    def kill(self) -> None:
-        self.kills += 1
-        self._alive = False
-
-    def join(self, timeout: float) -> None:
-        self.joined = True
-
-    def close(self) -> None:
-        self.closed = True
-
-
 @dataclass
 class Launch:
     worker_id: str
@@ -188,9 +153,16 @@ class FakeLauncher:
             return "cpu"
         return f"sim-gpu{gpu_index}" if simulated else f"cuda:{gpu_index}"
 
-    def launch(self, worker_id: str, gpu_index: int | None, simulated: bool, specs: list[m.ModelSpec],
-               loop: asyncio.AbstractEventLoop, on_message: Callable[[bytes], None],
-               on_exit: Callable[[], None]) -> FakeChannel:
+    def launch(
+        self,
+        worker_id: str,
+        gpu_index: int | None,
+        simulated: bool,
+        specs: list[m.ModelSpec],
+        loop: asyncio.AbstractEventLoop,
+        on_message: Callable[[bytes], None],
+        on_exit: Callable[[], None],
+    ) -> FakeChannel:
         channel = FakeChannel()
         self.launches.append(Launch(worker_id, gpu_index, simulated, specs, channel, on_message, on_exit))
         return channel
@@ -209,28 +181,28 @@ class Pool:
 
 
 @pytest.fixture
-def pool() -> Iterator[Pool]:
-    loop = asyncio.new_event_loop()  # the fake launcher never uses it
+def pool(loop: asyncio.AbstractEventLoop) -> Iterator[Pool]:  # the fake launcher never uses the loop
     workers: dict[str, Worker] = {}
     launcher = FakeLauncher()
     messages: list[tuple[Worker, bytes]] = []
     exits: list[Worker] = []
-    worker_set = WorkerSet(workers, launcher, lambda: SPECS, lambda worker, data: messages.append((worker, data)),
-                           exits.append, TIMEOUTS)
+    worker_set = WorkerSet(
+        workers,
+        launcher,
+        lambda: SPECS,
+        lambda worker, data: messages.append((worker, data)),
+        exits.append,
+        TIMEOUTS,
+    )
     worker_set.start(loop, [("gpu0-w0", 0), ("cpu-w0", None)], simulated=True)
     yield Pool(workers, launcher, worker_set, messages, exits)
-    loop.close()
-
-
-def channel_of(worker: Worker) -> FakeChannel:
-    assert isinstance(worker.channel, FakeChannel)
-    return worker.channel
 
 
 def test_start_launches_one_worker_per_plan_entry(pool: Pool) -> None:
-    assert [(launch.worker_id, launch.gpu_index, launch.simulated, launch.specs)
-            for launch in pool.launcher.launches] == [
-        ("gpu0-w0", 0, True, SPECS), ("cpu-w0", None, False, SPECS)]
+    assert [
+        (launch.worker_id, launch.gpu_index, launch.simulated, launch.specs)
+        for launch in pool.launcher.launches
+    ] == [("gpu0-w0", 0, True, SPECS), ("cpu-w0", None, False, SPECS)]
     gpu, cpu = pool.workers["gpu0-w0"], pool.workers["cpu-w0"]
     assert (gpu.device_label, cpu.device_label) == ("sim-gpu0", "cpu")
     assert gpu.state is cpu.state is WorkerState.STARTING and gpu.channel is pool.launcher.launches[0].channel
@@ -247,17 +219,17 @@ def test_supervise_kills_a_worker_silent_past_its_heartbeat_timeout_and_not_befo
     worker = pool.workers["cpu-w0"]
     worker.watch.ready(now)
     pool.worker_set.supervise(now + TIMEOUTS.heartbeat_s)
-    assert channel_of(worker).kills == 0
+    assert fake(worker).kills == 0
     pool.worker_set.supervise(now + TIMEOUTS.heartbeat_s + 0.5)
-    assert channel_of(worker).kills == 1
+    assert fake(worker).kills == 1
 
 
 def test_supervise_kills_a_worker_that_never_said_ready(pool: Pool) -> None:
     worker = pool.workers["gpu0-w0"]
     pool.worker_set.supervise(worker.watch.started_at + TIMEOUTS.start_s)
-    assert channel_of(worker).kills == 0
+    assert fake(worker).kills == 0
     pool.worker_set.supervise(worker.watch.started_at + TIMEOUTS.start_s + 0.1)
-    assert channel_of(worker).kills == 1
+    assert fake(worker).kills == 1
 
 
 def test_supervise_replaces_a_dead_worker_once_its_respawn_time_comes(pool: Pool) -> None:
@@ -291,6 +263,6 @@ def test_stop_asks_idle_workers_to_stop_and_kills_one_that_still_holds_jobs(pool
     busy.in_flight["job-1"] = 1
     asyncio.run(pool.worker_set.stop())
     assert busy.state is idle.state is WorkerState.STOPPING and busy.no_penalty and idle.no_penalty
-    assert (channel_of(busy).kills, channel_of(busy).sent) == (1, [])
-    assert (channel_of(idle).kills, channel_of(idle).sent) == (0, [m.Shutdown()])
-    assert all(channel_of(worker).joined and channel_of(worker).closed for worker in (busy, idle))
+    assert (fake(busy).kills, fake(busy).messages()) == (1, [])
+    assert (fake(idle).kills, fake(idle).messages()) == (0, [m.Shutdown()])
+    assert all(fake(worker).joined and fake(worker).closed for worker in (busy, idle))

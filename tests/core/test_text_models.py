@@ -99,7 +99,9 @@ def test_a_mixed_length_batch_equals_one_sentence_at_a_time(minilm) -> None:
         assert max_abs_diff(vector, alone) < 1e-5
 
 
-def test_predict_takes_whole_job_inputs_in_one_flattened_forward(minilm, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_predict_takes_whole_job_inputs_in_one_flattened_forward(
+    minilm, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A batch of job inputs (strings and lists): one vector or a list of vectors each, equal to the
     sentences run alone; a bad element fails alone; forwards are chunked to FORWARD_CHUNK sentences."""
     import adapters.text
@@ -108,7 +110,9 @@ def test_predict_takes_whole_job_inputs_in_one_flattened_forward(minilm, monkeyp
     chunks: list[int] = []
     forward = adapter.forward
     monkeypatch.setattr(adapters.text, "FORWARD_CHUNK", 3)
-    monkeypatch.setattr(adapter, "forward", lambda st, sentences: chunks.append(len(sentences)) or forward(st, sentences))
+    monkeypatch.setattr(
+        adapter, "forward", lambda st, sentences: chunks.append(len(sentences)) or forward(st, sentences)
+    )
     batch = [SENTENCES[0], SENTENCES[1:], 7, [SENTENCES[1]]]
     outputs = adapter.predict(state, batch)
     assert chunks == [3, 2]  # 5 sentences of 3 valid jobs, at most 3 per forward
@@ -150,17 +154,23 @@ def test_minilm_items_and_assemble() -> None:
     assert adapter.assemble(["a", "b"], [[0.1], [0.2]]) == [[0.1], [0.2]]
 
 
-@pytest.mark.parametrize(("inputs", "message"), [
-    (3, "a string or a list of strings"),
-    (None, "a string or a list of strings"),
-    ({"text": "hi"}, "a string or a list of strings"),
-    ([], "at least one sentence"),
-    (["ok", 5], r"inputs\[1\] must be a string \(got int\)"),
-    ([["nested"]], r"inputs\[0\] must be a string"),
-    ("x" * (MAX_SENTENCE_CHARS + 1), "^inputs has 10001 characters; the limit is 10000 characters per sentence$"),
-    (["ok", "x" * (MAX_SENTENCE_CHARS + 1)], r"inputs\[1\] has 10001 characters; the limit is 10000"),
-    (["s"] * 1025, "the limit is 1024 sentences"),
-])
+@pytest.mark.parametrize(
+    ("inputs", "message"),
+    [
+        (3, "a string or a list of strings"),
+        (None, "a string or a list of strings"),
+        ({"text": "hi"}, "a string or a list of strings"),
+        ([], "at least one sentence"),
+        (["ok", 5], r"inputs\[1\] must be a string \(got int\)"),
+        ([["nested"]], r"inputs\[0\] must be a string"),
+        (
+            "x" * (MAX_SENTENCE_CHARS + 1),
+            "^inputs has 10001 characters; the limit is 10000 characters per sentence$",
+        ),
+        (["ok", "x" * (MAX_SENTENCE_CHARS + 1)], r"inputs\[1\] has 10001 characters; the limit is 10000"),
+        (["s"] * 1025, "the limit is 1024 sentences"),
+    ],
+)
 def test_minilm_validation_names_the_problem(inputs, message) -> None:
     with pytest.raises(ValueError, match=message):
         MiniLMAdapter().validate(inputs)
@@ -189,8 +199,13 @@ def test_a_missing_text_extra_names_it_at_load(monkeypatch: pytest.MonkeyPatch) 
 def tiny_checkpoint(tmp_path: Path, classification: bool) -> Path:
     config = transformers.BertConfig(
         vocab_size=transformers.AutoTokenizer.from_pretrained(MODEL_DIR, local_files_only=True).vocab_size,
-        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-        num_labels=3, id2label={0: "neg", 1: "neu", 2: "pos"}, label2id={"neg": 0, "neu": 1, "pos": 2},
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        num_labels=3,
+        id2label={0: "neg", 1: "neu", 2: "pos"},
+        label2id={"neg": 0, "neu": 1, "pos": 2},
     )
     torch.manual_seed(0)
     model_class = transformers.BertForSequenceClassification if classification else transformers.BertModel
@@ -255,8 +270,12 @@ def test_minilm_end_to_end_through_a_worker_process(minilm, make_scheduler: Call
     want_many = adapter.predict(state, [many])[0]
 
     async def scenario() -> tuple[dict, dict]:
-        settings = Settings(journal_path="", cpu_workers=1, torch_threads=1,
-                            models=[ModelConfig(name="minilm", adapter="minilm")])
+        settings = Settings(
+            journal_path="",
+            cpu_workers=1,
+            torch_threads=1,
+            models=[ModelConfig(name="minilm", adapter="minilm")],
+        )
         scheduler = make_scheduler(settings, environ={"MODELSCHED_FORCE_CPU": "1"})
         async with scheduler:
             await scheduler.wait_ready(120)

@@ -13,8 +13,16 @@ from scripts.chaos import run_chaos
 
 @pytest.mark.timeout(300)  # the run's own deadline is 240 s
 def test_chaos_300_jobs_nothing_lost_nothing_duplicated(tmp_path: Path) -> None:
-    figures = run_chaos(jobs=300, poison=2, kill_every_s=2.0, restart_at=0.5, cpu_workers=2, seed=7,
-                        deadline_s=240.0, folder=str(tmp_path))
+    figures = run_chaos(
+        jobs=300,
+        poison=2,
+        kill_every_s=2.0,
+        restart_at=0.5,
+        cpu_workers=2,
+        seed=7,
+        deadline_s=240.0,
+        folder=str(tmp_path),
+    )
     context = {key: value for key, value in figures.items() if key != "daemon_log_tail"}
     assert figures["submitted"] == 300, context
     assert figures["main_kills"] == 1, context

@@ -14,7 +14,9 @@ from tests.support.faults import fault_settings
 from tests.support.polling import until
 
 
-def test_a_running_job_past_its_timeout_ends_as_timeout_and_its_batch_mates_run_again_without_penalty(make_scheduler: Callable[..., Scheduler]) -> None:
+def test_a_running_job_past_its_timeout_ends_as_timeout_and_its_batch_mates_run_again_without_penalty(
+    make_scheduler: Callable[..., Scheduler],
+) -> None:
     async def scenario() -> None:
         sleep4 = ModelConfig(name="sleep", adapter="sleep", max_batch_size=4)
         scheduler = make_scheduler(fault_settings(models=[sleep4]))
@@ -36,24 +38,32 @@ def test_a_running_job_past_its_timeout_ends_as_timeout_and_its_batch_mates_run_
     asyncio.run(scenario())
 
 
-def test_a_queued_job_past_its_timeout_ends_as_timeout_without_running(make_scheduler: Callable[..., Scheduler]) -> None:
+def test_a_queued_job_past_its_timeout_ends_as_timeout_without_running(
+    make_scheduler: Callable[..., Scheduler],
+) -> None:
     async def scenario() -> None:
         scheduler = make_scheduler(fault_settings())
         async with scheduler:
             await scheduler.wait_ready(60)
-            blockers = [await scheduler.schedule_job(JobRequest(model="sleep", inputs={"ms": 800})) for _ in range(2)]
+            blockers = [
+                await scheduler.schedule_job(JobRequest(model="sleep", inputs={"ms": 800})) for _ in range(2)
+            ]
             waiting = await scheduler.schedule_job(JobRequest(model="sleep", inputs={"ms": 1}, timeout_s=0.3))
             done = await scheduler.wait_for(waiting, 10)
             assert done["status"] == "error" and done["error"].startswith("timeout")
             assert done["started_at"] is None and done["attempts"] == 0
             # The worker was not restarted for a job it never held.
-            assert [(await scheduler.wait_for(job_id, 30))["status"] for job_id in blockers] == ["completed"] * 2
+            assert [(await scheduler.wait_for(job_id, 30))["status"] for job_id in blockers] == [
+                "completed"
+            ] * 2
             assert scheduler.workers["cpu-w0"].restarts == 0
 
     asyncio.run(scenario())
 
 
-def test_cancelling_a_queued_job_removes_it_and_a_running_one_drops_its_result(tmp_path: Path, make_scheduler: Callable[..., Scheduler]) -> None:
+def test_cancelling_a_queued_job_removes_it_and_a_running_one_drops_its_result(
+    tmp_path: Path, make_scheduler: Callable[..., Scheduler]
+) -> None:
     async def scenario() -> None:
         journal = str(tmp_path / "journal.db")
         scheduler = make_scheduler(fault_settings(journal_path=journal))
@@ -79,8 +89,9 @@ def test_cancelling_a_queued_job_removes_it_and_a_running_one_drops_its_result(t
                 assert status["status"] == "cancelled" and status["result"] is None
             assert scheduler.get_job_status(queued)["started_at"] is None
             assert worker.restarts == 0 and worker.in_flight == {}
-            assert (await scheduler.wait_for(
-                await scheduler.schedule_job(JobRequest(model="echo", inputs=1)), 30))["status"] == "completed"
+            assert (
+                await scheduler.wait_for(await scheduler.schedule_job(JobRequest(model="echo", inputs=1)), 30)
+            )["status"] == "completed"
 
         # The cancellations were journaled: a restart does not run those jobs again.
         again = make_scheduler(fault_settings(journal_path=journal))
@@ -92,15 +103,21 @@ def test_cancelling_a_queued_job_removes_it_and_a_running_one_drops_its_result(t
     asyncio.run(scenario())
 
 
-def test_past_max_queue_submissions_are_refused_and_nothing_queued_is_dropped(make_scheduler: Callable[..., Scheduler]) -> None:
+def test_past_max_queue_submissions_are_refused_and_nothing_queued_is_dropped(
+    make_scheduler: Callable[..., Scheduler],
+) -> None:
     async def scenario() -> None:
         scheduler = make_scheduler(fault_settings(max_queue=5))
         async with scheduler:
             await scheduler.wait_ready(60)
-            in_flight = [await scheduler.schedule_job(JobRequest(model="sleep", inputs={"ms": 400})) for _ in range(2)]
+            in_flight = [
+                await scheduler.schedule_job(JobRequest(model="sleep", inputs={"ms": 400})) for _ in range(2)
+            ]
             await until(lambda: scheduler.table.count_by_status["processing"] == 2)
-            queued = [await scheduler.schedule_job(JobRequest(model="sleep", inputs={"ms": 1, "n": n}))
-                      for n in range(5)]
+            queued = [
+                await scheduler.schedule_job(JobRequest(model="sleep", inputs={"ms": 1, "n": n}))
+                for n in range(5)
+            ]
             for _ in range(3):
                 with pytest.raises(QueueFullError, match="the queue is full"):
                     await scheduler.schedule_job(JobRequest(model="echo", inputs="one too many"))
@@ -108,7 +125,8 @@ def test_past_max_queue_submissions_are_refused_and_nothing_queued_is_dropped(ma
             results = [await scheduler.wait_for(job_id, 30) for job_id in in_flight + queued]
             assert [r["status"] for r in results] == ["completed"] * 7
             # Room again once the queue drains.
-            assert (await scheduler.wait_for(
-                await scheduler.schedule_job(JobRequest(model="echo", inputs=1)), 30))["status"] == "completed"
+            assert (
+                await scheduler.wait_for(await scheduler.schedule_job(JobRequest(model="echo", inputs=1)), 30)
+            )["status"] == "completed"
 
     asyncio.run(scenario())

@@ -24,7 +24,9 @@ from tests.support.polling import until, until_sync
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_stop_refuses_new_jobs_drains_in_flight_ones_and_keeps_the_rest_queued(tmp_path: Path, make_scheduler: Callable[..., Scheduler]) -> None:
+def test_stop_refuses_new_jobs_drains_in_flight_ones_and_keeps_the_rest_queued(
+    tmp_path: Path, make_scheduler: Callable[..., Scheduler]
+) -> None:
     journal = str(tmp_path / "journal.db")
 
     async def first_life() -> tuple[str, str, str]:

@@ -14,14 +14,20 @@ from tests.support.faults import alive, fault_settings, gone, signal_worker
 from tests.support.polling import until
 
 
-def test_a_sigkilled_worker_is_noticed_within_a_second_respawned_and_its_jobs_run_again(make_scheduler: Callable[..., Scheduler]) -> None:
+def test_a_sigkilled_worker_is_noticed_within_a_second_respawned_and_its_jobs_run_again(
+    make_scheduler: Callable[..., Scheduler],
+) -> None:
     async def scenario() -> None:
         scheduler = make_scheduler(fault_settings())
         async with scheduler:
             await scheduler.wait_ready(60)
-            ids = [await scheduler.schedule_job(JobRequest(model="sleep", inputs={"ms": 1500})) for _ in range(2)]
+            ids = [
+                await scheduler.schedule_job(JobRequest(model="sleep", inputs={"ms": 1500})) for _ in range(2)
+            ]
             later = await scheduler.schedule_job(JobRequest(model="echo", inputs="after"))
-            await until(lambda: all(scheduler.get_job_status(job_id)["status"] == "processing" for job_id in ids))
+            await until(
+                lambda: all(scheduler.get_job_status(job_id)["status"] == "processing" for job_id in ids)
+            )
             old = scheduler.workers["cpu-w0"]
             old_pid = old.pid
             assert old_pid is not None
@@ -43,13 +49,17 @@ def test_a_sigkilled_worker_is_noticed_within_a_second_respawned_and_its_jobs_ru
     asyncio.run(scenario())
 
 
-def test_a_segfaulting_model_fails_its_job_as_poison_and_the_worker_comes_back(make_scheduler: Callable[..., Scheduler]) -> None:
+def test_a_segfaulting_model_fails_its_job_as_poison_and_the_worker_comes_back(
+    make_scheduler: Callable[..., Scheduler],
+) -> None:
     async def scenario() -> None:
         crash = ModelConfig(name="crash", adapter="tests.support.fault_adapters:CrashAdapter")
         scheduler = make_scheduler(fault_settings(max_attempts=2, models=[crash]))
         async with scheduler:
             await scheduler.wait_ready(60)
-            poison = await scheduler.schedule_job(JobRequest(model="crash", inputs={"signal": int(signal.SIGSEGV)}))
+            poison = await scheduler.schedule_job(
+                JobRequest(model="crash", inputs={"signal": int(signal.SIGSEGV)})
+            )
             done = await scheduler.wait_for(poison, 60)
             assert done["status"] == "error" and done["attempts"] == 2
             assert done["error"].startswith("poison job: 2 worker process(es) died while running it")
@@ -61,7 +71,9 @@ def test_a_segfaulting_model_fails_its_job_as_poison_and_the_worker_comes_back(m
     asyncio.run(scenario())
 
 
-def test_only_the_poison_job_fails_its_batch_mates_and_pipeline_mates_complete(make_scheduler: Callable[..., Scheduler]) -> None:
+def test_only_the_poison_job_fails_its_batch_mates_and_pipeline_mates_complete(
+    make_scheduler: Callable[..., Scheduler],
+) -> None:
     """A poison job (`os._exit` in the model) shares a batch and a pipeline with innocent jobs. Blaming
     every job in flight would fail them all as poison after three deaths; run alone after the first
     death, only the poison job keeps killing workers."""
@@ -71,12 +83,25 @@ def test_only_the_poison_job_fails_its_batch_mates_and_pipeline_mates_complete(m
         scheduler = make_scheduler(fault_settings(max_attempts=3, models=[sleep4]))
         async with scheduler:
             await scheduler.wait_ready(60)
-            inputs = [{"ms": 20}, {"ms": 20}, {"exit": 1}, {"ms": 20}, {"ms": 20}, {"ms": 20}, {"ms": 20}, {"ms": 20}]
-            ids = [scheduler.submit(JobRequest(model="sleep", inputs=item)) for item in inputs]  # one dispatch
+            inputs = [
+                {"ms": 20},
+                {"ms": 20},
+                {"exit": 1},
+                {"ms": 20},
+                {"ms": 20},
+                {"ms": 20},
+                {"ms": 20},
+                {"ms": 20},
+            ]
+            ids = [
+                scheduler.submit(JobRequest(model="sleep", inputs=item)) for item in inputs
+            ]  # one dispatch
             assert all(scheduler.get_job_status(job_id)["status"] == "queued" for job_id in ids)
             results = [await scheduler.wait_for(job_id, 90) for job_id in ids]
             poison = results.pop(2)
-            assert poison["status"] == "error" and poison["error"].startswith("poison job: 3 worker process(es)")
+            assert poison["status"] == "error" and poison["error"].startswith(
+                "poison job: 3 worker process(es)"
+            )
             assert [r["status"] for r in results] == ["completed"] * 7, results
             assert all(r["attempts"] <= 2 for r in results)
             assert scheduler.workers["cpu-w0"].restarts == 3
@@ -86,7 +111,9 @@ def test_only_the_poison_job_fails_its_batch_mates_and_pipeline_mates_complete(m
     asyncio.run(scenario())
 
 
-def test_a_hung_worker_is_killed_after_the_heartbeat_timeout_and_its_job_runs_again(make_scheduler: Callable[..., Scheduler]) -> None:
+def test_a_hung_worker_is_killed_after_the_heartbeat_timeout_and_its_job_runs_again(
+    make_scheduler: Callable[..., Scheduler],
+) -> None:
     async def scenario() -> None:
         scheduler = make_scheduler(fault_settings(heartbeat_timeout_s=1.0, heartbeat_interval_s=0.1))
         async with scheduler:

@@ -95,12 +95,22 @@ def test_models_load_unload_and_system_status(client: httpx.Client) -> None:
 def test_metrics_parse_and_count(client: httpx.Client) -> None:
     client.post("/models/echo/infer", json={"inputs": 1})
     families = {family.name: family for family in text_string_to_metric_families(client.get("/metrics").text)}
-    for name in ("modelsched_jobs_submitted", "modelsched_jobs_ended", "modelsched_queue_jobs",
-                 "modelsched_job_queue_wait_seconds", "modelsched_job_run_seconds", "modelsched_batch_size",
-                 "modelsched_workers_up", "modelsched_models_loaded"):
+    for name in (
+        "modelsched_jobs_submitted",
+        "modelsched_jobs_ended",
+        "modelsched_queue_jobs",
+        "modelsched_job_queue_wait_seconds",
+        "modelsched_job_run_seconds",
+        "modelsched_batch_size",
+        "modelsched_workers_up",
+        "modelsched_models_loaded",
+    ):
         assert name in families, name
-    ended = {(s.labels["model"], s.labels["status"]): s.value
-             for s in families["modelsched_jobs_ended"].samples if s.name.endswith("_total")}
+    ended = {
+        (s.labels["model"], s.labels["status"]): s.value
+        for s in families["modelsched_jobs_ended"].samples
+        if s.name.endswith("_total")
+    }
     assert ended[("echo", "completed")] >= 1
     workers_up = [s.value for s in families["modelsched_workers_up"].samples]
     assert sum(workers_up) >= 1
@@ -111,25 +121,38 @@ def test_idempotency_key_returns_the_first_job(client: httpx.Client) -> None:
     first = client.post("/jobs", json=body).json()["job_id"]
     second = client.post("/jobs", json=body).json()["job_id"]
     assert first == second
-    assert len([job for job in client.get("/jobs", params={"limit": 1000}).json()["jobs"]
-                if job["job_id"] == first]) == 1
+    assert (
+        len(
+            [
+                job
+                for job in client.get("/jobs", params={"limit": 1000}).json()["jobs"]
+                if job["job_id"] == first
+            ]
+        )
+        == 1
+    )
 
 
-@pytest.mark.parametrize(("method", "path", "body", "status", "error"), [
-    ("POST", "/jobs", {"model": "nope", "inputs": 1}, 404, "model_not_found"),
-    ("POST", "/models/nope/infer", {"inputs": 1}, 404, "model_not_found"),
-    ("POST", "/jobs", {"model": "mlp", "inputs": [1, 2, 3]}, 422, "invalid_input"),
-    ("POST", "/jobs", {"model": "echo"}, 422, "invalid_body"),
-    ("POST", "/jobs", {"inputs": 1}, 422, "invalid_body"),
-    ("POST", "/jobs", {"model": "echo", "inputs": 1, "priority": "urgent"}, 422, "invalid_body"),
-    ("POST", "/jobs", {"model": "echo", "inputs": 1, "timeout_s": -1}, 422, "invalid_input"),
-    ("POST", "/models/echo/infer", {"inputs": 1, "extra": True}, 422, "invalid_body"),
-    ("GET", "/jobs/does-not-exist", None, 404, "job_not_found"),
-    ("DELETE", "/jobs/does-not-exist", None, 404, "job_not_found"),
-    ("GET", "/jobs?status=weird", None, 422, "invalid_request"),
-    ("GET", "/jobs/x?wait=-3", None, 422, "invalid_request"),
-])
-def test_error_codes(client: httpx.Client, method: str, path: str, body: object, status: int, error: str) -> None:
+@pytest.mark.parametrize(
+    ("method", "path", "body", "status", "error"),
+    [
+        ("POST", "/jobs", {"model": "nope", "inputs": 1}, 404, "model_not_found"),
+        ("POST", "/models/nope/infer", {"inputs": 1}, 404, "model_not_found"),
+        ("POST", "/jobs", {"model": "mlp", "inputs": [1, 2, 3]}, 422, "invalid_input"),
+        ("POST", "/jobs", {"model": "echo"}, 422, "invalid_body"),
+        ("POST", "/jobs", {"inputs": 1}, 422, "invalid_body"),
+        ("POST", "/jobs", {"model": "echo", "inputs": 1, "priority": "urgent"}, 422, "invalid_body"),
+        ("POST", "/jobs", {"model": "echo", "inputs": 1, "timeout_s": -1}, 422, "invalid_input"),
+        ("POST", "/models/echo/infer", {"inputs": 1, "extra": True}, 422, "invalid_body"),
+        ("GET", "/jobs/does-not-exist", None, 404, "job_not_found"),
+        ("DELETE", "/jobs/does-not-exist", None, 404, "job_not_found"),
+        ("GET", "/jobs?status=weird", None, 422, "invalid_request"),
+        ("GET", "/jobs/x?wait=-3", None, 422, "invalid_request"),
+    ],
+)
+def test_error_codes(
+    client: httpx.Client, method: str, path: str, body: object, status: int, error: str
+) -> None:
     answer = client.request(method, path, json=body) if body is not None else client.request(method, path)
     assert answer.status_code == status, answer.text
     assert answer.json()["error"] == error
@@ -162,13 +185,24 @@ def test_malformed_json_and_oversized_bodies(client: httpx.Client) -> None:
 def test_openapi_describes_every_endpoint(client: httpx.Client) -> None:
     schema = client.get("/openapi.json").json()
     paths = schema["paths"]
-    for path, method in [("/jobs", "post"), ("/jobs/{job_id}", "get"), ("/jobs/{job_id}", "delete"),
-                         ("/jobs", "get"), ("/models/{model}/infer", "post"), ("/models", "get"),
-                         ("/models/{model}/load", "post"), ("/models/{model}/unload", "post"),
-                         ("/system/status", "get"), ("/healthz", "get"), ("/readyz", "get"), ("/metrics", "get")]:
+    for path, method in [
+        ("/jobs", "post"),
+        ("/jobs/{job_id}", "get"),
+        ("/jobs/{job_id}", "delete"),
+        ("/jobs", "get"),
+        ("/models/{model}/infer", "post"),
+        ("/models", "get"),
+        ("/models/{model}/load", "post"),
+        ("/models/{model}/unload", "post"),
+        ("/system/status", "get"),
+        ("/healthz", "get"),
+        ("/readyz", "get"),
+        ("/metrics", "get"),
+    ]:
         assert method in paths[path], (path, method)
     assert paths["/jobs"]["post"]["requestBody"]["content"]["application/json"]["schema"] == {
-        "$ref": "#/components/schemas/SubmitJob"}
+        "$ref": "#/components/schemas/SubmitJob"
+    }
     assert {"SubmitJob", "InferRequest", "JobView", "ErrorBody"} <= set(schema["components"]["schemas"])
     assert client.get("/docs").status_code == 200
 
@@ -185,12 +219,22 @@ def test_full_queue_gets_429_with_retry_after(tmp_path: Path) -> None:
 
 
 def test_auth_on_every_endpoint_but_healthz(tmp_path: Path) -> None:
-    with (running_daemon(tmp_path, token="s3cret") as daemon, daemon.client(token=None) as anonymous,
-          daemon.client(token="wrong") as wrong, daemon.client() as good):
+    with (
+        running_daemon(tmp_path, token="s3cret") as daemon,
+        daemon.client(token=None) as anonymous,
+        daemon.client(token="wrong") as wrong,
+        daemon.client() as good,
+    ):
         assert anonymous.get("/healthz").status_code == 200
-        for method, path in [("GET", "/readyz"), ("GET", "/system/status"), ("GET", "/metrics"),
-                             ("GET", "/jobs"), ("POST", "/models/echo/infer"), ("GET", "/openapi.json"),
-                             ("GET", "/")]:
+        for method, path in [
+            ("GET", "/readyz"),
+            ("GET", "/system/status"),
+            ("GET", "/metrics"),
+            ("GET", "/jobs"),
+            ("POST", "/models/echo/infer"),
+            ("GET", "/openapi.json"),
+            ("GET", "/"),
+        ]:
             for http in (anonymous, wrong):
                 answer = http.request(method, path, json={"inputs": 1} if method == "POST" else None)
                 assert answer.status_code == 401, (method, path)
@@ -203,14 +247,18 @@ def test_infer_answers_float_vectors_as_raw_little_endian_bytes_on_request(clien
     import numpy as np
 
     as_json = client.post("/models/mlp/infer", json={"inputs": MLP_INPUT}).json()["result"]
-    raw = client.post("/models/mlp/infer", json={"inputs": MLP_INPUT},
-                      headers={"Accept": "application/octet-stream"})
+    raw = client.post(
+        "/models/mlp/infer", json={"inputs": MLP_INPUT}, headers={"Accept": "application/octet-stream"}
+    )
     assert raw.status_code == 200 and raw.headers["content-type"] == "application/octet-stream"
-    assert raw.headers["x-shape"] == "16" and raw.headers["x-dtype"] == "float32-le" and raw.headers["x-job-id"]
+    assert (
+        raw.headers["x-shape"] == "16" and raw.headers["x-dtype"] == "float32-le" and raw.headers["x-job-id"]
+    )
     vector = np.frombuffer(raw.content, dtype="<f4")
     assert np.allclose(vector, as_json, atol=1e-6)
-    not_numbers = client.post("/models/echo/infer", json={"inputs": {"a": 1}},
-                              headers={"Accept": "application/octet-stream"})
+    not_numbers = client.post(
+        "/models/echo/infer", json={"inputs": {"a": 1}}, headers={"Accept": "application/octet-stream"}
+    )
     assert not_numbers.status_code == 406 and not_numbers.json()["error"] == "not_acceptable"
 
 
@@ -231,4 +279,6 @@ def test_answers_match_their_documented_schemas(client: httpx.Client) -> None:
     metrics = client.get("/metrics")
     assert metrics.headers["content-type"].startswith("text/plain")
     documented = client.get("/openapi.json").json()["paths"]["/system/status"]["get"]["responses"]["200"]
-    assert documented["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/SystemStatus"}
+    assert documented["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/SystemStatus"
+    }

@@ -16,9 +16,17 @@ from tests.support.daemon import REPO, daemon_env, running_daemon
 from tests.support.polling import until_sync
 
 
-def cli(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "server", *args], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=timeout)
+def cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "server", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def test_submit_wait_status_and_jobs(tmp_path: Path) -> None:
@@ -67,8 +75,11 @@ def test_sigterm_drains_then_exits_0_and_leaves_no_child(tmp_path: Path) -> None
     with running_daemon(tmp_path) as daemon, daemon.client() as http, daemon.client() as waiting_http:
         with ThreadPoolExecutor(1) as pool:
             infer = pool.submit(waiting_http.post, "/models/sleep/infer", json={"inputs": {"ms": 3000}})
-            until_sync(lambda: http.get("/system/status").json()["queue"]["processing"] == 1, timeout=20,
-                       message="the sleep job running")
+            until_sync(
+                lambda: http.get("/system/status").json()["queue"]["processing"] == 1,
+                timeout=20,
+                message="the sleep job running",
+            )
             children = psutil.Process(daemon.process.pid).children(recursive=True)
             assert children
             daemon.process.send_signal(signal.SIGTERM)
@@ -80,7 +91,9 @@ def test_sigterm_drains_then_exits_0_and_leaves_no_child(tmp_path: Path) -> None
         assert daemon.process.wait(30) == 0, daemon.log()
 
         def all_gone() -> bool:
-            return not any(child.is_running() and child.status() != psutil.STATUS_ZOMBIE for child in children)
+            return not any(
+                child.is_running() and child.status() != psutil.STATUS_ZOMBIE for child in children
+            )
 
         until_sync(all_gone, timeout=15, message="every child of the daemon ended")
 
@@ -88,11 +101,18 @@ def test_sigterm_drains_then_exits_0_and_leaves_no_child(tmp_path: Path) -> None
 def test_a_second_sigterm_cuts_the_grace_short(tmp_path: Path) -> None:
     """A job longer than the grace: the second signal ends the drain at once; the waiting request is
     answered 503 (the job stays queued in the journal) and the daemon still exits 0."""
-    with running_daemon(tmp_path, MODELSCHED_SHUTDOWN_GRACE_S="60") as daemon, daemon.client() as http, \
-            daemon.client() as waiting_http, ThreadPoolExecutor(1) as pool:
+    with (
+        running_daemon(tmp_path, MODELSCHED_SHUTDOWN_GRACE_S="60") as daemon,
+        daemon.client() as http,
+        daemon.client() as waiting_http,
+        ThreadPoolExecutor(1) as pool,
+    ):
         infer = pool.submit(waiting_http.post, "/models/sleep/infer", json={"inputs": {"ms": 60_000}})
-        until_sync(lambda: http.get("/system/status").json()["queue"]["processing"] == 1, timeout=20,
-                   message="the sleep job running")
+        until_sync(
+            lambda: http.get("/system/status").json()["queue"]["processing"] == 1,
+            timeout=20,
+            message="the sleep job running",
+        )
         daemon.process.send_signal(signal.SIGTERM)
         until_sync(lambda: http.get("/readyz").status_code == 503, timeout=5, message="readiness 503")
         daemon.process.send_signal(signal.SIGTERM)

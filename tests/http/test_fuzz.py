@@ -45,15 +45,22 @@ def test_no_request_gets_a_500(fuzzed_daemon: Daemon) -> None:
     for operation in operations:
 
         @given(case=operation.as_strategy())
-        @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True,
-                  database=None)
+        @settings(
+            max_examples=25,
+            deadline=None,
+            suppress_health_check=list(HealthCheck),
+            derandomize=True,
+            database=None,
+        )
         def call(case: schemathesis.Case) -> None:
             response = case.call(base_url=fuzzed_daemon.url, timeout=30)
             calls.append(response.status_code)
-            if response.status_code == 500 or (response.status_code > 500 and response.status_code not in {
-                    502, 503, 504}):
-                failures.append(f"{case.method} {case.formatted_path} -> {response.status_code}: "
-                                f"{response.text[:200]}")
+            if response.status_code == 500 or (
+                response.status_code > 500 and response.status_code not in {502, 503, 504}
+            ):
+                failures.append(
+                    f"{case.method} {case.formatted_path} -> {response.status_code}: {response.text[:200]}"
+                )
 
         call()
     assert not failures, "\n".join(failures[:10])

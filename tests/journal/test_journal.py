@@ -55,13 +55,22 @@ def test_group_commit_end_before_submit_lookups_and_synchronous(tmp_path: Path) 
         assert journal._reader is not None
         assert journal._reader.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
         assert journal._reader.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        jobs = [Job(id=f"job{n}", model="echo", inputs={"n": n, "blob": b"\x00\x01"}, idempotency_key=f"key{n}")
-                for n in range(500)]
+        jobs = [
+            Job(id=f"job{n}", model="echo", inputs={"n": n, "blob": b"\x00\x01"}, idempotency_key=f"key{n}")
+            for n in range(500)
+        ]
         await asyncio.gather(*(journal.record_submitted_nowait(job) for job in jobs))
         assert journal.records_written == 500 and journal.commits <= 10  # grouped, not one commit a job
         # A job that ends before its submission is recorded (a model in load back-off) still ends.
-        early = Job(id="early", model="echo", inputs=1, status=JobStatus.ERROR, ended_at=time.time(),
-                    error="model 'echo' failed to load: boom", error_kind="load")
+        early = Job(
+            id="early",
+            model="echo",
+            inputs=1,
+            status=JobStatus.ERROR,
+            ended_at=time.time(),
+            error="model 'echo' failed to load: boom",
+            error_kind="load",
+        )
         journal.record_ended(early)
         await journal.record_submitted_nowait(early)
         ended = journal.lookup("early")
@@ -92,28 +101,39 @@ def test_group_commit_end_before_submit_lookups_and_synchronous(tmp_path: Path) 
 # ---- with a scheduler ----------------------------------------------------------------------------
 
 
-def test_a_job_is_committed_before_it_is_acknowledged_and_its_end_before_it_is_shown(tmp_path: Path, make_scheduler: Callable[..., Scheduler]) -> None:
+def test_a_job_is_committed_before_it_is_acknowledged_and_its_end_before_it_is_shown(
+    tmp_path: Path, make_scheduler: Callable[..., Scheduler]
+) -> None:
     path = str(tmp_path / "journal.db")
 
     async def scenario() -> None:
         scheduler = make_scheduler(fault_settings(journal_path=path))
         async with scheduler:
             await scheduler.wait_ready(60)
-            job_id = await scheduler.schedule_job(JobRequest(model="sleep", inputs={"ms": 200}, idempotency_key="a"))
+            job_id = await scheduler.schedule_job(
+                JobRequest(model="sleep", inputs={"ms": 200}, idempotency_key="a")
+            )
             # Acknowledged: it is in the file, for any other connection to read.
-            assert rows(path, "SELECT status, idempotency_key FROM jobs WHERE id = ?", job_id) == [("queued", "a")]
+            assert rows(path, "SELECT status, idempotency_key FROM jobs WHERE id = ?", job_id) == [
+                ("queued", "a")
+            ]
             done = await scheduler.wait_for(job_id, 30)
             assert done["status"] == "completed"
             # Shown as ended: the end is committed already.
-            assert rows(path, "SELECT status, end_records FROM jobs WHERE id = ?", job_id) == [("completed", 1)]
-            assert msgspec.msgpack.decode(rows(path, "SELECT result FROM jobs WHERE id = ?", job_id)[0][0]) == {
-                "slept_ms": 200}
+            assert rows(path, "SELECT status, end_records FROM jobs WHERE id = ?", job_id) == [
+                ("completed", 1)
+            ]
+            assert msgspec.msgpack.decode(
+                rows(path, "SELECT result FROM jobs WHERE id = ?", job_id)[0][0]
+            ) == {"slept_ms": 200}
             assert scheduler.journal is not None and scheduler.journal.last_error is None
 
     asyncio.run(scenario())
 
 
-def test_a_restart_queues_unfinished_jobs_in_order_and_answers_ended_ones_and_keys(tmp_path: Path, make_scheduler: Callable[..., Scheduler]) -> None:
+def test_a_restart_queues_unfinished_jobs_in_order_and_answers_ended_ones_and_keys(
+    tmp_path: Path, make_scheduler: Callable[..., Scheduler]
+) -> None:
     path = str(tmp_path / "journal.db")
 
     async def first_life() -> dict[str, object]:
@@ -122,10 +142,16 @@ def test_a_restart_queues_unfinished_jobs_in_order_and_answers_ended_ones_and_ke
         await scheduler.wait_ready(60)
         done = await scheduler.schedule_job(JobRequest(model="echo", inputs={"v": 1}, idempotency_key="done"))
         await scheduler.wait_for(done, 30)
-        blockers = [await scheduler.schedule_job(JobRequest(model="sleep", inputs={"ms": 5_000})) for _ in range(2)]
+        blockers = [
+            await scheduler.schedule_job(JobRequest(model="sleep", inputs={"ms": 5_000})) for _ in range(2)
+        ]
         await until(lambda: all(scheduler.get_job_status(b)["status"] == "processing" for b in blockers))
-        waiting = [await scheduler.schedule_job(JobRequest(model="sleep", inputs={"ms": 1, "n": n},
-                                                           idempotency_key=f"w{n}")) for n in range(4)]
+        waiting = [
+            await scheduler.schedule_job(
+                JobRequest(model="sleep", inputs={"ms": 1, "n": n}, idempotency_key=f"w{n}")
+            )
+            for n in range(4)
+        ]
         await scheduler.stop(grace_s=0)  # the blockers are stopped mid-run; nothing has ended but `done`
         return {"done": done, "blockers": blockers, "waiting": waiting}
 
@@ -136,7 +162,9 @@ def test_a_restart_queues_unfinished_jobs_in_order_and_answers_ended_ones_and_ke
         async with scheduler:
             for blocker in ids["blockers"]:  # type: ignore[union-attr]
                 await scheduler.cancel_job(blocker)
-            queued_in_order = [job.id for job in sorted(scheduler.table.jobs.values(), key=lambda job: job.seq)]
+            queued_in_order = [
+                job.id for job in sorted(scheduler.table.jobs.values(), key=lambda job: job.seq)
+            ]
             assert queued_in_order == [*ids["blockers"], *ids["waiting"]]  # type: ignore[misc]
             assert all(scheduler.table.jobs[job_id].attempts == 0 for job_id in ids["waiting"])  # type: ignore[union-attr]
             # The ended job is not loaded into memory, but still answered, by id and by key.
@@ -144,9 +172,13 @@ def test_a_restart_queues_unfinished_jobs_in_order_and_answers_ended_ones_and_ke
             done = scheduler.get_job_status(ids["done"])  # type: ignore[arg-type]
             assert done["status"] == "completed" and done["result"] == {"v": 1}
             assert (await scheduler.wait_for(ids["done"], 1))["status"] == "completed"  # type: ignore[arg-type]
-            again = await scheduler.schedule_job(JobRequest(model="echo", inputs={"v": 2}, idempotency_key="done"))
+            again = await scheduler.schedule_job(
+                JobRequest(model="echo", inputs={"v": 2}, idempotency_key="done")
+            )
             assert again == ids["done"]
-            same = await scheduler.schedule_job(JobRequest(model="sleep", inputs={"ms": 1}, idempotency_key="w2"))
+            same = await scheduler.schedule_job(
+                JobRequest(model="sleep", inputs={"ms": 1}, idempotency_key="w2")
+            )
             assert same == ids["waiting"][2]  # type: ignore[index]
             results = [await scheduler.wait_for(job_id, 30) for job_id in ids["waiting"]]  # type: ignore[union-attr]
             assert [r["status"] for r in results] == ["completed"] * 4
@@ -159,7 +191,9 @@ def test_a_restart_queues_unfinished_jobs_in_order_and_answers_ended_ones_and_ke
     assert rows(path, "SELECT COUNT(*) FROM jobs WHERE end_records > 1") == [(0,)]
 
 
-def test_attempts_survive_a_restart_and_a_poison_job_still_fails_after_it(tmp_path: Path, make_scheduler: Callable[..., Scheduler]) -> None:
+def test_attempts_survive_a_restart_and_a_poison_job_still_fails_after_it(
+    tmp_path: Path, make_scheduler: Callable[..., Scheduler]
+) -> None:
     path = str(tmp_path / "journal.db")
 
     async def first_life() -> str:
@@ -181,7 +215,9 @@ def test_attempts_survive_a_restart_and_a_poison_job_still_fails_after_it(tmp_pa
             assert [job.id for job in scheduler.table.waiting_suspects()] == [poison]  # runs alone
             innocent = await scheduler.schedule_job(JobRequest(model="sleep", inputs={"ms": 1}))
             done = await scheduler.wait_for(poison, 60)
-            assert done["status"] == "error" and done["attempts"] == 3 and done["error"].startswith("poison job")
+            assert (
+                done["status"] == "error" and done["attempts"] == 3 and done["error"].startswith("poison job")
+            )
             assert (await scheduler.wait_for(innocent, 60))["status"] == "completed"
             assert scheduler.workers["cpu-w0"].restarts == 2
 
@@ -207,9 +243,13 @@ _CHILD = textwrap.dedent("""
 """)
 
 
-def test_every_job_acknowledged_before_a_sigkill_of_the_main_process_ends_after_the_restart(tmp_path: Path, make_scheduler: Callable[..., Scheduler]) -> None:
+def test_every_job_acknowledged_before_a_sigkill_of_the_main_process_ends_after_the_restart(
+    tmp_path: Path, make_scheduler: Callable[..., Scheduler]
+) -> None:
     path = str(tmp_path / "journal.db")
-    child = subprocess.Popen([sys.executable, "-c", _CHILD, path], cwd=REPO, stdout=subprocess.PIPE, text=True)
+    child = subprocess.Popen(
+        [sys.executable, "-c", _CHILD, path], cwd=REPO, stdout=subprocess.PIPE, text=True
+    )
     acknowledged: list[str] = []
     try:
         assert child.stdout is not None
@@ -219,8 +259,10 @@ def test_every_job_acknowledged_before_a_sigkill_of_the_main_process_ends_after_
             if readable:
                 acknowledged.append(child.stdout.readline().strip())
         assert len(acknowledged) == 60
-        until_sync(lambda: rows(path, "SELECT COUNT(*) FROM jobs WHERE ended_at IS NOT NULL")[0][0] >= 5,
-                   message="a few jobs ended before the kill")
+        until_sync(
+            lambda: rows(path, "SELECT COUNT(*) FROM jobs WHERE ended_at IS NOT NULL")[0][0] >= 5,
+            message="a few jobs ended before the kill",
+        )
         os.kill(child.pid, signal.SIGKILL)
         child.wait(timeout=10)
     finally:
@@ -241,7 +283,9 @@ def test_every_job_acknowledged_before_a_sigkill_of_the_main_process_ends_after_
     assert rows(path, "SELECT COUNT(*), SUM(end_records) FROM jobs") == [(60, 60)]  # each ended exactly once
 
 
-def test_ended_jobs_are_forgotten_after_the_retention_and_pruned(tmp_path: Path, make_scheduler: Callable[..., Scheduler]) -> None:
+def test_ended_jobs_are_forgotten_after_the_retention_and_pruned(
+    tmp_path: Path, make_scheduler: Callable[..., Scheduler]
+) -> None:
     path = str(tmp_path / "journal.db")
 
     async def first_life() -> tuple[str, float]:
@@ -261,8 +305,10 @@ def test_ended_jobs_are_forgotten_after_the_retention_and_pruned(tmp_path: Path,
                 scheduler.get_job_status(job_id)
             fresh = await scheduler.schedule_job(JobRequest(model="echo", inputs=2, idempotency_key="old"))
             assert fresh != job_id  # the old key expired with its job
-            await until(lambda: rows(path, "SELECT COUNT(*) FROM jobs WHERE id = ?", job_id) == [(0,)],
-                        message="pruned at start")
+            await until(
+                lambda: rows(path, "SELECT COUNT(*) FROM jobs WHERE id = ?", job_id) == [(0,)],
+                message="pruned at start",
+            )
 
     asyncio.run(second_life())
 
@@ -287,7 +333,9 @@ def test_a_job_submitted_and_ended_within_one_commit_is_written_once() -> None:
     ]
 
 
-def test_an_end_is_not_shown_before_its_record_is_committed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, make_scheduler: Callable[..., Scheduler]) -> None:
+def test_an_end_is_not_shown_before_its_record_is_committed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, make_scheduler: Callable[..., Scheduler]
+) -> None:
     """Were an end shown before it is durable, a crash in between would run the job again after the
     restart: a client would get a second answer. Hold the writer before it commits an end."""
     import threading

@@ -55,7 +55,9 @@ def test_a_404_and_a_page_of_many_links(server: PageServer, renderer: ServiceThr
     assert moved["final_url"] == f"{server.base}/js" and JS_TEXT in moved["text"]
 
 
-def test_a_page_slower_than_its_timeout_fails_after_its_tries(server: PageServer, renderer: ServiceThread) -> None:
+def test_a_page_slower_than_its_timeout_fails_after_its_tries(
+    server: PageServer, renderer: ServiceThread
+) -> None:
     before = server.served("/slow")
     with pytest.raises(RenderFailedError) as failure:
         renderer.render({"url": f"{server.base}/slow?s=4", "timeout_s": 1, "fallback": None})
@@ -82,8 +84,9 @@ def test_refusals_answer_as_invalid_input(server: PageServer, renderer: ServiceT
     assert len(big["text"]) == 64 * 1024
 
 
-def test_the_page_pool_bound_holds_under_50_concurrent_renders(server: PageServer,
-                                                               renderer: ServiceThread) -> None:
+def test_the_page_pool_bound_holds_under_50_concurrent_renders(
+    server: PageServer, renderer: ServiceThread
+) -> None:
     urls = [f"{server.base}/pool?ms=300&i={i}" for i in range(50)]
     with ThreadPoolExecutor(50) as pool:
         pages = list(pool.map(lambda url: renderer.render({"url": url, "fallback": None}), urls))
@@ -96,8 +99,9 @@ def test_the_page_pool_bound_holds_under_50_concurrent_renders(server: PageServe
     assert status["success_rate"] is not None and status["in_flight"] == 0
 
 
-def test_a_killed_browser_is_relaunched_and_its_render_retried(server: PageServer,
-                                                              renderer: ServiceThread) -> None:
+def test_a_killed_browser_is_relaunched_and_its_render_retried(
+    server: PageServer, renderer: ServiceThread
+) -> None:
     renderer.render(f"{server.base}/js")  # a browser is up
     renderer.wait(lambda: renderer.status()["browser_pid"] is not None, 10, "browser pid in the status")
     status = renderer.status()
@@ -106,8 +110,11 @@ def test_a_killed_browser_is_relaunched_and_its_render_retried(server: PageServe
     assert browser_pid in {child.pid for child in render_process.children(recursive=True)}  # ours, by pid
     with ThreadPoolExecutor(1) as pool:
         pending = pool.submit(renderer.render, {"url": f"{server.base}/slow?s=2", "fallback": None})
-        renderer.wait(lambda: renderer.status()["pages_active"] >= 1 and server.served("/slow") > 0, 20,
-                      "the slow render started")
+        renderer.wait(
+            lambda: renderer.status()["pages_active"] >= 1 and server.served("/slow") > 0,
+            20,
+            "the slow render started",
+        )
         os.kill(browser_pid, signal.SIGKILL)
         page = pending.result(timeout=60)
     assert page["engine"] == "chromium" and page["text"] == "finally"
@@ -131,15 +138,22 @@ def test_a_killed_render_process_is_respawned_and_its_renders_resent(server: Pag
         status = renderer.status()
         assert status["restarts"] == 1 and status["pid"] != old["pid"] and status["alive"]
         # The dead render process's browser does not outlive it.
-        renderer.wait(lambda: not old_browser.is_running() or old_browser.status() == psutil.STATUS_ZOMBIE,
-                      20, "the old browser exited")
+        renderer.wait(
+            lambda: not old_browser.is_running() or old_browser.status() == psutil.STATUS_ZOMBIE,
+            20,
+            "the old browser exited",
+        )
 
 
 def test_the_render_queue_bound_answers_queue_full(server: PageServer) -> None:
-    with ServiceThread(render_settings(render_queue_max=2, render_max_pages=1)) as renderer, \
-            ThreadPoolExecutor(2) as pool:
-        slow = [pool.submit(renderer.render, {"url": f"{server.base}/slow?s=1", "fallback": None})
-                for _ in range(2)]
+    with (
+        ServiceThread(render_settings(render_queue_max=2, render_max_pages=1)) as renderer,
+        ThreadPoolExecutor(2) as pool,
+    ):
+        slow = [
+            pool.submit(renderer.render, {"url": f"{server.base}/slow?s=1", "fallback": None})
+            for _ in range(2)
+        ]
         renderer.wait(lambda: renderer.status()["in_flight"] == 2, 10, "two renders in flight")
         with pytest.raises(QueueFullError, match="render queue is full"):
             renderer.render(f"{server.base}/js")

@@ -31,22 +31,25 @@ def no_resolve(host: str, port: int) -> list[str]:
 # ---- the decision: spellings and embedded addresses ------------------------------------------------
 
 
-@pytest.mark.parametrize("url, why", [
-    ("http://2130706433/", "loopback"),  # 127.0.0.1 as one number: browsers and inet_aton read it so
-    ("http://0x7f.1/", "loopback"),
-    ("http://127.1/", "loopback"),
-    ("http://0177.0.0.1/", "loopback"),  # octal
-    ("http://localhost./", "loopback"),  # a trailing dot names the same host
-    ("http://metadata.google.internal./", "metadata"),
-    ("http://[2002:7f00:1::]/", "embeds"),  # 6to4 of 127.0.0.1
-    ("http://[2002:a9fe:a9fe::]/", "embeds"),  # 6to4 of 169.254.169.254
-    ("http://[64:ff9b::a00:1]/", "embeds"),  # NAT64 of 10.0.0.1
-    ("http://[::ffff:7f00:1]/", "embeds"),  # IPv4-mapped loopback, hex spelling
-    ("http://127.0.0.1\\@example.org/", "backslash"),  # WHATWG: host 127.0.0.1; urlsplit: example.org
-    ("http://example.org /", "whitespace"),
-    ("http://exa\tmple.org/", "whitespace"),
-    ("http://example.org/\r\nHost: 10.0.0.1", "control"),
-])
+@pytest.mark.parametrize(
+    "url, why",
+    [
+        ("http://2130706433/", "loopback"),  # 127.0.0.1 as one number: browsers and inet_aton read it so
+        ("http://0x7f.1/", "loopback"),
+        ("http://127.1/", "loopback"),
+        ("http://0177.0.0.1/", "loopback"),  # octal
+        ("http://localhost./", "loopback"),  # a trailing dot names the same host
+        ("http://metadata.google.internal./", "metadata"),
+        ("http://[2002:7f00:1::]/", "embeds"),  # 6to4 of 127.0.0.1
+        ("http://[2002:a9fe:a9fe::]/", "embeds"),  # 6to4 of 169.254.169.254
+        ("http://[64:ff9b::a00:1]/", "embeds"),  # NAT64 of 10.0.0.1
+        ("http://[::ffff:7f00:1]/", "embeds"),  # IPv4-mapped loopback, hex spelling
+        ("http://127.0.0.1\\@example.org/", "backslash"),  # WHATWG: host 127.0.0.1; urlsplit: example.org
+        ("http://example.org /", "whitespace"),
+        ("http://exa\tmple.org/", "whitespace"),
+        ("http://example.org/\r\nHost: 10.0.0.1", "control"),
+    ],
+)
 def test_spellings_that_hide_a_refused_host_are_refused(url: str, why: str) -> None:
     verdict = check_url(url, (), no_resolve)
     assert not verdict.allowed and why in verdict.reason, verdict
@@ -77,10 +80,22 @@ def test_a_pinned_request_goes_to_the_checked_address_under_the_name() -> None:
 def test_redirect_methods_and_the_headers_handed_to_chromium() -> None:
     assert redirect_method(303, "POST") == "GET" and redirect_method(302, "POST") == "GET"
     assert redirect_method(307, "POST") == "POST" and redirect_method(301, "GET") == "GET"
-    headers = httpx.Headers([("Content-Type", "text/html"), ("Content-Encoding", "gzip"), ("Content-Length", "9"),
-                             ("Set-Cookie", "a=1"), ("Set-Cookie", "b=2"), ("Vary", "Accept"), ("Vary", "Cookie")])
-    assert fulfil_headers(headers) == {"content-type": "text/html", "set-cookie": "a=1\nb=2",
-                                       "vary": "Accept, Cookie"}
+    headers = httpx.Headers(
+        [
+            ("Content-Type", "text/html"),
+            ("Content-Encoding", "gzip"),
+            ("Content-Length", "9"),
+            ("Set-Cookie", "a=1"),
+            ("Set-Cookie", "b=2"),
+            ("Vary", "Accept"),
+            ("Vary", "Cookie"),
+        ]
+    )
+    assert fulfil_headers(headers) == {
+        "content-type": "text/html",
+        "set-cookie": "a=1\nb=2",
+        "vary": "Accept, Cookie",
+    }
 
 
 # ---- against a loopback server --------------------------------------------------------------------
@@ -138,8 +153,10 @@ class RecordingHandler(http.server.BaseHTTPRequestHandler):
             self.answer(b"<html><body>released</body></html>")
         elif self.path == "/sockets":
             ws = self.server.base.replace("http://", "ws://")
-            self.answer(f"""<html><head><title>sockets</title></head><body><p>socket page</p>
-<img src="/pixel.png"><script>try {{ new WebSocket("{ws}/ws"); }} catch (e) {{}}</script></body></html>""".encode())
+            self.answer(
+                f"""<html><head><title>sockets</title></head><body><p>socket page</p>
+<img src="/pixel.png"><script>try {{ new WebSocket("{ws}/ws"); }} catch (e) {{}}</script></body></html>""".encode()
+            )
         else:
             self.answer(b"<html><head><title>t</title></head><body>hello</body></html>")
 
@@ -179,8 +196,11 @@ def test_the_fetch_connects_to_the_checked_address_and_resolves_once(recorder: R
         fetcher = GuardedFetcher((), 1 << 20, 10.0, check)
         try:
             first = await fetcher.fetch("GET", f"http://pinned.test:{recorder.server_port}/one")
-            second = await fetcher.fetch("GET", f"http://pinned.test:{recorder.server_port}/two",
-                                         headers={"host": "evil.test", "connection": "close"})
+            second = await fetcher.fetch(
+                "GET",
+                f"http://pinned.test:{recorder.server_port}/two",
+                headers={"host": "evil.test", "connection": "close"},
+            )
             return [first.status, second.status]
         finally:
             await fetcher.aclose()
@@ -220,8 +240,9 @@ def test_chromium_reaches_nothing_but_through_the_route(recorder: Recorder, rend
 
 
 @needs_chromium
-def test_an_empty_error_page_answers_its_status_without_retries(recorder: Recorder,
-                                                                renderer: ServiceThread) -> None:
+def test_an_empty_error_page_answers_its_status_without_retries(
+    recorder: Recorder, renderer: ServiceThread
+) -> None:
     before = recorder.paths().count("/empty-404")
     page = renderer.render({"url": f"{recorder.base}/empty-404", "fallback": None})
     assert page["engine"] == "chromium" and page["status"] == 404 and page["text"] == ""
@@ -233,8 +254,9 @@ def test_a_cancelled_render_frees_its_page(recorder: Recorder, renderer: Service
     service = renderer.service
 
     async def scenario() -> None:
-        task = asyncio.get_running_loop().create_task(service.render({"url": f"{recorder.base}/hold",
-                                                                       "fallback": None}))
+        task = asyncio.get_running_loop().create_task(
+            service.render({"url": f"{recorder.base}/hold", "fallback": None})
+        )
         deadline = time.monotonic() + 30
         while not (service.status()["pages_active"] >= 1 and "/hold" in recorder.paths()):
             assert time.monotonic() < deadline, "the held render never started"

@@ -24,7 +24,9 @@ def loopback_only_namespace() -> list[str] | None:
     """An `unshare` command line that works here, or None."""
     for command in UNSHARE_COMMANDS:
         try:
-            done = subprocess.run([*command, "sh", "-c", "ip link set lo up"], capture_output=True, timeout=20)
+            done = subprocess.run(
+                [*command, "sh", "-c", "ip link set lo up"], capture_output=True, timeout=20
+            )
         except (OSError, subprocess.TimeoutExpired):
             continue
         if done.returncode == 0:
@@ -39,7 +41,10 @@ def test_refused_hops_in_a_loopback_only_namespace() -> None:
         pytest.skip("cannot create a network namespace here (unshare --net needs root or user namespaces)")
     done = subprocess.run(
         [*command, "sh", "-c", 'ip link set lo up && exec "$0" -m tests.support.netns_probe', sys.executable],
-        cwd=REPO, capture_output=True, text=True, timeout=300,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(done.stdout.strip().splitlines()[-1])
@@ -48,7 +53,10 @@ def test_refused_hops_in_a_loopback_only_namespace() -> None:
         host = target.split("/")[2].strip("[]")
         for engine in ("browser", "browser_with_fallback", "http"):
             seen = report[engine][target]
-            assert not seen["ok"] and seen["kind"] in {"input", "refused", "InvalidInputError"}, (engine, seen)
+            assert not seen["ok"] and seen["kind"] in {"input", "refused", "InvalidInputError"}, (
+                engine,
+                seen,
+            )
             assert host in seen["error"], (engine, seen)
         assert report["fetch_page"][target].startswith("refused"), report["fetch_page"][target]
     page = report["subresources"]

@@ -38,54 +38,60 @@ def no_resolve(host: str, port: int) -> list[str]:
 # ---- the SSRF decision ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("url, why", [
-    ("file:///etc/passwd", "only http and https"),
-    ("ftp://example.org/", "only http and https"),
-    ("gopher://example.org/", "only http and https"),
-    ("javascript:alert(1)", "only http and https"),
-    ("data:text/html,hi", "only http and https"),
-    ("http://", "no host"),
-    ("", "non-empty"),
-    ("http://127.0.0.1/", "loopback"),
-    ("http://127.1.2.3:8080/", "loopback"),
-    ("http://[::1]/", "loopback"),
-    ("http://0.0.0.0/", "unspecified"),
-    ("http://[::]/", "unspecified"),
-    ("http://10.0.0.1/", "private"),
-    ("http://172.16.5.4/", "private"),
-    ("http://192.168.1.1/", "private"),
-    ("http://[fd12:3456::1]/", "private"),
-    ("http://169.254.169.254/latest/meta-data/", "metadata"),
-    ("http://169.254.10.10/", "link-local"),
-    ("http://[fe80::1]/", "link-local"),
-    ("http://[fd00:ec2::254]/", "metadata"),
-    ("http://100.100.100.200/", "metadata"),
-    ("http://100.64.0.1/", "not a public address"),
-    ("http://224.0.0.1/", "multicast"),
-    ("http://[ff02::1]/", "multicast"),
-    ("http://240.0.0.1/", "not a public address"),
-    ("http://255.255.255.255/", "not a public address"),
-    ("http://[::ffff:10.0.0.1]/", "private"),
-    ("http://[::ffff:169.254.169.254]/", "metadata"),
-    ("http://metadata.google.internal/computeMetadata/v1/", "metadata"),
-    ("http://metadata/", "metadata"),
-    ("http://localhost:8000/", "loopback"),
-    ("http://app.localhost/", "loopback"),
-])
+@pytest.mark.parametrize(
+    "url, why",
+    [
+        ("file:///etc/passwd", "only http and https"),
+        ("ftp://example.org/", "only http and https"),
+        ("gopher://example.org/", "only http and https"),
+        ("javascript:alert(1)", "only http and https"),
+        ("data:text/html,hi", "only http and https"),
+        ("http://", "no host"),
+        ("", "non-empty"),
+        ("http://127.0.0.1/", "loopback"),
+        ("http://127.1.2.3:8080/", "loopback"),
+        ("http://[::1]/", "loopback"),
+        ("http://0.0.0.0/", "unspecified"),
+        ("http://[::]/", "unspecified"),
+        ("http://10.0.0.1/", "private"),
+        ("http://172.16.5.4/", "private"),
+        ("http://192.168.1.1/", "private"),
+        ("http://[fd12:3456::1]/", "private"),
+        ("http://169.254.169.254/latest/meta-data/", "metadata"),
+        ("http://169.254.10.10/", "link-local"),
+        ("http://[fe80::1]/", "link-local"),
+        ("http://[fd00:ec2::254]/", "metadata"),
+        ("http://100.100.100.200/", "metadata"),
+        ("http://100.64.0.1/", "not a public address"),
+        ("http://224.0.0.1/", "multicast"),
+        ("http://[ff02::1]/", "multicast"),
+        ("http://240.0.0.1/", "not a public address"),
+        ("http://255.255.255.255/", "not a public address"),
+        ("http://[::ffff:10.0.0.1]/", "private"),
+        ("http://[::ffff:169.254.169.254]/", "metadata"),
+        ("http://metadata.google.internal/computeMetadata/v1/", "metadata"),
+        ("http://metadata/", "metadata"),
+        ("http://localhost:8000/", "loopback"),
+        ("http://app.localhost/", "loopback"),
+    ],
+)
 def test_refused_urls_with_the_allowlist_off(url: str, why: str) -> None:
     verdict = check_url(url, (), no_resolve)
     assert not verdict.allowed
     assert why in verdict.reason
 
 
-@pytest.mark.parametrize("addresses, why", [
-    (["127.0.0.1"], "loopback"),
-    (["10.1.2.3"], "private"),
-    (["169.254.169.254"], "metadata"),
-    (["fd00:ec2::254"], "metadata"),
-    (["93.184.216.34", "192.168.0.10"], "private"),  # every resolved address must pass
-    (["2606:2800:220:1::", "::1"], "loopback"),
-])
+@pytest.mark.parametrize(
+    "addresses, why",
+    [
+        (["127.0.0.1"], "loopback"),
+        (["10.1.2.3"], "private"),
+        (["169.254.169.254"], "metadata"),
+        (["fd00:ec2::254"], "metadata"),
+        (["93.184.216.34", "192.168.0.10"], "private"),  # every resolved address must pass
+        (["2606:2800:220:1::", "::1"], "loopback"),
+    ],
+)
 def test_a_name_is_refused_when_any_of_its_addresses_is(addresses: list[str], why: str) -> None:
     resolve = resolver({"sneaky.example": addresses})
     verdict = check_url("https://sneaky.example/page", (), resolve)
@@ -126,20 +132,23 @@ def test_address_refusal_and_the_offline_check() -> None:
 # ---- inputs ---------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("inputs, field", [
-    ({"url": 5}, "inputs.url"),
-    ({}, "inputs.url"),
-    ({"url": "https://example.org/", "wait_until": "forever"}, "inputs.wait_until"),
-    ({"url": "https://example.org/", "screenshot": "yes"}, "inputs.screenshot"),
-    ({"url": "https://example.org/", "html": 1}, "inputs.html"),
-    ({"url": "https://example.org/", "fallback": "ftp"}, "inputs.fallback"),
-    ({"url": "https://example.org/", "engine": "curl"}, "inputs.engine"),
-    ({"url": "https://example.org/", "timeout_s": 0}, "inputs.timeout_s"),
-    ({"url": "https://example.org/", "timeout_s": True}, "inputs.timeout_s"),
-    ({"url": "https://example.org/", "colour": "red"}, "unknown fields"),
-    ({"url": "http://10.0.0.1/"}, "the URL is refused"),
-    (["https://example.org/"], "inputs must be"),
-])
+@pytest.mark.parametrize(
+    "inputs, field",
+    [
+        ({"url": 5}, "inputs.url"),
+        ({}, "inputs.url"),
+        ({"url": "https://example.org/", "wait_until": "forever"}, "inputs.wait_until"),
+        ({"url": "https://example.org/", "screenshot": "yes"}, "inputs.screenshot"),
+        ({"url": "https://example.org/", "html": 1}, "inputs.html"),
+        ({"url": "https://example.org/", "fallback": "ftp"}, "inputs.fallback"),
+        ({"url": "https://example.org/", "engine": "curl"}, "inputs.engine"),
+        ({"url": "https://example.org/", "timeout_s": 0}, "inputs.timeout_s"),
+        ({"url": "https://example.org/", "timeout_s": True}, "inputs.timeout_s"),
+        ({"url": "https://example.org/", "colour": "red"}, "unknown fields"),
+        ({"url": "http://10.0.0.1/"}, "the URL is refused"),
+        (["https://example.org/"], "inputs must be"),
+    ],
+)
 def test_render_requests_name_the_field_at_fault(inputs: object, field: str) -> None:
     with pytest.raises(ValueError, match=field.replace(".", r"\.")):
         parse_render_request(inputs)
@@ -147,12 +156,21 @@ def test_render_requests_name_the_field_at_fault(inputs: object, field: str) -> 
 
 def test_render_requests_fill_defaults() -> None:
     assert parse_render_request("https://example.org/") == RenderRequest(
-        url="https://example.org/", wait_until="load", screenshot=False, html=False, engine="browser",
-        fallback="http", timeout_s=None,
+        url="https://example.org/",
+        wait_until="load",
+        screenshot=False,
+        html=False,
+        engine="browser",
+        fallback="http",
+        timeout_s=None,
     )
     for wait_until in ("load", "domcontentloaded", "networkidle"):
-        assert parse_render_request({"url": "https://e.org/", "wait_until": wait_until}).wait_until == wait_until
-    assert parse_render_request({"url": "http://127.0.0.1/", "fallback": None}, ["127.0.0.1"]).fallback is None
+        assert (
+            parse_render_request({"url": "https://e.org/", "wait_until": wait_until}).wait_until == wait_until
+        )
+    assert (
+        parse_render_request({"url": "http://127.0.0.1/", "fallback": None}, ["127.0.0.1"]).fallback is None
+    )
     assert parse_render_request({"url": "https://e.org/", "timeout_s": 2}).timeout_s == 2.0
 
 
@@ -160,11 +178,14 @@ def test_render_requests_fill_defaults() -> None:
 
 
 def test_extract_title_text_and_absolute_links() -> None:
-    page = extract("""<html><head><title> A  title </title><style>p {color: red}</style></head><body>
+    page = extract(
+        """<html><head><title> A  title </title><style>p {color: red}</style></head><body>
         <h1>Heading</h1><p>One &amp; two</p><script>var hidden = 1;</script>
         <a href="/b">b</a> <a href="c#frag">c</a> <a href="https://other.example/">o</a>
         <a href="javascript:void(0)">js</a> <a href="mailto:x@example.org">mail</a> <a href="/b">again</a>
-        </body></html>""", "http://site.example/dir/page")
+        </body></html>""",
+        "http://site.example/dir/page",
+    )
     assert page["title"] == "A title"
     assert page["text"].splitlines()[:2] == ["Heading", "One & two"]
     assert "hidden" not in page["text"] and "color" not in page["text"]
@@ -176,7 +197,9 @@ def test_retry_decisions() -> None:
     assert delays[:3] == [0.25, 0.5, 1.0] and max(delays) == 5.0 and delays == sorted(delays)
     assert should_retry(ErrorKind("timeout"), 1, 3) and should_retry(ErrorKind("failed"), 2, 3)
     assert not should_retry(ErrorKind("timeout"), 3, 3)  # out of tries
-    assert not should_retry(ErrorKind("refused"), 1, 3) and not should_retry(ErrorKind("too_large"), 1, 3)  # same answer again
+    assert not should_retry(ErrorKind("refused"), 1, 3) and not should_retry(
+        ErrorKind("too_large"), 1, 3
+    )  # same answer again
     assert use_fallback(ErrorKind("failed"), "http") and use_fallback(ErrorKind("timeout"), "http")
     assert not use_fallback(ErrorKind("failed"), None) and not use_fallback(ErrorKind("refused"), "http")
 
@@ -186,6 +209,7 @@ def test_retry_decisions() -> None:
 
 def test_the_plain_fetch_sees_no_javascript_text_and_keeps_links_and_statuses() -> None:
     with page_server() as server:
+
         async def scenario() -> None:
             page = await fetch_page(f"{server.base}/js", ["127.0.0.1"], 10, 1 << 20, want_html=True)
             assert page["status"] == 200 and page["title"] == "JS page" and page["engine"] == "http"
@@ -207,6 +231,7 @@ def test_the_plain_fetch_refuses_a_redirect_hop_before_connecting() -> None:
     """The allowlist holds 127.0.0.1; the page redirects to 127.0.0.2 (loopback too, so nothing could
     leave the machine even if the guard were broken), where a second server counts its requests."""
     with page_server() as server, page_server("127.0.0.2") as other:
+
         async def scenario() -> None:
             with pytest.raises(RefusedUrl, match="127.0.0.2"):
                 await fetch_page(f"{server.base}/redirect?to={other.base}/js", ["127.0.0.1"], 5, 1 << 20)

@@ -19,8 +19,14 @@ HAS_CHROMIUM = os.access(CHROMIUM, os.X_OK)
 
 @pytest.fixture(scope="module")
 def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
-    with running_daemon(tmp_path_factory.mktemp("render-rest"), MODELSCHED_RENDER_ALLOW_HOSTS="127.0.0.1",
-                        MODELSCHED_RENDER_RETRIES="1") as daemon, daemon.client() as http:
+    with (
+        running_daemon(
+            tmp_path_factory.mktemp("render-rest"),
+            MODELSCHED_RENDER_ALLOW_HOSTS="127.0.0.1",
+            MODELSCHED_RENDER_RETRIES="1",
+        ) as daemon,
+        daemon.client() as http,
+    ):
         http.timeout = 120
         yield http
 
@@ -50,6 +56,7 @@ def test_post_render_and_render_jobs(server: PageServer, client: httpx.Client) -
 
 @pytest.mark.skipif(not HAS_CHROMIUM, reason=f"no Chromium at {CHROMIUM}: nothing to fall back from")
 def test_post_render_with_the_fallback_off(server: PageServer, client: httpx.Client) -> None:
-    answer = client.post("/render", json={"url": f"{server.base}/browser-hangs", "timeout_s": 1, "fallback": None})
+    answer = client.post(
+        "/render", json={"url": f"{server.base}/browser-hangs", "timeout_s": 1, "fallback": None}
+    )
     assert answer.status_code in (502, 504), answer.text  # the browser timed out; no plain fetch stood in
-

@@ -48,14 +48,18 @@ def test_the_python_client(server: PageServer, daemon: SchedulerThread) -> None:
     scheduler = daemon.scheduler
     page = daemon.call(render_page(scheduler, f"{server.base}/js", screenshot=True))
     assert page["engine"] == "chromium" and JS_TEXT in page["text"] and page["screenshot_png"]
-    pages = daemon.call(render_pages(scheduler, [f"{server.base}/js", f"{server.base}/gone",
-                                                 f"{server.base}/links?n=40"]))
+    pages = daemon.call(
+        render_pages(scheduler, [f"{server.base}/js", f"{server.base}/gone", f"{server.base}/links?n=40"])
+    )
     assert [page["status"] for page in pages] == [200, 404, 200] and len(pages[2]["links"]) == 40
     plain = daemon.call(render_with_fallback(scheduler, f"{server.base}/js", primary="http", fallback=None))
     assert plain["engine"] == "http" and JS_TEXT not in plain["text"]
     with pytest.raises(SchedulerError) as failure:  # the browser is too slow and no fallback is allowed
-        daemon.call(render_with_fallback(scheduler, f"{server.base}/slow?s=3", primary="playwright",
-                                         fallback=None, timeout_s=1))
+        daemon.call(
+            render_with_fallback(
+                scheduler, f"{server.base}/slow?s=3", primary="playwright", fallback=None, timeout_s=1
+            )
+        )
     assert getattr(failure.value, "kind", None) == "timeout"
     with pytest.raises(InvalidInputError):
         daemon.call(render_page(scheduler, "http://169.254.169.254/latest/meta-data/"))
@@ -71,7 +75,11 @@ def test_post_render(server: PageServer, daemon: SchedulerThread) -> None:
     answer = post_render(daemon, {"url": f"{server.base}/js", "html": True})
     assert answer.status_code == 200, answer.text
     body = answer.json()
-    assert body["status"] == "completed" and JS_TEXT in body["result"]["text"] and "<html" in body["result"]["html"]
+    assert (
+        body["status"] == "completed"
+        and JS_TEXT in body["result"]["text"]
+        and "<html" in body["result"]["html"]
+    )
     job = daemon.scheduler.get_job_status(body["job_id"])  # GET /jobs/{id} reads the same table
     assert job["model"] == "render" and job["status"] == "completed"
     missing = post_render(daemon, {"url": f"{server.base}/gone"})
@@ -82,18 +90,22 @@ def test_post_render(server: PageServer, daemon: SchedulerThread) -> None:
 
 
 @needs_chromium
-@pytest.mark.parametrize("body, field", [
-    ({"url": "http://10.0.0.1/"}, "url"),
-    ({"url": "file:///etc/passwd"}, "url"),
-    ({"url": "http://metadata.google.internal/"}, "url"),
-    ({"url": "http://127.0.0.1/", "wait_until": "never"}, "wait_until"),
-    ({"url": "http://127.0.0.1/", "screenshot": "yes"}, "screenshot"),
-    ({"url": "http://127.0.0.1/", "timeout_s": "soon"}, "timeout_s"),
-    ({"url": "http://127.0.0.1/", "colour": "red"}, "colour"),
-    ({"wait_until": "load"}, "url"),
-])
-def test_post_render_refuses_with_422_naming_the_field(daemon: SchedulerThread, body: dict[str, Any],
-                                                       field: str) -> None:
+@pytest.mark.parametrize(
+    "body, field",
+    [
+        ({"url": "http://10.0.0.1/"}, "url"),
+        ({"url": "file:///etc/passwd"}, "url"),
+        ({"url": "http://metadata.google.internal/"}, "url"),
+        ({"url": "http://127.0.0.1/", "wait_until": "never"}, "wait_until"),
+        ({"url": "http://127.0.0.1/", "screenshot": "yes"}, "screenshot"),
+        ({"url": "http://127.0.0.1/", "timeout_s": "soon"}, "timeout_s"),
+        ({"url": "http://127.0.0.1/", "colour": "red"}, "colour"),
+        ({"wait_until": "load"}, "url"),
+    ],
+)
+def test_post_render_refuses_with_422_naming_the_field(
+    daemon: SchedulerThread, body: dict[str, Any], field: str
+) -> None:
     answer = post_render(daemon, body)
     assert answer.status_code == 422, answer.text
     error = answer.json()
@@ -103,8 +115,14 @@ def test_post_render_refuses_with_422_naming_the_field(daemon: SchedulerThread, 
 @needs_chromium
 def test_the_render_queue_bound_answers_429(server: PageServer, daemon: SchedulerThread) -> None:
     scheduler = daemon.scheduler
-    slow = [daemon.call(scheduler.schedule_job(JobRequest(
-        model="render", inputs={"url": f"{server.base}/slow?s=1", "fallback": None}))) for _ in range(3)]
+    slow = [
+        daemon.call(
+            scheduler.schedule_job(
+                JobRequest(model="render", inputs={"url": f"{server.base}/slow?s=1", "fallback": None})
+            )
+        )
+        for _ in range(3)
+    ]
     answer = post_render(daemon, {"url": f"{server.base}/js"})
     assert answer.status_code == 429 and answer.headers.get("retry-after")
     with pytest.raises(QueueFullError):

@@ -60,4 +60,7 @@ class SplitAdapter(BaseAdapter):
         return [ValueError("bad item") if item == "bad" else (item * 2, state["batches"]) for item in batch]
 
     def assemble(self, inputs: Any, outputs: list[Any]) -> Any:
-        return {"doubled": [value for value, _ in outputs], "batches": sorted({batch for _, batch in outputs})}
+        return {
+            "doubled": [value for value, _ in outputs],
+            "batches": sorted({batch for _, batch in outputs}),
+        }

@@ -45,8 +45,15 @@ class Daemon:
 
 def daemon_env(tmp_path: Path, **settings: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MODELSCHED_")}
-    env.update({"MODELSCHED_FORCE_CPU": "1", "MODELSCHED_JOURNAL_PATH": str(tmp_path / "journal.db"),
-                "MODELSCHED_LOG_LEVEL": "warning", "MODELSCHED_TORCH_THREADS": "1", "HF_HUB_OFFLINE": "1"})
+    env.update(
+        {
+            "MODELSCHED_FORCE_CPU": "1",
+            "MODELSCHED_JOURNAL_PATH": str(tmp_path / "journal.db"),
+            "MODELSCHED_LOG_LEVEL": "warning",
+            "MODELSCHED_TORCH_THREADS": "1",
+            "HF_HUB_OFFLINE": "1",
+        }
+    )
     env.update(settings)
     return env
 
@@ -56,24 +63,38 @@ def serve_command(*args: str) -> list[str]:
 
 
 @contextlib.contextmanager
-def running_daemon(tmp_path: Path, token: str | None = None, ready_timeout: float = 120.0,
-                   **settings: str) -> Iterator[Daemon]:
+def running_daemon(
+    tmp_path: Path, token: str | None = None, ready_timeout: float = 120.0, **settings: str
+) -> Iterator[Daemon]:
     port = free_port()
     env = daemon_env(tmp_path, MODELSCHED_PORT=str(port), **settings)
     if token:
         env["MODELSCHED_TOKEN"] = token
     log_path = tmp_path / f"daemon-{port}.log"
     with open(log_path, "wb") as log_file:
-        process = subprocess.Popen(serve_command(), cwd=REPO, env=env, stdout=log_file, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
+        process = subprocess.Popen(
+            serve_command(),
+            cwd=REPO,
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     daemon = Daemon(process, f"http://127.0.0.1:{port}", token, log_path)
     try:
+
         def ready() -> bool:
             if process.poll() is not None:
                 raise AssertionError(f"the daemon exited with {process.returncode}:\n{daemon.log()}")
             try:
-                return httpx.get(f"{daemon.url}/readyz", timeout=2,
-                                 headers={"Authorization": f"Bearer {token}"} if token else {}).status_code == 200
+                return (
+                    httpx.get(
+                        f"{daemon.url}/readyz",
+                        timeout=2,
+                        headers={"Authorization": f"Bearer {token}"} if token else {},
+                    ).status_code
+                    == 200
+                )
             except httpx.HTTPError:
                 return False
 

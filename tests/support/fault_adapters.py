@@ -45,7 +45,9 @@ class OutOfMemoryAdapter(BaseAdapter):
         import torch
 
         if len(batch) > int(self.options.get("max_fit", 2)) or "huge" in batch:
-            raise torch.cuda.OutOfMemoryError(f"CUDA out of memory. Tried to allocate {len(batch)} GiB (test)")
+            raise torch.cuda.OutOfMemoryError(
+                f"CUDA out of memory. Tried to allocate {len(batch)} GiB (test)"
+            )
         return [len(batch)] * len(batch)
 
 

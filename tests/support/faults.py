@@ -15,8 +15,12 @@ CPU_ONLY = {"MODELSCHED_FORCE_CPU": "1"}
 def fault_settings(**overrides: Any) -> Settings:
     """One CPU worker, no journal unless the test gives one, echo/sleep models, short timeouts."""
     base: dict[str, Any] = dict(
-        journal_path="", cpu_workers=1, heartbeat_interval_s=0.2, heartbeat_timeout_s=10.0,
-        worker_start_timeout_s=60.0, shutdown_grace_s=5.0,
+        journal_path="",
+        cpu_workers=1,
+        heartbeat_interval_s=0.2,
+        heartbeat_timeout_s=10.0,
+        worker_start_timeout_s=60.0,
+        shutdown_grace_s=5.0,
         models=[ModelConfig(name="echo", adapter="echo"), ModelConfig(name="sleep", adapter="sleep")],
     )
     base.update(overrides)

@@ -17,8 +17,12 @@ from scheduler.render.client import render_page
 from tests.support.pages import SchedulerThread, page_server, render_settings
 from workers.render.fetch import RefusedUrl, fetch_page
 
-REFUSED_TARGETS = ["http://10.0.0.1/", "http://169.254.169.254/latest/meta-data/", "http://[fd00:ec2::254]/",
-                   "http://100.100.100.200/"]
+REFUSED_TARGETS = [
+    "http://10.0.0.1/",
+    "http://169.254.169.254/latest/meta-data/",
+    "http://[fd00:ec2::254]/",
+    "http://100.100.100.200/",
+]
 
 
 def isolated() -> bool:
@@ -33,13 +37,22 @@ def outcome(daemon: SchedulerThread, url: str, **options: Any) -> dict[str, Any]
         page = daemon.call(render_page(daemon.scheduler, url, **options))
     except Exception as exc:
         return {"ok": False, "error": str(exc), "kind": getattr(exc, "kind", None) or type(exc).__name__}
-    return {"ok": True, "engine": page.get("engine"), "text": page.get("text"),
-            "refused": page.get("refused_requests", [])}
+    return {
+        "ok": True,
+        "engine": page.get("engine"),
+        "text": page.get("text"),
+        "refused": page.get("refused_requests", []),
+    }
 
 
 def main() -> int:
-    report: dict[str, Any] = {"isolated": isolated(), "browser": {}, "browser_with_fallback": {}, "http": {},
-                              "fetch_page": {}}
+    report: dict[str, Any] = {
+        "isolated": isolated(),
+        "browser": {},
+        "browser_with_fallback": {},
+        "http": {},
+        "fetch_page": {},
+    }
     if not report["isolated"]:
         print(json.dumps(report))
         return 0
@@ -56,8 +69,9 @@ def main() -> int:
                 report["fetch_page"][target] = f"refused: {exc}"
             except Exception as exc:
                 report["fetch_page"][target] = f"{type(exc).__name__}: {exc}"
-        report["subresources"] = outcome(daemon, f"{server.base}/subresources?to=http://10.0.0.1",
-                                         fallback=None, timeout_s=10)
+        report["subresources"] = outcome(
+            daemon, f"{server.base}/subresources?to=http://10.0.0.1", fallback=None, timeout_s=10
+        )
         report["redirects_served"] = server.served("/redirect")
         report["paths_served"] = sorted({request.split("?")[0] for request in server.requests})
     print(json.dumps(report))

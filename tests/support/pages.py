@@ -99,7 +99,9 @@ class PageHandler(http.server.BaseHTTPRequestHandler):
             self.page(f"<html><head><title>links</title></head><body><ul>{links}</ul></body></html>")
         elif path == "/pool":
             time.sleep(int(query.get("ms", "300")) / 1000)
-            self.page(f"<html><head><title>pool {html.escape(query.get('i', ''))}</title></head><body>ok</body></html>")
+            self.page(
+                f"<html><head><title>pool {html.escape(query.get('i', ''))}</title></head><body>ok</body></html>"
+            )
         elif path == "/browser-hangs":
             if USER_AGENT not in self.headers.get("User-Agent", ""):
                 time.sleep(5)
@@ -144,8 +146,13 @@ def page_server(host: str = "127.0.0.1") -> Iterator[PageServer]:
 
 def render_settings(**overrides: Any) -> Settings:
     values: dict[str, Any] = {
-        "render_enabled": True, "render_allow_hosts": ["127.0.0.1"], "render_retries": 2,
-        "heartbeat_interval_s": 0.2, "journal_path": "", "log_level": "warning", "cpu_workers": 0,
+        "render_enabled": True,
+        "render_allow_hosts": ["127.0.0.1"],
+        "render_retries": 2,
+        "heartbeat_interval_s": 0.2,
+        "journal_path": "",
+        "log_level": "warning",
+        "cpu_workers": 0,
     }
     values.update(overrides)
     return Settings(**values)
@@ -224,8 +231,11 @@ class SchedulerThread(LoopThread):
 
     def __enter__(self) -> SchedulerThread:
         self.call(self.scheduler.start())
-        self.wait(lambda: self.scheduler.render is not None and self.scheduler.render.ready, 60,
-                  "render process ready")
+        self.wait(
+            lambda: self.scheduler.render is not None and self.scheduler.render.ready,
+            60,
+            "render process ready",
+        )
         return self
 
     def __exit__(self, *exc_info: object) -> None:

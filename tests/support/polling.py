@@ -7,8 +7,9 @@ import time
 from collections.abc import Callable
 
 
-async def until(condition: Callable[[], object], timeout: float = 30.0, interval: float = 0.02,
-                message: str = "condition") -> None:
+async def until(
+    condition: Callable[[], object], timeout: float = 30.0, interval: float = 0.02, message: str = "condition"
+) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
@@ -16,8 +17,9 @@ async def until(condition: Callable[[], object], timeout: float = 30.0, interval
         await asyncio.sleep(interval)
 
 
-def until_sync(condition: Callable[[], object], timeout: float = 30.0, interval: float = 0.02,
-               message: str = "condition") -> None:
+def until_sync(
+    condition: Callable[[], object], timeout: float = 30.0, interval: float = 0.02, message: str = "condition"
+) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:

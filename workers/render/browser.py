@@ -37,12 +37,16 @@ from workers.render.request import RenderRequest
 log = logging.getLogger("modelsched.render")
 
 CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--disable-gpu", "--no-first-run", "--disable-dev-shm-usage",
+    "--no-sandbox",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-dev-shm-usage",
 ]
 TEXT_SCRIPT = "() => document.body ? document.body.innerText : ''"
-LINKS_SCRIPT = ("els => els.map(e => String(e.href || '').split('#')[0])"
-                ".filter(h => /^https?:/i.test(h))")
+LINKS_SCRIPT = "els => els.map(e => String(e.href || '').split('#')[0]).filter(h => /^https?:/i.test(h))"
 PASS_THROUGH = ("data:", "blob:", "about:")
 
 
@@ -70,8 +74,11 @@ class BrowserManager:
                 self.dead_proxy = socket.socket()
                 self.dead_proxy.bind(("127.0.0.1", 0))
             port = self.dead_proxy.getsockname()[1]
-            args += [f"--proxy-server=http://127.0.0.1:{port}", "--proxy-bypass-list=<-loopback>",
-                     "--force-webrtc-ip-handling-policy=disable_non_proxied_udp"]
+            args += [
+                f"--proxy-server=http://127.0.0.1:{port}",
+                "--proxy-bypass-list=<-loopback>",
+                "--force-webrtc-ip-handling-policy=disable_non_proxied_udp",
+            ]
         return args
 
     async def start(self) -> None:
@@ -96,8 +103,12 @@ class BrowserManager:
             if self.browser is None:
                 known = set(self._browser_pids())
                 self.browser = await self.playwright.chromium.launch(
-                    executable_path=self.config.browser_path, headless=True, args=self.launch_args(),
-                    handle_sigint=False, handle_sigterm=False, handle_sighup=False,
+                    executable_path=self.config.browser_path,
+                    headless=True,
+                    args=self.launch_args(),
+                    handle_sigint=False,
+                    handle_sigterm=False,
+                    handle_sighup=False,
                 )
                 self.launches += 1
                 self.pages_on_browser = 0
@@ -122,7 +133,9 @@ class BrowserManager:
         for child in psutil.Process().children(recursive=True):
             with contextlib.suppress(psutil.Error):
                 command = child.cmdline()
-                if "--remote-debugging-pipe" in command and not any(arg.startswith("--type=") for arg in command):
+                if "--remote-debugging-pipe" in command and not any(
+                    arg.startswith("--type=") for arg in command
+                ):
                     pids.append(child.pid)
         return pids
 
@@ -189,10 +202,14 @@ def route_handler(fetcher: GuardedFetcher, navigation: Navigation) -> Any:
             return
         main = is_main_navigation(request)
         try:
-            headers = {name: value for name, value in (await request.all_headers()).items()
-                       if not name.startswith(":")}
-            fetched = await fetcher.fetch(request.method, url, headers, request.post_data_buffer,
-                                          follow_redirects=not main)
+            headers = {
+                name: value
+                for name, value in (await request.all_headers()).items()
+                if not name.startswith(":")
+            }
+            fetched = await fetcher.fetch(
+                request.method, url, headers, request.post_data_buffer, follow_redirects=not main
+            )
         except (RefusedUrl, ResponseTooLarge) as exc:
             if main:
                 navigation.refused.append(str(exc))
@@ -210,14 +227,16 @@ def route_handler(fetcher: GuardedFetcher, navigation: Navigation) -> Any:
             return
         if main:
             navigation.status, navigation.url = fetched.status, fetched.url
-        await _settle(route.fulfill(status=fetched.status, headers=fulfil_headers(fetched.headers),
-                                    body=fetched.body))
+        await _settle(
+            route.fulfill(status=fetched.status, headers=fulfil_headers(fetched.headers), body=fetched.body)
+        )
 
     return route
 
 
-async def render_in_browser(browser: Any, request: RenderRequest, config: rp.RenderConfig,
-                            timeout_s: float) -> dict[str, Any]:
+async def render_in_browser(
+    browser: Any, request: RenderRequest, config: rp.RenderConfig, timeout_s: float
+) -> dict[str, Any]:
     """Render `request.url` in a fresh context of `browser`: the result dict, or an exception
     (RefusedUrl, ResponseTooLarge, TimeoutError, a Playwright error)."""
     started = time.perf_counter()
@@ -233,14 +252,29 @@ async def render_in_browser(browser: Any, request: RenderRequest, config: rp.Ren
             if response is None and navigation.status is not None:
                 # Chromium shows its own error page for an error status with an empty body: the
                 # page answered, it has nothing to show.
-                return _result(request, started, navigation.url or request.url, navigation.status, "", "", [],
-                               fetcher.refused)
+                return _result(
+                    request,
+                    started,
+                    navigation.url or request.url,
+                    navigation.status,
+                    "",
+                    "",
+                    [],
+                    fetcher.refused,
+                )
             html = await page.content()
             if len(html.encode()) > config.max_response_bytes:
                 raise ResponseTooLarge(f"the page exceeds the limit of {config.max_response_bytes} bytes")
-            result = _result(request, started, page.url, response.status if response else navigation.status,
-                             await page.title(), await page.evaluate(TEXT_SCRIPT),
-                             await page.eval_on_selector_all("a[href]", LINKS_SCRIPT), fetcher.refused)
+            result = _result(
+                request,
+                started,
+                page.url,
+                response.status if response else navigation.status,
+                await page.title(),
+                await page.evaluate(TEXT_SCRIPT),
+                await page.eval_on_selector_all("a[href]", LINKS_SCRIPT),
+                fetcher.refused,
+            )
             if request.html:
                 result["html"] = html
             if request.screenshot:
@@ -272,12 +306,26 @@ async def _navigate(page: Any, request: RenderRequest, navigation: Navigation, t
     raise RefusedUrl(f"more than {MAX_REDIRECTS} redirects from {request.url}")
 
 
-def _result(request: RenderRequest, started: float, final_url: str, status: int | None, title: str,
-            text: str, links: list[str], refused: list[str]) -> dict[str, Any]:
+def _result(
+    request: RenderRequest,
+    started: float,
+    final_url: str,
+    status: int | None,
+    title: str,
+    text: str,
+    links: list[str],
+    refused: list[str],
+) -> dict[str, Any]:
     return {
-        "url": request.url, "final_url": final_url, "status": status, "title": title, "text": text,
-        "links": list(dict.fromkeys(links)), "elapsed_ms": round((time.perf_counter() - started) * 1000, 1),
-        "engine": "chromium", "refused_requests": list(refused),
+        "url": request.url,
+        "final_url": final_url,
+        "status": status,
+        "title": title,
+        "text": text,
+        "links": list(dict.fromkeys(links)),
+        "elapsed_ms": round((time.perf_counter() - started) * 1000, 1),
+        "engine": "chromium",
+        "refused_requests": list(refused),
     }
 
 

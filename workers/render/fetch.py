@@ -27,10 +27,32 @@ MAX_REDIRECTS = 10
 USER_AGENT = "modelsched-render/0.1"
 TEXT_TYPES = ("text/", "application/json", "application/xml", "application/xhtml", "+xml", "+json")
 # Hop-by-hop and framing headers: never forwarded from the browser, never handed back to it.
-REQUEST_HEADERS_DROPPED = frozenset({"host", "connection", "keep-alive", "proxy-connection", "proxy-authorization",
-                                     "transfer-encoding", "content-length", "te", "upgrade", "accept-encoding"})
-RESPONSE_HEADERS_DROPPED = frozenset({"connection", "keep-alive", "transfer-encoding", "content-length",
-                                      "content-encoding", "proxy-authenticate", "trailer", "upgrade"})
+REQUEST_HEADERS_DROPPED = frozenset(
+    {
+        "host",
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "proxy-authorization",
+        "transfer-encoding",
+        "content-length",
+        "te",
+        "upgrade",
+        "accept-encoding",
+    }
+)
+RESPONSE_HEADERS_DROPPED = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "transfer-encoding",
+        "content-length",
+        "content-encoding",
+        "proxy-authenticate",
+        "trailer",
+        "upgrade",
+    }
+)
 
 Checker = Callable[[str], Awaitable[UrlVerdict]]
 
@@ -82,8 +104,9 @@ def is_text(content_type: str) -> bool:
 async def read_capped(response: httpx.Response, max_bytes: int) -> bytes:
     declared = response.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > max_bytes:
-        raise ResponseTooLarge(f"the response of {response.request.url} is {declared} bytes; "
-                               f"the limit is {max_bytes}")
+        raise ResponseTooLarge(
+            f"the response of {response.request.url} is {declared} bytes; the limit is {max_bytes}"
+        )
     chunks: list[bytes] = []
     size = 0
     async for chunk in response.aiter_bytes():
@@ -134,13 +157,23 @@ class GuardedFetcher:
         key = (url.scheme, url.raw_host.decode("ascii"), url.port or 0)
         client = self.clients.get(key)
         if client is None:
-            client = httpx.AsyncClient(follow_redirects=False, timeout=self.timeout_s, trust_env=False,
-                                       headers={"User-Agent": USER_AGENT})
+            client = httpx.AsyncClient(
+                follow_redirects=False,
+                timeout=self.timeout_s,
+                trust_env=False,
+                headers={"User-Agent": USER_AGENT},
+            )
             self.clients[key] = client
         return client
 
-    async def fetch(self, method: str, url: str, headers: Mapping[str, str] | None = None,
-                    content: bytes | None = None, follow_redirects: bool = True) -> Fetched:
+    async def fetch(
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str] | None = None,
+        content: bytes | None = None,
+        follow_redirects: bool = True,
+    ) -> Fetched:
         """One request (and, when following, its redirects), every hop checked before it is sent."""
         current = httpx.URL(url)
         for _ in range(MAX_REDIRECTS + 1):
@@ -157,17 +190,22 @@ class GuardedFetcher:
             current = httpx.URL(target)
         raise RefusedUrl(f"more than {MAX_REDIRECTS} redirects from {url}")
 
-    async def _send(self, method: str, url: httpx.URL, headers: Mapping[str, str] | None,
-                    content: bytes | None) -> tuple[httpx.Headers, int, bytes]:
+    async def _send(
+        self, method: str, url: httpx.URL, headers: Mapping[str, str] | None, content: bytes | None
+    ) -> tuple[httpx.Headers, int, bytes]:
         verdict = await self.verdict(url)
         client = self._client(url)
-        forwarded = {name: value for name, value in (headers or {}).items()
-                     if name.lower() not in REQUEST_HEADERS_DROPPED}
+        forwarded = {
+            name: value
+            for name, value in (headers or {}).items()
+            if name.lower() not in REQUEST_HEADERS_DROPPED
+        }
         addresses: list[str | None] = list(verdict.addresses) or [None]
         for index, address in enumerate(addresses):
             target, pin_headers, extensions = pinned_request(url, address)
-            request = client.build_request(method, target, headers={**forwarded, **pin_headers},
-                                           content=content, extensions=extensions)
+            request = client.build_request(
+                method, target, headers={**forwarded, **pin_headers}, content=content, extensions=extensions
+            )
             try:
                 response = await client.send(request, stream=True)
             except httpx.ConnectError:
@@ -188,8 +226,14 @@ class GuardedFetcher:
         self.clients.clear()
 
 
-async def fetch_page(url: str, allow_hosts: Iterable[str], timeout_s: float, max_bytes: int,
-                     want_html: bool = False, check: Checker | None = None) -> dict[str, Any]:
+async def fetch_page(
+    url: str,
+    allow_hosts: Iterable[str],
+    timeout_s: float,
+    max_bytes: int,
+    want_html: bool = False,
+    check: Checker | None = None,
+) -> dict[str, Any]:
     """The plain-HTTP render of `url`: GET it (redirects followed by hand, each hop checked) within
     `timeout_s` in all, and extract title, text and links."""
     started = time.perf_counter()
@@ -209,8 +253,14 @@ async def fetch_page(url: str, allow_hosts: Iterable[str], timeout_s: float, max
         page = extract(html, fetched.url)
     else:
         page = {"title": "", "text": html if is_text(content_type) else "", "links": []}
-    result: dict[str, Any] = {"url": url, "final_url": fetched.url, "status": fetched.status, **page,
-                              "elapsed_ms": round((time.perf_counter() - started) * 1000, 1), "engine": "http"}
+    result: dict[str, Any] = {
+        "url": url,
+        "final_url": fetched.url,
+        "status": fetched.status,
+        **page,
+        "elapsed_ms": round((time.perf_counter() - started) * 1000, 1),
+        "engine": "http",
+    }
     if want_html:
         result["html"] = html
     return result

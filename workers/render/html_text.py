@@ -9,8 +9,33 @@ from typing import Any
 from urllib.parse import urldefrag, urljoin
 
 SKIPPED_TAGS = frozenset({"script", "style", "noscript", "template", "head", "svg"})
-BLOCK_TAGS = frozenset({"p", "div", "br", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "section", "article",
-                        "header", "footer", "table", "ul", "ol", "pre", "blockquote", "main", "nav", "aside"})
+BLOCK_TAGS = frozenset(
+    {
+        "p",
+        "div",
+        "br",
+        "li",
+        "tr",
+        "h1",
+        "h2",
+        "h3",
+        "h4",
+        "h5",
+        "h6",
+        "section",
+        "article",
+        "header",
+        "footer",
+        "table",
+        "ul",
+        "ol",
+        "pre",
+        "blockquote",
+        "main",
+        "nav",
+        "aside",
+    }
+)
 LINK_SCHEMES = ("http:", "https:")
 
 

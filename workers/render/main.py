@@ -124,11 +124,16 @@ class RenderLoop:
 
     async def heartbeat_forever(self) -> None:
         while True:
-            self.send(rp.RenderHeartbeat(
-                pages_active=self.pages_active, max_pages_active=self.max_pages_active, waiting=self.waiting,
-                pages_rendered=self.browser.pages_rendered, browser_pid=self.browser.browser_pid,
-                browser_launches=self.browser.launches,
-            ))
+            self.send(
+                rp.RenderHeartbeat(
+                    pages_active=self.pages_active,
+                    max_pages_active=self.max_pages_active,
+                    waiting=self.waiting,
+                    pages_rendered=self.browser.pages_rendered,
+                    browser_pid=self.browser.browser_pid,
+                    browser_launches=self.browser.launches,
+                )
+            )
             await asyncio.sleep(self.config.heartbeat_interval_s)
 
     async def serve(self, job: rp.RenderJob) -> None:
@@ -193,8 +198,13 @@ class RenderLoop:
     async def fetch(self, request: RenderRequest, timeout_s: float, reason: str | None) -> Outcome:
         """The plain-HTTP path; `reason` says why it was taken instead of the browser."""
         try:
-            result = await fetch_page(request.url, self.config.allow_hosts, timeout_s,
-                                      self.config.max_response_bytes, want_html=request.html)
+            result = await fetch_page(
+                request.url,
+                self.config.allow_hosts,
+                timeout_s,
+                self.config.max_response_bytes,
+                want_html=request.html,
+            )
         except Exception as exc:
             before = f" (after: {reason})" if reason else ""
             return None, f"HTTP fetch failed: {describe(exc)}{before}", error_kind(exc)

@@ -24,7 +24,9 @@ class RenderConfig(msgspec.Struct, kw_only=True):
     max_response_bytes: int
     heartbeat_interval_s: float = 0.5
     log_level: str = "INFO"
-    block_direct_network: bool = True  # Chromium's own network goes to a dead proxy: only routed requests pass
+    block_direct_network: bool = (
+        True  # Chromium's own network goes to a dead proxy: only routed requests pass
+    )
 
 
 class RenderJob(msgspec.Struct, tag="render"):

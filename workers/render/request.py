@@ -58,8 +58,11 @@ class RenderRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, fr
 
 
 FIELDS = frozenset(RenderRequest.__struct_fields__)
-CHOICES = {"wait_until": "load, domcontentloaded or networkidle", "engine": "browser or http",
-           "fallback": "http or null"}
+CHOICES = {
+    "wait_until": "load, domcontentloaded or networkidle",
+    "engine": "browser or http",
+    "fallback": "http or null",
+}
 
 
 def parse_render_request(inputs: Any, allow_hosts: Iterable[str] = ()) -> RenderRequest:

@@ -22,13 +22,25 @@ Resolver = Callable[[str, int], list[str]]
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 MAX_URL_CHARS = 8192
-METADATA_HOSTS = frozenset({"metadata.google.internal", "metadata.goog", "metadata", "instance-data",
-                            "instance-data.ec2.internal", "metadata.azure.internal"})
-METADATA_ADDRESSES = frozenset({
-    ipaddress.ip_address("169.254.169.254"), ipaddress.ip_address("169.254.170.2"),
-    ipaddress.ip_address("fd00:ec2::254"), ipaddress.ip_address("100.100.100.200"),
-    ipaddress.ip_address("192.0.0.192"),
-})
+METADATA_HOSTS = frozenset(
+    {
+        "metadata.google.internal",
+        "metadata.goog",
+        "metadata",
+        "instance-data",
+        "instance-data.ec2.internal",
+        "metadata.azure.internal",
+    }
+)
+METADATA_ADDRESSES = frozenset(
+    {
+        ipaddress.ip_address("169.254.169.254"),
+        ipaddress.ip_address("169.254.170.2"),
+        ipaddress.ip_address("fd00:ec2::254"),
+        ipaddress.ip_address("100.100.100.200"),
+        ipaddress.ip_address("192.0.0.192"),
+    }
+)
 SHARED_NETWORK = ipaddress.ip_network("100.64.0.0/10")  # carrier-grade NAT
 NAT64_NETWORKS = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
 
@@ -75,9 +87,16 @@ def address_refusal(address: str) -> str | None:
             ip = embedded
     if ip in METADATA_ADDRESSES:
         return f"{ip} is a cloud metadata address"
-    checks = (("loopback", ip.is_loopback), ("link-local", ip.is_link_local), ("multicast", ip.is_multicast),
-              ("unspecified", ip.is_unspecified), ("private", ip.is_private), ("reserved", ip.is_reserved),
-              ("shared (carrier-grade NAT)", ip in SHARED_NETWORK), ("not globally routable", not ip.is_global))
+    checks = (
+        ("loopback", ip.is_loopback),
+        ("link-local", ip.is_link_local),
+        ("multicast", ip.is_multicast),
+        ("unspecified", ip.is_unspecified),
+        ("private", ip.is_private),
+        ("reserved", ip.is_reserved),
+        ("shared (carrier-grade NAT)", ip in SHARED_NETWORK),
+        ("not globally routable", not ip.is_global),
+    )
     for name, hit in checks:
         if hit:
             return f"{ip} is not a public address ({name})"
@@ -120,7 +139,9 @@ def _url_shape_refusal(url: object) -> str | None:
     return None
 
 
-def check_url(url: str, allow_hosts: Iterable[str] = (), resolve: Resolver | None = system_resolver) -> UrlVerdict:
+def check_url(
+    url: str, allow_hosts: Iterable[str] = (), resolve: Resolver | None = system_resolver
+) -> UrlVerdict:
     """Decide whether `url` may be fetched. Resolves its host once with `resolve` (unless it is an
     IP literal or allowlisted) and checks every address it gets. With `resolve=None` a host name
     that would need DNS passes unresolved (`check_url_offline`)."""

@@ -13,7 +13,9 @@ def body_doc(struct: type) -> dict[str, Any]:
 
 
 def answers_doc(ok: int, struct: type, *error_codes: int) -> dict[int | str, dict[str, Any]]:
-    answers: dict[int | str, dict[str, Any]] = {ok: {"description": "OK", "content": {JSON: {"schema": ref(struct)}}}}
+    answers: dict[int | str, dict[str, Any]] = {
+        ok: {"description": "OK", "content": {JSON: {"schema": ref(struct)}}}
+    }
     for code in error_codes:
         answers[code] = {"description": "error", "content": {JSON: {"schema": ref(ErrorBody)}}}
     return answers

@@ -17,10 +17,18 @@ def router(scheduler: Scheduler, on_submitted: Callable[[str], None]) -> APIRout
     routes = APIRouter(tags=["models"])
     body_limit = scheduler.settings.max_body_bytes
 
-    @routes.post("/models/{model}/infer", openapi_extra=body_doc(InferRequest),
-                 responses=answers_doc(200, InferResult, 404, 409, 413, 422, 429, 502, 503, 504, 507))
-    async def infer(model: str, request: Request, timeout: float | None = Query(
-            None, gt=0, le=MAX_WAIT_S, description="seconds to wait for the result")) -> Answer:
+    @routes.post(
+        "/models/{model}/infer",
+        openapi_extra=body_doc(InferRequest),
+        responses=answers_doc(200, InferResult, 404, 409, 413, 422, 429, 502, 503, 504, 507),
+    )
+    async def infer(
+        model: str,
+        request: Request,
+        timeout: float | None = Query(
+            None, gt=0, le=MAX_WAIT_S, description="seconds to wait for the result"
+        ),
+    ) -> Answer:
         """Answered by `HotPath` in front of the app; this route documents it (and serves it when the
         app runs without that front)."""
         body = await read_body(request.receive, request.scope["headers"], body_limit)

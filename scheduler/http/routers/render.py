@@ -29,14 +29,23 @@ MAX_RENDER_BODY_BYTES = 64 * 1024  # a URL and a few flags
 def router(scheduler: Scheduler) -> APIRouter:
     routes = APIRouter(tags=["render"])
 
-    @routes.post("/render", summary="Render a web page and wait for it", openapi_extra=body_doc(RenderRequest),
-                 responses=answers_doc(200, InferResult, 404, 413, 422, 429, 502, 503, 504))
-    async def render(request: Request, timeout: float | None = Query(
-            None, gt=0, le=MAX_WAIT_S, description="seconds to wait for the page")) -> Answer:
+    @routes.post(
+        "/render",
+        summary="Render a web page and wait for it",
+        openapi_extra=body_doc(RenderRequest),
+        responses=answers_doc(200, InferResult, 404, 413, 422, 429, 502, 503, 504),
+    )
+    async def render(
+        request: Request,
+        timeout: float | None = Query(None, gt=0, le=MAX_WAIT_S, description="seconds to wait for the page"),
+    ) -> Answer:
         if RENDER_MODEL not in scheduler.registry:
-            raise HttpError(404, "render_disabled", "rendering is off: set render_enabled (MODELSCHED_RENDER_ENABLED=1)")
-        body: RenderRequest = decode(await read_body(request.receive, request.scope["headers"], MAX_RENDER_BODY_BYTES),
-                                     _decoder)
+            raise HttpError(
+                404, "render_disabled", "rendering is off: set render_enabled (MODELSCHED_RENDER_ENABLED=1)"
+            )
+        body: RenderRequest = decode(
+            await read_body(request.receive, request.scope["headers"], MAX_RENDER_BODY_BYTES), _decoder
+        )
         job_id = await submit_render(scheduler, body)  # the SSRF guard with DNS, then the job
         return await result_answer(scheduler, job_id, timeout or longest_wait_s(scheduler, body.timeout_s))
 

@@ -32,8 +32,15 @@ def router(scheduler: Scheduler, metrics: SchedulerMetrics) -> APIRouter:
             return json_answer(Health("ready"))
         return json_answer(Health("starting" if scheduler.accepting else "not accepting"), 503)
 
-    @routes.get("/metrics", responses={200: {"description": "Prometheus text exposition format",
-                                             "content": {PROMETHEUS_TEXT: {"schema": {"type": "string"}}}}})
+    @routes.get(
+        "/metrics",
+        responses={
+            200: {
+                "description": "Prometheus text exposition format",
+                "content": {PROMETHEUS_TEXT: {"schema": {"type": "string"}}},
+            }
+        },
+    )
     async def prometheus_metrics() -> Answer:
         return Answer(200, metrics.render(), media_type=PROMETHEUS_TEXT)
 

@@ -1,0 +1,87 @@
+"""`ModelCatalog`: the models as the running scheduler serves them. Registering one (live workers
+hear of it at once, an older version of it is unloaded), which models no worker of this daemon can
+ever run (`no_fit`: their submissions get `NoFitError`), and explicit loads and unloads."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from scheduler.core.devices import Inventory
+from scheduler.core.dispatch import Dispatcher, demand_of
+from scheduler.core.models import ModelRegistry, resolve_spec
+from scheduler.core.placement import refusal
+from scheduler.core.workers import Worker
+from scheduler.errors import NoFitError, SchedulerError, WorkerState
+from scheduler.settings import ModelConfig
+from workers import protocol as m
+
+
+class ModelCatalog:
+    """registry: the models; workers: the live worker records by id; dispatcher: places explicit
+    loads and sends unloads; inventory: the cards; run_elsewhere: models whose jobs run outside the
+    workers (never refused here); vram_scale: what each declared `vram_mb` counts for in the ledger."""
+
+    def __init__(
+        self,
+        registry: ModelRegistry,
+        workers: Mapping[str, Worker],
+        dispatcher: Dispatcher,
+        inventory: Inventory,
+        run_elsewhere: Mapping[str, Any],
+        vram_scale: float,
+    ) -> None:
+        self.registry = registry
+        self.workers = workers
+        self.dispatcher = dispatcher
+        self.inventory = inventory
+        self.run_elsewhere = run_elsewhere
+        self.vram_scale = vram_scale
+
+    def register(self, config: ModelConfig | dict[str, Any]) -> m.ModelSpec:
+        """Register (or replace) a model; live workers learn of it at once, and unload the old one."""
+        spec, adapter = resolve_spec(config, self.vram_scale)
+        replacing = spec.name in self.registry
+        self.registry.register(spec, adapter)
+        for worker in self.workers.values():
+            if worker.state in (WorkerState.STARTING, WorkerState.READY):
+                worker.send(m.RegisterModel(spec))
+                if replacing and spec.name in worker.models:
+                    self.dispatcher.unload_from(worker, spec.name)
+        if self.workers:
+            self.refresh_fit()
+        return spec
+
+    def refresh_fit(self) -> None:
+        """Which models no worker can ever run: at start (the workers are known) and on each registration."""
+        workers = list(self.workers.values())
+        capacities = self.inventory.capacities()
+        for name, registered in self.registry.models.items():
+            if name in self.run_elsewhere:
+                registered.no_fit = None
+            else:
+                registered.no_fit = refusal(demand_of(registered), workers, capacities)
+
+    def load(self, name: str) -> list[str]:
+        """Load `name` now, where placement would put its first job; returns the worker ids."""
+        registered = self.registry.get(name)
+        holders = [worker_id for worker_id, worker in self.workers.items() if name in worker.models]
+        if holders:
+            return holders
+        placed = self.dispatcher.place_load(registered)
+        if isinstance(placed, Worker):
+            return [placed.worker_id]
+        if isinstance(placed, str):
+            raise SchedulerError(f"cannot load {name} now: {placed}")
+        raise NoFitError(f"model {name!r} cannot run here: {placed.message}")
+
+    def unload(self, name: str) -> list[str]:
+        """Unload `name` from every worker where it is idle; returns those workers' ids."""
+        self.registry.get(name)
+        unloaded = []
+        for worker in self.workers.values():
+            loaded = worker.models.get(name)
+            if loaded is not None and loaded.in_flight == 0:
+                self.dispatcher.unload_from(worker, name)
+                unloaded.append(worker.worker_id)
+        return unloaded
