@@ -79,7 +79,7 @@ class JournalError(SchedulerError):
 
 
 class RenderFailedError(SchedulerError):
-    """A render ended without a page (REST: 502, or 504 on a timeout). `kind` is its `ErrorKind`."""
+    """A render ended without a page (REST: 502). `kind` is its `ErrorKind`."""
 
     def __init__(self, message: str, kind: str | None) -> None:
         super().__init__(message)

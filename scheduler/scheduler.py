@@ -23,11 +23,7 @@ from scheduler.core.jobs import ENDED, Job, JobRequest, JobStatus
 from scheduler.core.status import SchedulerInfo, StatusBuilder, SystemStatus
 from scheduler.core.worker_events import BatchObserver
 from scheduler.core.workers import Worker
-from scheduler.errors import (
-    JobEndedError,
-    JobNotFoundError,
-    JournalError,
-)
+from scheduler.errors import JobEndedError, JobNotFoundError, JournalError, NotRunningError
 from scheduler.journal.recovery import queue_again
 from scheduler.pool.supervisor import worker_plan
 from scheduler.pool.workers import ASYNC, MULTIPROCESS
@@ -105,6 +101,7 @@ class Scheduler:
         self._tick_task: asyncio.Task[None] | None = None
         self._last_retention = 0.0
         self._grace_cut = False
+        self._drain_task: asyncio.Future[None] | None = None
         for model_config in settings.models:
             self.register_model(model_config)
         if settings.render_enabled:
@@ -151,6 +148,7 @@ class Scheduler:
             self.journal.prune()
         self.running = True
         self._grace_cut = False
+        self._drain_task = None
         self.started_at = time.time()
         self.dispatcher.start(self.loop)
         plan = worker_plan(
@@ -163,7 +161,7 @@ class Scheduler:
         self.catalog.refresh_fit()
         if self.render is not None:
             self.render.start(self.loop)
-        self.admission.accepting = True
+        self.admission.open()
         log.info(
             "scheduler started: %d GPU(s)%s, %d worker(s), models: %s",
             len(self.inventory.gpus),
@@ -196,7 +194,7 @@ class Scheduler:
                 "shutting down: not accepting jobs; %d running job(s)",
                 self.table.count_by_status[JobStatus.PROCESSING],
             )
-        self.admission.accepting = False
+        self.admission.close()
         self.dispatcher.stop()
 
     def cut_grace_short(self) -> None:
@@ -206,10 +204,16 @@ class Scheduler:
     async def drain(self, grace_s: float | None = None) -> None:
         """Let running jobs finish within the grace period (`shutdown_grace_s` by default, or until
         `cut_grace_short()`), then stop: workers still holding jobs are killed, their jobs stay queued
-        (in the journal too) for the next start, every waiter is released."""
+        (in the journal too) for the next start, every waiter is released. Every caller returns once
+        that is done: a second call (a second signal, the app's lifespan) waits for the first drain."""
         self.begin_shutdown()
-        if not self.running:
-            return
+        if self._drain_task is None:
+            if not self.running:
+                return
+            self._drain_task = asyncio.ensure_future(self._drain(grace_s))
+        await asyncio.shield(self._drain_task)
+
+    async def _drain(self, grace_s: float | None) -> None:
         grace = self.settings.shutdown_grace_s if grace_s is None else grace_s
         deadline = time.monotonic() + grace
         while (
@@ -337,6 +341,8 @@ class Scheduler:
         job = self.get_job(job_id)
         if job.status in ENDED:
             raise JobEndedError(f"job {job_id} already ended ({job.status.value})")
+        if not self.running:  # stopped, or stopping: a cancel the journal cannot keep would not hold
+            raise NotRunningError("the scheduler is stopping or stopped; cancel the job after its restart")
         durable = self.endings.finish(
             job, JobStatus.CANCELLED, error="cancelled by request", error_kind=m.ErrorKind.CANCELLED
         )

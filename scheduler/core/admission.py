@@ -62,6 +62,14 @@ class Admission:
         self.default_timeout_s = default_timeout_s or None
         self.accepting = False
 
+    def open(self) -> None:
+        """Accept submissions (the scheduler has started)."""
+        self.accepting = True
+
+    def close(self) -> None:
+        """Refuse submissions with NotRunningError from now on (the shutdown has begun)."""
+        self.accepting = False
+
     def admit(self, request: JobRequest) -> tuple[Job, bool]:
         """The job for `request`, and whether it is new (False: its idempotency key named an earlier one)."""
         if not self.accepting:

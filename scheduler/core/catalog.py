@@ -65,6 +65,7 @@ class ModelCatalog:
     def load(self, name: str) -> list[str]:
         """Load `name` now, where placement would put its first job; returns the worker ids."""
         registered = self.registry.get(name)
+        self._on_workers(name)
         holders = [worker_id for worker_id, worker in self.workers.items() if name in worker.models]
         if holders:
             return holders
@@ -75,9 +76,16 @@ class ModelCatalog:
             raise SchedulerError(f"cannot load {name} now: {placed}")
         raise NoFitError(f"model {name!r} cannot run here: {placed.message}")
 
+    def _on_workers(self, name: str) -> None:
+        if name in self.run_elsewhere:
+            raise SchedulerError(
+                f"model {name!r} does not run on the model workers: there is nothing to load"
+            )
+
     def unload(self, name: str) -> list[str]:
         """Unload `name` from every worker where it is idle; returns those workers' ids."""
         self.registry.get(name)
+        self._on_workers(name)
         unloaded = []
         for worker in self.workers.values():
             loaded = worker.models.get(name)

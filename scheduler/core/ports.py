@@ -1,7 +1,7 @@
 """What the core needs from the rooms around it, as protocols: a journal that keeps jobs across
 restarts (`scheduler.journal`), a channel to one worker (`scheduler.pool`), and an executor for the
 jobs of a model that runs outside the model workers (`scheduler.render`). The core imports none of
-those rooms; the composition root (`scheduler.scheduler`) hands it their objects."""
+those rooms; the composition root (`scheduler.assembly`) hands it their objects."""
 
 from __future__ import annotations
 

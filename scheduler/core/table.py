@@ -3,7 +3,7 @@
 Only the main process's event loop touches it. Queues hold job records and skip ones that left
 `queued` meanwhile (cancelled, timed out), so removal from the middle of a queue is O(1).
 Queued jobs with `attempts > 0` (they were on a worker that died) wait apart, in `suspects`: the
-scheduler runs each of them alone (see `scheduler.supervision`).
+scheduler runs each of them alone (see `scheduler.core.dispatch` and `scheduler.core.worker_events`).
 """
 
 from __future__ import annotations

@@ -162,7 +162,7 @@ class WorkerEvents:
         if worker.state is WorkerState.DEAD:
             return
         exit_code = worker.channel.exit_code if worker.channel is not None else None
-        was = worker.watch.exited(time.monotonic(), exit_code)
+        was = worker.watch.exited(time.monotonic(), exit_code, held_work=bool(worker.in_flight))
         if was is not WorkerState.STOPPING:
             log.warning(
                 "worker %s (pid %s) exited (%s) while %s; %d job(s) in flight%s",

@@ -17,6 +17,7 @@ from scheduler.core.ports import WorkerChannel
 from scheduler.errors import WorkerState
 from scheduler.pool.supervisor import ChildWatch, Kill, Respawn, Timeouts, next_action
 from workers import protocol as m
+from workers.child import EXIT_BOOT_FAILED
 
 log = logging.getLogger("modelsched.scheduler")
 
@@ -142,19 +143,26 @@ class WorkerSet:
             self.spawn(worker_id, gpu_index, ChildWatch(worker_id))
 
     def spawn(self, worker_id: str, gpu_index: int | None, watch: ChildWatch) -> Worker:
+        """A new incarnation of the worker. When it cannot even be started (no memory, no file
+        descriptors), it is dead with a boot failure counted: the supervision respawns it after its
+        back-off, like a worker that failed to boot."""
         assert self.loop is not None
         simulated = gpu_index is not None and self.simulated
         worker = Worker(worker_id, gpu_index, self.launcher.label(gpu_index, simulated), watch)
         self.records[worker_id] = worker
-        worker.channel = self.launcher.launch(
-            worker_id,
-            gpu_index,
-            simulated,
-            self.specs(),
-            self.loop,
-            lambda data: self.on_message(worker, data),
-            lambda: self.on_exit(worker),
-        )
+        try:
+            worker.channel = self.launcher.launch(
+                worker_id,
+                gpu_index,
+                simulated,
+                self.specs(),
+                self.loop,
+                lambda data: self.on_message(worker, data),
+                lambda: self.on_exit(worker),
+            )
+        except Exception:
+            log.exception("worker %s could not be started; it is tried again after a back-off", worker_id)
+            watch.exited(time.monotonic(), EXIT_BOOT_FAILED)
         return worker
 
     def supervise(self, now: float) -> None:
@@ -201,5 +209,8 @@ class WorkerSet:
                 log.warning("worker %s did not stop in time; killing pid %s", worker.worker_id, worker.pid)
                 worker.kill()
             if worker.channel is not None:
-                worker.channel.join(timeout=5)
+                if (
+                    worker.channel.killable
+                ):  # a process, reaped at once once ended; a thread is not waited for
+                    worker.channel.join(timeout=5)
                 worker.channel.close()

@@ -52,6 +52,7 @@ def create_app(settings_or_scheduler: Settings | Scheduler) -> DaemonApp:
 
     @app.exception_handler(HttpError)
     @app.exception_handler(errors.SchedulerError)
+    @app.exception_handler(Exception)  # never a 500: `error_answer` logs it and answers 503
     async def scheduler_error(request: Request, exc: Exception) -> Answer:
         return error_answer(exc)
 

@@ -6,9 +6,11 @@ new submissions answer 503 at once, while HTTP keeps answering; requests waiting
 their results as those jobs end (`drain`, within `shutdown_grace_s`), then the workers stop and every
 request still waiting is released (a job that never started stays queued in the journal). Only then
 does uvicorn close its sockets. A second signal cuts the grace short (`cut_grace_short`); a third is
-uvicorn's own (SIGINT: exit at once). The exit status after a signal is 0.
+uvicorn's own (it closes the connections within a 3 s grace; a fourth SIGINT ends it at once). The
+exit status after a signal is 0.
 
-The signal handler only records the signal; the server's loop (`on_tick`, ten times a second) acts.
+The signal handler does no work: `begin_shutdown` and `cut_grace_short` only set flags; the server's
+loop (`on_tick`, ten times a second) starts the drain.
 """
 
 from __future__ import annotations

@@ -66,6 +66,8 @@ class ChildProcess:
         self._exited = False
 
     def start(self) -> None:
+        """Spawn the child; on failure (no memory, no file descriptors) nothing is left open and the
+        error is raised."""
         child_inbox, writer_end = _SPAWN.Pipe(duplex=False)
         self.reader, child_outbox = _SPAWN.Pipe(duplex=False)
         self.process = _SPAWN.Process(
@@ -74,8 +76,14 @@ class ChildProcess:
             name=f"modelsched-{self.name}",
             daemon=True,
         )
-        with _pinned_environment(self.env), _main_module_hidden():
-            self.process.start()
+        try:
+            with _pinned_environment(self.env), _main_module_hidden():
+                self.process.start()
+        except BaseException:
+            for connection in (child_inbox, writer_end, self.reader, child_outbox):
+                connection.close()
+            self.reader, self.process = None, None
+            raise
         self._pid = self.process.pid
         child_outbox.close()
         child_inbox.close()

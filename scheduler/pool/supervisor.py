@@ -3,10 +3,12 @@ as pure decisions over a `ChildWatch` (gunicorn's arbiter, in small): a child th
 within `start_s`, or has sent no heartbeat for `heartbeat_s`, is killed; a dead child is respawned,
 at once if it had booted, after a growing back-off while it keeps failing to boot (so a broken
 child does not become a restart storm); a job that was in flight on `max_attempts` dead children
-is poison. Also the worker plan: which model workers the pool should hold.
+is poison. A child that dies holding no work within `YOUNG_S` of its start also counts as a failed
+boot, so a child that crashes right after saying ready does not restart in a tight loop. Also the
+worker plan: which model workers the pool should hold.
 
-The owners apply the decisions: `Scheduler` to its workers (`supervise_workers`), `RenderService`
-to the render process; both run them from the scheduler's one supervision tick.
+The owners apply the decisions: `WorkerSet.supervise` to the model workers, `RenderService.supervise`
+to the render process; the scheduler's one supervision tick runs both.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from workers.backoff import Backoff
 from workers.child import EXIT_BOOT_FAILED
 
 RESPAWN_BACKOFF = Backoff(first_s=0.25, cap_s=30.0, jitter=0.2)
+YOUNG_S = 5.0  # a child that dies holding no work this soon after its start has not proven itself
 
 
 @dataclass(frozen=True)
@@ -49,12 +52,16 @@ class ChildWatch:
     def heartbeat(self, now: float) -> None:
         self.last_heartbeat = now
 
-    def exited(self, now: float, exit_code: int | None, backoff: Backoff = RESPAWN_BACKOFF) -> WorkerState:
-        """The child is gone: it is dead, with its respawn time set. Returns the state it was in."""
+    def exited(
+        self, now: float, exit_code: int | None, held_work: bool = True, backoff: Backoff = RESPAWN_BACKOFF
+    ) -> WorkerState:
+        """The child is gone: it is dead, with its respawn time set. Returns the state it was in. A
+        death that is not one in service (see `in_service`) grows the back-off before the respawn."""
         was = self.state
         self.state = WorkerState.DEAD
         self.exit_code = exit_code
-        self.boot_failures = 0 if booted(was, exit_code) else self.boot_failures + 1
+        served = in_service(was, exit_code, held_work, lived_s=now - self.started_at)
+        self.boot_failures = 0 if served else self.boot_failures + 1
         self.respawn_at = now + backoff.delay(self.boot_failures)
         return was
 
@@ -66,8 +73,17 @@ class ChildWatch:
 
 
 def booted(state_before_exit: WorkerState, exit_code: int | None) -> bool:
-    """A death in service (it had said ready, and did not report a failed boot) respawns at once."""
+    """It had said ready, and did not report a failed boot."""
     return state_before_exit not in (WorkerState.STARTING,) and exit_code != EXIT_BOOT_FAILED
+
+
+def in_service(
+    state_before_exit: WorkerState, exit_code: int | None, held_work: bool, lived_s: float
+) -> bool:
+    """A death in service respawns at once: the child had booted, and either held work (its jobs
+    answer for it: they go back as suspects, and a poison job fails) or lived `YOUNG_S`. One that
+    dies idle right after its start (a crash loop of its own) waits out the back-off."""
+    return booted(state_before_exit, exit_code) and (held_work or lived_s >= YOUNG_S)
 
 
 @dataclass(frozen=True)

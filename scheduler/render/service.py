@@ -36,6 +36,7 @@ from scheduler.pool.child import ChildProcess
 from scheduler.pool.supervisor import ChildWatch, Kill, Respawn, Timeouts, is_poison, next_action
 from scheduler.render.guard import refuse_unless_allowed
 from scheduler.settings import Settings
+from workers.child import EXIT_BOOT_FAILED
 from workers.render import protocol as rp
 from workers.render.main import render_main
 from workers.render.request import RenderRequest, UrlRefused, parse_render_request
@@ -115,10 +116,12 @@ class RenderService:
         )
 
     def _spawn(self, watch: ChildWatch) -> None:
+        """A new render process. When it cannot even be started (no memory, no file descriptors) it
+        is dead with a boot failure counted, and `supervise` tries again after the back-off."""
         assert self.loop is not None
         self.watch = watch
         self.last_heartbeat = None
-        self.child = ChildProcess(
+        child = ChildProcess(
             "render",
             render_main,
             msgspec.msgpack.encode(self._config()),
@@ -126,7 +129,14 @@ class RenderService:
             self._on_message,
             self._on_exit,
         )
-        self.child.start()
+        try:
+            child.start()
+        except Exception:
+            log.exception("the render process could not be started; it is tried again after a back-off")
+            watch.exited(time.monotonic(), EXIT_BOOT_FAILED)
+            self.child = None
+            return
+        self.child = child
 
     def supervise(self, now: float) -> None:
         """The supervision policy applied to the render process (called on the scheduler's tick)."""
@@ -143,19 +153,18 @@ class RenderService:
         """Ask the render process to end (it closes its browser); kill it if it has not within 5 s."""
         self.running = False
         child = self.child
-        if child is None:
-            return
-        if self.watch.state is not WorkerState.DEAD:
-            self.watch.state = WorkerState.STOPPING
-        self._send(rp.RenderShutdown())
-        deadline = time.monotonic() + STOP_WAIT_S
-        while child.alive() and time.monotonic() < deadline:
-            await asyncio.sleep(0.02)
-        if child.alive():
-            log.warning("the render process did not stop in time; killing pid %s", child.pid)
-            child.kill()
-        child.join(timeout=5)
-        child.close()
+        if child is not None:
+            if self.watch.state is not WorkerState.DEAD:
+                self.watch.state = WorkerState.STOPPING
+            self._send(rp.RenderShutdown())
+            deadline = time.monotonic() + STOP_WAIT_S
+            while child.alive() and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
+            if child.alive():
+                log.warning("the render process did not stop in time; killing pid %s", child.pid)
+                child.kill()
+            child.join(timeout=5)
+            child.close()
         self.watch.state = WorkerState.STOPPED
         for job_id in list(self.direct):
             self.in_flight.pop(job_id, None)
@@ -273,7 +282,7 @@ class RenderService:
         if child is None or not self.running:
             return
         child.join(timeout=1)
-        was = self.watch.exited(time.monotonic(), child.exit_code)
+        was = self.watch.exited(time.monotonic(), child.exit_code, held_work=bool(self.in_flight))
         child.close()
         lived_s = time.monotonic() - self.watch.started_at
         log.warning(

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from scheduler.core.catalog import ModelCatalog
 from scheduler.core.jobs import Job, JobRequest, JobStatus
 from scheduler.errors import (
     InvalidInputError,
@@ -17,15 +18,16 @@ from scheduler.errors import (
     NoFitError,
     NotRunningError,
     QueueFullError,
+    SchedulerError,
 )
-from tests.support.fakes import ECHO, SLEEP, make_core, make_journaled_core
+from tests.support.fakes import ECHO, SLEEP, make_core, make_journaled_core, make_worker
 
 
 def test_admission_refuses_when_not_accepting_or_the_model_is_unknown() -> None:
     core = make_core()
     with pytest.raises(ModelNotFoundError, match="nope"):
         core.submit("nope")
-    core.admission.accepting = False
+    core.admission.close()
     with pytest.raises(NotRunningError):
         core.submit()
     assert core.table.jobs == {} and core.admitted == []
@@ -102,3 +104,19 @@ def test_on_admitted_is_called_once_per_new_job_and_the_default_timeout_applies(
     assert core.admitted == [1, 1]
     assert [job.timeout_s for job in jobs] == [30.0, 2.0] and len(core.deadlines) == 2
     assert make_core().submit().timeout_s is None  # 0: no timeout unless the job sets one
+
+
+def test_a_model_run_outside_the_workers_is_never_refused_nor_loaded_on_them() -> None:
+    on_gpu = {"adapter": "echo", "device": "gpu"}  # and this daemon has only a CPU worker
+    core = make_core([make_worker()], models=(ECHO, {"name": "render", **on_gpu}, {"name": "big", **on_gpu}))
+    catalog = ModelCatalog(
+        core.registry, core.workers, core.dispatcher, core.inventory, {"render": object()}, 1.0
+    )
+    catalog.refresh_fit()
+    assert core.registry.get("render").no_fit is None
+    assert core.registry.get("big").no_fit == "This model needs a GPU and the daemon has none"
+    with pytest.raises(SchedulerError, match="does not run on the model workers"):
+        catalog.load("render")
+    with pytest.raises(SchedulerError, match="does not run on the model workers"):
+        catalog.unload("render")
+    assert catalog.load("echo") == ["cpu-w0"] and catalog.unload("echo") == ["cpu-w0"]

@@ -16,6 +16,7 @@ from scheduler.core.workers import Worker, WorkerSet
 from scheduler.errors import WorkerState
 from scheduler.pool.supervisor import (
     RESPAWN_BACKOFF,
+    YOUNG_S,
     ChildWatch,
     Kill,
     Respawn,
@@ -58,7 +59,9 @@ def test_a_ready_child_is_killed_once_silent_past_its_heartbeat_timeout() -> Non
 
 def test_a_dead_child_is_respawned_once_its_respawn_time_comes() -> None:
     watch = ChildWatch("w", started_at=0.0)
-    assert watch.exited(300.0, 1, EXACT) is WorkerState.STARTING  # it never said ready: a boot failure
+    assert (
+        watch.exited(300.0, 1, backoff=EXACT) is WorkerState.STARTING
+    )  # it never said ready: a boot failure
     assert watch.state is WorkerState.DEAD and watch.exit_code == 1
     assert watch.respawn_at == 301.0
     assert next_action(watch, 300.99, TIMEOUTS) is None
@@ -73,20 +76,37 @@ def test_a_stopping_or_stopped_child_is_left_alone(state: WorkerState) -> None:
 
 def test_boot_failures_grow_the_back_off_and_a_death_in_service_respawns_at_once() -> None:
     watch = ChildWatch("w", started_at=0.0)
-    watch.exited(10.0, None, EXACT)
+    watch.exited(10.0, None, backoff=EXACT)
     assert (watch.boot_failures, watch.respawn_at) == (1, 11.0)
     watch = watch.successor(11.0)
-    watch.exited(12.0, None, EXACT)  # still STARTING
+    watch.exited(12.0, None, backoff=EXACT)  # still STARTING
     assert (watch.boot_failures, watch.respawn_at) == (2, 14.0)
     watch = watch.successor(14.0)
     watch.ready(14.5)
-    watch.exited(15.0, EXIT_BOOT_FAILED, EXACT)  # said ready, then reported a failed boot
+    watch.exited(15.0, EXIT_BOOT_FAILED, backoff=EXACT)  # said ready, then reported a failed boot
     assert (watch.boot_failures, watch.respawn_at) == (3, 19.0)
     watch = watch.successor(19.0)
     watch.ready(19.5)
-    assert watch.exited(30.0, -9, EXACT) is WorkerState.READY
+    assert watch.exited(30.0, -9, backoff=EXACT) is WorkerState.READY
     assert (watch.boot_failures, watch.respawn_at) == (0, 30.0)
     assert next_action(watch, 30.0, TIMEOUTS) == Respawn()
+
+
+def test_a_child_dying_idle_right_after_its_start_backs_off_one_holding_work_does_not() -> None:
+    """A crash loop of the child's own (dead with no work in hand, young) grows the back-off; a death
+    with jobs in hand is theirs (they go back as suspects), and an idle death after YOUNG_S is in service."""
+    idle = ChildWatch("w", started_at=0.0)
+    idle.ready(0.5)
+    idle.exited(YOUNG_S - 1, -11, held_work=False, backoff=EXACT)
+    assert (idle.boot_failures, idle.respawn_at) == (1, YOUNG_S)
+    busy = ChildWatch("w", started_at=0.0)
+    busy.ready(0.5)
+    busy.exited(YOUNG_S - 1, -11, held_work=True, backoff=EXACT)
+    assert (busy.boot_failures, busy.respawn_at) == (0, YOUNG_S - 1)
+    old = ChildWatch("w", started_at=0.0, boot_failures=2)
+    old.ready(0.5)
+    old.exited(YOUNG_S + 1, -11, held_work=False, backoff=EXACT)
+    assert (old.boot_failures, old.respawn_at) == (0, YOUNG_S + 1)
 
 
 def test_booted_is_a_death_after_ready_without_the_boot_failure_code() -> None:
@@ -96,7 +116,7 @@ def test_booted_is_a_death_after_ready_without_the_boot_failure_code() -> None:
 
 def test_the_successor_carries_restarts_and_boot_failures() -> None:
     watch = ChildWatch("gpu0-w1", restarts=4, boot_failures=2, started_at=0.0)
-    watch.exited(50.0, None, EXACT)
+    watch.exited(50.0, None, backoff=EXACT)
     after = watch.successor(55.0)
     assert (after.name, after.state, after.started_at) == ("gpu0-w1", WorkerState.STARTING, 55.0)
     assert (after.restarts, after.boot_failures, after.exit_code) == (5, 3, None)
@@ -147,6 +167,7 @@ class Launch:
 class FakeLauncher:
     def __init__(self) -> None:
         self.launches: list[Launch] = []
+        self.failures = 0  # launches to fail (as a spawn does without memory or file descriptors)
 
     def label(self, gpu_index: int | None, simulated: bool) -> str:
         if gpu_index is None:
@@ -163,6 +184,9 @@ class FakeLauncher:
         on_message: Callable[[bytes], None],
         on_exit: Callable[[], None],
     ) -> FakeChannel:
+        if self.failures:
+            self.failures -= 1
+            raise OSError(24, "Too many open files")
         channel = FakeChannel()
         self.launches.append(Launch(worker_id, gpu_index, simulated, specs, channel, on_message, on_exit))
         return channel
@@ -266,3 +290,21 @@ def test_stop_asks_idle_workers_to_stop_and_kills_one_that_still_holds_jobs(pool
     assert (fake(busy).kills, fake(busy).messages()) == (1, [])
     assert (fake(idle).kills, fake(idle).messages()) == (0, [m.Shutdown()])
     assert all(fake(worker).joined and fake(worker).closed for worker in (busy, idle))
+
+
+def test_a_worker_that_cannot_even_be_started_is_dead_and_tried_again_after_its_back_off(pool: Pool) -> None:
+    now = time.monotonic()
+    old = pool.workers["cpu-w0"]
+    old.watch.ready(now)
+    old.watch.exited(now, -9)  # died in service: respawned at the next tick
+    pool.launcher.failures = 1
+    pool.worker_set.supervise(now)
+    failed = pool.workers["cpu-w0"]
+    assert failed is not old and failed.channel is None and failed.state is WorkerState.DEAD
+    assert failed.watch.boot_failures == 1 and failed.watch.respawn_at > now and failed.restarts == 1
+    pool.worker_set.supervise(now)  # within its back-off: nothing
+    assert pool.workers["cpu-w0"] is failed and len(pool.launcher.launches) == 2
+    pool.worker_set.supervise(failed.watch.respawn_at)
+    again = pool.workers["cpu-w0"]
+    assert again is not failed and again.state is WorkerState.STARTING and again.restarts == 2
+    assert again.channel is pool.launcher.launches[-1].channel

@@ -24,6 +24,35 @@ from tests.support.polling import until, until_sync
 REPO = Path(__file__).resolve().parents[2]
 
 
+def test_a_second_stop_returns_once_the_first_has_finished_and_a_cancel_once_stopped_is_refused(
+    tmp_path: Path, make_scheduler: Callable[..., Scheduler]
+) -> None:
+    """Two shutdowns at once (a second signal, the app's lifespan) both return only when the workers
+    are gone and the journal is closed; a cancel the closed journal could not keep is refused."""
+
+    async def scenario() -> None:
+        scheduler = make_scheduler(fault_settings(journal_path=str(tmp_path / "journal.db")))
+        await scheduler.start()
+        await scheduler.wait_ready(60)
+        running = await scheduler.schedule_job(JobRequest(model="sleep", inputs={"ms": 400}))
+        waiting = await scheduler.schedule_job(JobRequest(model="sleep", inputs={"ms": 1}))
+        waiting_too = await scheduler.schedule_job(JobRequest(model="sleep", inputs={"ms": 1}))
+        await until(lambda: scheduler.get_job_status(running)["status"] == "processing")
+        first = asyncio.create_task(scheduler.stop())
+        await asyncio.sleep(0)  # the first drain has begun
+        await scheduler.stop()
+        assert not any(worker.alive() for worker in scheduler.workers.values())
+        assert [scheduler.get_job_status(job_id)["status"] for job_id in (running, waiting)] == [
+            "completed"
+        ] * 2
+        assert scheduler.get_job_status(waiting_too)["status"] == "queued"  # kept for the next start
+        await first
+        with pytest.raises(NotRunningError, match="stopping or stopped"):
+            await scheduler.cancel_job(waiting_too)
+
+    asyncio.run(scenario())
+
+
 def test_stop_refuses_new_jobs_drains_in_flight_ones_and_keeps_the_rest_queued(
     tmp_path: Path, make_scheduler: Callable[..., Scheduler]
 ) -> None:

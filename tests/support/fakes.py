@@ -226,7 +226,7 @@ def make_core(
         parts.dispatcher.start(loop)
     else:
         parts.dispatcher.enabled = True
-    parts.admission.accepting = True
+    parts.admission.open()
     core = Core(
         loop,
         parts.registry,
