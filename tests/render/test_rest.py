@@ -43,10 +43,16 @@ def test_post_render_and_render_jobs(server: PageServer, client: httpx.Client) -
     assert submitted.status_code == 202
     job = client.get(f"/jobs/{submitted.json()['job_id']}", params={"wait": 60}).json()
     assert job["status"] == "completed" and len(job["result"]["links"]) == 12 and job["worker"] == "render"
+    # One submission-time check: the same answer whichever way the URL comes in.
     refused = client.post("/render", json={"url": "http://169.254.169.254/latest/meta-data/"})
-    assert refused.status_code == 422 and refused.json()["field"] == "url"
-    refused_job = client.post("/jobs", json={"model": "render", "inputs": {"url": "http://10.1.2.3/"}})
-    assert refused_job.status_code == 422
+    refused_job = client.post("/jobs", json={"model": "render", "inputs": {"url": "http://169.254.169.254/"}})
+    for answer in (refused, refused_job):
+        assert answer.status_code == 422, answer.text
+        assert answer.json()["error"] == "invalid_input" and answer.json()["field"] == "url"
+        assert (
+            answer.json()["detail"].startswith("the URL is refused: ")
+            and "metadata" in answer.json()["detail"]
+        )
     bad = client.post("/render", json={"url": f"{server.base}/js", "wait_until": "whenever"})
     assert bad.status_code == 422 and "wait_until" in bad.text
     status = client.get("/system/status").json()["render"]

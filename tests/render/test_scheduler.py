@@ -61,8 +61,9 @@ def test_the_python_client(server: PageServer, daemon: SchedulerThread) -> None:
             )
         )
     assert getattr(failure.value, "kind", None) == "timeout"
-    with pytest.raises(InvalidInputError):
+    with pytest.raises(InvalidInputError, match="^the URL is refused: .*metadata") as refused:
         daemon.call(render_page(scheduler, "http://169.254.169.254/latest/meta-data/"))
+    assert refused.value.field == "url"  # as POST /jobs and POST /render answer it
     with pytest.raises(InvalidInputError):
         daemon.call(render_with_fallback(scheduler, f"{server.base}/js", primary="lynx"))
     jobs = scheduler.list_jobs(model="render", limit=100)
