@@ -252,8 +252,8 @@ class Dispatcher:
             return decision
         if not isinstance(decision, Assign):
             return decision.reason
-        worker = self._prepare(decision, registered)
-        worker.models[registered.spec.name] = LoadedModel(registered.spec.vram_mb, time.monotonic())
+        worker = self._prepare(decision, registered)  # counts the model as loading there
+        worker.models.setdefault(registered.spec.name, LoadedModel(registered.spec.vram_mb, time.monotonic()))
         worker.send(m.LoadModel(registered.spec.name))
         return worker
 

@@ -39,7 +39,7 @@ def test_a_second_stop_returns_once_the_first_has_finished_and_a_cancel_once_sto
         waiting_too = await scheduler.schedule_job(JobRequest(model="sleep", inputs={"ms": 1}))
         await until(lambda: scheduler.get_job_status(running)["status"] == "processing")
         first = asyncio.create_task(scheduler.stop())
-        await asyncio.sleep(0)  # the first drain has begun
+        await until(lambda: not scheduler.accepting, message="the first drain began")
         await scheduler.stop()
         assert not any(worker.alive() for worker in scheduler.workers.values())
         assert [scheduler.get_job_status(job_id)["status"] for job_id in (running, waiting)] == [
