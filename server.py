@@ -4,7 +4,9 @@
     modelsched submit MODEL --inputs JSON [--wait] [--url URL]
     modelsched status | jobs
 
-The daemon itself is `scheduler.http` (the app, and the server that drains on SIGTERM).
+The daemon itself is `scheduler.http` (the app, and the server that drains on SIGTERM); the other
+commands talk to it with the Python client (`scheduler.client`): a daemon that cannot be reached
+gives one line on stderr and exit code 1.
 """
 
 from __future__ import annotations
@@ -18,9 +20,8 @@ from collections.abc import Callable
 from typing import Any
 
 from scheduler import errors
+from scheduler.client import ApiError, Client, DaemonUnavailable
 from scheduler.settings import load_settings
-
-MAX_WAIT_S = 300.0
 
 
 def _client_url(args: argparse.Namespace) -> str:
@@ -31,20 +32,12 @@ def _client_url(args: argparse.Namespace) -> str:
     )
 
 
-def _client(args: argparse.Namespace) -> Any:
-    import httpx
-
-    token = args.token or os.environ.get("MODELSCHED_TOKEN")
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    return httpx.Client(base_url=_client_url(args), headers=headers, timeout=MAX_WAIT_S + 10)
+def _client(args: argparse.Namespace) -> Client:
+    return Client(_client_url(args), args.token or os.environ.get("MODELSCHED_TOKEN"))
 
 
-def _print_answer(response: Any) -> int:
-    try:
-        print(json.dumps(response.json(), indent=2))
-    except ValueError:
-        print(response.text)
-    return 0 if response.status_code < 400 else 1
+def _print(value: Any) -> None:
+    print(json.dumps(value, indent=2))
 
 
 def cli_submit(args: argparse.Namespace) -> int:
@@ -54,20 +47,22 @@ def cli_submit(args: argparse.Namespace) -> int:
         print(f"modelsched: --inputs is not valid JSON: {exc}", file=sys.stderr)
         return 2
     with _client(args) as client:
-        answer = client.post("/jobs", json={"model": args.model, "inputs": inputs, "priority": args.priority})
-        if answer.status_code != 202 or not args.wait:
-            return _print_answer(answer)
-        job_id = answer.json()["job_id"]
-        while True:
-            answer = client.get(f"/jobs/{job_id}", params={"wait": 30})
-            if answer.status_code != 200 or answer.json()["status"] in {"completed", "error", "cancelled"}:
-                return _print_answer(answer)
+        job = client.submit(args.model, inputs, priority=args.priority)
+        if not args.wait:
+            _print({"job_id": job.id, "status": job.status()})
+            return 0
+        view = job.wait()
+        while view["status"] not in {"completed", "error", "cancelled"}:
+            view = job.wait()
+        _print(view)
+        return 0 if view["status"] == "completed" else 1
 
 
-def cli_get(path: str) -> Callable[[argparse.Namespace], int]:
+def cli_get(command: str) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
         with _client(args) as client:
-            return _print_answer(client.get(path))
+            _print(client.status() if command == "status" else {"jobs": client.list_jobs()})
+        return 0
 
     return run
 
@@ -124,9 +119,14 @@ def main(argv: list[str] | None = None) -> int:
         except errors.ConfigError as exc:  # a model's adapter cannot be built, a bad device setting
             print(f"modelsched: configuration error: {exc}", file=sys.stderr)
             return 2
-    if args.command == "submit":
-        return cli_submit(args)
-    return cli_get({"status": "/system/status", "jobs": "/jobs"}[args.command])(args)
+    try:
+        return cli_submit(args) if args.command == "submit" else cli_get(args.command)(args)
+    except DaemonUnavailable as exc:  # one line, not a traceback
+        print(f"modelsched: {exc}", file=sys.stderr)
+        return 1
+    except ApiError as exc:
+        _print({"error": exc.error, "detail": exc.detail, "field": exc.field})
+        return 1
 
 
 if __name__ == "__main__":

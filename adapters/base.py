@@ -10,11 +10,35 @@ Many items in one job: an adapter may define `items(inputs) -> list` (e.g. the s
 request) and `assemble(inputs, outputs) -> output`. The worker's batcher then counts items, not jobs:
 `predict` receives items from one or several jobs, a large job is split across batches, and
 `assemble` turns the job's item outputs back into its result. Without `items`, a job is one item.
+
+Tensors: an adapter may declare its `signature` (one input and one output `Tensor`: name, datatype,
+shape) for the protocols that speak in tensors (the Open Inference Protocol, `POST /v2/models/{m}/infer`;
+OpenAI's `/v1/embeddings` for one with `embedding = True`). The first dimension is the batch: the
+items of one job for an adapter with `items`, else one job per row. An embedding model may also
+define `count_tokens(sentences) -> list[int]` (run in the main process) for the usage counts.
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import Any, ClassVar, NamedTuple, Protocol, runtime_checkable
+
+
+class Tensor(NamedTuple):
+    """A tensor of a model's signature: its name, datatype (`FP32`, `BYTES`, ...) and shape (-1: any
+    size; the first dimension is the batch)."""
+
+    name: str
+    datatype: str
+    shape: tuple[int, ...]
+
+
+class Signature(NamedTuple):
+    """What a model takes and gives as tensors; `embedding`: its output is one vector per input
+    (OpenAI's `/v1/embeddings` answers from it)."""
+
+    input: Tensor
+    output: Tensor
+    embedding: bool = False
 
 
 class ItemError(Exception):
@@ -52,6 +76,7 @@ class BaseAdapter:
     max_batch_size: int = 32
     max_delay_ms: float = 5.0  # with batch_policy "fixed": how long a batch waits to fill
     batch_policy: str = "adaptive"  # adaptive: run what is waiting at once | fixed: wait to fill
+    signature: Signature | None = None  # its tensors, for the protocols that speak in tensors
 
     def __init__(self, **options: Any) -> None:
         self.options = options

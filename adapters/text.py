@@ -21,12 +21,13 @@ import os
 from pathlib import Path
 from typing import Any
 
-from adapters.base import BaseAdapter
+from adapters.base import BaseAdapter, Signature, Tensor
 
 MAX_SENTENCE_CHARS = 10_000
 MAX_SENTENCES = 1_024
 FORWARD_CHUNK = 256
 MINILM_MAX_LENGTH = 256  # tokens: the model's max_seq_length (sentence_bert_config.json)
+MINILM_DIM = 384
 EXTRA_HINT = "install the text extra: pip install 'modelsched[text]'"
 
 
@@ -122,6 +123,24 @@ class _SentenceAdapter(BaseAdapter):
     def validate(self, inputs: Any) -> None:
         validate_sentences(inputs, self.max_chars, self.max_sentences)
 
+    def tokenizer_path(self) -> Path:
+        raise NotImplementedError
+
+    def count_tokens(self, sentences: list[str]) -> list[int]:
+        """Tokens per sentence as the model sees them (special tokens in, truncated to `max_length`),
+        for usage counts; runs in the main process with the fast tokenizer alone (loaded once)."""
+        tokenizer = getattr(self, "_counting_tokenizer", None)
+        if tokenizer is None:
+            try:
+                from tokenizers import Tokenizer
+            except ImportError as exc:
+                raise TextExtraMissing(f"tokenizers is not installed; {EXTRA_HINT}") from exc
+            tokenizer = Tokenizer.from_file(str(self.tokenizer_path() / "tokenizer.json"))
+            tokenizer.no_padding()
+            tokenizer.enable_truncation(int(self.options.get("max_length", self.max_length)))
+            self._counting_tokenizer = tokenizer
+        return [len(encoding.ids) for encoding in tokenizer.encode_batch(sentences)]
+
     def items(self, inputs: Any) -> list[str]:
         return [inputs] if isinstance(inputs, str) else list(inputs)
 
@@ -180,6 +199,12 @@ class MiniLMAdapter(_SentenceAdapter):
 
     name = "minilm"
     vram_mb = 256
+    signature = Signature(
+        Tensor("TEXT", "BYTES", (-1,)), Tensor("EMBEDDING", "FP32", (-1, MINILM_DIM)), embedding=True
+    )
+
+    def tokenizer_path(self) -> Path:
+        return Path(self.options.get("path") or minilm_path())
 
     def load(self, device: str) -> Any:
         transformers = _import_transformers()
@@ -230,6 +255,13 @@ class TransformersAdapter(_SentenceAdapter):
         ):
             raise ValueError("options.labels must be a list of strings")
         self.labels: list[str] | None = labels
+        if self.task == "embedding":
+            self.signature = Signature(
+                Tensor("TEXT", "BYTES", (-1,)), Tensor("EMBEDDING", "FP32", (-1, -1)), embedding=True
+            )
+
+    def tokenizer_path(self) -> Path:
+        return Path(self.options["path"])
 
     def load(self, device: str) -> Any:
         transformers = _import_transformers()

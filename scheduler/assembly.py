@@ -24,6 +24,8 @@ from scheduler.pool.workers import MULTIPROCESS, WorkerLauncher
 from scheduler.render.executor import RenderExecutor
 from scheduler.render.model import RENDER_MODEL
 from scheduler.settings import Settings
+from scheduler.submissions import Submissions
+from scheduler.webhooks import Webhooks
 from workers.backoff import Backoff
 
 REDUCED_VRAM_SCALE = 0.5  # what `reduce_vram_requirements` counts a declared `vram_mb` as
@@ -49,6 +51,8 @@ class Parts:
     worker_events: WorkerEvents
     worker_set: WorkerSet
     catalog: ModelCatalog
+    webhooks: Webhooks
+    submissions: Submissions
 
 
 def assemble(
@@ -114,6 +118,9 @@ def assemble(
     )
     vram_scale = REDUCED_VRAM_SCALE if settings.reduce_vram_requirements else 1.0
     catalog = ModelCatalog(registry, workers, dispatcher, inventory, executors, vram_scale)
+    webhooks = Webhooks(settings, endings.view)
+    endings.settle_observers.append(webhooks.on_settled)
+    submissions = Submissions(admission, journal, executors, webhooks)
     return Parts(
         registry,
         table,
@@ -129,6 +136,8 @@ def assemble(
         worker_events,
         worker_set,
         catalog,
+        webhooks,
+        submissions,
     )
 
 

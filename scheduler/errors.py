@@ -12,7 +12,9 @@ __all__ = [
     "ConfigError",
     "ErrorKind",
     "InvalidInputError",
+    "JobCancelledError",
     "JobEndedError",
+    "JobFailedError",
     "JobNotFoundError",
     "JournalError",
     "ModelNotFoundError",
@@ -59,6 +61,22 @@ class JobNotFoundError(SchedulerError):
 
 class JobEndedError(SchedulerError):
     """The job already ended; it cannot be cancelled (REST: 409)."""
+
+
+class JobFailedError(SchedulerError):
+    """`infer`: the job ended in error. `kind` is its `ErrorKind`, `job_id` the job."""
+
+    def __init__(self, message: str, kind: str | None, job_id: str) -> None:
+        super().__init__(message)
+        self.kind, self.job_id = kind, job_id
+
+
+class JobCancelledError(SchedulerError):
+    """`infer`: the job was cancelled before it ended."""
+
+    def __init__(self, message: str, job_id: str) -> None:
+        super().__init__(message)
+        self.job_id = job_id
 
 
 class QueueFullError(SchedulerError):

@@ -13,17 +13,18 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import msgspec
 
 from scheduler.assembly import assemble
+from scheduler.core.endings import result_of
 from scheduler.core.jobs import ENDED, Job, JobRequest, JobStatus
-from scheduler.core.status import SchedulerInfo, StatusBuilder, SystemStatus
+from scheduler.core.status import SchedulerInfo, StatusBuilder, SystemStatus, keyed_by_worker
 from scheduler.core.worker_events import BatchObserver
 from scheduler.core.workers import Worker
-from scheduler.errors import JobEndedError, JobNotFoundError, JournalError, NotRunningError
+from scheduler.errors import JobEndedError, JobNotFoundError, JournalError, NotRunningError, SchedulerError
 from scheduler.journal.recovery import queue_again
 from scheduler.pool.supervisor import worker_plan
 from scheduler.pool.workers import ASYNC, MULTIPROCESS
@@ -59,6 +60,7 @@ class Scheduler:
       worker_events   what workers say, and what their deaths mean for their jobs
       render          the render process's `RenderService` (None unless `render_enabled`), behind a
                       `RenderExecutor` that runs the `render` model's jobs
+      webhooks        the callbacks of jobs with a `callback_url` (and `endings.events`, job events)
     """
 
     def __init__(
@@ -83,6 +85,8 @@ class Scheduler:
         self.dispatcher = parts.dispatcher
         self.worker_events = parts.worker_events
         self.worker_set = parts.worker_set
+        self.webhooks = parts.webhooks
+        self.submissions = parts.submissions
         self._workers = parts.workers
         self._executors = parts.executors
         self._render_executor = parts.render
@@ -151,6 +155,7 @@ class Scheduler:
         self._drain_task = None
         self.started_at = time.time()
         self.dispatcher.start(self.loop)
+        self.endings.events.reopen()
         plan = worker_plan(
             [gpu.index for gpu in self.inventory.gpus],
             self.settings.max_workers_per_gpu,
@@ -237,6 +242,8 @@ class Scheduler:
         if self.journal is not None:
             await self.journal.close()
         self.endings.release_all()
+        self.endings.events.close_all()
+        await self.webhooks.aclose(5.0)  # callbacks under way get 5 s more
         log.info("scheduler stopped")
 
     async def stop(self, grace_s: float | None = None) -> None:
@@ -292,22 +299,20 @@ class Scheduler:
 
     async def schedule_job(self, request: JobRequest) -> str:
         """Validate, record and journal the job; returns its id once it is durable."""
-        if self._executors:
-            executor = self._executors.get(request.model_name)
-            if executor is not None:
-                await executor.precheck(request.inputs)
+        await self.submissions.precheck(request)
         job, created = self.admission.admit(request)
         if created and self.journal is not None:
             await self.journal.record_submitted_nowait(job)
         return job.id
 
+    async def schedule_jobs(self, requests: list[JobRequest]) -> list[str | SchedulerError]:
+        """Each admitted or refused alone (its error in its place); ids once committed in one group."""
+        return await self.submissions.schedule_many(requests)
+
     def submit(self, request: JobRequest) -> str:
         """`schedule_job` without waiting for the journal: for callers on the loop that batch their own
         (a render URL gets the SSRF guard without DNS here; the render process resolves and checks it)."""
-        job, created = self.admission.admit(request)
-        if created and self.journal is not None:
-            self.journal.record_submitted_nowait(job)
-        return job.id
+        return self.submissions.submit(request)
 
     def get_job(self, job_id: str) -> Job:
         job = self.table.get(job_id)
@@ -317,22 +322,33 @@ class Scheduler:
             raise JobNotFoundError(f"no job with id {job_id!r}")
         return job
 
-    def get_job_status(self, job_id: str) -> dict[str, Any]:
+    def job_status(self, job_id: str) -> dict[str, Any]:
+        """The job as a client sees it (`GET /jobs/{id}`); `await get_job_status(id)` is the same."""
         return self.endings.view(self.get_job(job_id))
+
+    async def get_job_status(self, job_id: str) -> dict[str, Any]:
+        return self.job_status(job_id)
 
     async def wait_for(self, job_id: str, timeout: float | None = None) -> dict[str, Any]:
         """The job's status once it has ended, or as it stands when `timeout` seconds have passed."""
-        job = self.get_job(job_id)
         assert self.loop is not None, "start() the scheduler first"
-        future = self.endings.waiter(job, self.loop)
-        if future is not None:
-            try:
-                await asyncio.wait_for(future, timeout)
-            except TimeoutError:
-                pass
-            finally:
-                self.endings.forget_waiter(job_id, future)
-        return self.endings.view(job)
+        return await self.endings.wait(self.get_job(job_id), self.loop, timeout)
+
+    async def infer(self, model: str, inputs: Any, *, timeout: float | None = None, **options: Any) -> Any:
+        """Submit and wait: the result, or JobFailedError (with its kind), JobCancelledError, TimeoutError
+        (`timeout` seconds passed). `options`: `priority`, `timeout_s`, `idempotency_key`, `callback_url`."""
+        job_id = await self.schedule_job(JobRequest(model=model, inputs=inputs, **options))
+        return result_of(await self.wait_for(job_id, timeout), self.accepting)
+
+    async def infer_many(
+        self, model: str, inputs: Iterable[Any], *, timeout: float | None = None, **options: Any
+    ) -> list[Any]:
+        """`infer` of each input, submitted in one group: the results in order (the first failure raises)."""
+        ids = await self.schedule_jobs([JobRequest(model=model, inputs=one, **options) for one in inputs])
+        if refused := next((one for one in ids if isinstance(one, SchedulerError)), None):
+            raise refused
+        views = await asyncio.gather(*(self.wait_for(str(job_id), timeout) for job_id in ids))
+        return [result_of(view, self.accepting) for view in views]
 
     async def cancel_job(self, job_id: str) -> dict[str, Any]:
         """Cancel a queued or running job (JobEndedError once it has ended); answered once the
@@ -354,7 +370,7 @@ class Scheduler:
     def list_jobs(
         self, status: str | None = None, model: str | None = None, limit: int = 50
     ) -> list[dict[str, Any]]:
-        return [self.endings.view(job) for job in self.table.recent(status, model, limit)]
+        return self.endings.views(self.table.recent(status, model, limit))
 
     # ---- status --------------------------------------------------------------------------------
 
@@ -362,10 +378,14 @@ class Scheduler:
         """The system status, typed: the scheduler, each GPU, each worker, the render process, the queue, the models."""
         return self._status.build()
 
-    def get_system_status(self) -> dict[str, Any]:
+    def system_status(self) -> dict[str, Any]:
         """`status()` as plain dicts and lists (what `GET /system/status` sends)."""
         status: dict[str, Any] = msgspec.to_builtins(self._status.build())
         return status
+
+    async def get_system_status(self) -> dict[str, Any]:
+        """The seed API's system status: `system_status()` with `workers` keyed by worker id."""
+        return keyed_by_worker(self.system_status())
 
     def _scheduler_info(self) -> SchedulerInfo:
         return SchedulerInfo(

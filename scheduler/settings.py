@@ -69,6 +69,12 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     render_recycle_pages: int = 200
     render_allow_hosts: list[str] = []
     render_max_response_bytes: int = 10 * 1024 * 1024
+    # clients: batch submission, webhooks
+    max_batch_submit: int = 1000
+    webhook_secret: str = ""  # "": the token signs the callbacks (none when neither is set)
+    webhook_timeout_s: float = 10.0
+    webhook_retries: int = 5
+    webhook_allow_hosts: list[str] = []
     # models
     models: list[ModelConfig] = []
 
@@ -92,6 +98,9 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
             "render_max_response_bytes",
             "result_retention_s",
             "model_load_backoff_s",
+            "max_batch_submit",
+            "webhook_timeout_s",
+            "webhook_retries",
         )
         if self.heartbeat_timeout_s <= self.heartbeat_interval_s:
             raise ValueError("heartbeat_timeout_s: must be longer than heartbeat_interval_s")
@@ -124,7 +133,7 @@ ENV_PREFIX = "MODELSCHED_"
 _SCALAR_FIELDS = {
     field.name: field.type
     for field in msgspec.structs.fields(Settings)
-    if field.name not in {"models", "render_allow_hosts"}
+    if field.name not in {"models", "render_allow_hosts", "webhook_allow_hosts"}
 }
 
 
@@ -182,7 +191,7 @@ def env_overrides(environ: dict[str, str] | os._Environ[str]) -> dict[str, Any]:
         key = name[len(ENV_PREFIX) :].lower()
         if key in _SCALAR_FIELDS:
             values[key] = value
-        elif key == "render_allow_hosts":
+        elif key in ("render_allow_hosts", "webhook_allow_hosts"):
             values[key] = [host.strip() for host in value.split(",") if host.strip()]
     return values
 
@@ -226,6 +235,10 @@ SETTING_MEANINGS: dict[str, str] = {
     "render_retries": "attempts per render before the HTTP fallback (where the job allows it)",
     "render_recycle_pages": "pages one browser renders before it is replaced",
     "render_max_response_bytes": "largest page body the render process keeps",
+    "max_batch_submit": "jobs one `POST /jobs/batch` (or `GET /jobs?ids=`) may hold",
+    "webhook_secret": 'the HMAC-SHA256 key of the `X-Modelsched-Signature` header of job callbacks (`""`: the `token`; unsigned when neither is set)',
+    "webhook_timeout_s": "time one callback POST may take",
+    "webhook_retries": "tries of a callback POST that fails (back-off from 0.5 s, doubling) before it is given up",
 }
 
 

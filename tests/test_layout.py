@@ -45,7 +45,18 @@ ALLOWED: dict[str, set[str]] = {
         "workers",
         "scheduler.scheduler",
     },  # a user of the public API, which imports no client
+    "scheduler.client": set(),  # the remote client: httpx and msgspec, nothing of the daemon
+    "scheduler.webhooks": {
+        "scheduler.core",
+        "scheduler.errors",
+        "scheduler.render",
+        "scheduler.settings",
+        "workers",
+    },  # job callbacks, through the render's SSRF guard
+    "scheduler.submissions": {"scheduler.core", "scheduler.errors", "scheduler.webhooks"},
     "scheduler.assembly": {
+        "scheduler.webhooks",
+        "scheduler.submissions",
         "scheduler.core",
         "scheduler.pool",
         "scheduler.journal",
@@ -57,6 +68,8 @@ ALLOWED: dict[str, set[str]] = {
     },
     "scheduler.scheduler": {
         "scheduler.assembly",
+        "scheduler.webhooks",
+        "scheduler.submissions",
         "scheduler.core",
         "scheduler.pool",
         "scheduler.journal",

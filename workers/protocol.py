@@ -119,11 +119,20 @@ class JobOutcome(msgspec.Struct, array_like=True):
     error_kind: ErrorKind | None = None
 
 
+class JobProgress(msgspec.Struct, array_like=True):
+    """How far a job split into items has come (it has not ended yet)."""
+
+    job_id: str
+    done: int
+    total: int
+
+
 class JobResults(msgspec.Struct, tag="results", array_like=True):
     model: str
     batch_size: int
     run_s: float
     outcomes: list[JobOutcome]
+    progress: list[JobProgress] = []  # jobs split across batches that have items done, not all
 
 
 class ModelLoaded(msgspec.Struct, tag="loaded", array_like=True):

@@ -369,6 +369,12 @@ class WorkerRuntime:
                 results[position] = (None, _describe(exc), m.ErrorKind.MODEL)
 
     def send_results(self, results: m.JobResults) -> None:
+        if self.partial:  # jobs split across batches: how far each has come (their `progress` events)
+            results.progress = [
+                m.JobProgress(job_id, partial.done, partial.total)
+                for job_id, partial in self.partial.items()
+                if partial.done
+            ]
         try:
             self.send(results)
         except (TypeError, msgspec.EncodeError):  # an output msgpack cannot carry: fail those alone
@@ -383,7 +389,9 @@ class WorkerRuntime:
                             outcome.job_id, None, f"output cannot be serialized: {exc}", m.ErrorKind.MODEL
                         )
                     )
-            self.send(m.JobResults(results.model, results.batch_size, results.run_s, checked))
+            self.send(
+                m.JobResults(results.model, results.batch_size, results.run_s, checked, results.progress)
+            )
 
 
 def _describe(exc: BaseException) -> str:

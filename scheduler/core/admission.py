@@ -103,6 +103,7 @@ class Admission:
             priority=priority,
             timeout_s=timeout_s,
             idempotency_key=key,
+            callback_url=request.callback_url,
         )
         self.table.add(job)
         now = time.monotonic()

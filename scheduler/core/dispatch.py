@@ -119,6 +119,7 @@ class Dispatcher:
                 self._fail_queued(model, f"model {model!r} is no longer registered", ErrorKind.MODEL)
                 continue
             self._dispatch_model(registered, workers, capacities)
+        self.endings.events.changed()  # listeners of queued and started jobs (nothing when none listens)
 
     def _dispatch_model(
         self, registered: RegisteredModel, workers: list[Worker], capacities: list[GpuCapacity]

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
+from scheduler.core.events import JobEvents, queue_position, queue_positions
 from scheduler.core.jobs import ENDED, Job, JobStatus
 from scheduler.core.ports import JobJournal
 from scheduler.core.table import JobTable
-from scheduler.errors import ErrorKind, JournalError
+from scheduler.errors import ErrorKind, JobCancelledError, JobFailedError, JournalError, NotRunningError
 
 log = logging.getLogger("modelsched.scheduler")
 
@@ -36,6 +37,8 @@ class JobEndings:
             str, JobStatus
         ] = {}  # ended, end not committed yet -> the status shown meanwhile
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
+        self.settle_observers: list[Callable[[Job], None]] = []  # told once an end is durable (webhooks)
+        self.events = JobEvents(table, self.shown_status, self.view)  # the live events of listened jobs
 
     def finish(
         self,
@@ -58,7 +61,7 @@ class JobEndings:
             else:
                 self._unsettled[job.id] = before  # waiters wake when it is committed (`ends_committed`)
                 return future
-        self._wake(job.id)
+        self._settle(job.id, job)
         return None
 
     def fail(self, jobs: list[Job], error: str, kind: ErrorKind) -> None:
@@ -67,13 +70,33 @@ class JobEndings:
 
     # ---- what a client sees ------------------------------------------------------------------
 
-    def view(self, job: Job) -> dict[str, Any]:
-        """The job as a client may see it: an end shows once it is durable."""
+    def view(self, job: Job, positions: dict[str, int] | None = None) -> dict[str, Any]:
+        """The job as a client may see it: an end shows once it is durable; a queued job shows how
+        many jobs run before it (`positions`: counted for many jobs at once, by `views`)."""
         shown = job.to_dict()
         before = self._unsettled.get(job.id)
         if before is not None:
             shown.update(status=before.value, ended_at=None, result=None, error=None)
+        shown["error_kind"] = job.error_kind if before is None else None
+        if job.status is JobStatus.QUEUED:
+            shown["queue_position"] = (
+                queue_position(self.table, job) if positions is None else positions.get(job.id)
+            )
+        else:
+            shown["queue_position"] = None
         return shown
+
+    def views(self, jobs: Iterable[Job]) -> list[dict[str, Any]]:
+        """`view` of each job, the queue positions counted once per model."""
+        jobs = list(jobs)
+        positions: dict[str, int] = {}
+        for model in {job.model for job in jobs if job.status is JobStatus.QUEUED}:
+            positions.update(queue_positions(self.table, model))
+        return [self.view(job, positions) for job in jobs]
+
+    def shown_status(self, job: Job) -> JobStatus:
+        """The status a client sees: the one it ended from until its end is durable."""
+        return self._unsettled.get(job.id, job.status)
 
     def settled(self, job: Job) -> bool:
         """Ended, and the end is durable."""
@@ -92,6 +115,18 @@ class JobEndings:
             waiters.append(future)
         return future
 
+    async def wait(self, job: Job, loop: asyncio.AbstractEventLoop, timeout: float | None) -> dict[str, Any]:
+        """The job's view once its end is durable, or as it stands when `timeout` seconds have passed."""
+        future = self.waiter(job, loop)
+        if future is not None:
+            try:
+                await asyncio.wait_for(future, timeout)
+            except TimeoutError:
+                pass
+            finally:
+                self.forget_waiter(job.id, future)
+        return self.view(job)
+
     def forget_waiter(self, job_id: str, future: asyncio.Future[None]) -> None:
         waiters = self._waiters.get(job_id)
         if waiters and future in waiters:
@@ -105,7 +140,7 @@ class JobEndings:
         """The journal committed these jobs' end records (its callback)."""
         for job_id in job_ids:
             self._unsettled.pop(job_id, None)
-            self._wake(job_id)
+            self._settle(job_id, self.table.get(job_id))
 
     def release_all(self) -> None:
         """The scheduler stops: every waiter returns with the job as it stands."""
@@ -116,9 +151,33 @@ class JobEndings:
         self._waiters.clear()
         self._unsettled.clear()
 
+    def _settle(self, job_id: str, job: Job | None) -> None:
+        """The end is durable: waiters wake, listeners get the end, observers are told."""
+        self._wake(job_id)
+        if job is not None:
+            self.events.settled(job)
+            for observer in self.settle_observers:
+                observer(job)
+
     def _wake(self, job_id: str) -> None:
         waiters = self._waiters.pop(job_id, None)
         if waiters:
             for future in waiters:
                 if not future.done():
                     future.set_result(None)
+
+
+def result_of(view: dict[str, Any], accepting: bool = True) -> Any:
+    """The result of a job's view, or why there is none: JobFailedError (with its `ErrorKind`),
+    JobCancelledError, TimeoutError when it has not ended (NotRunningError when the wait ended because
+    the scheduler stopped: `accepting` is False)."""
+    status, job_id = view["status"], view["job_id"]
+    if status == JobStatus.COMPLETED:
+        return view["result"]
+    if status == JobStatus.ERROR:
+        raise JobFailedError(view["error"] or "the job failed", view.get("error_kind"), job_id)
+    if status == JobStatus.CANCELLED:
+        raise JobCancelledError(view["error"] or "the job was cancelled", job_id)
+    if not accepting:
+        raise NotRunningError(f"the scheduler stopped before job {job_id} ended; it runs after the restart")
+    raise TimeoutError(f"job {job_id} has not ended yet ({status})")

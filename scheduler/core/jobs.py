@@ -64,6 +64,7 @@ class JobRequest(msgspec.Struct, kw_only=True):
     inputs: Any = None
     priority: str = "normal"
     timeout_s: float | None = None
+    callback_url: str | None = None  # POSTed the job's view once it has ended (`scheduler.webhooks`)
     idempotency_key: str | None = None
     model: str = ""
 
@@ -81,6 +82,7 @@ class Job(msgspec.Struct, kw_only=True):
     priority: Priority = Priority.NORMAL
     timeout_s: float | None = None
     idempotency_key: str | None = None
+    callback_url: str | None = None
     status: JobStatus = JobStatus.QUEUED
     created_at: float = msgspec.field(default_factory=time.time)
     started_at: float | None = None

@@ -25,8 +25,10 @@ class SchedulerInfo(msgspec.Struct):
 
 
 class GpuStatus(msgspec.Struct):
-    """One card: memory as the card reports it, and what the VRAM ledger assigns to models."""
+    """One card: memory as the card reports it (`memory_utilization`: used / total, 0 to 1), and
+    what the VRAM ledger assigns to models. `id` is its index (the seed API's name)."""
 
+    id: int
     index: int
     name: str
     simulated: bool
@@ -37,6 +39,7 @@ class GpuStatus(msgspec.Struct):
     reserve_mb: int
     ledger_used_mb: float
     workers: list[str]
+    memory_utilization: float
 
 
 class LoadedModelStatus(msgspec.Struct):
@@ -57,6 +60,7 @@ class WorkerStatus(msgspec.Struct):
     alive: bool
     loaded_models: list[LoadedModelStatus]
     jobs_in_flight: int
+    processing_jobs: list[str]
     jobs_done: int
     last_heartbeat: float | None
     heartbeat_age_s: float | None
@@ -141,6 +145,7 @@ class StatusBuilder:
                 )
         return [
             GpuStatus(
+                id=gpu.index,
                 index=gpu.index,
                 name=gpu.name,
                 simulated=gpu.simulated,
@@ -151,6 +156,7 @@ class StatusBuilder:
                 reserve_mb=self.inventory.reserve_mb,
                 ledger_used_mb=round(ledger_by_gpu.get(gpu.index, 0.0), 1),
                 workers=[w.worker_id for w in self.workers.values() if w.gpu_index == gpu.index],
+                memory_utilization=round(gpu.used_bytes / gpu.total_bytes, 4) if gpu.total_bytes else 0.0,
             )
             for gpu in self.inventory.current()
         ]
@@ -194,6 +200,7 @@ def worker_status(worker: Worker, now: float) -> WorkerStatus:
             for name, loaded in worker.models.items()
         ],
         jobs_in_flight=len(worker.in_flight),
+        processing_jobs=list(worker.in_flight),
         jobs_done=worker.jobs_done,
         last_heartbeat=worker.last_heartbeat_wall,
         heartbeat_age_s=round(now - last_heartbeat, 3) if last_heartbeat else None,
@@ -201,3 +208,9 @@ def worker_status(worker: Worker, now: float) -> WorkerStatus:
         rss_mb=round(worker.rss_bytes / MIB, 1),
         cuda_visible_devices=worker.cuda_visible_devices,
     )
+
+
+def keyed_by_worker(status: dict[str, Any]) -> dict[str, Any]:
+    """The system status as plain values with `workers` keyed by worker id (what the seed API's
+    `await scheduler.get_system_status()` gives); each worker keeps its `worker_id` too."""
+    return {**status, "workers": {worker["worker_id"]: worker for worker in status["workers"]}}

@@ -106,6 +106,11 @@ class WorkerEvents:
                 finish(job, JobStatus.COMPLETED, result=outcome.output)
             else:
                 finish(job, JobStatus.ERROR, error=outcome.error, error_kind=outcome.error_kind)
+        if message.progress and self.endings.events.listening:
+            for progress in message.progress:
+                job = self.table.jobs.get(progress.job_id)
+                if job is not None and job.status is JobStatus.PROCESSING:
+                    self.endings.events.progress(job, progress.done, progress.total)
         worker.release_solo_if_done()
         for observer in self.batch_observers:
             observer(worker.worker_id, message.model, message.batch_size, message.run_s)

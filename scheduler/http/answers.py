@@ -79,27 +79,33 @@ _STATUS_BY_ERROR: list[tuple[type[Exception], int, str]] = [
     (errors.NotRunningError, 503, "not_accepting"),
     (errors.JournalError, 503, "journal_unavailable"),
     (errors.JobEndedError, 409, "job_ended"),
+    (errors.JobCancelledError, 409, "job_cancelled"),
     (errors.NoFitError, 507, "no_fit"),
     (errors.RenderFailedError, 502, "render_failed"),
 ]
 
 
-def error_answer(exc: Exception) -> Answer:
-    """The one place where failures become status codes (never 500)."""
+def error_parts(exc: Exception) -> tuple[int, ErrorBody, dict[str, str] | None]:
+    """The one place where failures become status codes (never 500): status, body, headers."""
     if isinstance(exc, HttpError):
-        return Answer(exc.status, encoder.encode(ErrorBody(exc.error, exc.detail, exc.field)), exc.headers)
+        return exc.status, ErrorBody(exc.error, exc.detail, exc.field), exc.headers
+    if isinstance(exc, errors.JobFailedError):  # `infer`-style waits: the job's end as its answer
+        return CODE_BY_KIND.get(exc.kind or "", 502), ErrorBody("job_failed", str(exc)), None
+    if isinstance(exc, TimeoutError):
+        return 504, ErrorBody("timeout", str(exc) or "the wait ended before the job"), None
     for kind, status, name in _STATUS_BY_ERROR:
         if isinstance(exc, kind):
             headers = {"Retry-After": "1"} if status in (429, 503) else None
-            return Answer(
-                status, encoder.encode(ErrorBody(name, str(exc), getattr(exc, "field", None))), headers
-            )
+            return status, ErrorBody(name, str(exc), getattr(exc, "field", None)), headers
     if isinstance(exc, errors.SchedulerError):
-        return Answer(409, encoder.encode(ErrorBody("conflict", str(exc))))
+        return 409, ErrorBody("conflict", str(exc)), None
     log.exception("unexpected error", exc_info=exc)
-    return Answer(
-        503, encoder.encode(ErrorBody("unavailable", f"{type(exc).__name__}: {exc}")), {"Retry-After": "1"}
-    )
+    return 503, ErrorBody("unavailable", f"{type(exc).__name__}: {exc}"), {"Retry-After": "1"}
+
+
+def error_answer(exc: Exception) -> Answer:
+    status, body, headers = error_parts(exc)
+    return Answer(status, encoder.encode(body), headers)
 
 
 def decode(data: bytes, decoder: msgspec.json.Decoder[Any]) -> Any:

@@ -1,5 +1,5 @@
-"""The daemon as one ASGI app: the FastAPI routers (jobs, models, render, system) behind the raw-ASGI
-hot path and, when a token is set, the bearer check. Every failure is answered by `error_answer`."""
+"""The daemon as one ASGI app: the FastAPI routers (jobs, job events, models, render, system, the
+OpenAI embeddings, the Open Inference Protocol) behind the raw-ASGI hot path and, when a token is set, the bearer check. Every failure is answered by `error_answer`."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from scheduler.http.answers import Answer, HttpError, error_answer, json_answer
 from scheduler.http.auth import BearerAuth
 from scheduler.http.hot_path import HotPath
 from scheduler.http.metrics import SchedulerMetrics
-from scheduler.http.routers import jobs, models, render, system
+from scheduler.http.routers import events, jobs, models, openai, render, system, v2
 from scheduler.http.schemas import ErrorBody, openapi_components
 from scheduler.scheduler import Scheduler
 from scheduler.settings import Settings
@@ -63,9 +63,12 @@ def create_app(settings_or_scheduler: Settings | Scheduler) -> DaemonApp:
         return json_answer(ErrorBody("invalid_request", str(first.get("msg", "invalid request")), field), 422)
 
     app.include_router(jobs.router(scheduler, metrics.job_submitted))
+    app.include_router(events.router(scheduler))
     app.include_router(models.router(scheduler, metrics.job_submitted))
     app.include_router(render.router(scheduler))
     app.include_router(system.router(scheduler, metrics))
+    app.include_router(openai.router(scheduler, metrics.job_submitted))
+    app.include_router(v2.router(scheduler, metrics.job_submitted))
     return app
 
 

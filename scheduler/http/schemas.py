@@ -23,6 +23,7 @@ class SubmitJob(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     priority: PriorityName = "normal"
     timeout_s: float | None = None
     idempotency_key: str | None = msgspec.field(default=None)
+    callback_url: str | None = None  # POSTed the job's view once it has ended (a webhook)
 
 
 class InferRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -54,10 +55,40 @@ class JobView(msgspec.Struct):
     timeout_s: float | None
     result: Any
     error: str | None
+    error_kind: str | None  # why it failed: input, model, oom, load, timeout, cancelled, poison, placement
+    queue_position: int | None  # queued: how many jobs of its model run before it
 
 
 class JobList(msgspec.Struct):
+    """`GET /jobs`; with `ids`, `not_found` lists the ids no job has."""
+
     jobs: list[JobView]
+    not_found: list[str] = []
+
+
+class BatchSubmit(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """`POST /jobs/batch`: up to `max_batch_submit` job bodies (a bare JSON list of them works too).
+    Each is checked alone: one that is refused gets its error in its place, the others are queued."""
+
+    jobs: list[SubmitJob]
+
+
+class BatchItem(msgspec.Struct, omit_defaults=True):
+    """One job of a batch: `job_id` and `status`, or the error that refused it (`code`: the status
+    a single `POST /jobs` would have answered)."""
+
+    job_id: str | None = None
+    status: str | None = None
+    error: str | None = None
+    detail: str | None = None
+    field: str | None = None
+    code: int | None = None
+
+
+class BatchAccepted(msgspec.Struct):
+    jobs: list[BatchItem]
+    accepted: int
+    refused: int
 
 
 class InferResult(msgspec.Struct):
@@ -95,6 +126,9 @@ SCHEMAS: tuple[type, ...] = (
     JobAccepted,
     JobView,
     JobList,
+    BatchSubmit,
+    BatchItem,
+    BatchAccepted,
     InferResult,
     ErrorBody,
     ModelList,

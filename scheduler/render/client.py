@@ -8,7 +8,7 @@ submit `render` jobs, wait for them and return their results.
 
 A result is `{url, final_url, status, title, text, links, elapsed_ms, engine, ...}` (plus `html` and
 `screenshot_png`, base64, when asked; `fallback_reason` when the plain HTTP fetch stood in for the
-browser). The jobs are ordinary jobs: `scheduler.get_job_status(id)` shows them too. A refused URL
+browser). The jobs are ordinary jobs: `scheduler.job_status(id)` shows them too. A refused URL
 raises `InvalidInputError` (before anything is queued, or later, when a redirect or a request of the
 page is refused); a render that fails raises `RenderFailedError`; a full render queue raises
 `QueueFullError`.

@@ -12,7 +12,9 @@ from scheduler.errors import InvalidInputError
 from workers.render.ssrf import check_url
 
 
-async def refuse_unless_allowed(url: str, allow_hosts: Iterable[str]) -> None:
+async def refuse_unless_allowed(url: str, allow_hosts: Iterable[str], field: str = "url") -> None:
+    """InvalidInputError on `field` unless the guard allows `url` (a job's `callback_url` is checked
+    here too, `scheduler.webhooks`)."""
     verdict = await asyncio.to_thread(check_url, url, tuple(allow_hosts))
     if not verdict.allowed:
-        raise InvalidInputError(f"the URL is refused: {verdict.reason}", field="url")
+        raise InvalidInputError(f"the URL is refused: {verdict.reason}", field=field)

@@ -52,7 +52,7 @@ def test_fixed_waits_for_a_full_batch_where_adaptive_runs_the_first_job_at_once(
         async with scheduler:
             await scheduler.wait_ready(60)
             first = scheduler.submit(JobRequest(model="recording", inputs=1))
-            await until(lambda: scheduler.get_job_status(first)["status"] != "queued", message="first sent")
+            await until(lambda: scheduler.job_status(first)["status"] != "queued", message="first sent")
             rest = [scheduler.submit(JobRequest(model="recording", inputs=n)) for n in (2, 3, 4)]
             return [(await scheduler.wait_for(job_id, 60))["result"] for job_id in [first, *rest]]
 

@@ -32,7 +32,7 @@ def test_a_gpu_worker_runs_on_its_card_and_reports_cuda_memory() -> None:
         settings = Settings(journal_path="", models=[ModelConfig(name="mlp", adapter="mlp")])
         async with Scheduler(settings, environ={}) as scheduler:
             await scheduler.wait_ready(120)
-            workers = scheduler.get_system_status()["workers"]
+            workers = scheduler.system_status()["workers"]
             gpu_workers = [w for w in workers if w["gpu_index"] is not None]
             assert gpu_workers and all(w["cuda_visible_devices"] == str(w["gpu_index"]) for w in gpu_workers)
             job_ids = [
@@ -40,7 +40,7 @@ def test_a_gpu_worker_runs_on_its_card_and_reports_cuda_memory() -> None:
             ]
             results = [await scheduler.wait_for(job_id, 120) for job_id in job_ids]
             assert all(r["status"] == "completed" and r["device"].startswith("cuda:") for r in results)
-            status = scheduler.get_system_status()
+            status = scheduler.system_status()
             loaded = [m for w in status["workers"] for m in w["loaded_models"] if m["model"] == "mlp"]
             assert loaded and loaded[0]["measured_mb"] > 0  # the CUDA allocation delta of the weights
             assert any(gpu["used_mb"] > 0 for gpu in status["gpu"])

@@ -66,7 +66,7 @@ def test_jobs_complete_on_cpu_workers_and_models_load_lazily_and_stop_leaves_no_
         scheduler = make_scheduler(settings(cpu_workers=2))
         async with scheduler:
             await scheduler.wait_ready(60)
-            status = scheduler.get_system_status()
+            status = scheduler.system_status()
             assert [w["device"] for w in status["workers"]] == ["cpu", "cpu"]
             assert all(w["alive"] and w["loaded_models"] == [] for w in status["workers"])
             assert status["gpu"] == []
@@ -75,11 +75,11 @@ def test_jobs_complete_on_cpu_workers_and_models_load_lazily_and_stop_leaves_no_
             await until(
                 lambda: all(
                     w["last_heartbeat"] != first_beats[w["worker_id"]]
-                    for w in scheduler.get_system_status()["workers"]
+                    for w in scheduler.system_status()["workers"]
                 ),
                 message="a fresh heartbeat",
             )
-            assert all(w["loaded_models"] == [] for w in scheduler.get_system_status()["workers"])
+            assert all(w["loaded_models"] == [] for w in scheduler.system_status()["workers"])
 
             job_id = await scheduler.schedule_job(
                 JobRequest(feature="echo", inputs={"text": "hello", "n": 1})
@@ -88,13 +88,11 @@ def test_jobs_complete_on_cpu_workers_and_models_load_lazily_and_stop_leaves_no_
             assert done["status"] == "completed" and done["result"] == {"text": "hello", "n": 1}
             assert done["attempts"] == 1 and done["device"] == "cpu" and done["worker"].startswith("cpu-w")
             assert done["created_at"] <= done["started_at"] <= done["ended_at"]
-            loaded = {
-                m["model"] for w in scheduler.get_system_status()["workers"] for m in w["loaded_models"]
-            }
+            loaded = {m["model"] for w in scheduler.system_status()["workers"] for m in w["loaded_models"]}
             assert loaded == {"echo"}
-            models = {m["name"]: m for m in scheduler.get_system_status()["models"]}
+            models = {m["name"]: m for m in scheduler.system_status()["models"]}
             assert models["mlp"]["loaded_on"] == [] and models["echo"]["loaded_on"]
-            assert scheduler.get_system_status()["queue"]["completed"] == 1
+            assert scheduler.system_status()["queue"]["completed"] == 1
             assert len(children() - before) >= 2
 
     asyncio.run(scenario())
@@ -108,7 +106,7 @@ def test_each_simulated_gpu_worker_sees_only_its_card(make_scheduler: Callable[.
         )
         async with scheduler:
             await scheduler.wait_ready(60)
-            status = scheduler.get_system_status()
+            status = scheduler.system_status()
             assert [(g["index"], g["total_mb"], g["simulated"]) for g in status["gpu"]] == [
                 (0, 24576.0, True),
                 (1, 24576.0, True),
@@ -123,7 +121,7 @@ def test_each_simulated_gpu_worker_sees_only_its_card(make_scheduler: Callable[.
             job_id = await scheduler.schedule_job(JobRequest(feature="mlp", inputs=MLP_INPUT))
             done = await scheduler.wait_for(job_id, 60)
             assert done["status"] == "completed" and done["device"].startswith("sim-gpu")
-            ledger = {g["index"]: g["ledger_used_mb"] for g in scheduler.get_system_status()["gpu"]}
+            ledger = {g["index"]: g["ledger_used_mb"] for g in scheduler.system_status()["gpu"]}
             assert sorted(ledger.values()) == [0.0, 64.0]
 
     asyncio.run(scenario())
@@ -238,12 +236,12 @@ def test_bad_requests_are_refused_at_submission(make_scheduler: Callable[..., Sc
                 await scheduler.schedule_job(JobRequest(feature="sleep", inputs={"ms": 300}))
                 for _ in range(2)
             ]
-            await until(lambda: scheduler.get_system_status()["queue"]["processing"] == 2)
+            await until(lambda: scheduler.system_status()["queue"]["processing"] == 2)
             blockers += [
                 await scheduler.schedule_job(JobRequest(feature="sleep", inputs={"ms": 300}))
                 for _ in range(3)
             ]
-            assert scheduler.get_system_status()["queue"]["queued"] == 3
+            assert scheduler.system_status()["queue"]["queued"] == 3
             with pytest.raises(QueueFullError):
                 await scheduler.schedule_job(JobRequest(feature="echo", inputs=1))
             for job_id in blockers:
@@ -262,7 +260,7 @@ def test_priorities_high_first_and_fifo_within_one(make_scheduler: Callable[...,
                 await scheduler.schedule_job(JobRequest(feature="sleep", inputs={"ms": 400}))
                 for _ in range(2)
             ]
-            await until(lambda: scheduler.get_system_status()["queue"]["processing"] == 2)
+            await until(lambda: scheduler.system_status()["queue"]["processing"] == 2)
             order = [("low", 1), ("normal", 1), ("high", 1), ("normal", 2), ("high", 2), ("low", 2)]
             ids = {}
             for priority, n in order:
@@ -290,7 +288,7 @@ def test_wait_for_returns_the_current_status_when_time_is_up_and_cancel_works(
             assert status["status"] in {"queued", "processing"}
             cancelled = await scheduler.cancel_job(job_id)
             assert cancelled["status"] == "cancelled"
-            assert scheduler.get_job_status(job_id)["status"] == "cancelled"
+            assert scheduler.job_status(job_id)["status"] == "cancelled"
 
     asyncio.run(scenario())
 
@@ -300,7 +298,7 @@ def test_register_model_at_run_time_and_the_async_type() -> None:
         scheduler = SchedulerFactory.create_scheduler(scheduler_type=SchedulerType.ASYNC, journal_path="")
         async with scheduler:
             await scheduler.wait_ready(30)
-            assert all(w["pid"] == os.getpid() for w in scheduler.get_system_status()["workers"])
+            assert all(w["pid"] == os.getpid() for w in scheduler.system_status()["workers"])
             scheduler.register_model(
                 {"name": "recording", "adapter": "tests.support.core_adapters:RecordingAdapter"}
             )

@@ -72,8 +72,8 @@ def test_cancelling_a_queued_job_removes_it_and_a_running_one_drops_its_result(
             running = await scheduler.schedule_job(JobRequest(model="sleep", inputs={"ms": 600}))
             pipelined = await scheduler.schedule_job(JobRequest(model="sleep", inputs={"ms": 1}))
             queued = await scheduler.schedule_job(JobRequest(model="sleep", inputs={"ms": 1}))
-            await until(lambda: scheduler.get_job_status(running)["status"] == "processing")
-            assert scheduler.get_job_status(queued)["status"] == "queued"
+            await until(lambda: scheduler.job_status(running)["status"] == "processing")
+            assert scheduler.job_status(queued)["status"] == "queued"
 
             cancelled_queued = await scheduler.cancel_job(queued)
             assert cancelled_queued["status"] == "cancelled"
@@ -85,9 +85,9 @@ def test_cancelling_a_queued_job_removes_it_and_a_running_one_drops_its_result(
             await until(lambda: worker.jobs_done >= 2, message="the cancelled job's result came back")
             assert (await scheduler.wait_for(pipelined, 30))["status"] == "completed"
             for job_id in (running, queued):
-                status = scheduler.get_job_status(job_id)
+                status = scheduler.job_status(job_id)
                 assert status["status"] == "cancelled" and status["result"] is None
-            assert scheduler.get_job_status(queued)["started_at"] is None
+            assert scheduler.job_status(queued)["started_at"] is None
             assert worker.restarts == 0 and worker.in_flight == {}
             assert (
                 await scheduler.wait_for(await scheduler.schedule_job(JobRequest(model="echo", inputs=1)), 30)
@@ -97,8 +97,8 @@ def test_cancelling_a_queued_job_removes_it_and_a_running_one_drops_its_result(
         again = make_scheduler(fault_settings(journal_path=journal))
         async with again:
             assert queued not in again.table.jobs and running not in again.table.jobs
-            assert again.get_job_status(queued)["status"] == "cancelled"
-            assert again.get_job_status(running)["status"] == "cancelled"
+            assert again.job_status(queued)["status"] == "cancelled"
+            assert again.job_status(running)["status"] == "cancelled"
 
     asyncio.run(scenario())
 
@@ -121,7 +121,7 @@ def test_past_max_queue_submissions_are_refused_and_nothing_queued_is_dropped(
             for _ in range(3):
                 with pytest.raises(QueueFullError, match="the queue is full"):
                     await scheduler.schedule_job(JobRequest(model="echo", inputs="one too many"))
-            assert scheduler.get_system_status()["queue"]["queued"] == 5
+            assert scheduler.system_status()["queue"]["queued"] == 5
             results = [await scheduler.wait_for(job_id, 30) for job_id in in_flight + queued]
             assert [r["status"] for r in results] == ["completed"] * 7
             # Room again once the queue drains.

@@ -58,7 +58,7 @@ def test_a_model_whose_load_fails_fails_its_jobs_backs_off_exponentially_and_rec
                 first["error"]
                 == "model 'fragile' failed to load: RuntimeError: weights file is missing (test)"
             )
-            status = {m["name"]: m for m in scheduler.get_system_status()["models"]}
+            status = {m["name"]: m for m in scheduler.system_status()["models"]}
             assert status["fragile"]["failed"] == "RuntimeError: weights file is missing (test)"
             registered = scheduler.registry.models["fragile"]
             assert 0.0 < registered.failed_until - time.monotonic() <= 0.4

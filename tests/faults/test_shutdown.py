@@ -37,15 +37,13 @@ def test_a_second_stop_returns_once_the_first_has_finished_and_a_cancel_once_sto
         running = await scheduler.schedule_job(JobRequest(model="sleep", inputs={"ms": 400}))
         waiting = await scheduler.schedule_job(JobRequest(model="sleep", inputs={"ms": 1}))
         waiting_too = await scheduler.schedule_job(JobRequest(model="sleep", inputs={"ms": 1}))
-        await until(lambda: scheduler.get_job_status(running)["status"] == "processing")
+        await until(lambda: scheduler.job_status(running)["status"] == "processing")
         first = asyncio.create_task(scheduler.stop())
         await until(lambda: not scheduler.accepting, message="the first drain began")
         await scheduler.stop()
         assert not any(worker.alive() for worker in scheduler.workers.values())
-        assert [scheduler.get_job_status(job_id)["status"] for job_id in (running, waiting)] == [
-            "completed"
-        ] * 2
-        assert scheduler.get_job_status(waiting_too)["status"] == "queued"  # kept for the next start
+        assert [scheduler.job_status(job_id)["status"] for job_id in (running, waiting)] == ["completed"] * 2
+        assert scheduler.job_status(waiting_too)["status"] == "queued"  # kept for the next start
         await first
         with pytest.raises(NotRunningError, match="stopping or stopped"):
             await scheduler.cancel_job(waiting_too)
@@ -65,19 +63,19 @@ def test_stop_refuses_new_jobs_drains_in_flight_ones_and_keeps_the_rest_queued(
         short = await scheduler.schedule_job(JobRequest(model="sleep", inputs={"ms": 300}))
         long = await scheduler.schedule_job(JobRequest(model="sleep", inputs={"ms": 2_500}))
         waiting = await scheduler.schedule_job(JobRequest(model="sleep", inputs={"ms": 1}))
-        await until(lambda: scheduler.get_job_status(short)["status"] == "processing")
-        assert scheduler.get_job_status(waiting)["status"] == "queued"  # the worker's pipeline is full
+        await until(lambda: scheduler.job_status(short)["status"] == "processing")
+        assert scheduler.job_status(waiting)["status"] == "queued"  # the worker's pipeline is full
         assert scheduler.ready
         stopping = asyncio.create_task(scheduler.stop(grace_s=1.0))
         await until(lambda: not scheduler.ready, timeout=1.0)
         with pytest.raises(NotRunningError):
             await scheduler.schedule_job(JobRequest(model="echo", inputs=1))
         await stopping
-        assert scheduler.get_job_status(short)["status"] == "completed"  # finished within the grace
+        assert scheduler.job_status(short)["status"] == "completed"  # finished within the grace
         # Past the grace: the long job was stopped and stays queued, without a try counted.
-        assert scheduler.get_job_status(long)["status"] == "queued"
+        assert scheduler.job_status(long)["status"] == "queued"
         assert scheduler.table.jobs[long].attempts == 0
-        assert scheduler.get_job_status(waiting)["status"] == "queued"
+        assert scheduler.job_status(waiting)["status"] == "queued"
         assert not any(worker.alive() for worker in scheduler.workers.values())
         return short, long, waiting
 
@@ -85,7 +83,7 @@ def test_stop_refuses_new_jobs_drains_in_flight_ones_and_keeps_the_rest_queued(
         scheduler = make_scheduler(fault_settings(journal_path=journal))
         async with scheduler:
             assert [job.id for job in scheduler.table.recent(limit=10)][::-1] == [long, waiting]
-            assert scheduler.get_job_status(short)["status"] == "completed"  # from the journal
+            assert scheduler.job_status(short)["status"] == "completed"  # from the journal
             results = [await scheduler.wait_for(job_id, 60) for job_id in (long, waiting)]
             assert [r["status"] for r in results] == ["completed", "completed"]
             assert results[0]["started_at"] < results[1]["started_at"]  # their order was kept

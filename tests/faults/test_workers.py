@@ -25,9 +25,7 @@ def test_a_sigkilled_worker_is_noticed_within_a_second_respawned_and_its_jobs_ru
                 await scheduler.schedule_job(JobRequest(model="sleep", inputs={"ms": 1500})) for _ in range(2)
             ]
             later = await scheduler.schedule_job(JobRequest(model="echo", inputs="after"))
-            await until(
-                lambda: all(scheduler.get_job_status(job_id)["status"] == "processing" for job_id in ids)
-            )
+            await until(lambda: all(scheduler.job_status(job_id)["status"] == "processing" for job_id in ids))
             old = scheduler.workers["cpu-w0"]
             old_pid = old.pid
             assert old_pid is not None
@@ -96,7 +94,7 @@ def test_only_the_poison_job_fails_its_batch_mates_and_pipeline_mates_complete(
             ids = [
                 scheduler.submit(JobRequest(model="sleep", inputs=item)) for item in inputs
             ]  # one dispatch
-            assert all(scheduler.get_job_status(job_id)["status"] == "queued" for job_id in ids)
+            assert all(scheduler.job_status(job_id)["status"] == "queued" for job_id in ids)
             results = [await scheduler.wait_for(job_id, 90) for job_id in ids]
             poison = results.pop(2)
             assert poison["status"] == "error" and poison["error"].startswith(
@@ -119,7 +117,7 @@ def test_a_hung_worker_is_killed_after_the_heartbeat_timeout_and_its_job_runs_ag
         async with scheduler:
             await scheduler.wait_ready(60)
             job_id = await scheduler.schedule_job(JobRequest(model="sleep", inputs={"ms": 300}))
-            await until(lambda: scheduler.get_job_status(job_id)["status"] == "processing")
+            await until(lambda: scheduler.job_status(job_id)["status"] == "processing")
             old = scheduler.workers["cpu-w0"]
             assert old.pid is not None
             stopped_at = time.monotonic()

@@ -145,7 +145,7 @@ def test_a_restart_queues_unfinished_jobs_in_order_and_answers_ended_ones_and_ke
         blockers = [
             await scheduler.schedule_job(JobRequest(model="sleep", inputs={"ms": 5_000})) for _ in range(2)
         ]
-        await until(lambda: all(scheduler.get_job_status(b)["status"] == "processing" for b in blockers))
+        await until(lambda: all(scheduler.job_status(b)["status"] == "processing" for b in blockers))
         waiting = [
             await scheduler.schedule_job(
                 JobRequest(model="sleep", inputs={"ms": 1, "n": n}, idempotency_key=f"w{n}")
@@ -169,7 +169,7 @@ def test_a_restart_queues_unfinished_jobs_in_order_and_answers_ended_ones_and_ke
             assert all(scheduler.table.jobs[job_id].attempts == 0 for job_id in ids["waiting"])  # type: ignore[union-attr]
             # The ended job is not loaded into memory, but still answered, by id and by key.
             assert ids["done"] not in scheduler.table.jobs
-            done = scheduler.get_job_status(ids["done"])  # type: ignore[arg-type]
+            done = scheduler.job_status(ids["done"])  # type: ignore[arg-type]
             assert done["status"] == "completed" and done["result"] == {"v": 1}
             assert (await scheduler.wait_for(ids["done"], 1))["status"] == "completed"  # type: ignore[arg-type]
             again = await scheduler.schedule_job(
@@ -185,7 +185,7 @@ def test_a_restart_queues_unfinished_jobs_in_order_and_answers_ended_ones_and_ke
             started = [r["started_at"] for r in results]
             assert started == sorted(started)
             with pytest.raises(JobNotFoundError):
-                scheduler.get_job_status("no-such-job")
+                scheduler.job_status("no-such-job")
 
     asyncio.run(second_life())
     assert rows(path, "SELECT COUNT(*) FROM jobs WHERE end_records > 1") == [(0,)]
@@ -302,7 +302,7 @@ def test_ended_jobs_are_forgotten_after_the_retention_and_pruned(
         scheduler = make_scheduler(fault_settings(journal_path=path, result_retention_s=0.5))
         async with scheduler:
             with pytest.raises(JobNotFoundError):
-                scheduler.get_job_status(job_id)
+                scheduler.job_status(job_id)
             fresh = await scheduler.schedule_job(JobRequest(model="echo", inputs=2, idempotency_key="old"))
             assert fresh != job_id  # the old key expired with its job
             await until(
@@ -356,7 +356,7 @@ def test_an_end_is_not_shown_before_its_record_is_committed(
             await scheduler.wait_ready(60)
             job_id = await scheduler.schedule_job(JobRequest(model="sleep", inputs={"ms": 100}))
             await until(lambda: scheduler.table.jobs[job_id].status is JobStatus.COMPLETED)  # ended in memory
-            shown = scheduler.get_job_status(job_id)
+            shown = scheduler.job_status(job_id)
             assert shown["status"] == "processing" and shown["result"] is None and shown["ended_at"] is None
             assert (await scheduler.wait_for(job_id, 0.2))["status"] == "processing"
             assert scheduler.list_jobs()[0]["status"] == "processing"

@@ -81,7 +81,7 @@ def test_post_render(server: PageServer, daemon: SchedulerThread) -> None:
         and JS_TEXT in body["result"]["text"]
         and "<html" in body["result"]["html"]
     )
-    job = daemon.scheduler.get_job_status(body["job_id"])  # GET /jobs/{id} reads the same table
+    job = daemon.scheduler.job_status(body["job_id"])  # GET /jobs/{id} reads the same table
     assert job["model"] == "render" and job["status"] == "completed"
     missing = post_render(daemon, {"url": f"{server.base}/gone"})
     assert missing.status_code == 200 and missing.json()["result"]["status"] == 404

@@ -245,6 +245,6 @@ class SchedulerThread(LoopThread):
 
     def render_status(self) -> dict[str, Any]:
         async def read() -> dict[str, Any]:
-            return self.scheduler.get_system_status()["render"]
+            return self.scheduler.system_status()["render"]
 
         return self.call(read())

@@ -1,26 +1,69 @@
-"""`/jobs`: submit a job (202 once it is in the journal), read one (optionally waiting for its end),
-cancel one, list recent ones."""
+"""`/jobs`: submit a job (202 once it is in the journal) or many at once (`/jobs/batch`, one journal
+group), read one (optionally waiting for its end) or many (`?ids=`), cancel one, list recent ones."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import msgspec
 from fastapi import APIRouter, Query, Request
 
-from scheduler.core.jobs import JobRequest
-from scheduler.http.answers import MAX_WAIT_S, Answer, HttpError, decode, json_answer
+from scheduler.core.jobs import Job, JobRequest
+from scheduler.errors import JobNotFoundError, SchedulerError
+from scheduler.http.answers import MAX_WAIT_S, Answer, HttpError, decode, error_parts, json_answer
 from scheduler.http.body import read_body
 from scheduler.http.routers.docs import answers_doc, body_doc
-from scheduler.http.schemas import JobAccepted, JobList, JobView, SubmitJob
+from scheduler.http.schemas import (
+    BatchAccepted,
+    BatchItem,
+    BatchSubmit,
+    JobAccepted,
+    JobList,
+    JobView,
+    SubmitJob,
+)
 from scheduler.scheduler import Scheduler
 
 _submit_decoder = msgspec.json.Decoder(SubmitJob)
+IDS_QUERY = Query(
+    None, description="these jobs, in this order (comma-separated or repeated), not recent ones"
+)
+
+
+class _RawBatch(msgspec.Struct, forbid_unknown_fields=True):
+    jobs: list[msgspec.Raw]
+
+
+_batch_decoder = msgspec.json.Decoder(list[msgspec.Raw] | _RawBatch)
+
+
+def job_request(body: SubmitJob) -> JobRequest:
+    model = body.model or body.feature
+    if not model:
+        raise HttpError(422, "invalid_body", "the body must name a model ('model' or 'feature')", "model")
+    return JobRequest(
+        model=model,
+        inputs=body.inputs,
+        priority=body.priority,
+        timeout_s=body.timeout_s,
+        idempotency_key=body.idempotency_key,
+        callback_url=body.callback_url,
+    )
+
+
+def refused_item(exc: Exception, index: int) -> BatchItem:
+    status, error, _ = error_parts(exc)
+    field = f"jobs[{index}].{error.field}" if error.field else f"jobs[{index}]"
+    return BatchItem(error=error.error, detail=error.detail, field=field, code=status)
 
 
 def router(scheduler: Scheduler, on_submitted: Callable[[str], None]) -> APIRouter:
     routes = APIRouter(tags=["jobs"])
-    body_limit = scheduler.settings.max_body_bytes
+    settings = scheduler.settings
+
+    def shown(job_id: str) -> str:
+        return scheduler.endings.shown_status(scheduler.get_job(job_id)).value
 
     @routes.post(
         "/jobs",
@@ -30,22 +73,50 @@ def router(scheduler: Scheduler, on_submitted: Callable[[str], None]) -> APIRout
     )
     async def submit_job(request: Request) -> Answer:
         body: SubmitJob = decode(
-            await read_body(request.receive, request.scope["headers"], body_limit), _submit_decoder
+            await read_body(request.receive, request.scope["headers"], settings.max_body_bytes),
+            _submit_decoder,
         )
-        model = body.model or body.feature
-        if not model:
-            raise HttpError(422, "invalid_body", "the body must name a model ('model' or 'feature')", "model")
-        job_id = await scheduler.schedule_job(
-            JobRequest(
-                model=model,
-                inputs=body.inputs,
-                priority=body.priority,
-                timeout_s=body.timeout_s,
-                idempotency_key=body.idempotency_key,
+        job = job_request(body)
+        job_id = await scheduler.schedule_job(job)
+        on_submitted(job.model)
+        return json_answer(JobAccepted(job_id, shown(job_id)), 202)
+
+    @routes.post(
+        "/jobs/batch",
+        openapi_extra=body_doc(BatchSubmit),
+        responses=answers_doc(200, BatchAccepted, 413, 422, 503),
+    )
+    async def submit_batch(request: Request) -> Answer:
+        """Many jobs in one request, committed to the journal in one group: an item per job, in order."""
+        raw = await read_body(request.receive, request.scope["headers"], settings.max_body_bytes)
+        body = decode(raw, _batch_decoder)
+        items = body if isinstance(body, list) else body.jobs
+        if not items or len(items) > settings.max_batch_submit:
+            raise HttpError(
+                422,
+                "invalid_body",
+                f"a batch holds 1 to {settings.max_batch_submit} jobs (got {len(items)})",
+                "jobs",
             )
-        )
-        on_submitted(model)
-        return json_answer(JobAccepted(job_id, scheduler.get_job_status(job_id)["status"]), 202)
+        answers: list[BatchItem | None] = [None] * len(items)
+        requests: list[JobRequest] = []
+        where: list[int] = []
+        for index, item in enumerate(items):
+            try:
+                requests.append(job_request(decode(item, _submit_decoder)))
+                where.append(index)
+            except HttpError as exc:
+                answers[index] = refused_item(exc, index)
+        outcomes = await scheduler.schedule_jobs(requests)
+        for index, request_, outcome in zip(where, requests, outcomes, strict=True):
+            if isinstance(outcome, SchedulerError):
+                answers[index] = refused_item(outcome, index)
+            else:
+                on_submitted(request_.model)
+                answers[index] = BatchItem(job_id=outcome, status=shown(outcome))
+        done = [answer for answer in answers if answer is not None]
+        accepted = sum(1 for answer in done if answer.job_id is not None)
+        return json_answer(BatchAccepted(done, accepted, len(done) - accepted))
 
     @routes.get("/jobs/{job_id}", responses=answers_doc(200, JobView, 404, 422))
     async def get_job(
@@ -56,7 +127,7 @@ def router(scheduler: Scheduler, on_submitted: Callable[[str], None]) -> APIRout
     ) -> Answer:
         if wait:
             return json_answer(await scheduler.wait_for(job_id, wait))
-        return json_answer(scheduler.get_job_status(job_id))
+        return json_answer(scheduler.job_status(job_id))
 
     @routes.delete("/jobs/{job_id}", responses=answers_doc(200, JobView, 404, 409))
     async def cancel_job(job_id: str) -> Answer:
@@ -67,7 +138,23 @@ def router(scheduler: Scheduler, on_submitted: Callable[[str], None]) -> APIRout
         status: str | None = Query(None, pattern="^(queued|processing|completed|error|cancelled)$"),
         model: str | None = None,
         limit: int = Query(50, ge=1, le=1000),
+        ids: list[str] | None = IDS_QUERY,
     ) -> Answer:
+        if ids is not None:
+            return json_answer(jobs_by_id(ids))
         return json_answer({"jobs": scheduler.list_jobs(status, model, limit)})
+
+    def jobs_by_id(ids: list[str]) -> dict[str, Any]:
+        wanted = list(dict.fromkeys(one.strip() for text in ids for one in text.split(",") if one.strip()))
+        if len(wanted) > settings.max_batch_submit:
+            raise HttpError(422, "invalid_request", f"at most {settings.max_batch_submit} ids at once", "ids")
+        found: list[Job] = []
+        missing: list[str] = []
+        for job_id in wanted:
+            try:
+                found.append(scheduler.get_job(job_id))
+            except JobNotFoundError:
+                missing.append(job_id)
+        return {"jobs": scheduler.endings.views(found), "not_found": missing}
 
     return routes
