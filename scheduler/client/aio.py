@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 
 from scheduler.client.common import (
+    IDS_PER_REQUEST,
     JobEvent,
     Options,
     Progress,
@@ -32,6 +33,7 @@ from scheduler.client.common import (
     json_or_raise,
     outcome,
     retry_delay,
+    views_or_raise,
     wait_for,
 )
 from scheduler.client.errors import ApiError, DaemonUnavailable, JobCancelled, JobFailed
@@ -110,6 +112,7 @@ class AsyncClient:
 
     def __init__(self, url: str = "http://127.0.0.1:8000", token: str | None = None, **options: Any) -> None:
         self.options = Options(url, token, **options)
+        self.retries = 0  # requests tried again after a 429 or 503
         self.http = httpx.AsyncClient(**self.options.client_options())
 
     async def __aenter__(self) -> AsyncClient:
@@ -135,6 +138,7 @@ class AsyncClient:
             delay = retry_delay(answer, attempt, self.options)
             if delay is None:
                 return answer
+            self.retries += 1
             await asyncio.sleep(delay)
 
     async def request(self, method: str, path: str, hold_s: float = 0.0, **request: Any) -> Any:
@@ -235,10 +239,10 @@ class AsyncClient:
             bar.close()
 
     async def jobs(self, ids: Iterable[str]) -> list[dict[str, Any]]:
-        answer = await self.request("GET", "/jobs", params={"ids": ",".join(ids)})
-        if answer["not_found"]:
-            raise ApiError(404, "job_not_found", f"no job with id {', '.join(answer['not_found'])}", "ids")
-        views: list[dict[str, Any]] = answer["jobs"]
+        wanted, views = list(ids), []
+        for start in range(0, len(wanted), IDS_PER_REQUEST):
+            chunk = ",".join(wanted[start : start + IDS_PER_REQUEST])
+            views += views_or_raise(await self.request("GET", "/jobs", params={"ids": chunk}))
         return views
 
     async def list_jobs(

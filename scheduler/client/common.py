@@ -22,6 +22,7 @@ ENDED = frozenset({"completed", "error", "cancelled"})
 FINAL_EVENTS = ENDED | {"shutdown"}
 MAX_WAIT_S = 300.0  # the daemon holds a request at most this long (`?wait=`, `?timeout=`)
 RETRIED = frozenset({429, 503})
+IDS_PER_REQUEST = 500  # `GET /jobs?ids=` takes up to `max_batch_submit` (1,000 by default)
 _decode = msgspec.json.Decoder().decode
 
 
@@ -89,6 +90,14 @@ def json_or_raise(response: httpx.Response) -> Any:
     if response.status_code >= 400:
         raise api_error(response)
     return body_of(response)
+
+
+def views_or_raise(answer: dict[str, Any]) -> list[dict[str, Any]]:
+    """The views of a `GET /jobs?ids=` answer; ApiError (404) naming the ids no job has."""
+    if answer["not_found"]:
+        raise ApiError(404, "job_not_found", f"no job with id {', '.join(answer['not_found'])}", "ids")
+    views: list[dict[str, Any]] = answer["jobs"]
+    return views
 
 
 def retry_delay(response: httpx.Response, attempt: int, options: Options) -> float | None:

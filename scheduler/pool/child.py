@@ -91,6 +91,9 @@ class ChildProcess:
             _grow_pipe(connection.fileno())
         self.writer = FrameWriter(writer_end, self.loop)
         self.loop.add_reader(self.reader.fileno(), self._on_readable)
+        # uvloop (libuv's poll) makes a watched fd non-blocking; `recv_bytes` must wait for the rest of
+        # a frame the child is still writing (one larger than what the pipe held when it woke us).
+        os.set_blocking(self.reader.fileno(), True)
         self.loop.add_reader(self.process.sentinel, self._on_sentinel)
 
     @property

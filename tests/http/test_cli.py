@@ -12,7 +12,7 @@ from pathlib import Path
 
 import psutil
 
-from tests.support.daemon import REPO, daemon_env, running_daemon
+from tests.support.daemon import REPO, daemon_env, free_port, running_daemon
 from tests.support.polling import until_sync
 
 
@@ -41,6 +41,15 @@ def test_submit_wait_status_and_jobs(tmp_path: Path) -> None:
         assert json.loads(jobs.stdout)["jobs"][0]["job_id"] == job["job_id"]
         bad = cli("submit", "echo", "--inputs", "{not json", "--url", daemon.url)
         assert bad.returncode == 2 and "not valid JSON" in bad.stderr
+
+
+def test_a_daemon_that_is_down_gives_one_line_and_exit_1() -> None:
+    """The commands talk through `scheduler.client`: no daemon is one line on stderr, not a traceback."""
+    for command in (["status"], ["jobs"], ["submit", "echo", "--inputs", "1", "--wait"]):
+        result = cli(*command, "--url", f"http://127.0.0.1:{free_port()}")
+        assert result.returncode == 1, (command, result.stderr)
+        assert "cannot reach the daemon" in result.stderr and "Traceback" not in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
 
 
 def test_a_bad_configuration_stops_the_daemon_with_the_key_named(tmp_path: Path) -> None:

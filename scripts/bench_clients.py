@@ -1,0 +1,197 @@
+#!/usr/bin/env python
+"""The clients' benchmark, on a real daemon (dev preset, journal on, no render process):
+
+1. Submission: 1,000 echo jobs as one `POST /jobs/batch`, against 1,000 single `POST /jobs` (one
+   client, one connection; and 64 at once): jobs acknowledged per second (each durable in the
+   journal), and until all of them completed.
+2. Embeddings: 64 sentences a request through `POST /v1/embeddings` (float, and base64 as the `openai`
+   package asks) against the same through `POST /models/minilm/infer`: requests per second, 1 client
+   and 4 at once (goal: within 10%).
+
+    .venv/bin/python scripts/bench_clients.py                 # both, 5 rounds of submission, 3 of embeddings
+    .venv/bin/python scripts/bench_clients.py --rounds 3 --embedding-requests 20
+
+Rounds alternate the variants, and the medians are printed as a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from scripts.bench_rest import running_daemon  # noqa: E402 - after the path is set
+
+JOBS = 1000
+WORDS = [
+    "the",
+    "quick",
+    "brown",
+    "fox",
+    "jumps",
+    "over",
+    "a",
+    "lazy",
+    "dog",
+    "while",
+    "schedulers",
+    "place",
+    "jobs",
+    "on",
+    "busy",
+    "workers",
+]
+
+
+def sentences(count: int) -> list[str]:
+    """`count` different English-like sentences of 8 to 15 words."""
+    return [
+        " ".join(WORDS[(i + k) % len(WORDS)] for k in range(8 + i % 8)).capitalize() + "."
+        for i in range(count)
+    ]
+
+
+def wait_all(http: httpx.Client, ids: list[str]) -> None:
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        while True:
+            views = http.get("/jobs", params={"ids": ",".join(chunk)}).json()["jobs"]
+            if all(view["status"] == "completed" for view in views):
+                break
+            time.sleep(0.01)
+
+
+def submit_batch(http: httpx.Client) -> list[str]:
+    answer = http.post("/jobs/batch", json={"jobs": [{"model": "echo", "inputs": n} for n in range(JOBS)]})
+    return [item["job_id"] for item in answer.json()["jobs"]]
+
+
+def submit_single(http: httpx.Client) -> list[str]:
+    return [http.post("/jobs", json={"model": "echo", "inputs": n}).json()["job_id"] for n in range(JOBS)]
+
+
+def submit_concurrent(url: str) -> list[str]:
+    async def main() -> list[str]:
+        limits = httpx.Limits(max_connections=64)
+        async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60) as http:
+            gate = asyncio.Semaphore(64)
+
+            async def one(n: int) -> str:
+                async with gate:
+                    return str(
+                        (await http.post("/jobs", json={"model": "echo", "inputs": n})).json()["job_id"]
+                    )
+
+            return list(await asyncio.gather(*(one(n) for n in range(JOBS))))
+
+    return asyncio.run(main())
+
+
+def bench_submission(url: str, rounds: int) -> list[tuple[str, float, float]]:
+    variants: dict[str, Callable[[httpx.Client], list[str]]] = {
+        "1,000 single `POST /jobs`, 1 client": submit_single,
+        "1,000 single `POST /jobs`, 64 at once": lambda http: submit_concurrent(url),
+        "one `POST /jobs/batch` of 1,000": submit_batch,
+    }
+    acked: dict[str, list[float]] = {name: [] for name in variants}
+    done: dict[str, list[float]] = {name: [] for name in variants}
+    with httpx.Client(base_url=url, timeout=60) as http:
+        submit_batch(http)  # warm-up
+        for _ in range(rounds):
+            for name, submit in variants.items():
+                started = time.perf_counter()
+                ids = submit(http)
+                acked[name].append(JOBS / (time.perf_counter() - started))
+                wait_all(http, ids)
+                done[name].append(JOBS / (time.perf_counter() - started))
+    return [(name, statistics.median(acked[name]), statistics.median(done[name])) for name in variants]
+
+
+async def drive(
+    send: Callable[[httpx.AsyncClient], Awaitable[Any]], url: str, requests: int, clients: int
+) -> float:
+    async with httpx.AsyncClient(base_url=url, timeout=300) as http:
+        queue = list(range(requests))
+
+        async def worker() -> None:
+            while queue:
+                queue.pop()
+                await send(http)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(clients)))
+        return requests / (time.perf_counter() - started)
+
+
+def bench_embeddings(url: str, rounds: int, requests: int) -> list[tuple[str, int, float]]:
+    text = sentences(64)
+
+    async def native(http: httpx.AsyncClient) -> None:
+        answer = await http.post("/models/minilm/infer", json={"inputs": text})
+        assert answer.status_code == 200, answer.text
+
+    def openai(encoding: str) -> Callable[[httpx.AsyncClient], Awaitable[None]]:
+        async def send(http: httpx.AsyncClient) -> None:
+            body = {"model": "minilm", "input": text, "encoding_format": encoding}
+            answer = await http.post("/v1/embeddings", json=body)
+            assert answer.status_code == 200, answer.text
+
+        return send
+
+    variants = {
+        "`POST /models/minilm/infer`": native,
+        "`POST /v1/embeddings`, float": openai("float"),
+        "`POST /v1/embeddings`, base64": openai("base64"),
+    }
+    rates: dict[tuple[str, int], list[float]] = {}
+    asyncio.run(drive(native, url, 4, 1))  # warm-up: the model loads
+    for _ in range(rounds):
+        for clients in (1, 4):
+            for name, send in variants.items():
+                rate = asyncio.run(drive(send, url, requests, clients))
+                rates.setdefault((name, clients), []).append(rate)
+    return [(name, clients, statistics.median(values)) for (name, clients), values in rates.items()]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--embedding-rounds", type=int, default=3)
+    parser.add_argument("--embedding-requests", type=int, default=24)
+    parser.add_argument("--skip", choices=["submission", "embeddings"])
+    args = parser.parse_args()
+    os.environ["MODELSCHED_RENDER_ENABLED"] = "0"
+    with running_daemon() as url:
+        if args.skip != "submission":
+            print(
+                f"\n| submission ({JOBS} echo jobs, median of {args.rounds}) | acknowledged jobs/s | completed jobs/s |"
+            )
+            print("|---|---:|---:|")
+            for name, acked, done in bench_submission(url, args.rounds):
+                print(f"| {name} | {acked:,.0f} | {done:,.0f} |")
+        if args.skip != "embeddings":
+            rows = bench_embeddings(url, args.embedding_rounds, args.embedding_requests)
+            base = {clients: rate for name, clients, rate in rows if "minilm/infer" in name}
+            print(
+                f"\n| 64 sentences a request (median of {args.embedding_rounds}) | clients | requests/s | sentences/s | vs infer |"
+            )
+            print("|---|---:|---:|---:|---:|")
+            for name, clients, rate in sorted(rows, key=lambda row: (row[1], row[0])):
+                print(f"| {name} | {clients} | {rate:.2f} | {rate * 64:,.0f} | {rate / base[clients]:.1%} |")
+
+
+if __name__ == "__main__":
+    main()
