@@ -130,7 +130,7 @@ def _from_json(tensor: TensorIn, count: int, where: str) -> np.ndarray | list[st
     dtype = _dtype(tensor.datatype, where)
     try:
         array = np.asarray(tensor.data, dtype=dtype)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise bad(f"{where}.data must hold numbers of {tensor.datatype}", where) from None
     if array.size != count:
         raise bad(f"{where} holds {array.size} numbers; its shape says {count}", where)
