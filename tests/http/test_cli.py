@@ -12,6 +12,7 @@ from pathlib import Path
 
 import psutil
 
+from scheduler.client import Client
 from tests.support.daemon import REPO, daemon_env, free_port, running_daemon
 from tests.support.polling import until_sync
 
@@ -80,15 +81,19 @@ def test_a_bad_configuration_stops_the_daemon_with_the_key_named(tmp_path: Path)
 
 def test_sigterm_drains_then_exits_0_and_leaves_no_child(tmp_path: Path) -> None:
     """SIGTERM: readiness and new submissions answer 503 at once, the running job still ends and its
-    request gets the result, then the daemon exits 0 and its workers are gone."""
+    request gets the result, the event stream of a job that never ran ends with `shutdown`, then the
+    daemon exits 0 and its workers are gone."""
     with running_daemon(tmp_path) as daemon, daemon.client() as http, daemon.client() as waiting_http:
-        with ThreadPoolExecutor(1) as pool:
+        with ThreadPoolExecutor(2) as pool, Client(daemon.url) as client:
             infer = pool.submit(waiting_http.post, "/models/sleep/infer", json={"inputs": {"ms": 3000}})
             until_sync(
                 lambda: http.get("/system/status").json()["queue"]["processing"] == 1,
                 timeout=20,
                 message="the sleep job running",
             )
+            _, never_runs = client.submit_many("sleep", [0, 0])  # the first joins the running one
+            assert never_runs.status() == "queued"
+            streamed = pool.submit(lambda: [event.event for event in never_runs.events()])
             children = psutil.Process(daemon.process.pid).children(recursive=True)
             assert children
             daemon.process.send_signal(signal.SIGTERM)
@@ -96,6 +101,7 @@ def test_sigterm_drains_then_exits_0_and_leaves_no_child(tmp_path: Path) -> None
             refused = http.post("/jobs", json={"model": "echo", "inputs": 1})
             assert refused.status_code == 503 and refused.json()["error"] == "not_accepting"
             answer = infer.result(timeout=30)
+            assert streamed.result(timeout=30) == ["queued", "shutdown"]
         assert answer.status_code == 200 and answer.json()["result"] == {"slept_ms": 3000.0}, answer.text
         assert daemon.process.wait(30) == 0, daemon.log()
 
