@@ -13,6 +13,7 @@ __all__ = [
     "ErrorKind",
     "InvalidInputError",
     "JobEndedError",
+    "JobFailedError",
     "JobNotFoundError",
     "JournalError",
     "ModelNotFoundError",
@@ -84,6 +85,16 @@ class RenderFailedError(SchedulerError):
     def __init__(self, message: str, kind: str | None) -> None:
         super().__init__(message)
         self.kind = kind
+
+
+class JobFailedError(SchedulerError):
+    """A job the caller waited on ended without a result (`run_cpu`, `map_cpu`). `kind` is its
+    `ErrorKind`, `job_id` the job."""
+
+    def __init__(self, message: str, kind: str | None, job_id: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.job_id = job_id
 
 
 class ConfigError(SchedulerError):

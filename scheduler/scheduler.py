@@ -13,13 +13,14 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, TypeVar
 
 import msgspec
 
 from scheduler.assembly import assemble
 from scheduler.core.jobs import ENDED, Job, JobRequest, JobStatus
+from scheduler.core.pipelines import Pipeline
 from scheduler.core.status import SchedulerInfo, StatusBuilder, SystemStatus
 from scheduler.core.worker_events import BatchObserver
 from scheduler.core.workers import Worker
@@ -29,36 +30,25 @@ from scheduler.pool.supervisor import worker_plan
 from scheduler.pool.workers import ASYNC, MULTIPROCESS
 from scheduler.render.model import render_model_config
 from scheduler.render.service import RenderService
-from scheduler.settings import ModelConfig, Settings
+from scheduler.settings import ModelConfig, PipelineConfig, Settings
+from scheduler.supervision import TICK_S
 from workers import protocol as m
 
 log = logging.getLogger("modelsched.scheduler")
 
 __all__ = ["ASYNC", "MULTIPROCESS", "TICK_S", "Scheduler"]
 
-TICK_S = 0.1
-RETENTION_EVERY_S = 60.0
+T = TypeVar("T")
 
 
 class Scheduler:
     """Schedules model-inference jobs onto the workers of this machine; every method runs on the
     event loop it was started on.
 
-    It owns, and builds in its constructor:
-      settings        `Settings` (a preset file, then `MODELSCHED_*` variables)
-      registry        the models (`ModelRegistry`)
-      table           every job in memory (`JobTable`)
-      journal         the SQLite journal, opened at start (None when `journal_path` is "")
-      inventory       the GPUs, found at start
-      workers         one `Worker` record per worker (process, or thread for the ASYNC type), by id
-      endings         the one place a job ends, and what a client sees of a job
-      deadlines       jobs with a timeout
-      catalog         registering models, which can run here at all, explicit loads and unloads
-      admission       whether a submitted job is queued
-      dispatcher      the dispatch pass: placement, then jobs to workers
-      worker_events   what workers say, and what their deaths mean for their jobs
-      render          the render process's `RenderService` (None unless `render_enabled`), behind a
-                      `RenderExecutor` that runs the `render` model's jobs
+    Its parts (`scheduler.assembly.Parts` lists each one's job) are its attributes: `registry`,
+    `table`, `journal`, `inventory`, `workers`, `endings`, `deadlines`, `catalog`, `admission`,
+    `dispatcher`, `worker_events`, `worker_set`, `costs`, `pipelines`, `cpu_calls`, `cpu_pool`;
+    `supervision` runs the tick; `render` is the render process (None unless `render_enabled`).
     """
 
     def __init__(
@@ -86,6 +76,11 @@ class Scheduler:
         self._workers = parts.workers
         self._executors = parts.executors
         self._render_executor = parts.render
+        self.costs = parts.costs
+        self.pipelines = parts.pipelines
+        self.cpu_calls = parts.cpu_calls
+        self.cpu_pool = parts.cpu_pool
+        self.cpu_calls.accepting = lambda: self.accepting
         self._status = StatusBuilder(
             self.registry,
             self.table,
@@ -93,19 +88,24 @@ class Scheduler:
             self.inventory,
             self._scheduler_info,
             self._render_status,
+            self.pipelines,
+            self.costs,
+            self.cpu_pool,
             max_queue=settings.max_queue,
         )
         self.loop: asyncio.AbstractEventLoop | None = None
         self.running = False
         self.started_at: float | None = None
         self._tick_task: asyncio.Task[None] | None = None
-        self._last_retention = 0.0
+        self.supervision = parts.supervision
         self._grace_cut = False
         self._drain_task: asyncio.Future[None] | None = None
         for model_config in settings.models:
             self.register_model(model_config)
         if settings.render_enabled:
             self.register_model(render_model_config(settings.render_allow_hosts))
+        for pipeline_config in settings.pipelines:
+            self.register_pipeline(pipeline_config)
 
     # ---- what others read ----------------------------------------------------------------------
 
@@ -146,18 +146,19 @@ class Scheduler:
         if self.journal is not None:
             queue_again(await self.journal.open(self.endings.ends_committed), self.table, self.deadlines)
             self.journal.prune()
+            self.pipelines.resume()
         self.running = True
         self._grace_cut = False
         self._drain_task = None
         self.started_at = time.time()
         self.dispatcher.start(self.loop)
-        plan = worker_plan(
+        plan, parked = worker_plan(
             [gpu.index for gpu in self.inventory.gpus],
             self.settings.max_workers_per_gpu,
-            self.settings.cpu_workers,
-            needs_cpu_workers=self._needs_cpu_workers(),
+            self.settings.cpu_pool_bounds,
+            needs_cpu_workers=self.catalog.needs_cpu_workers(bool(self.inventory.gpus)),
         )
-        self.worker_set.start(self.loop, plan, self.inventory.simulated)
+        self.worker_set.start(self.loop, plan, self.inventory.simulated, parked)
         self.catalog.refresh_fit()
         if self.render is not None:
             self.render.start(self.loop)
@@ -169,13 +170,10 @@ class Scheduler:
             len(plan),
             ", ".join(self.registry.models) or "none",
         )
-        self._tick_task = asyncio.create_task(self._tick_forever(), name="modelsched-supervisor")
-        self.dispatcher.schedule()  # jobs recovered from the journal
-
-    def _needs_cpu_workers(self) -> bool:
-        return not self.inventory.gpus or any(
-            model.spec.device == "cpu" for model in self.registry.models.values()
+        self._tick_task = asyncio.create_task(
+            self.supervision.run(lambda: self.running), name="modelsched-supervisor"
         )
+        self.dispatcher.schedule()  # jobs recovered from the journal
 
     async def wait_ready(self, timeout: float = 60.0) -> None:
         """Until every worker has reported ready (or `timeout`, then TimeoutError)."""
@@ -237,6 +235,7 @@ class Scheduler:
         if self.journal is not None:
             await self.journal.close()
         self.endings.release_all()
+        self.cpu_calls.release_all()
         log.info("scheduler stopped")
 
     async def stop(self, grace_s: float | None = None) -> None:
@@ -251,29 +250,6 @@ class Scheduler:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.stop()
 
-    # ---- supervision ---------------------------------------------------------------------------
-
-    async def _tick_forever(self) -> None:
-        while self.running:
-            try:
-                self._tick(time.monotonic())
-            except Exception:
-                log.exception("supervision tick failed")
-            await asyncio.sleep(TICK_S)
-
-    def _tick(self, now: float) -> None:
-        """Converge toward the wanted state: kill the silent, respawn the dead; expire deadlines;
-        forget what is past its retention."""
-        self.worker_set.supervise(now)
-        if self.render is not None:
-            self.render.supervise(now)
-        self.deadlines.expire(now)
-        if now - self._last_retention > RETENTION_EVERY_S:
-            self._last_retention = now
-            self.table.forget_older_than(time.time() - self.settings.result_retention_s)
-            if self.journal is not None:
-                self.journal.prune()
-
     # ---- models --------------------------------------------------------------------------------
 
     def register_model(self, config: ModelConfig | dict[str, Any]) -> m.ModelSpec:
@@ -287,6 +263,42 @@ class Scheduler:
     async def unload_model(self, name: str) -> list[str]:
         """Unload `name` from every worker where it is idle; returns those workers' ids."""
         return self.catalog.unload(name)
+
+    # ---- pipelines and the CPU executors -------------------------------------------------------
+
+    def register_pipeline(self, config: PipelineConfig | dict[str, Any]) -> Pipeline:
+        """Register (or replace) a pipeline: `{"name": ..., "stages": ["model", {"model": ..., "name":
+        ..., "timeout_s": ...}]}`; its stages' models must be registered first."""
+        pipeline = self.pipelines.register(config)
+        if self.workers:
+            self.catalog.refresh_fit()
+        return pipeline
+
+    async def run_cpu(
+        self, function: Callable[..., Any], *args: Any, timeout_s: float | None = None, **kwargs: Any
+    ) -> Any:
+        """`function(*args, **kwargs)` on the CPU stage pool; raises JobFailedError when it raises.
+        `function` must be importable by the worker (a module-level function); arguments and the
+        result travel as msgpack values."""
+        return await self.cpu_calls.run(function, args, kwargs, timeout_s)
+
+    async def map_cpu(
+        self,
+        function: Callable[[Any], Any],
+        items: Iterable[Any],
+        chunk: int = 16,
+        timeout_s: float | None = None,
+    ) -> list[Any]:
+        """`[function(item) for item in items]` on the CPU stage pool, `chunk` items per job."""
+        return await self.cpu_calls.map(function, items, chunk, timeout_s)
+
+    async def run_in_thread(self, function: Callable[..., T], *args: Any) -> T:
+        """`function(*args)` on the main process's thread pool (`max_threads`)."""
+        return await self.cpu_calls.run_in_thread(function, *args)
+
+    async def map_threads(self, function: Callable[[Any], T], items: Iterable[Any]) -> list[T]:
+        """`[function(item) for item in items]` on the main process's thread pool."""
+        return await self.cpu_calls.map_threads(function, items)
 
     # ---- jobs ----------------------------------------------------------------------------------
 
@@ -311,6 +323,8 @@ class Scheduler:
 
     def get_job(self, job_id: str) -> Job:
         job = self.table.get(job_id)
+        if job is not None and job.parent_id is not None:
+            job = None  # a stage's or a CPU call's job: not a client's
         if job is None and self.journal is not None:
             job = self.journal.lookup(job_id)  # ended, and no longer in memory (or before a restart)
         if job is None:

@@ -30,12 +30,33 @@ class ModelConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     options: dict[str, Any] = {}
 
 
+class StageConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """One stage of a pipeline: a registered model, and how long the stage may take (queue and run)."""
+
+    model: str
+    name: str | None = None  # default: the model's name
+    timeout_s: float | None = None
+
+
+class PipelineConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """A pipeline as written in a config file (`[[pipelines]]`): stages are model names or tables."""
+
+    name: str
+    stages: list[str | StageConfig]
+    description: str = ""
+
+
 class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     preset: str = "dev"
     # workers
     max_workers_per_gpu: int = 1
     max_models_per_worker: int = 4
     cpu_workers: int = 1
+    cpu_workers_min: int = -1  # -1: cpu_workers (a fixed pool)
+    cpu_workers_max: int = -1  # -1: cpu_workers
+    cpu_idle_timeout_s: float = 30.0
+    model_idle_unload_s: float = 0.0  # 0: never
+    max_threads: int = 8
     gpu_reserve_mb: int = 512
     reduce_vram_requirements: bool = False
     worker_start_timeout_s: float = 120.0
@@ -69,8 +90,10 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     render_recycle_pages: int = 200
     render_allow_hosts: list[str] = []
     render_max_response_bytes: int = 10 * 1024 * 1024
-    # models
+    # models, pipelines and what they cost
     models: list[ModelConfig] = []
+    pipelines: list[PipelineConfig] = []
+    costs: dict[str, float] = {}  # dollars per worker-second: cpu, gpu, or a GPU's name
 
     def __post_init__(self) -> None:
         _check_positive(
@@ -92,12 +115,21 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
             "render_max_response_bytes",
             "result_retention_s",
             "model_load_backoff_s",
+            "cpu_idle_timeout_s",
+            "max_threads",
         )
         if self.heartbeat_timeout_s <= self.heartbeat_interval_s:
             raise ValueError("heartbeat_timeout_s: must be longer than heartbeat_interval_s")
         _check_non_negative(
             self, "cpu_workers", "gpu_reserve_mb", "default_timeout_s", "shutdown_grace_s", "torch_threads"
         )
+        _check_non_negative(self, "model_idle_unload_s")
+        low, high = self.cpu_pool_bounds
+        if low < 0 or high < low:
+            raise ValueError("cpu_workers_min, cpu_workers_max: need 0 <= cpu_workers_min <= cpu_workers_max")
+        for device, rate in self.costs.items():
+            if not rate >= 0:
+                raise ValueError(f"costs.{device}: must be a number of dollars per second, not negative")
         if self.journal_synchronous.upper() not in {"OFF", "NORMAL", "FULL", "EXTRA"}:
             raise ValueError("journal_synchronous: must be one of OFF, NORMAL, FULL, EXTRA")
         if not 0 < self.port < 65536:
@@ -106,6 +138,17 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         duplicates = {name for name in names if names.count(name) > 1}
         if duplicates:
             raise ValueError(f"models: duplicate model names {sorted(duplicates)}")
+        pipeline_names = [pipeline.name for pipeline in self.pipelines]
+        duplicates = {name for name in pipeline_names if pipeline_names.count(name) > 1 or name in names}
+        if duplicates:
+            raise ValueError(f"pipelines: names used twice (or by a model) {sorted(duplicates)}")
+
+    @property
+    def cpu_pool_bounds(self) -> tuple[int, int]:
+        """(fewest, most) CPU workers: an elastic pool when they differ."""
+        low = self.cpu_workers if self.cpu_workers_min < 0 else self.cpu_workers_min
+        high = max(self.cpu_workers, low) if self.cpu_workers_max < 0 else self.cpu_workers_max
+        return low, high
 
 
 def _check_positive(settings: Settings, *keys: str) -> None:
@@ -124,7 +167,7 @@ ENV_PREFIX = "MODELSCHED_"
 _SCALAR_FIELDS = {
     field.name: field.type
     for field in msgspec.structs.fields(Settings)
-    if field.name not in {"models", "render_allow_hosts"}
+    if field.name not in {"models", "render_allow_hosts", "pipelines", "costs"}
 }
 
 
@@ -144,7 +187,10 @@ def load_settings(
     """Preset file, then `config_file` over it, then `MODELSCHED_*` variables, then `overrides`."""
     raw: dict[str, Any] = _read_toml(preset_path(preset))
     if config_file is not None:
-        raw.update(_read_toml(Path(config_file)))
+        given = _read_toml(Path(config_file))
+        if "models" in given and "pipelines" not in given:
+            raw.pop("pipelines", None)  # the preset's pipelines run on the preset's models, now replaced
+        raw.update(given)
     raw["preset"] = preset
     raw.update(env_overrides(os.environ if environ is None else environ))
     raw.update(overrides or {})
@@ -197,7 +243,12 @@ SETTING_MEANINGS: dict[str, str] = {
     "preset": "the preset file read first (`dev` or `prod`); `modelsched serve --preset` sets it",
     "max_workers_per_gpu": "worker processes started on each GPU",
     "max_models_per_worker": "models one worker keeps loaded before the least recently used idle one is evicted",
-    "cpu_workers": "CPU worker processes started when no GPU is visible (or forced with `MODELSCHED_FORCE_CPU=1`)",
+    "cpu_workers": "CPU worker processes: the CPU stage pool (started when no GPU is visible, or a model or stage runs on `cpu`)",
+    "cpu_workers_min": "fewest CPU workers of an elastic pool (-1: `cpu_workers`); 0 starts them on the first backlog",
+    "cpu_workers_max": "most CPU workers of an elastic pool (-1: `cpu_workers`); more start while CPU jobs wait",
+    "cpu_idle_timeout_s": "an elastic pool's CPU worker idle this long stops (down to `cpu_workers_min`)",
+    "model_idle_unload_s": "a model without jobs this long is unloaded from its worker, returning its memory (0: never)",
+    "max_threads": "threads of the main process's pool for `run_in_thread` and `map_threads`",
     "gpu_reserve_mb": "memory per GPU the VRAM ledger never hands to models",
     "reduce_vram_requirements": "count models at half their declared `vram_mb` in the ledger",
     "worker_start_timeout_s": "how long a worker may take to start before it is killed and replaced",

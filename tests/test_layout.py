@@ -45,7 +45,16 @@ ALLOWED: dict[str, set[str]] = {
         "workers",
         "scheduler.scheduler",
     },  # a user of the public API, which imports no client
+    "scheduler.supervision": {
+        "scheduler.core",
+        "scheduler.pool",
+        "scheduler.render",
+        "scheduler.errors",
+        "scheduler.settings",
+        "workers",
+    },
     "scheduler.assembly": {
+        "scheduler.supervision",
         "scheduler.core",
         "scheduler.pool",
         "scheduler.journal",
@@ -56,6 +65,7 @@ ALLOWED: dict[str, set[str]] = {
         "adapters",
     },
     "scheduler.scheduler": {
+        "scheduler.supervision",
         "scheduler.assembly",
         "scheduler.core",
         "scheduler.pool",

@@ -111,12 +111,15 @@ class Heartbeat(msgspec.Struct, tag="hb", array_like=True):
 
 
 class JobOutcome(msgspec.Struct, array_like=True):
-    """One job's end as the worker saw it: `error` is None when it succeeded."""
+    """One job's end as the worker saw it: `error` is None when it succeeded. `compute_s` is its
+    share of the batches it ran in (a batch's run time split evenly over its items), what its cost is
+    counted from."""
 
     job_id: str
     output: Any = None
     error: str | None = None
     error_kind: ErrorKind | None = None
+    compute_s: float = 0.0
 
 
 class JobResults(msgspec.Struct, tag="results", array_like=True):

@@ -25,15 +25,13 @@ from adapters.registry import build_adapter
 from workers import protocol as m
 from workers.batching import BatchKnobs, PendingJob, RunNow, WaitUntil, next_batch, take_units
 from workers.gc_tuning import tune_gc
+from workers.predicting import ItemResult, describe, predict_isolated
 
 log = logging.getLogger("modelsched.worker")
 
 
 class ModelLoadError(Exception):
     pass
-
-
-ItemResult = tuple[Any, str | None, m.ErrorKind | None]  # (output, error, error kind)
 
 
 @dataclass
@@ -45,11 +43,7 @@ class PartialJob:
     outputs: list[Any]
     done: int = 0
     error: tuple[str, m.ErrorKind | None] | None = None
-
-
-def is_out_of_memory(exc: BaseException) -> bool:
-    name = type(exc).__name__
-    return name in {"OutOfMemoryError", "OutOfMemory"} or "out of memory" in str(exc).lower()
+    compute_s: float = 0.0  # its items' shares of the batches they ran in
 
 
 class WorkerRuntime:
@@ -139,7 +133,7 @@ class WorkerRuntime:
                         message.model,
                         0,
                         0.0,
-                        [m.JobOutcome(job.job_id, None, _describe(exc), m.ErrorKind.INPUT)],
+                        [m.JobOutcome(job.job_id, None, describe(exc), m.ErrorKind.INPUT)],
                     )
                 )
                 continue
@@ -278,23 +272,29 @@ class WorkerRuntime:
             else:
                 slots.append((unit, None))
                 items.append(unit.inputs)
-        results = self.predict_isolated(model, state, items)
-        outcomes = self.fold(model, slots, results)
+        results = predict_isolated(self.adapter_for(model), state, items, self.free_cuda_cache)
         run_s = time.perf_counter() - started
+        outcomes = self.fold(model, slots, results, run_s / len(items) if items else 0.0)
         self.send_results(
             m.JobResults(model, len(items), run_s, outcomes)
         )  # even with no job ended: batch metrics
 
     def fold(
-        self, model: str, slots: list[tuple[PendingJob, int | None]], results: list[ItemResult]
+        self,
+        model: str,
+        slots: list[tuple[PendingJob, int | None]],
+        results: list[ItemResult],
+        share_s: float,
     ) -> list[m.JobOutcome]:
-        """Item results -> job outcomes: whole jobs at once, split jobs when their last item is done."""
+        """Item results -> job outcomes: whole jobs at once, split jobs when their last item is done.
+        `share_s`: each item's share of the batch's run time."""
         outcomes: list[m.JobOutcome] = []
         for (unit, item_index), (output, error, kind) in zip(slots, results, strict=True):
             if item_index is None:
-                outcomes.append(m.JobOutcome(unit.job_id, output, error, kind))
+                outcomes.append(m.JobOutcome(unit.job_id, output, error, kind, share_s))
                 continue
             partial = self.partial[unit.job_id]
+            partial.compute_s += share_s
             if error is not None and partial.error is None:
                 partial.error = (error, kind)
             partial.outputs[item_index] = output
@@ -307,66 +307,14 @@ class WorkerRuntime:
     def finish_split(self, model: str, job_id: str, partial: PartialJob) -> m.JobOutcome:
         if partial.error is not None:
             error, kind = partial.error
-            return m.JobOutcome(job_id, None, error, kind)
+            return m.JobOutcome(job_id, None, error, kind, partial.compute_s)
         try:
             assemble = getattr(self.adapter_for(model), "assemble")  # noqa: B009 - defined with `items`
-            return m.JobOutcome(job_id, assemble(partial.inputs, partial.outputs))
+            return m.JobOutcome(
+                job_id, assemble(partial.inputs, partial.outputs), None, None, partial.compute_s
+            )
         except Exception as exc:
-            return m.JobOutcome(job_id, None, _describe(exc), m.ErrorKind.MODEL)
-
-    def predict_isolated(self, model: str, state: Any, items: list[Any]) -> list[ItemResult]:
-        """Run the items as one batch; if it fails, find the failing items so the others complete."""
-        adapter = self.adapter_for(model)
-        results: list[ItemResult | None] = [None] * len(items)
-        prepared: list[tuple[int, Any]] = []
-        for position, item in enumerate(items):
-            try:
-                prepared.append((position, adapter.preprocess(item)))
-            except Exception as exc:
-                results[position] = (None, _describe(exc), m.ErrorKind.INPUT)
-        self._predict_into(adapter, state, prepared, results)
-        return [
-            result or (None, "the batch gave no result for this item", m.ErrorKind.MODEL)
-            for result in results
-        ]
-
-    def _predict_into(
-        self,
-        adapter: BaseAdapter,
-        state: Any,
-        prepared: list[tuple[int, Any]],
-        results: list[ItemResult | None],
-    ) -> None:
-        if not prepared:
-            return
-        try:
-            outputs = adapter.predict(state, [item for _, item in prepared])
-            if len(outputs) != len(prepared):
-                raise RuntimeError(f"predict returned {len(outputs)} outputs for {len(prepared)} inputs")
-        except Exception as exc:
-            if is_out_of_memory(exc):
-                self.free_cuda_cache()
-                if len(prepared) == 1:
-                    results[prepared[0][0]] = (None, "out of GPU memory", m.ErrorKind.OOM)
-                    return
-                half = len(prepared) // 2
-                self._predict_into(adapter, state, prepared[:half], results)
-                self._predict_into(adapter, state, prepared[half:], results)
-                return
-            if len(prepared) == 1:
-                results[prepared[0][0]] = (None, _describe(exc), m.ErrorKind.MODEL)
-                return
-            for single in prepared:  # isolate: one bad item fails alone
-                self._predict_into(adapter, state, [single], results)
-            return
-        for (position, _), output in zip(prepared, outputs, strict=True):
-            if isinstance(output, BaseException):
-                results[position] = (None, _describe(output), m.ErrorKind.MODEL)
-                continue
-            try:
-                results[position] = (adapter.postprocess(output), None, None)
-            except Exception as exc:
-                results[position] = (None, _describe(exc), m.ErrorKind.MODEL)
+            return m.JobOutcome(job_id, None, describe(exc), m.ErrorKind.MODEL, partial.compute_s)
 
     def send_results(self, results: m.JobResults) -> None:
         try:
@@ -380,12 +328,11 @@ class WorkerRuntime:
                 except (TypeError, msgspec.EncodeError) as exc:
                     checked.append(
                         m.JobOutcome(
-                            outcome.job_id, None, f"output cannot be serialized: {exc}", m.ErrorKind.MODEL
+                            outcome.job_id,
+                            None,
+                            f"output cannot be serialized: {exc}",
+                            m.ErrorKind.MODEL,
+                            outcome.compute_s,
                         )
                     )
             self.send(m.JobResults(results.model, results.batch_size, results.run_s, checked))
-
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

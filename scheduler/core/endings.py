@@ -50,7 +50,7 @@ class JobEndings:
         self.table.finish(job, status, result, error, error_kind)
         for observer in self.observers:
             observer(job)
-        if self.journal is not None:
+        if self.journal is not None and job.parent_id is None:  # a stage's or CPU call's job is not journaled
             try:
                 future = self.journal.record_ended(job)
             except JournalError as exc:  # closed under a late end (stop() is under way): nothing to wait for

@@ -29,6 +29,9 @@ class JobJournal(Protocol):
 
     def record_attempts(self, job: Job) -> None: ...
 
+    def record_stage(self, job: Job) -> None:
+        """A pipeline job reached its next stage: keep the stage, its input and what the stages did."""
+
     def lookup(self, job_id: str) -> Job | None: ...
 
     def find_by_key(self, idempotency_key: str) -> Job | None: ...

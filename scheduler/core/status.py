@@ -9,8 +9,11 @@ from typing import Any
 
 import msgspec
 
+from scheduler.core.costs import CostLedger, CostTotals
+from scheduler.core.cpu_pool import CpuPool, PoolStatus
 from scheduler.core.devices import MIB, Inventory
 from scheduler.core.models import ModelRegistry
+from scheduler.core.pipelines import Pipelines
 from scheduler.core.table import JobTable
 from scheduler.core.workers import Worker
 from scheduler.errors import WorkerState
@@ -87,8 +90,23 @@ class ModelInfo(msgspec.Struct):
     failed: str | None
 
 
+class StageInfo(msgspec.Struct):
+    name: str
+    model: str
+    device: str
+    timeout_s: float | None
+
+
+class PipelineInfo(msgspec.Struct):
+    name: str
+    description: str
+    stages: list[StageInfo]
+    cost_usd: float  # what its ended jobs cost, in all
+
+
 class SystemStatus(msgspec.Struct):
-    """`GET /system/status`: the scheduler, each GPU, each worker, the render process, the queue, the models."""
+    """`GET /system/status`: the scheduler, each GPU, each worker, the render process, the queue,
+    the models and pipelines, what jobs cost, and the CPU stage pool."""
 
     scheduler: SchedulerInfo
     gpu: list[GpuStatus]
@@ -96,6 +114,9 @@ class SystemStatus(msgspec.Struct):
     render: dict[str, Any] | None
     queue: QueueCounts
     models: list[ModelInfo]
+    pipelines: list[PipelineInfo]
+    costs: CostTotals
+    cpu_pool: PoolStatus
 
 
 class StatusBuilder:
@@ -110,9 +131,15 @@ class StatusBuilder:
         inventory: Inventory,
         scheduler_info: Callable[[], SchedulerInfo],
         render_status: Callable[[], dict[str, Any] | None],
+        pipelines: Pipelines,
+        costs: CostLedger,
+        cpu_pool: CpuPool,
         *,
         max_queue: int,
     ) -> None:
+        self.pipelines = pipelines
+        self.costs = costs
+        self.cpu_pool = cpu_pool
         self.registry = registry
         self.table = table
         self.workers = workers
@@ -130,6 +157,9 @@ class StatusBuilder:
             render=self.render_status(),
             queue=QueueCounts(**self.table.counts(), max_queue=self.max_queue),
             models=self.models(),
+            pipelines=self.pipeline_infos(),
+            costs=self.costs.totals(),
+            cpu_pool=self.cpu_pool.status(),
         )
 
     def gpus(self) -> list[GpuStatus]:
@@ -153,6 +183,26 @@ class StatusBuilder:
                 workers=[w.worker_id for w in self.workers.values() if w.gpu_index == gpu.index],
             )
             for gpu in self.inventory.current()
+        ]
+
+    def pipeline_infos(self) -> list[PipelineInfo]:
+        models = self.registry.models
+        return [
+            PipelineInfo(
+                name=pipeline.name,
+                description=pipeline.description,
+                stages=[
+                    StageInfo(
+                        stage.name,
+                        stage.model,
+                        models[stage.model].spec.device if stage.model in models else "unregistered",
+                        stage.timeout_s,
+                    )
+                    for stage in pipeline.stages
+                ],
+                cost_usd=self.costs.by_pipeline.get(pipeline.name, 0.0),
+            )
+            for pipeline in self.pipelines.pipelines.values()
         ]
 
     def models(self) -> list[ModelInfo]:

@@ -1,7 +1,7 @@
 """Prometheus metrics for `/metrics`, in a registry of their own.
 
-Counters and histograms are fed by the scheduler's observers (`on_job_end`, `on_batch`) as things
-happen; gauges (queue depth, workers up, GPU memory, models loaded) are read from the system status
+Counters and histograms are fed by the scheduler's observers (`on_job_end`, `on_batch`, the cost
+ledger's and the pipelines' stage observers) as things happen; gauges (queue depth, workers up, GPU memory, models loaded) are read from the system status
 when Prometheus scrapes.
 """
 
@@ -78,6 +78,16 @@ class StatusCollector(Collector):
         for worker in status.workers:
             loaded.add_metric([worker.worker_id], len(worker.loaded_models))
         yield loaded
+        pool = GaugeMetricFamily("modelsched_cpu_pool_workers", "CPU stage pool workers", labels=["state"])
+        pool.add_metric(["running"], status.cpu_pool.running)
+        pool.add_metric(["ready"], status.cpu_pool.ready)
+        pool.add_metric(["max"], status.cpu_pool.max_workers)
+        yield pool
+        per_1000 = GaugeMetricFamily(
+            "modelsched_cost_per_1000_jobs_usd", "Mean cost of 1,000 ended jobs since the start"
+        )
+        per_1000.add_metric([], status.costs.per_1000_jobs_usd or 0.0)
+        yield per_1000
 
 
 class SchedulerMetrics:
@@ -120,14 +130,37 @@ class SchedulerMetrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
+        self.cost = Counter(
+            "modelsched_cost_usd",
+            "Dollars of worker time spent, by model and device class",
+            ["model", "device"],
+            registry=self.registry,
+        )
+        self.stage_time = Histogram(
+            "modelsched_stage_seconds",
+            "From a pipeline stage's start (its queue included) to its end",
+            ["pipeline", "stage"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
         self.registry.register(StatusCollector(scheduler))
         scheduler.on_job_end.append(self.job_ended)
         scheduler.on_batch.append(self.batch_ran)
+        scheduler.costs.observers.append(self.cost_spent)
+        scheduler.pipelines.stage_observers.append(self.stage_ended)
 
     def job_submitted(self, model: str) -> None:
         self.submitted.labels(model).inc()
 
+    def cost_spent(self, model: str, device: str, dollars: float) -> None:
+        self.cost.labels(model, device).inc(dollars)
+
+    def stage_ended(self, pipeline: str, stage: str, seconds: float) -> None:
+        self.stage_time.labels(pipeline, stage).observe(seconds)
+
     def job_ended(self, job: Job) -> None:
+        if job.parent_id is not None:
+            return  # a stage's or a CPU call's job: `modelsched_stage_seconds` and the batch metrics
         self.ended.labels(job.model, job.status.value).inc()
         if job.started_at is not None:
             self.queue_wait.labels(job.model).observe(max(0.0, job.started_at - job.created_at))

@@ -31,6 +31,7 @@ from typing import Any
 from scheduler.core.jobs import ENDED, Job
 from scheduler.errors import JournalError
 from scheduler.journal.rows import (
+    ADDED_COLUMNS,
     ATTEMPTS,
     END,
     END_ROW,
@@ -39,12 +40,14 @@ from scheduler.journal.rows import (
     PRUNE_SQL,
     SCHEMA,
     SQL_BY_KIND,
+    STAGE,
     SUBMIT,
-    encode_or_none,
     end_params,
     ended_job,
     open_job,
+    stage_params,
     statements,
+    submit_params,
 )
 
 log = logging.getLogger("modelsched.journal")
@@ -133,6 +136,10 @@ class SqliteJournal:
             if str(mode).lower() != "wal":
                 raise JournalError(f"journal {self.path!r}: SQLite refused WAL mode (got {mode!r})")
             connection.executescript(SCHEMA)
+            have = {row[1] for row in connection.execute("PRAGMA table_info(jobs)")}
+            for column, kind in ADDED_COLUMNS.items():
+                if column not in have:  # a journal of an older version
+                    connection.execute(f"ALTER TABLE jobs ADD COLUMN {column} {kind}")
             jobs = [open_job(row) for row in connection.execute(OPEN_SQL)]
         except sqlite3.Error as exc:
             raise JournalError(f"journal {self.path!r} cannot be opened: {exc}") from exc
@@ -169,21 +176,7 @@ class SqliteJournal:
         if job.status in ENDED:  # it ended before it was recorded (its model is in load back-off)
             group.records.append((END_ROW, end_params(job)))
             return group.future
-        group.records.append(
-            (
-                SUBMIT,
-                (
-                    job.id,
-                    job.model,
-                    int(job.priority),
-                    job.timeout_s,
-                    job.idempotency_key,
-                    job.attempts,
-                    job.created_at,
-                    encode_or_none(job.inputs, job.id),
-                ),
-            )
-        )
+        group.records.append((SUBMIT, submit_params(job)))
         return group.future
 
     def record_ended(self, job: Job) -> asyncio.Future[None]:
@@ -196,6 +189,10 @@ class SqliteJournal:
     def record_attempts(self, job: Job) -> None:
         """A worker died under the job: keep its try count for the next start."""
         self._current_group().records.append((ATTEMPTS, (job.attempts, job.id)))
+
+    def record_stage(self, job: Job) -> None:
+        """A pipeline job reached its next stage: its stage, that stage's input, what the stages did."""
+        self._current_group().records.append((STAGE, stage_params(job)))
 
     def prune(self, cutoff_wall: float | None = None) -> None:
         """Delete jobs that ended before `cutoff_wall` (default: now less the retention), in chunks."""

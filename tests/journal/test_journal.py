@@ -314,23 +314,49 @@ def test_ended_jobs_are_forgotten_after_the_retention_and_pruned(
 
 
 def test_a_job_submitted_and_ended_within_one_commit_is_written_once() -> None:
-    from scheduler.journal.rows import ATTEMPTS, END, END_ROW, SUBMIT, statements
+    from scheduler.core.jobs import Job, JobStatus
+    from scheduler.journal.rows import (
+        ATTEMPTS,
+        END,
+        END_ROW,
+        STAGE,
+        SUBMIT,
+        end_params,
+        stage_params,
+        statements,
+        submit_params,
+    )
 
-    def end(job_id: str) -> tuple:
-        return (job_id, "m", 1, None, None, "completed", 1, 1.0, 2.0, 3.0, "w", "cpu", b"r", None, None)
+    def job(job_id: str, status: JobStatus = JobStatus.QUEUED) -> Job:
+        return Job(
+            id=job_id,
+            model="m",
+            inputs="in",
+            status=status,
+            result="r",
+            attempts=1,
+            cost_usd=0.5,
+            created_at=1.0,
+        )
 
+    a, b, old = job("a"), job("b"), job("old", JobStatus.COMPLETED)
     records = [
-        (SUBMIT, ("a", "m", 1, None, None, 0, 1.0, b"in")),
-        (END, end("old")),  # submitted in an earlier commit
+        (SUBMIT, submit_params(a)),
+        (END, end_params(old)),  # submitted in an earlier commit
         (ATTEMPTS, (1, "a")),
-        (SUBMIT, ("b", "m", 1, None, None, 0, 1.0, b"in")),
-        (END, end("a")),
+        (STAGE, stage_params(a)),
+        (SUBMIT, submit_params(b)),
+        (STAGE, stage_params(b)),
+        (END, end_params(job("a", JobStatus.COMPLETED))),
     ]
-    assert statements(records) == [
-        (END_ROW, end("a")),
-        (END, ("completed", 1, 2.0, 3.0, "w", "cpu", b"r", None, None, "old")),
-        (SUBMIT, ("b", "m", 1, None, None, 0, 1.0, b"in")),
+    written = statements(records)
+    assert written == [
+        (END_ROW, end_params(job("a", JobStatus.COMPLETED))),
+        (END, (*end_params(old)[7:], "old")),
+        (SUBMIT, submit_params(b)),
+        (STAGE, stage_params(b)),
     ]
+    assert written[1][1][:2] == ("completed", 1) and written[1][1][-4:] == (None, 0.5, 0.0, "old")
 
 
 def test_an_end_is_not_shown_before_its_record_is_committed(

@@ -33,18 +33,26 @@ def router(scheduler: Scheduler, on_submitted: Callable[[str], None]) -> APIRout
             await read_body(request.receive, request.scope["headers"], body_limit), _submit_decoder
         )
         model = body.model or body.feature
-        if not model:
-            raise HttpError(422, "invalid_body", "the body must name a model ('model' or 'feature')", "model")
+        if body.pipeline and model:
+            raise HttpError(422, "invalid_body", "name a model or a pipeline, not both", "pipeline")
+        if not model and not body.pipeline:
+            raise HttpError(
+                422,
+                "invalid_body",
+                "the body must name a model ('model' or 'feature') or a 'pipeline'",
+                "model",
+            )
         job_id = await scheduler.schedule_job(
             JobRequest(
-                model=model,
+                model=model or "",
+                pipeline=body.pipeline or "",
                 inputs=body.inputs,
                 priority=body.priority,
                 timeout_s=body.timeout_s,
                 idempotency_key=body.idempotency_key,
             )
         )
-        on_submitted(model)
+        on_submitted(model or body.pipeline or "")
         return json_answer(JobAccepted(job_id, scheduler.get_job_status(job_id)["status"]), 202)
 
     @routes.get("/jobs/{job_id}", responses=answers_doc(200, JobView, 404, 422))
