@@ -122,6 +122,8 @@ class ClassifyPrepAdapter(BaseAdapter):
             raise ValueError("inputs must be a non-empty string")
         if len(inputs) > self.max_chars:
             raise ValueError(f"inputs has {len(inputs)} characters; the limit is {self.max_chars} characters")
+        if not clean_text(inputs):  # refused at submission (422), not by the stage's worker
+            raise ValueError("inputs holds no text once cleaned (only whitespace or control characters)")
 
     def load(self, device: str) -> Any:
         transformers = _import_transformers()

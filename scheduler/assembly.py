@@ -151,7 +151,11 @@ def assemble(
     )
     if launcher is None:
         launcher = WorkerLauncher(
-            scheduler_type, settings.heartbeat_interval_s, settings.torch_threads, settings.log_level
+            scheduler_type,
+            settings.heartbeat_interval_s,
+            settings.torch_threads,
+            settings.log_level,
+            settings.model_load_timeout_s,
         )
     timeouts = Timeouts(settings.worker_start_timeout_s, settings.heartbeat_timeout_s)
     worker_set = WorkerSet(

@@ -64,6 +64,7 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     heartbeat_timeout_s: float = 10.0
     max_attempts: int = 3
     model_load_backoff_s: float = 5.0
+    model_load_timeout_s: float = 300.0
     torch_threads: int = 0  # 0: leave torch's default
     # jobs
     max_queue: int = 10_000
@@ -115,6 +116,7 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
             "render_max_response_bytes",
             "result_retention_s",
             "model_load_backoff_s",
+            "model_load_timeout_s",
             "cpu_idle_timeout_s",
             "max_threads",
         )
@@ -256,6 +258,7 @@ SETTING_MEANINGS: dict[str, str] = {
     "heartbeat_timeout_s": "a worker silent this long is killed and respawned; its jobs are queued again",
     "max_attempts": "worker deaths a job may be in flight for before it fails as a poison job",
     "model_load_backoff_s": "after a model fails to load, its jobs fail at once for this long, doubling per failure in a row (at most 300 s)",
+    "model_load_timeout_s": "a model's load may take this long (heartbeats go on while it loads); a load that hangs longer gets its worker replaced",
     "torch_threads": "torch threads per worker (0: torch's default)",
     "max_queue": "jobs waiting at most; a submission past it gets 429 with `Retry-After`",
     "default_timeout_s": "timeout of a job that sets none (0: none)",

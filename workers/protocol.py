@@ -56,6 +56,7 @@ class WorkerConfig(msgspec.Struct, kw_only=True):
     gpu_index: int | None
     simulated_gpu: bool
     heartbeat_interval_s: float
+    load_timeout_s: float = 300.0  # a model load may take this long; its heartbeats go on meanwhile
     torch_threads: int = 0
     log_level: str = "INFO"
     specs: list[ModelSpec] = []

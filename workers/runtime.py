@@ -2,8 +2,10 @@
 
 Transport-agnostic: it is given `receive(timeout_s) -> bytes | None` and `send(bytes)`, so the same
 loop runs in a worker process (a pipe each way) and, for the ASYNC scheduler type, in a thread of the
-main process. Heartbeats are sent from this loop, between batches, so a
-model that hangs stops them and the supervisor notices.
+main process. Heartbeats are sent from this loop, between batches, so a model that hangs in a batch
+stops them and the supervisor notices. A model's load is different: it may rightly take longer than
+the heartbeat timeout (a large model, a busy machine), so a thread sends the heartbeats while it
+loads, for at most `load_timeout_s`; a load that hangs longer stops them too.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import gc
 import logging
 import os
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -56,12 +59,15 @@ class WorkerRuntime:
         send: Callable[[bytes], None],
         heartbeat_interval_s: float = 0.5,
         cuda_visible_devices: str | None = None,
+        load_timeout_s: float = 300.0,
     ) -> None:
         self.worker_id = worker_id
         self.device = device
         self.receive = receive
         self.send_bytes = send
         self.heartbeat_interval_s = heartbeat_interval_s
+        self.load_timeout_s = load_timeout_s
+        self._send_lock = threading.Lock()  # the loading heartbeat thread sends too
         self.cuda_visible_devices = cuda_visible_devices
         self.specs: dict[str, m.ModelSpec] = {spec.name: spec for spec in specs}
         self.adapters: dict[str, BaseAdapter] = {}
@@ -76,7 +82,9 @@ class WorkerRuntime:
     # ---- messages ------------------------------------------------------------------------------
 
     def send(self, message: m.FromWorker) -> None:
-        self.send_bytes(m.encode(message))
+        data = m.encode(message)
+        with self._send_lock:
+            self.send_bytes(data)
 
     def handle(self, data: bytes) -> None:
         message = m.decode_to_worker(data)
@@ -202,6 +210,14 @@ class WorkerRuntime:
             return self.states[model]
         started = time.perf_counter()
         before = self.memory_in_use()
+        loaded = threading.Event()
+        beats = threading.Thread(
+            target=self._beat_while_loading,
+            args=(model, loaded),
+            name="modelsched-load-heartbeat",
+            daemon=True,
+        )
+        beats.start()
         try:
             state = self.adapter_for(model).load(self.device)
         except Exception as exc:  # the model's own code failed: report it, keep serving others
@@ -209,6 +225,9 @@ class WorkerRuntime:
             log.error("worker %s: loading %s failed: %s", self.worker_id, model, message)
             self.send(m.ModelLoadFailed(model, message, job_ids))
             raise ModelLoadError(message) from exc
+        finally:
+            loaded.set()
+            beats.join()
         self.states[model] = state
         tune_gc()  # the model's objects live as long as it is loaded: keep full collections off them
         measured = max(0, self.memory_in_use() - before)
@@ -216,6 +235,20 @@ class WorkerRuntime:
         log.info("worker %s: loaded %s in %.2fs (%d MiB)", self.worker_id, model, load_s, measured >> 20)
         self.send(m.ModelLoaded(model, measured, load_s))
         return state
+
+    def _beat_while_loading(self, model: str, loaded: threading.Event) -> None:
+        give_up = time.monotonic() + self.load_timeout_s
+        while not loaded.wait(self.heartbeat_interval_s):
+            if time.monotonic() > give_up:
+                log.error(
+                    "worker %s: loading %s has taken over %.0fs (model_load_timeout_s); no more heartbeats "
+                    "until it ends, so the supervisor replaces this worker if it hangs",
+                    self.worker_id,
+                    model,
+                    self.load_timeout_s,
+                )
+                return
+            self.heartbeat()
 
     def memory_in_use(self) -> int:
         """The CUDA allocation on a GPU, the process's resident memory on the CPU."""

@@ -10,7 +10,7 @@ in the totals per model and device, not in any job's."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 
 import msgspec
 
@@ -56,7 +56,7 @@ class CostLedger:
         self.by_pipeline: dict[str, float] = {}
         self.jobs_ended = 0
         self.jobs_cost_usd = 0.0
-        self.observers: list[Callable[[str, str, float], None]] = []  # (model, device class, dollars)
+        self.by_model_device: dict[tuple[str, str], float] = {}  # what `/metrics` reads when scraped
 
     def rate(self, gpu_name: str | None) -> float:
         return rate_per_s(self.rates, gpu_name)
@@ -69,8 +69,8 @@ class CostLedger:
         self.by_model[model] = self.by_model.get(model, 0.0) + cost
         self.by_device[device] = self.by_device.get(device, 0.0) + cost
         self.seconds_by_device[device] = self.seconds_by_device.get(device, 0.0) + compute_s
-        for observer in self.observers:
-            observer(model, device, cost)
+        key = (model, device)
+        self.by_model_device[key] = self.by_model_device.get(key, 0.0) + cost
         return cost
 
     def ended(self, cost_usd: float, pipeline: str | None) -> None:

@@ -108,6 +108,7 @@ class Pipelines:
         self.schedule = schedule
         self.pipelines: dict[str, Pipeline] = {}
         self.running: dict[str, Job] = {}  # pipeline job id -> the job of the stage it is at
+        self._definition: dict[str, Pipeline] = {}  # pipeline job id -> the pipeline as it began
         self._stage_began: dict[str, float] = {}  # stage job id -> time.time() its stage began
         self.stage_observers: list[Callable[[str, str, float], None]] = []  # (pipeline, stage, seconds)
         endings.observers.append(self.on_end)
@@ -148,7 +149,9 @@ class Pipelines:
 
     def begin(self, job: Job) -> None:
         """Queue the job of the stage `job` has reached (its input is `job.inputs`)."""
-        pipeline = self.get(job.model)
+        pipeline = self._definition.get(job.id)
+        if pipeline is None:  # a job finishes on the definition it began with, even if replaced meanwhile
+            pipeline = self._definition[job.id] = self.get(job.model)
         stage = pipeline.stages[job.stage]
         stage_job = Job(
             id=f"{job.id}.{job.stage}",
@@ -207,6 +210,7 @@ class Pipelines:
     def on_end(self, job: Job) -> None:
         """Every job's end: a stage's ends move its pipeline job on; a pipeline job's end stops its stage."""
         if job.pipeline is not None:
+            self._definition.pop(job.id, None)
             under_way = self.running.pop(job.id, None)
             if job.stages is not None:
                 for run in job.stages:
@@ -234,7 +238,7 @@ class Pipelines:
         self._stage_ended(parent, job, began)
 
     def _stage_ended(self, parent: Job, stage_job: Job, began: float | None) -> None:
-        pipeline = self.pipelines[parent.model]
+        pipeline = self._definition[parent.id]
         stage = pipeline.stages[parent.stage]
         assert parent.stages is not None
         run = parent.stages[parent.stage]

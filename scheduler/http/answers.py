@@ -108,7 +108,12 @@ def decode(data: bytes, decoder: msgspec.json.Decoder[Any]) -> Any:
         return decoder.decode(data)
     except msgspec.ValidationError as exc:
         message = str(exc)
-        field = message.rpartition("`$.")[2].rstrip("`") if "`$." in message else None
+        if "`$." in message:
+            field: str | None = message.rpartition("`$.")[2].rstrip("`")
+        elif message.startswith("Object missing required field `"):
+            field = message.split("`")[1]  # a missing top-level field
+        else:
+            field = None
         raise HttpError(422, "invalid_body", message, field) from None
     except msgspec.DecodeError as exc:
         raise HttpError(422, "malformed_json", f"the body is not valid JSON: {exc}") from None

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from scheduler.core.devices import MIB
@@ -47,7 +47,7 @@ class StatusCollector(Collector):
     def __init__(self, scheduler: Scheduler) -> None:
         self.scheduler = scheduler
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         status = self.scheduler.status()
         queue = GaugeMetricFamily("modelsched_queue_jobs", "Jobs by state now", labels=["state"])
         queue.add_metric(["queued"], status.queue.queued)
@@ -83,6 +83,14 @@ class StatusCollector(Collector):
         pool.add_metric(["ready"], status.cpu_pool.ready)
         pool.add_metric(["max"], status.cpu_pool.max_workers)
         yield pool
+        spent = CounterMetricFamily(
+            "modelsched_cost_usd",
+            "Dollars of worker time spent, by model and device class",
+            labels=["model", "device"],
+        )
+        for (model, device), dollars in self.scheduler.costs.by_model_device.items():
+            spent.add_metric([model, device], dollars)
+        yield spent
         per_1000 = GaugeMetricFamily(
             "modelsched_cost_per_1000_jobs_usd", "Mean cost of 1,000 ended jobs since the start"
         )
@@ -130,12 +138,6 @@ class SchedulerMetrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
-        self.cost = Counter(
-            "modelsched_cost_usd",
-            "Dollars of worker time spent, by model and device class",
-            ["model", "device"],
-            registry=self.registry,
-        )
         self.stage_time = Histogram(
             "modelsched_stage_seconds",
             "From a pipeline stage's start (its queue included) to its end",
@@ -146,14 +148,10 @@ class SchedulerMetrics:
         self.registry.register(StatusCollector(scheduler))
         scheduler.on_job_end.append(self.job_ended)
         scheduler.on_batch.append(self.batch_ran)
-        scheduler.costs.observers.append(self.cost_spent)
         scheduler.pipelines.stage_observers.append(self.stage_ended)
 
     def job_submitted(self, model: str) -> None:
         self.submitted.labels(model).inc()
-
-    def cost_spent(self, model: str, device: str, dollars: float) -> None:
-        self.cost.labels(model, device).inc(dollars)
 
     def stage_ended(self, pipeline: str, stage: str, seconds: float) -> None:
         self.stage_time.labels(pipeline, stage).observe(seconds)

@@ -40,3 +40,16 @@ class TallyAdapter(BaseAdapter):
         with open(Path(self.options["path"]), "a") as tally:
             tally.writelines(f"{label} {item['key']}\n" for item in batch)
         return [{**item, "stages": [*item.get("stages", []), label]} for item in batch]
+
+
+class SlowTallyAdapter(TallyAdapter):
+    """A `TallyAdapter` that sleeps `sleep_ms` (option, default 0) before each batch: a slow stage,
+    so a test has a window in which jobs are between stages."""
+
+    name = "slow-tally"
+
+    def predict(self, state: Any, batch: list[Any]) -> list[Any]:
+        import time
+
+        time.sleep(float(self.options.get("sleep_ms", 0)) / 1000)
+        return super().predict(state, batch)
