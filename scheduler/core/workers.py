@@ -212,12 +212,15 @@ class WorkerSet:
                 self.spawn(worker.worker_id, worker.gpu_index, worker.watch.successor(now))
 
     def all_ready(self) -> bool:
+        """Every worker that runs is ready (a parked slot of the elastic CPU pool starts on demand)."""
         return bool(self.records) and all(
-            worker.state is WorkerState.READY for worker in self.records.values()
+            worker.state in (WorkerState.READY, WorkerState.STOPPED) for worker in self.records.values()
         )
 
     def any_ready(self) -> bool:
-        return any(worker.state is WorkerState.READY for worker in self.records.values())
+        """Some worker is ready, or every one is a parked slot that starts when a job comes."""
+        states = [worker.state for worker in self.records.values()]
+        return WorkerState.READY in states or (bool(states) and all(s is WorkerState.STOPPED for s in states))
 
     async def stop(self) -> None:
         """Ask every worker to stop; kill one that still holds jobs (the grace is over) or does not

@@ -225,9 +225,10 @@ def test_the_elastic_pool_grows_under_a_backlog_and_shrinks_back_without_losing_
     async def scenario() -> None:
         async with make(settings) as scheduler:
             pool = scheduler.cpu_pool
-            assert pool.status().running == 0 and {w.state.value for w in scheduler.workers.values()} == {
-                "stopped"
-            }
+            assert pool.status().running == 0
+            assert {worker.state.value for worker in scheduler.workers.values()} == {"stopped"}
+            assert scheduler.ready  # parked slots start on demand: the daemon takes jobs
+            await scheduler.wait_ready(5)
             job_ids = [await scheduler.schedule_job(JobRequest(model="slow", inputs=300)) for _ in range(12)]
             await until(lambda: pool.status().running == 2, timeout=60, message="the pool grew to 2")
             views = [await scheduler.wait_for(job_id, 60) for job_id in job_ids]
