@@ -94,6 +94,7 @@ class Scheduler:
             self._scheduler_info,
             self._render_status,
             max_queue=settings.max_queue,
+            journal=self.journal,
         )
         self.loop: asyncio.AbstractEventLoop | None = None
         self.running = False
@@ -133,7 +134,16 @@ class Scheduler:
 
     @property
     def ready(self) -> bool:
-        return self.accepting and self.worker_set.any_ready()
+        return self.not_ready_reason() is None
+
+    def not_ready_reason(self) -> str | None:
+        """Why a load balancer should send jobs elsewhere now, or None: not accepting (not started, or
+        shutting down), no worker ready yet, or the journal cannot take jobs (commits fail, or full)."""
+        if not self.accepting:
+            return "not accepting"
+        if not self.worker_set.any_ready():
+            return "starting"
+        return self.journal.problem() if self.journal is not None else None
 
     # ---- life cycle ----------------------------------------------------------------------------
 

@@ -2,7 +2,7 @@
 
 A job is admitted when the scheduler accepts jobs, its model is registered and some worker can ever
 run it (else `NoFitError`), the adapter's `validate` accepts its inputs, its priority and timeout are
-valid and the queue has room. An idempotency key already seen answers the first job again (from the
+valid and the queue and the journal have room. An idempotency key already seen answers the first job again (from the
 journal when the table no longer holds it). A model in its load back-off fails the job at once.
 """
 
@@ -96,6 +96,8 @@ class Admission:
             raise InvalidInputError("timeout_s must be a positive number of seconds", field="timeout_s")
         if self.table.count_by_status[JobStatus.QUEUED] >= self.max_queue:
             raise QueueFullError(f"the queue is full ({self.max_queue} jobs waiting); retry later")
+        if self.journal is not None:
+            self.journal.check_room()  # its commits fail, or it is full of unfinished jobs: JournalError
         job = Job(
             id=new_job_id(),
             model=model_name,

@@ -11,6 +11,7 @@ import msgspec
 
 from scheduler.core.devices import MIB, Inventory
 from scheduler.core.models import ModelRegistry
+from scheduler.core.ports import JobJournal, JournalStatus
 from scheduler.core.table import JobTable
 from scheduler.core.workers import Worker
 from scheduler.errors import WorkerState
@@ -88,7 +89,8 @@ class ModelInfo(msgspec.Struct):
 
 
 class SystemStatus(msgspec.Struct):
-    """`GET /system/status`: the scheduler, each GPU, each worker, the render process, the queue, the models."""
+    """`GET /system/status`: the scheduler, each GPU, each worker, the render process, the queue, the
+    models, the journal."""
 
     scheduler: SchedulerInfo
     gpu: list[GpuStatus]
@@ -96,11 +98,13 @@ class SystemStatus(msgspec.Struct):
     render: dict[str, Any] | None
     queue: QueueCounts
     models: list[ModelInfo]
+    journal: JournalStatus | None = None  # None: no journal
 
 
 class StatusBuilder:
     """registry, table, workers, inventory: what it reads; scheduler_info: the scheduler's own line;
-    render_status: the render process's section (None when rendering is off); max_queue: from the settings."""
+    render_status: the render process's section (None when rendering is off); max_queue: from the settings;
+    journal: the journal, when there is one."""
 
     def __init__(
         self,
@@ -112,6 +116,7 @@ class StatusBuilder:
         render_status: Callable[[], dict[str, Any] | None],
         *,
         max_queue: int,
+        journal: JobJournal | None = None,
     ) -> None:
         self.registry = registry
         self.table = table
@@ -120,6 +125,7 @@ class StatusBuilder:
         self.scheduler_info = scheduler_info
         self.render_status = render_status
         self.max_queue = max_queue
+        self.journal = journal
 
     def build(self) -> SystemStatus:
         now = time.monotonic()
@@ -130,6 +136,7 @@ class StatusBuilder:
             render=self.render_status(),
             queue=QueueCounts(**self.table.counts(), max_queue=self.max_queue),
             models=self.models(),
+            journal=self.journal.status() if self.journal is not None else None,
         )
 
     def gpus(self) -> list[GpuStatus]:

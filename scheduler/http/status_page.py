@@ -15,6 +15,7 @@ STATUS_PAGE = """<!doctype html>
 <h2>Workers</h2><table id="workers"></table>
 <h2>Queue</h2><table id="queue"></table>
 <h2>Models</h2><table id="models"></table>
+<h2>Journal</h2><table id="journal"></table>
 <script>
 const esc = s => String(s ?? "").replace(/[&<>"]/g, c => ({"&":"&amp;","<":"&lt;",">":"&gt;",'"':"&quot;"}[c]));
 function table(id, head, rows) {
@@ -48,6 +49,12 @@ async function refresh() {
     table("models", ["model", "device", "VRAM (MiB)", "batch", "loaded on", "queued", "state"], s.models.map(m => [
       esc(m.name), esc(m.device), m.vram_mb, m.max_batch_size + " / " + m.max_delay_ms + " ms",
       esc(m.loaded_on.join(", ")), m.queued, m.failed ? "<span class=bad>failed: " + esc(m.failed) + "</span>" : "ok"]));
+    const j = s.journal;
+    table("journal", ["file", "size", "in use / bound", "pruned (size)", "ended by then pruned", "pruned (age)", "state"],
+      j ? [[esc(j.path), j.size_mb.toFixed(1) + " MiB",
+        j.max_mb ? bar(j.used_mb, j.max_mb) : j.used_mb.toFixed(1) + " MiB (no bound)", j.pruned_for_size,
+        j.pruned_ended_through == null ? "–" : new Date(j.pruned_ended_through * 1000).toLocaleString(), j.pruned_for_age,
+        j.problem ? "<span class=bad>" + esc(j.problem) + "</span>" : "<span class=ok>ok</span>"]] : []);
   } catch (e) {
     document.getElementById("summary").innerHTML = "<span class=bad>status unavailable: " + esc(e.message) + "</span>";
   }

@@ -36,6 +36,7 @@ CREATE TABLE IF NOT EXISTS jobs (
 CREATE INDEX IF NOT EXISTS jobs_open ON jobs(n) WHERE ended_at IS NULL;
 CREATE INDEX IF NOT EXISTS jobs_ended ON jobs(ended_at) WHERE ended_at IS NOT NULL;
 CREATE INDEX IF NOT EXISTS jobs_by_key ON jobs(idempotency_key) WHERE idempotency_key IS NOT NULL;
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value);  -- the probe commit's one row
 """
 
 SUBMIT_SQL = """
@@ -58,10 +59,9 @@ UPDATE jobs SET status = ?, attempts = ?, started_at = ?, ended_at = ?, worker_i
 WHERE id = ?
 """
 ATTEMPTS_SQL = "UPDATE jobs SET attempts = ? WHERE id = ? AND ended_at IS NULL"
-PRUNE_SQL = """
-DELETE FROM jobs WHERE n IN (
-    SELECT n FROM jobs WHERE ended_at IS NOT NULL AND ended_at < ? ORDER BY ended_at LIMIT ?)
-"""
+PROBE_SQL = (
+    "INSERT INTO meta (key, value) VALUES ('probe', ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value"
+)
 OPEN_SQL = """
 SELECT id, model, priority, timeout_s, idempotency_key, attempts, created_at, inputs
 FROM jobs WHERE ended_at IS NULL ORDER BY n
@@ -76,6 +76,19 @@ SQL_BY_KIND = {SUBMIT: SUBMIT_SQL, END: END_UPDATE_SQL, END_ROW: END_ROW_SQL, AT
 
 _encode = msgspec.msgpack.Encoder().encode
 _decode = msgspec.msgpack.Decoder().decode
+
+
+def submit_params(job: Job) -> tuple[Any, ...]:
+    return (
+        job.id,
+        job.model,
+        int(job.priority),
+        job.timeout_s,
+        job.idempotency_key,
+        job.attempts,
+        job.created_at,
+        encode_or_none(job.inputs, job.id),
+    )
 
 
 def end_params(job: Job) -> tuple[Any, ...]:
