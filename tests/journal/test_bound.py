@@ -11,9 +11,11 @@ import time
 from pathlib import Path
 
 import httpx
+import msgspec
 
 from scheduler.core.jobs import Job, JobStatus
 from scheduler.journal import SqliteJournal
+from scheduler.journal.rows import SCHEMA, SUBMIT_SQL
 from tests.support.daemon import running_daemon
 from tests.support.polling import until, until_sync
 
@@ -65,10 +67,13 @@ def test_past_its_bound_the_oldest_ended_jobs_are_pruned_every_unfinished_one_ke
         pruned_at_start = journal.upkeep.pruned_for_size
         await write(journal, ended[3000:])  # and while jobs are written
         await until(
-            lambda: journal.upkeep.pruned_for_size > pruned_at_start and journal.upkeep.used_bytes <= bound,
+            lambda: (
+                journal.upkeep.pruned_for_size > pruned_at_start
+                and journal.upkeep.wait_s(time.monotonic()) is None
+            ),  # nothing more to do
             message="pruned under the bound again",
         )
-        await until(lambda: journal.upkeep.free_pages == 0, message="free pages returned")
+        assert journal.upkeep.used_bytes <= bound and journal.upkeep.free_pages == 0  # pages returned
         status = journal.status()
         assert status.used_mb <= 1.0 and status.max_mb == 1.0 and not status.full and status.problem is None
         kept = rows(path, "SELECT COUNT(*) FROM jobs WHERE ended_at IS NOT NULL")[0][0]
@@ -117,6 +122,7 @@ def test_with_only_unfinished_jobs_at_the_bound_submissions_get_503_until_jobs_e
         assert journal["pruned_for_size"] == 0  # nothing ended: nothing was pruned
         ready = client.get("/readyz")
         assert ready.status_code == 503 and "full" in ready.json()["reason"]
+        assert "modelsched_journal_available 0.0" in client.get("/metrics").text
         assert submit(client).status_code == 503  # still full
 
         for job_id in accepted:  # jobs end: they can be pruned, and there is room again
@@ -124,6 +130,33 @@ def test_with_only_unfinished_jobs_at_the_bound_submissions_get_503_until_jobs_e
         until_sync(lambda: client.get("/readyz").status_code == 200, message="ready again")
         journal = client.get("/system/status").json()["journal"]
         assert not journal["full"] and journal["problem"] is None and journal["pruned_for_size"] > 0
+        assert "modelsched_journal_available 1.0" in client.get("/metrics").text
         again = submit(client)
         assert again.status_code == 202
         assert client.delete(f"/jobs/{again.json()['job_id']}").status_code == 200
+
+
+def test_an_older_journal_made_without_incremental_vacuum_is_converted_and_keeps_its_jobs(
+    tmp_path: Path,
+) -> None:
+    path = str(tmp_path / "journal.db")
+    connection = sqlite3.connect(path)
+    connection.executescript(SCHEMA)  # as an earlier version made it: auto_vacuum NONE
+    connection.execute(
+        SUBMIT_SQL, ("old", "echo", 1, None, None, 0, time.time(), msgspec.msgpack.encode([1]))
+    )
+    connection.commit()
+    connection.close()
+    os.chmod(path, 0o600)
+    assert rows(path, "PRAGMA auto_vacuum") == [(0,)]
+
+    async def scenario() -> None:
+        journal = SqliteJournal(path, max_bytes=bound)
+        open_jobs = await journal.open()
+        assert [(job.id, job.inputs) for job in open_jobs] == [("old", [1])]
+        assert journal.upkeep.incremental
+        await journal.close()
+
+    bound = MIB
+    asyncio.run(scenario())
+    assert rows(path, "PRAGMA auto_vacuum") == [(2,)]
