@@ -112,7 +112,7 @@ def cli_journal(args: argparse.Namespace) -> int:
     except errors.JournalDamagedError as exc:
         print(f"modelsched: {exc}", file=sys.stderr)
         return EXIT_DAMAGED
-    except errors.JournalError as exc:
+    except (errors.JournalError, OSError) as exc:  # missing, no access, no room: one line
         print(f"modelsched: {exc}", file=sys.stderr)
         return 2
 

@@ -90,16 +90,19 @@ class Writer:
         ready.set()
         upkeep = self.upkeep
         failing = False  # the last commit (or probe) failed
+        probe_at = 0.0
         try:
             while True:
-                wait = upkeep.wait_s(time.monotonic())
+                now = time.monotonic()
+                wait = upkeep.wait_s(now)
                 if failing:
-                    wait = PROBE_S if wait is None else min(wait, PROBE_S)
-                try:
-                    item = self.inbox.get(timeout=wait) if wait else self.inbox.get_nowait()
+                    wait = max(0.0, probe_at - now) if wait is None else min(wait, max(0.0, probe_at - now))
+                try:  # block while there is nothing to do: an idle journal costs no CPU
+                    item = self.inbox.get(timeout=wait)  # None: until records come; 0: at once
                 except queue.Empty:
-                    if failing:
+                    if failing and time.monotonic() >= probe_at:
                         failing = not self.probe(connection)
+                        probe_at = time.monotonic() + PROBE_S
                     upkeep.step(connection)
                     continue
                 groups: list[Group] = []
@@ -117,6 +120,8 @@ class Writer:
                         break
                 if groups:
                     written = self.commit(connection, groups)
+                    if written is False and not failing:
+                        probe_at = time.monotonic() + PROBE_S
                     failing = written is False or (failing and written is None)
                 if stop:
                     return

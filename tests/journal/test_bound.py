@@ -160,3 +160,25 @@ def test_an_older_journal_made_without_incremental_vacuum_is_converted_and_keeps
     bound = MIB
     asyncio.run(scenario())
     assert rows(path, "PRAGMA auto_vacuum") == [(2,)]
+
+
+def test_an_idle_journal_costs_no_cpu_bounded_or_while_its_commits_fail(tmp_path: Path) -> None:
+    """The writer blocks while it has nothing to do; while commits fail it probes twice a second."""
+
+    async def scenario() -> None:
+        journal = SqliteJournal(str(tmp_path / "journal.db"), max_bytes=MIB)
+        await journal.open()
+        await journal.record_submitted_nowait(Job(id="a", model="echo", inputs=1))
+        await until(lambda: journal.upkeep.wait_s(time.monotonic()) is None, message="upkeep idle")
+        for state in ("idle", "failing"):
+            began = time.process_time()
+            await asyncio.sleep(1.0)  # a window to measure the CPU spent meanwhile, not a wait for a state
+            assert time.process_time() - began < 0.2, state
+            if state == "idle":
+                assert journal._writer is not None
+                journal._writer.probe = lambda connection: False  # type: ignore[method-assign]
+                journal._writer.commit = lambda connection, groups: False  # type: ignore[method-assign]
+                journal.record_attempts(Job(id="a", model="echo", inputs=1, attempts=1))
+        await journal.close()
+
+    asyncio.run(scenario())
