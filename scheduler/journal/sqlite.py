@@ -15,10 +15,10 @@ million of them). Between commits the writer keeps the journal under `journal_ma
 jobs past `result_retention_s` (`scheduler.journal.upkeep`).
 
 While commits fail (a full disk, an I/O error, a lock held too long), `problem()` says why: readiness
-answers 503 and submissions are refused; the writer tries a small probe commit every `PROBE_S` and
-the journal takes jobs again once one succeeds. At open, the file is made private (or warned about)
-and checked (`scheduler.journal.files`). The table, its statements and the job/row conversions are
-in `scheduler.journal.rows`.
+answers 503 and submissions are refused; the writer tries a small probe commit every `PROBE_S`
+(`writer.py`) and the journal takes jobs again once one succeeds. At open, the file is made private (or
+warned about) and checked (`scheduler.journal.files`). The table, its statements and the job/row
+conversions are in `scheduler.journal.rows`.
 """
 
 from __future__ import annotations
