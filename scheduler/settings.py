@@ -97,14 +97,9 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         if self.heartbeat_timeout_s <= self.heartbeat_interval_s:
             raise ValueError("heartbeat_timeout_s: must be longer than heartbeat_interval_s")
         _check_non_negative(
-            self,
-            "cpu_workers",
-            "gpu_reserve_mb",
-            "default_timeout_s",
-            "shutdown_grace_s",
-            "torch_threads",
-            "journal_max_mb",
+            self, "cpu_workers", "gpu_reserve_mb", "default_timeout_s", "shutdown_grace_s", "torch_threads"
         )
+        _check_non_negative(self, "journal_max_mb")
         if self.journal_synchronous.upper() not in {"OFF", "NORMAL", "FULL", "EXTRA"}:
             raise ValueError("journal_synchronous: must be one of OFF, NORMAL, FULL, EXTRA")
         if not 0 < self.port < 65536:

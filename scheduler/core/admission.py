@@ -2,8 +2,9 @@
 
 A job is admitted when the scheduler accepts jobs, its model is registered and some worker can ever
 run it (else `NoFitError`), the adapter's `validate` accepts its inputs, its priority and timeout are
-valid and the queue and the journal have room. An idempotency key already seen answers the first job again (from the
+valid and the queue has room. An idempotency key already seen answers the first job again (from the
 journal when the table no longer holds it). A model in its load back-off fails the job at once.
+The journal must have room too (`JobJournal.check_room`: its commits succeed, and it is not full).
 """
 
 from __future__ import annotations
