@@ -172,6 +172,7 @@ def assemble(
         settings.cpu_pool_bounds,
         settings.cpu_idle_timeout_s,
         settings.model_idle_unload_s,
+        lambda: bool(inventory.gpus),
     )
     return Parts(
         registry,
@@ -208,4 +209,9 @@ def journal_from(settings: Settings) -> SqliteJournal | None:
     """The SQLite journal at `journal_path` (made closed; the scheduler opens it at start), or none."""
     if not journal_enabled(settings.journal_path):
         return None
-    return SqliteJournal(settings.journal_path, settings.journal_synchronous, settings.result_retention_s)
+    return SqliteJournal(
+        settings.journal_path,
+        settings.journal_synchronous,
+        settings.result_retention_s,
+        settings.journal_max_mb * 2**20,
+    )

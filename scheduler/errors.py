@@ -15,6 +15,7 @@ __all__ = [
     "JobEndedError",
     "JobFailedError",
     "JobNotFoundError",
+    "JournalDamagedError",
     "JournalError",
     "ModelNotFoundError",
     "NoFitError",
@@ -77,6 +78,11 @@ class NotRunningError(SchedulerError):
 
 class JournalError(SchedulerError):
     """The journal could not record a job (REST: 503); the job may still run."""
+
+
+class JournalDamagedError(JournalError):
+    """The journal file fails SQLite's integrity check; the message (one line) names the file and how
+    to recover. The daemon does not start; the file is left as it is."""
 
 
 class RenderFailedError(SchedulerError):

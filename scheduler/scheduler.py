@@ -43,9 +43,7 @@ T = TypeVar("T")
 
 class Scheduler:
     """Schedules model-inference jobs onto the workers of this machine; every method runs on the
-    event loop it was started on.
-
-    Its parts (`scheduler.assembly.Parts` lists each one's job) are its attributes: `registry`,
+    event loop it was started on. Its parts (`scheduler.assembly.Parts` lists each one's job) are its attributes: `registry`,
     `table`, `journal`, `inventory`, `workers`, `endings`, `deadlines`, `catalog`, `admission`,
     `dispatcher`, `worker_events`, `worker_set`, `costs`, `pipelines`, `cpu_calls`, `cpu_pool`;
     `supervision` runs the tick; `render` is the render process (None unless `render_enabled`).
@@ -92,6 +90,7 @@ class Scheduler:
             self.costs,
             self.cpu_pool,
             max_queue=settings.max_queue,
+            journal=self.journal,
         )
         self.loop: asyncio.AbstractEventLoop | None = None
         self.running = False
@@ -133,7 +132,16 @@ class Scheduler:
 
     @property
     def ready(self) -> bool:
-        return self.accepting and self.worker_set.any_ready()
+        return self.not_ready_reason() is None
+
+    def not_ready_reason(self) -> str | None:
+        """Why a load balancer should send jobs elsewhere now, or None: not accepting (not started, or
+        shutting down), no worker ready yet, or the journal cannot take jobs (commits fail, or full)."""
+        if not self.accepting:
+            return "not accepting"
+        if not self.worker_set.any_ready():
+            return "starting"
+        return self.journal.problem() if self.journal is not None else None
 
     # ---- life cycle ----------------------------------------------------------------------------
 
@@ -174,15 +182,11 @@ class Scheduler:
             self.supervision.run(lambda: self.running), name="modelsched-supervisor"
         )
         self.dispatcher.schedule()  # jobs recovered from the journal
+        self.loop.call_soon(self.pipelines.settle_orphans)  # after pipelines registered right after start
 
     async def wait_ready(self, timeout: float = 60.0) -> None:
         """Until every worker has reported ready (or `timeout`, then TimeoutError)."""
-        deadline = time.monotonic() + timeout
-        while not self.worker_set.all_ready():
-            if time.monotonic() > deadline:
-                states = {wid: worker.state.value for wid, worker in self._workers.items()}
-                raise TimeoutError(f"workers not ready after {timeout}s: {states}")
-            await asyncio.sleep(0.02)
+        await self.worker_set.wait_ready(timeout)
 
     def begin_shutdown(self) -> None:
         """Stop accepting jobs and sending them to workers, at once (readiness and submissions answer
@@ -214,11 +218,7 @@ class Scheduler:
     async def _drain(self, grace_s: float | None) -> None:
         grace = self.settings.shutdown_grace_s if grace_s is None else grace_s
         deadline = time.monotonic() + grace
-        while (
-            self.table.count_by_status[JobStatus.PROCESSING]
-            and time.monotonic() < deadline
-            and not self._grace_cut
-        ):
+        while self._work_under_way() and time.monotonic() < deadline and not self._grace_cut:
             await asyncio.sleep(0.02)
         self.running = False
         if self._tick_task is not None:
@@ -237,6 +237,11 @@ class Scheduler:
         self.endings.release_all()
         self.cpu_calls.release_all()
         log.info("scheduler stopped")
+
+    def _work_under_way(self) -> bool:
+        """Jobs on a worker or the render process (not a pipeline job between stages: it waits)."""
+        running = self.table.count_by_status[JobStatus.PROCESSING] - self.pipelines.processing()
+        return running > 0 or any(worker.in_flight for worker in self._workers.values())
 
     async def stop(self, grace_s: float | None = None) -> None:
         """`begin_shutdown()` then `drain(grace_s)`."""

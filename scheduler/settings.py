@@ -75,6 +75,7 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # journal
     journal_path: str = "var/modelsched.db"  # "" or ":memory:" keeps no journal
     journal_synchronous: str = "NORMAL"
+    journal_max_mb: int = 10_240  # 0: no bound
     # server
     host: str = "127.0.0.1"
     port: int = 8000
@@ -132,6 +133,7 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         for device, rate in self.costs.items():
             if not rate >= 0:
                 raise ValueError(f"costs.{device}: must be a number of dollars per second, not negative")
+        _check_non_negative(self, "journal_max_mb")
         if self.journal_synchronous.upper() not in {"OFF", "NORMAL", "FULL", "EXTRA"}:
             raise ValueError("journal_synchronous: must be one of OFF, NORMAL, FULL, EXTRA")
         if not 0 < self.port < 65536:
@@ -267,6 +269,7 @@ SETTING_MEANINGS: dict[str, str] = {
     "max_finished_in_memory": "ended jobs kept in memory; older ones are read from the journal",
     "journal_path": 'the SQLite journal file (`""` or `:memory:`: no journal, nothing survives a restart)',
     "journal_synchronous": "SQLite `synchronous`: `NORMAL` survives a process crash, `FULL` a power loss",
+    "journal_max_mb": "bound on the journal's pages in use: past it the oldest ended jobs are pruned first (never an unfinished one); with only unfinished jobs left, submissions get 503 (0: no bound)",
     "host": "address the daemon binds (loopback by default)",
     "port": "port the daemon listens on",
     "token": "when set, every endpoint but `/healthz` wants `Authorization: Bearer <token>`",

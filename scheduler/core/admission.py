@@ -5,6 +5,7 @@ pipeline's job: `scheduler.core.pipelines`) is registered and some worker can ev
 `NoFitError`), the adapter's `validate` accepts its inputs, its priority and timeout are
 valid and the queue has room. An idempotency key already seen answers the first job again (from the
 journal when the table no longer holds it). A model in its load back-off fails the job at once.
+The journal must have room too (`JobJournal.check_room`: its commits succeed, and it is not full).
 """
 
 from __future__ import annotations
@@ -147,6 +148,8 @@ class Admission:
             raise InvalidInputError("timeout_s must be a positive number of seconds", field="timeout_s")
         if self.table.count_by_status[JobStatus.QUEUED] >= self.max_queue:
             raise QueueFullError(f"the queue is full ({self.max_queue} jobs waiting); retry later")
+        if self.journal is not None:
+            self.journal.check_room()  # its commits fail, or it is full of unfinished jobs: JournalError
         return priority, timeout_s
 
     def _by_key(self, key: str) -> Job | None:

@@ -110,9 +110,13 @@ class CpuCalls:
         path = function_path(function)
         values = list(items)
         chunks = [values[start : start + chunk] for start in range(0, len(values), chunk)]
-        results = await asyncio.gather(
-            *(self._submit({"fn": path, "map": part}, timeout_s) for part in chunks)
-        )
+        calls = [asyncio.ensure_future(self._submit({"fn": path, "map": part}, timeout_s)) for part in chunks]
+        try:
+            results = await asyncio.gather(*calls)
+        except BaseException:  # one chunk failed (or the caller gave up): the others need not run
+            for call in calls:
+                call.cancel()
+            raise
         return [value for part in results for value in part]
 
     async def _submit(self, inputs: dict[str, Any], timeout_s: float | None) -> Any:

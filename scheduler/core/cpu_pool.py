@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import msgspec
@@ -117,7 +117,7 @@ class CpuPool:
 
     worker_set: starts and stops workers; registry, table: which queued jobs need a CPU worker;
     dispatcher: sends unloads; bounds: (fewest, most) CPU workers; idle_timeout_s, idle_unload_s:
-    from the settings."""
+    from the settings; has_gpus: whether `auto` models run on GPU workers."""
 
     def __init__(
         self,
@@ -128,7 +128,9 @@ class CpuPool:
         bounds: tuple[int, int],
         idle_timeout_s: float,
         idle_unload_s: float,
+        has_gpus: Callable[[], bool],
     ) -> None:
+        self.has_gpus = has_gpus
         self.worker_set = worker_set
         self.registry = registry
         self.table = table
@@ -143,12 +145,13 @@ class CpuPool:
         return self.low != self.high
 
     def backlog(self) -> int:
-        """Queued jobs of models that run on CPU workers only."""
+        """Queued jobs of models that run on CPU workers: `cpu` ones, and `auto` ones where there is
+        no GPU."""
         queued = self.table.queued_count_by_model
-        waiting = sum(
-            queued.get(name, 0) for name, model in self.registry.models.items() if model.spec.device == "cpu"
+        on_cpu = ("cpu", "auto") if not self.has_gpus() else ("cpu",)
+        return sum(
+            queued.get(name, 0) for name, model in self.registry.models.items() if model.spec.device in on_cpu
         )
-        return waiting
 
     def tick(self, now: float) -> None:
         for worker, model in idle_models(self.worker_set.records, self.idle_unload_s, now):
@@ -162,6 +165,8 @@ class CpuPool:
             if worker.gpu_index is None
         ]
         change = pool_change(slots, self.backlog(), self.low, self.high, self.idle_timeout_s)
+        if isinstance(change, Grow) and not self.dispatcher.enabled:
+            return  # shutting down: nothing more is sent to a worker, so none is started for it
         if isinstance(change, Grow):
             self.worker_set.unpark(change.worker_id, now)
             self._note("grow", change.worker_id, change.reason)

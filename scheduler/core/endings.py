@@ -49,7 +49,10 @@ class JobEndings:
         before = job.status
         self.table.finish(job, status, result, error, error_kind)
         for observer in self.observers:
-            observer(job)
+            try:
+                observer(job)
+            except Exception:  # one observer's bug must not stop the end, nor the batch it came in
+                log.exception("an observer of job %s's end failed", job.id)
         if self.journal is not None and job.parent_id is None:  # a stage's or CPU call's job is not journaled
             try:
                 future = self.journal.record_ended(job)

@@ -29,7 +29,7 @@ from scheduler.core.jobs import Job, JobStatus, StageRun
 from scheduler.core.models import ModelRegistry
 from scheduler.core.ports import JobJournal
 from scheduler.core.table import JobTable
-from scheduler.errors import ConfigError, ErrorKind, InvalidInputError, ModelNotFoundError, NoFitError
+from scheduler.errors import ConfigError, ErrorKind, ModelNotFoundError, NoFitError
 from scheduler.settings import PipelineConfig, StageConfig
 
 log = logging.getLogger("modelsched.pipelines")
@@ -110,6 +110,7 @@ class Pipelines:
         self.running: dict[str, Job] = {}  # pipeline job id -> the job of the stage it is at
         self._definition: dict[str, Pipeline] = {}  # pipeline job id -> the pipeline as it began
         self._stage_began: dict[str, float] = {}  # stage job id -> time.time() its stage began
+        self.orphans: list[Job] = []  # read back from the journal, their pipeline not registered yet
         self.stage_observers: list[Callable[[str, str, float], None]] = []  # (pipeline, stage, seconds)
         endings.observers.append(self.on_end)
 
@@ -120,6 +121,11 @@ class Pipelines:
         if pipeline.name in self.registry:
             raise ConfigError(f"pipelines.{pipeline.name}: a model has that name already")
         self.pipelines[pipeline.name] = pipeline
+        waiting = [job for job in self.orphans if job.model == pipeline.name and not job.ended]
+        if waiting:  # read back from the journal before its pipeline was registered
+            self.orphans = [job for job in self.orphans if job.model != pipeline.name]
+            for job in waiting:
+                self._resume(job)
         return pipeline
 
     def get(self, name: str) -> Pipeline:
@@ -153,6 +159,21 @@ class Pipelines:
         if pipeline is None:  # a job finishes on the definition it began with, even if replaced meanwhile
             pipeline = self._definition[job.id] = self.get(job.model)
         stage = pipeline.stages[job.stage]
+        registered = self.registry.models.get(stage.model)
+        if (
+            registered is not None
+            and registered.failed_error is not None
+            and time.monotonic() < registered.failed_until
+        ):
+            self._definition.pop(job.id, None)  # its model is in its load back-off: no load is tried
+            self.endings.finish(
+                job,
+                JobStatus.ERROR,
+                error=f"stage {stage.name!r} ({stage.model}) failed: model {stage.model!r} failed to load: "
+                f"{registered.failed_error}",
+                error_kind=ErrorKind.LOAD,
+            )
+            return
         stage_job = Job(
             id=f"{job.id}.{job.stage}",
             model=stage.model,
@@ -171,27 +192,60 @@ class Pipelines:
         self.schedule()
 
     def resume(self) -> int:
-        """After a restart: every pipeline job read back from the journal goes on at its stage."""
+        """After a restart: every pipeline job read back from the journal goes on at its stage. One
+        whose pipeline is not registered (yet: it may be registered right after the start) waits in
+        `orphans` until `register` or `settle_orphans`."""
         resumed = 0
         for job in [
             job for job in self.table.jobs.values() if job.pipeline and job.status is JobStatus.QUEUED
         ]:
             if job.pipeline not in self.pipelines:
-                self.endings.finish(
-                    job,
-                    JobStatus.ERROR,
-                    error=f"pipeline {job.pipeline!r} is no longer registered",
-                    error_kind=ErrorKind.MODEL,
-                )
+                self.orphans.append(job)
                 continue
-            if job.stages is None or len(job.stages) != len(self.pipelines[job.pipeline].stages):
-                job.stages = self.new_runs(self.pipelines[job.pipeline])
-                job.stage = 0  # its definition changed: it starts again (its input is the first stage's)
-            self.begin(job)
+            self._resume(job)
             resumed += 1
         if resumed:
             log.info("pipelines: %d job(s) resume at the stage they had reached", resumed)
         return resumed
+
+    def _resume(self, job: Job) -> None:
+        pipeline = self.pipelines[job.model]
+        if job.stages is None or [run.model for run in job.stages] != [
+            stage.model for stage in pipeline.stages
+        ]:
+            self.endings.finish(  # its input is the input of a stage the new definition may not have
+                job,
+                JobStatus.ERROR,
+                error=f"pipeline {job.model!r} changed its stages since the job began; submit it again",
+                error_kind=ErrorKind.MODEL,
+            )
+            return
+        self.begin(job)
+
+    def settle_orphans(self) -> None:
+        """Once the start is over: jobs of pipelines still not registered fail, as a plain job of an
+        unregistered model does at the first dispatch pass."""
+        orphans, self.orphans = self.orphans, []
+        for job in orphans:
+            if job.ended:
+                continue
+            if job.model in self.pipelines:
+                self._resume(job)
+                continue
+            self.endings.finish(
+                job,
+                JobStatus.ERROR,
+                error=f"pipeline {job.model!r} is no longer registered",
+                error_kind=ErrorKind.MODEL,
+            )
+
+    def processing(self) -> int:
+        """Pipeline jobs under way (they count as processing between their stages too)."""
+        return sum(
+            1
+            for job_id in self.running
+            if (job := self.table.get(job_id)) is not None and job.status is JobStatus.PROCESSING
+        )
 
     def stage_started(self, stage_job: Job) -> None:
         """The dispatch pass sent a stage's job to a worker."""
@@ -269,7 +323,7 @@ class Pipelines:
         following = pipeline.stages[parent.stage + 1]
         try:
             self.registry.validate(following.model, stage_job.result)
-        except (InvalidInputError, ModelNotFoundError) as exc:
+        except Exception as exc:  # InvalidInputError, ModelNotFoundError, or an adapter's own bug
             parent.stages[parent.stage + 1].error = str(exc)
             self.endings.finish(
                 parent,

@@ -14,6 +14,7 @@ from scheduler.core.cpu_pool import CpuPool, PoolStatus
 from scheduler.core.devices import MIB, Inventory
 from scheduler.core.models import ModelRegistry
 from scheduler.core.pipelines import Pipelines
+from scheduler.core.ports import JobJournal, JournalStatus
 from scheduler.core.table import JobTable
 from scheduler.core.workers import Worker
 from scheduler.errors import WorkerState
@@ -106,7 +107,7 @@ class PipelineInfo(msgspec.Struct):
 
 class SystemStatus(msgspec.Struct):
     """`GET /system/status`: the scheduler, each GPU, each worker, the render process, the queue,
-    the models and pipelines, what jobs cost, and the CPU stage pool."""
+    the models and pipelines, what jobs cost, the CPU stage pool, the journal."""
 
     scheduler: SchedulerInfo
     gpu: list[GpuStatus]
@@ -117,11 +118,13 @@ class SystemStatus(msgspec.Struct):
     pipelines: list[PipelineInfo]
     costs: CostTotals
     cpu_pool: PoolStatus
+    journal: JournalStatus | None = None  # None: no journal
 
 
 class StatusBuilder:
     """registry, table, workers, inventory: what it reads; scheduler_info: the scheduler's own line;
-    render_status: the render process's section (None when rendering is off); max_queue: from the settings."""
+    render_status: the render process's section (None when rendering is off); max_queue: from the settings;
+    journal: the journal, when there is one."""
 
     def __init__(
         self,
@@ -136,6 +139,7 @@ class StatusBuilder:
         cpu_pool: CpuPool,
         *,
         max_queue: int,
+        journal: JobJournal | None = None,
     ) -> None:
         self.pipelines = pipelines
         self.costs = costs
@@ -147,6 +151,7 @@ class StatusBuilder:
         self.scheduler_info = scheduler_info
         self.render_status = render_status
         self.max_queue = max_queue
+        self.journal = journal
 
     def build(self) -> SystemStatus:
         now = time.monotonic()
@@ -160,6 +165,7 @@ class StatusBuilder:
             pipelines=self.pipeline_infos(),
             costs=self.costs.totals(),
             cpu_pool=self.cpu_pool.status(),
+            journal=self.journal.status() if self.journal is not None else None,
         )
 
     def gpus(self) -> list[GpuStatus]:

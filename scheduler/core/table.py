@@ -5,7 +5,8 @@ Only the main process's event loop touches it. Queues hold job records and skip 
 Queued jobs with `attempts > 0` (they were on a worker that died) wait apart, in `suspects`: the
 scheduler runs each of them alone (see `scheduler.core.dispatch` and `scheduler.core.worker_events`).
 A pipeline's job waits in no queue (its stages' jobs do); a stage's job, once ended, is dropped at
-once (`discard`): the pipeline job keeps what it did.
+once (`discard`): the pipeline job keeps what it did. `count_by_status` counts the jobs clients see:
+not the stages' jobs nor `run_cpu`'s (`parent_id` set), so a pipeline job counts once.
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ class JobTable:
     def add(self, job: Job) -> None:
         job.seq = next(self._seq)
         self.jobs[job.id] = job
-        self.count_by_status[job.status] += 1
+        if job.parent_id is None:
+            self.count_by_status[job.status] += 1
         if job.idempotency_key:
             self.by_idempotency_key[job.idempotency_key] = job.id
         if job.status is JobStatus.QUEUED:
@@ -99,8 +101,9 @@ class JobTable:
             raise ValueError(f"job {job.id}: {job.status.value} -> {status.value} is not allowed")
         if job.status is JobStatus.QUEUED and job.pipeline is None:
             self.queued_count_by_model[job.model] -= 1
-        self.count_by_status[job.status] -= 1
-        self.count_by_status[status] += 1
+        if job.parent_id is None:
+            self.count_by_status[job.status] -= 1
+            self.count_by_status[status] += 1
         job.status = status
 
     def _push(self, job: Job, front: bool) -> None:
@@ -174,8 +177,7 @@ class JobTable:
 
     def discard(self, job: Job) -> None:
         """Forget an ended stage's job (its pipeline job holds what it did)."""
-        if self.jobs.pop(job.id, None) is not None:
-            self.count_by_status[job.status] -= 1
+        self.jobs.pop(job.id, None)  # never counted in `count_by_status`
 
     def _trim(self) -> None:
         while len(self.finished_order) > self.max_finished_in_memory:

@@ -211,6 +211,15 @@ class WorkerSet:
             elif isinstance(action, Respawn):
                 self.spawn(worker.worker_id, worker.gpu_index, worker.watch.successor(now))
 
+    async def wait_ready(self, timeout: float) -> None:
+        """Until every worker that runs has reported ready (or `timeout`, then TimeoutError)."""
+        deadline = time.monotonic() + timeout
+        while not self.all_ready():
+            if time.monotonic() > deadline:
+                states = {wid: worker.state.value for wid, worker in self.records.items()}
+                raise TimeoutError(f"workers not ready after {timeout}s: {states}")
+            await asyncio.sleep(0.02)
+
     def all_ready(self) -> bool:
         """Every worker that runs is ready (a parked slot of the elastic CPU pool starts on demand)."""
         return bool(self.records) and all(

@@ -96,6 +96,28 @@ class StatusCollector(Collector):
         )
         per_1000.add_metric([], status.costs.per_1000_jobs_usd or 0.0)
         yield per_1000
+        journal = status.journal
+        if journal is not None:
+            for name, help_text, value in (
+                ("size_bytes", "The journal's database and WAL on disk", journal.size_mb * MIB),
+                (
+                    "used_bytes",
+                    "The journal's pages in use (what journal_max_mb bounds)",
+                    journal.used_mb * MIB,
+                ),
+                ("max_bytes", "journal_max_mb (0: no bound)", journal.max_mb * MIB),
+                (
+                    "pruned_for_size",
+                    "Ended jobs pruned since the start to stay under the bound",
+                    journal.pruned_for_size,
+                ),
+                (
+                    "available",
+                    "1 while the journal takes jobs; 0 while its commits fail or it is full",
+                    journal.problem is None,
+                ),
+            ):
+                yield GaugeMetricFamily(f"modelsched_journal_{name}", help_text, value=float(value))
 
 
 class SchedulerMetrics:

@@ -113,8 +113,11 @@ class ModelAction(msgspec.Struct):
     workers: list[str]
 
 
-class Health(msgspec.Struct):
+class Health(msgspec.Struct, omit_defaults=True):
+    """`/healthz` and `/readyz`; `reason` says why the daemon is not ready (`/readyz` 503)."""
+
     status: str
+    reason: str | None = None
 
 
 SCHEMAS: tuple[type, ...] = (

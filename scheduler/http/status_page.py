@@ -18,6 +18,7 @@ STATUS_PAGE = """<!doctype html>
 <h2>Pipelines</h2><table id="pipelines"></table>
 <h2>Costs</h2><div id="cost-summary" class="muted"></div><table id="costs"></table>
 <h2>CPU stage pool</h2><div id="pool-summary" class="muted"></div><table id="pool"></table>
+<h2>Journal</h2><table id="journal"></table>
 <script>
 const esc = s => String(s ?? "").replace(/[&<>"]/g, c => ({"&":"&amp;","<":"&lt;",">":"&gt;",'"':"&quot;"}[c]));
 function table(id, head, rows) {
@@ -67,6 +68,12 @@ async function refresh() {
       p.min_workers + "–" + p.max_workers + " · " + p.backlog + " CPU job(s) waiting · idle timeout " + p.idle_timeout_s + " s";
     table("pool", ["when", "change", "worker", "why"], p.changes.slice().reverse().map(ch => [
       new Date(ch.at * 1000).toLocaleTimeString(), esc(ch.change), esc(ch.worker), esc(ch.reason)]));
+    const j = s.journal;
+    table("journal", ["file", "size", "in use / bound", "pruned (size)", "ended by then pruned", "pruned (age)", "state"],
+      j ? [[esc(j.path), j.size_mb.toFixed(1) + " MiB",
+        j.max_mb ? bar(j.used_mb, j.max_mb) : j.used_mb.toFixed(1) + " MiB (no bound)", j.pruned_for_size,
+        j.pruned_ended_through == null ? "–" : new Date(j.pruned_ended_through * 1000).toLocaleString(), j.pruned_for_age,
+        j.problem ? "<span class=bad>" + esc(j.problem) + "</span>" : "<span class=ok>ok</span>"]] : []);
   } catch (e) {
     document.getElementById("summary").innerHTML = "<span class=bad>status unavailable: " + esc(e.message) + "</span>";
   }

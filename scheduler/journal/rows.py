@@ -41,6 +41,7 @@ CREATE TABLE IF NOT EXISTS jobs (
 CREATE INDEX IF NOT EXISTS jobs_open ON jobs(n) WHERE ended_at IS NULL;
 CREATE INDEX IF NOT EXISTS jobs_ended ON jobs(ended_at) WHERE ended_at IS NOT NULL;
 CREATE INDEX IF NOT EXISTS jobs_by_key ON jobs(idempotency_key) WHERE idempotency_key IS NOT NULL;
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value);  -- the probe commit's one row
 """
 # Columns added since the first schema: a journal written by an older version gains them at open.
 ADDED_COLUMNS = {
@@ -76,10 +77,9 @@ WHERE id = ?
 END_KEYS = 7  # an END record's params: the row's identity (END_ROW's first 7 columns), then _END_FIELDS
 ATTEMPTS_SQL = "UPDATE jobs SET attempts = ? WHERE id = ? AND ended_at IS NULL"
 STAGE_SQL = "UPDATE jobs SET stage = ?, inputs = ?, stages = ?, cost_usd = ?, compute_s = ? WHERE id = ? AND ended_at IS NULL"
-PRUNE_SQL = """
-DELETE FROM jobs WHERE n IN (
-    SELECT n FROM jobs WHERE ended_at IS NOT NULL AND ended_at < ? ORDER BY ended_at LIMIT ?)
-"""
+PROBE_SQL = (
+    "INSERT INTO meta (key, value) VALUES ('probe', ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value"
+)
 OPEN_SQL = """
 SELECT id, model, priority, timeout_s, idempotency_key, attempts, created_at, inputs, pipeline, stage, stages,
        cost_usd, compute_s

@@ -23,6 +23,7 @@ from scheduler import JobRequest, JobStatus, Scheduler
 from scheduler.core.jobs import Job
 from scheduler.errors import JobNotFoundError
 from scheduler.journal import SqliteJournal, journal_enabled
+from scheduler.journal.writer import Writer
 from tests.support.faults import fault_settings
 from tests.support.polling import until, until_sync
 
@@ -367,14 +368,14 @@ def test_an_end_is_not_shown_before_its_record_is_committed(
     import threading
 
     release = threading.Event()
-    commit = SqliteJournal._commit
+    commit = Writer.commit
 
-    def held(self: SqliteJournal, connection: sqlite3.Connection, groups: list) -> None:
+    def held(self: Writer, connection: sqlite3.Connection, groups: list) -> bool:
         if any(group.ended_ids for group in groups):
             release.wait(30)
-        commit(self, connection, groups)
+        return commit(self, connection, groups)
 
-    monkeypatch.setattr(SqliteJournal, "_commit", held)
+    monkeypatch.setattr(Writer, "commit", held)
 
     async def scenario() -> None:
         scheduler = make_scheduler(fault_settings(journal_path=str(tmp_path / "journal.db")))

@@ -53,3 +53,18 @@ class SlowTallyAdapter(TallyAdapter):
 
         time.sleep(float(self.options.get("sleep_ms", 0)) / 1000)
         return super().predict(state, batch)
+
+
+class BuggyValidateAdapter(BaseAdapter):
+    """Its `validate` reads `inputs["x"]` without checking: a KeyError, not the ValueError the
+    protocol asks for (a model author's bug the scheduler must survive)."""
+
+    name = "buggy-validate"
+    device = "cpu"
+    max_batch_size = 8
+
+    def validate(self, inputs: Any) -> None:
+        inputs["x"]
+
+    def predict(self, state: Any, batch: list[Any]) -> list[Any]:
+        return list(batch)
