@@ -13,6 +13,10 @@ BUILTIN_ADAPTERS: dict[str, str] = {
     "mlp": "adapters.builtin:MLPAdapter",
     "minilm": "adapters.text:MiniLMAdapter",
     "transformers": "adapters.text:TransformersAdapter",
+    "classify-prep": "adapters.classify:ClassifyPrepAdapter",
+    "classify-encode": "adapters.classify:ClassifyEncodeAdapter",
+    "classify-format": "adapters.classify:ClassifyFormatAdapter",
+    "cpu-call": "adapters.call:CallAdapter",
 }
 
 

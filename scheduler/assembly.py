@@ -9,11 +9,16 @@ from typing import Literal
 
 from scheduler.core.admission import Admission
 from scheduler.core.catalog import ModelCatalog
+from scheduler.core.costs import CostLedger
+from scheduler.core.cpu_calls import CpuCalls
+from scheduler.core.cpu_pool import CpuPool
 from scheduler.core.deadlines import Deadlines
 from scheduler.core.devices import Inventory
 from scheduler.core.dispatch import Dispatcher
 from scheduler.core.endings import JobEndings
+from scheduler.core.jobs import Job
 from scheduler.core.models import ModelRegistry
+from scheduler.core.pipelines import Pipelines
 from scheduler.core.ports import JobExecutor, JobJournal
 from scheduler.core.table import JobTable
 from scheduler.core.worker_events import WorkerEvents
@@ -25,6 +30,7 @@ from scheduler.render.executor import RenderExecutor
 from scheduler.render.model import RENDER_MODEL
 from scheduler.settings import Settings
 from scheduler.submissions import Submissions
+from scheduler.supervision import Supervision
 from scheduler.webhooks import Webhooks
 from workers.backoff import Backoff
 
@@ -35,7 +41,30 @@ FROM_SETTINGS: Literal["settings"] = "settings"
 
 @dataclass
 class Parts:
-    """What the main process is made of (see `Scheduler`'s docstring for each part's job)."""
+    """What the main process is made of:
+    registry      the models (`ModelRegistry`)
+    table         every job in memory (`JobTable`)
+    journal       the SQLite journal, opened at start (None when `journal_path` is "")
+    inventory     the GPUs, found at start
+    workers       one `Worker` record per worker (process, or thread for the ASYNC type), by id
+    endings       the one place a job ends, and what a client sees of a job (its `events`: the live
+                  events of the jobs somebody listens to)
+    executors     models whose jobs run outside the workers (`render`), by model
+    render        the render process's executor (None unless `render_enabled`)
+    deadlines     jobs with a timeout
+    dispatcher    the dispatch pass: placement, then jobs to workers
+    admission     whether a submitted job is queued
+    worker_events what workers say, and what their deaths mean for their jobs
+    worker_set    the workers' lives: start, supervision, stop; the CPU pool's slots
+    catalog       registering models, which can run here at all, explicit loads and unloads
+    costs         what jobs cost, and the totals
+    pipelines     pipeline definitions, and their jobs moved from stage to stage
+    cpu_calls     `run_cpu`/`map_cpu` on the CPU workers, `run_in_thread`/`map_threads`
+    cpu_pool      the elastic CPU stage pool, and idle models unloaded
+    supervision   the one supervision tick
+    webhooks      the callbacks of jobs with a `callback_url`, once their ends are durable
+    submissions   how jobs come in: one, many in one journal group, or submitted and waited for
+    """
 
     registry: ModelRegistry
     table: JobTable
@@ -51,6 +80,11 @@ class Parts:
     worker_events: WorkerEvents
     worker_set: WorkerSet
     catalog: ModelCatalog
+    costs: CostLedger
+    pipelines: Pipelines
+    cpu_calls: CpuCalls
+    cpu_pool: CpuPool
+    supervision: Supervision
     webhooks: Webhooks
     submissions: Submissions
 
@@ -72,6 +106,13 @@ def assemble(
     inventory = Inventory(settings.gpu_reserve_mb)
     workers: dict[str, Worker] = {}
     endings = JobEndings(table, journal)
+    costs = CostLedger(settings.costs)
+
+    def count_cost(job: Job) -> None:
+        if job.parent_id is None:  # a client's job (a pipeline's with its stages' costs)
+            costs.ended(job.cost_usd, job.pipeline)
+
+    endings.observers.append(count_cost)
     render = RenderExecutor(table, endings, settings) if settings.render_enabled else None
     executors: dict[str, JobExecutor] = {RENDER_MODEL: render} if render is not None else {}
     deadlines = Deadlines(table, endings, workers)
@@ -84,6 +125,11 @@ def assemble(
         executors,
         max_models_per_worker=settings.max_models_per_worker,
     )
+    pipelines = Pipelines(registry, table, endings, deadlines, journal, dispatcher.schedule)
+    dispatcher.on_stage_started = pipelines.stage_started
+    cpu_calls = CpuCalls(
+        registry, table, endings, deadlines, dispatcher.schedule, max_threads=settings.max_threads
+    )
     admission = Admission(
         registry,
         table,
@@ -91,6 +137,7 @@ def assemble(
         deadlines,
         journal,
         executors,
+        pipelines,
         dispatcher.schedule,
         max_queue=settings.max_queue,
         default_timeout_s=settings.default_timeout_s,
@@ -107,10 +154,15 @@ def assemble(
         journal,
         max_attempts=settings.max_attempts,
         load_backoff=load_backoff,
+        costs=costs,
     )
     if launcher is None:
         launcher = WorkerLauncher(
-            scheduler_type, settings.heartbeat_interval_s, settings.torch_threads, settings.log_level
+            scheduler_type,
+            settings.heartbeat_interval_s,
+            settings.torch_threads,
+            settings.log_level,
+            settings.model_load_timeout_s,
         )
     timeouts = Timeouts(settings.worker_start_timeout_s, settings.heartbeat_timeout_s)
     worker_set = WorkerSet(
@@ -118,9 +170,20 @@ def assemble(
     )
     vram_scale = REDUCED_VRAM_SCALE if settings.reduce_vram_requirements else 1.0
     catalog = ModelCatalog(registry, workers, dispatcher, inventory, executors, vram_scale)
+    cpu_calls.register = catalog.register
+    cpu_pool = CpuPool(
+        worker_set,
+        registry,
+        table,
+        dispatcher,
+        settings.cpu_pool_bounds,
+        settings.cpu_idle_timeout_s,
+        settings.model_idle_unload_s,
+        lambda: bool(inventory.gpus),
+    )
     webhooks = Webhooks(settings, endings.view)
     endings.settle_observers.append(webhooks.on_settled)
-    submissions = Submissions(admission, journal, executors, webhooks)
+    submissions = Submissions(admission, endings, journal, executors, webhooks)
     return Parts(
         registry,
         table,
@@ -136,6 +199,19 @@ def assemble(
         worker_events,
         worker_set,
         catalog,
+        costs,
+        pipelines,
+        cpu_calls,
+        cpu_pool,
+        Supervision(
+            worker_set,
+            cpu_pool,
+            render.service if render is not None else None,
+            deadlines,
+            table,
+            journal,
+            settings.result_retention_s,
+        ),
         webhooks,
         submissions,
     )
@@ -145,4 +221,9 @@ def journal_from(settings: Settings) -> SqliteJournal | None:
     """The SQLite journal at `journal_path` (made closed; the scheduler opens it at start), or none."""
     if not journal_enabled(settings.journal_path):
         return None
-    return SqliteJournal(settings.journal_path, settings.journal_synchronous, settings.result_retention_s)
+    return SqliteJournal(
+        settings.journal_path,
+        settings.journal_synchronous,
+        settings.result_retention_s,
+        settings.journal_max_mb * 2**20,
+    )

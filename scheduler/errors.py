@@ -16,6 +16,7 @@ __all__ = [
     "JobEndedError",
     "JobFailedError",
     "JobNotFoundError",
+    "JournalDamagedError",
     "JournalError",
     "ModelNotFoundError",
     "NoFitError",
@@ -63,16 +64,8 @@ class JobEndedError(SchedulerError):
     """The job already ended; it cannot be cancelled (REST: 409)."""
 
 
-class JobFailedError(SchedulerError):
-    """`infer`: the job ended in error. `kind` is its `ErrorKind`, `job_id` the job."""
-
-    def __init__(self, message: str, kind: str | None, job_id: str) -> None:
-        super().__init__(message)
-        self.kind, self.job_id = kind, job_id
-
-
 class JobCancelledError(SchedulerError):
-    """`infer`: the job was cancelled before it ended."""
+    """`infer`, `infer_many`: the job was cancelled before it ended."""
 
     def __init__(self, message: str, job_id: str) -> None:
         super().__init__(message)
@@ -96,12 +89,27 @@ class JournalError(SchedulerError):
     """The journal could not record a job (REST: 503); the job may still run."""
 
 
+class JournalDamagedError(JournalError):
+    """The journal file fails SQLite's integrity check; the message (one line) names the file and how
+    to recover. The daemon does not start; the file is left as it is."""
+
+
 class RenderFailedError(SchedulerError):
     """A render ended without a page (REST: 502). `kind` is its `ErrorKind`."""
 
     def __init__(self, message: str, kind: str | None) -> None:
         super().__init__(message)
         self.kind = kind
+
+
+class JobFailedError(SchedulerError):
+    """A job the caller waited on ended in error (`run_cpu`, `map_cpu`, `infer`, `infer_many`). `kind`
+    is its `ErrorKind`, `job_id` the job."""
+
+    def __init__(self, message: str, kind: str | None, job_id: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.job_id = job_id
 
 
 class ConfigError(SchedulerError):

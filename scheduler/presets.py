@@ -44,11 +44,23 @@ def _build(
     settings: Settings, model_subset: list[str] | None, scheduler_type: SchedulerType | str
 ) -> Scheduler:
     if model_subset is not None:
+        pipelines = {pipeline.name: pipeline for pipeline in settings.pipelines}
         known = {model.name for model in settings.models} | ({"render"} if settings.render_enabled else set())
-        unknown = set(model_subset) - known
+        unknown = set(model_subset) - known - set(pipelines)
         if unknown:
             raise ValueError(f"model_subset names unknown models: {sorted(unknown)}")
-        settings.models = [model for model in settings.models if model.name in model_subset]
+        wanted = set(model_subset)
+        for name in model_subset:  # a pipeline named keeps its stages' models
+            if name in pipelines:
+                wanted |= {
+                    stage if isinstance(stage, str) else stage.model for stage in pipelines[name].stages
+                }
+        settings.models = [model for model in settings.models if model.name in wanted]
+        settings.pipelines = [
+            pipeline
+            for pipeline in settings.pipelines
+            if all((stage if isinstance(stage, str) else stage.model) in wanted for stage in pipeline.stages)
+        ]
         settings.render_enabled = settings.render_enabled and "render" in model_subset  # the render process
     return Scheduler(settings, scheduler_type=SchedulerType(scheduler_type).value)
 

@@ -14,13 +14,13 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 
 from scheduler.assembly import assemble
-from scheduler.core.endings import result_of
 from scheduler.core.jobs import ENDED, Job, JobRequest, JobStatus
+from scheduler.core.pipelines import Pipeline
 from scheduler.core.status import SchedulerInfo, StatusBuilder, SystemStatus, keyed_by_worker
 from scheduler.core.worker_events import BatchObserver
 from scheduler.core.workers import Worker
@@ -30,37 +30,23 @@ from scheduler.pool.supervisor import worker_plan
 from scheduler.pool.workers import ASYNC, MULTIPROCESS
 from scheduler.render.model import render_model_config
 from scheduler.render.service import RenderService
-from scheduler.settings import ModelConfig, Settings
+from scheduler.settings import ModelConfig, PipelineConfig, Settings
+from scheduler.supervision import TICK_S
 from workers import protocol as m
 
 log = logging.getLogger("modelsched.scheduler")
 
 __all__ = ["ASYNC", "MULTIPROCESS", "TICK_S", "Scheduler"]
 
-TICK_S = 0.1
-RETENTION_EVERY_S = 60.0
+T = TypeVar("T")
 
 
 class Scheduler:
     """Schedules model-inference jobs onto the workers of this machine; every method runs on the
-    event loop it was started on.
-
-    It owns, and builds in its constructor:
-      settings        `Settings` (a preset file, then `MODELSCHED_*` variables)
-      registry        the models (`ModelRegistry`)
-      table           every job in memory (`JobTable`)
-      journal         the SQLite journal, opened at start (None when `journal_path` is "")
-      inventory       the GPUs, found at start
-      workers         one `Worker` record per worker (process, or thread for the ASYNC type), by id
-      endings         the one place a job ends, and what a client sees of a job
-      deadlines       jobs with a timeout
-      catalog         registering models, which can run here at all, explicit loads and unloads
-      admission       whether a submitted job is queued
-      dispatcher      the dispatch pass: placement, then jobs to workers
-      worker_events   what workers say, and what their deaths mean for their jobs
-      render          the render process's `RenderService` (None unless `render_enabled`), behind a
-                      `RenderExecutor` that runs the `render` model's jobs
-      webhooks        the callbacks of jobs with a `callback_url` (and `endings.events`, job events)
+    event loop it was started on. Its parts (`scheduler.assembly.Parts` lists each one's job) are its attributes: `registry`,
+    `table`, `journal`, `inventory`, `workers`, `endings`, `deadlines`, `catalog`, `admission`,
+    `dispatcher`, `worker_events`, `worker_set`, `costs`, `pipelines`, `cpu_calls`, `cpu_pool`,
+    `submissions`; `supervision` runs the tick; `render` is the render process (None unless `render_enabled`).
     """
 
     def __init__(
@@ -85,11 +71,15 @@ class Scheduler:
         self.dispatcher = parts.dispatcher
         self.worker_events = parts.worker_events
         self.worker_set = parts.worker_set
-        self.webhooks = parts.webhooks
-        self.submissions = parts.submissions
         self._workers = parts.workers
         self._executors = parts.executors
         self._render_executor = parts.render
+        self.costs = parts.costs
+        self.pipelines = parts.pipelines
+        self.cpu_calls = parts.cpu_calls
+        self.cpu_pool = parts.cpu_pool
+        self.submissions = parts.submissions  # and its `webhooks`
+        self.cpu_calls.accepting = lambda: self.accepting
         self._status = StatusBuilder(
             self.registry,
             self.table,
@@ -97,19 +87,25 @@ class Scheduler:
             self.inventory,
             self._scheduler_info,
             self._render_status,
+            self.pipelines,
+            self.costs,
+            self.cpu_pool,
             max_queue=settings.max_queue,
+            journal=self.journal,
         )
         self.loop: asyncio.AbstractEventLoop | None = None
         self.running = False
         self.started_at: float | None = None
         self._tick_task: asyncio.Task[None] | None = None
-        self._last_retention = 0.0
+        self.supervision = parts.supervision
         self._grace_cut = False
         self._drain_task: asyncio.Future[None] | None = None
         for model_config in settings.models:
             self.register_model(model_config)
         if settings.render_enabled:
             self.register_model(render_model_config(settings.render_allow_hosts))
+        for pipeline_config in settings.pipelines:
+            self.register_pipeline(pipeline_config)
 
     # ---- what others read ----------------------------------------------------------------------
 
@@ -137,7 +133,16 @@ class Scheduler:
 
     @property
     def ready(self) -> bool:
-        return self.accepting and self.worker_set.any_ready()
+        return self.not_ready_reason() is None
+
+    def not_ready_reason(self) -> str | None:
+        """Why a load balancer should send jobs elsewhere now, or None: not accepting (not started, or
+        shutting down), no worker ready yet, or the journal cannot take jobs (commits fail, or full)."""
+        if not self.accepting:
+            return "not accepting"
+        if not self.worker_set.any_ready():
+            return "starting"
+        return self.journal.problem() if self.journal is not None else None
 
     # ---- life cycle ----------------------------------------------------------------------------
 
@@ -150,19 +155,20 @@ class Scheduler:
         if self.journal is not None:
             queue_again(await self.journal.open(self.endings.ends_committed), self.table, self.deadlines)
             self.journal.prune()
+            self.pipelines.resume()
         self.running = True
         self._grace_cut = False
         self._drain_task = None
         self.started_at = time.time()
         self.dispatcher.start(self.loop)
         self.endings.events.reopen()
-        plan = worker_plan(
+        plan, parked = worker_plan(
             [gpu.index for gpu in self.inventory.gpus],
             self.settings.max_workers_per_gpu,
-            self.settings.cpu_workers,
-            needs_cpu_workers=self._needs_cpu_workers(),
+            self.settings.cpu_pool_bounds,
+            needs_cpu_workers=self.catalog.needs_cpu_workers(bool(self.inventory.gpus)),
         )
-        self.worker_set.start(self.loop, plan, self.inventory.simulated)
+        self.worker_set.start(self.loop, plan, self.inventory.simulated, parked)
         self.catalog.refresh_fit()
         if self.render is not None:
             self.render.start(self.loop)
@@ -174,22 +180,15 @@ class Scheduler:
             len(plan),
             ", ".join(self.registry.models) or "none",
         )
-        self._tick_task = asyncio.create_task(self._tick_forever(), name="modelsched-supervisor")
-        self.dispatcher.schedule()  # jobs recovered from the journal
-
-    def _needs_cpu_workers(self) -> bool:
-        return not self.inventory.gpus or any(
-            model.spec.device == "cpu" for model in self.registry.models.values()
+        self._tick_task = asyncio.create_task(
+            self.supervision.run(lambda: self.running), name="modelsched-supervisor"
         )
+        self.dispatcher.schedule()  # jobs recovered from the journal
+        self.loop.call_soon(self.pipelines.settle_orphans)  # after pipelines registered right after start
 
     async def wait_ready(self, timeout: float = 60.0) -> None:
         """Until every worker has reported ready (or `timeout`, then TimeoutError)."""
-        deadline = time.monotonic() + timeout
-        while not self.worker_set.all_ready():
-            if time.monotonic() > deadline:
-                states = {wid: worker.state.value for wid, worker in self._workers.items()}
-                raise TimeoutError(f"workers not ready after {timeout}s: {states}")
-            await asyncio.sleep(0.02)
+        await self.worker_set.wait_ready(timeout)
 
     def begin_shutdown(self) -> None:
         """Stop accepting jobs and sending them to workers, at once (readiness and submissions answer
@@ -221,11 +220,7 @@ class Scheduler:
     async def _drain(self, grace_s: float | None) -> None:
         grace = self.settings.shutdown_grace_s if grace_s is None else grace_s
         deadline = time.monotonic() + grace
-        while (
-            self.table.count_by_status[JobStatus.PROCESSING]
-            and time.monotonic() < deadline
-            and not self._grace_cut
-        ):
+        while self._work_under_way() and time.monotonic() < deadline and not self._grace_cut:
             await asyncio.sleep(0.02)
         self.running = False
         if self._tick_task is not None:
@@ -242,9 +237,14 @@ class Scheduler:
         if self.journal is not None:
             await self.journal.close()
         self.endings.release_all()
-        self.endings.events.close_all()
-        await self.webhooks.aclose(5.0)  # callbacks under way get 5 s more
+        self.cpu_calls.release_all()
+        await self.submissions.webhooks.aclose(5.0)  # callbacks under way get 5 s more
         log.info("scheduler stopped")
+
+    def _work_under_way(self) -> bool:
+        """Jobs on a worker or the render process (not a pipeline job between stages: it waits)."""
+        running = self.table.count_by_status[JobStatus.PROCESSING] - self.pipelines.processing()
+        return running > 0 or any(worker.in_flight for worker in self._workers.values())
 
     async def stop(self, grace_s: float | None = None) -> None:
         """`begin_shutdown()` then `drain(grace_s)`."""
@@ -257,29 +257,6 @@ class Scheduler:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.stop()
-
-    # ---- supervision ---------------------------------------------------------------------------
-
-    async def _tick_forever(self) -> None:
-        while self.running:
-            try:
-                self._tick(time.monotonic())
-            except Exception:
-                log.exception("supervision tick failed")
-            await asyncio.sleep(TICK_S)
-
-    def _tick(self, now: float) -> None:
-        """Converge toward the wanted state: kill the silent, respawn the dead; expire deadlines;
-        forget what is past its retention."""
-        self.worker_set.supervise(now)
-        if self.render is not None:
-            self.render.supervise(now)
-        self.deadlines.expire(now)
-        if now - self._last_retention > RETENTION_EVERY_S:
-            self._last_retention = now
-            self.table.forget_older_than(time.time() - self.settings.result_retention_s)
-            if self.journal is not None:
-                self.journal.prune()
 
     # ---- models --------------------------------------------------------------------------------
 
@@ -295,27 +272,68 @@ class Scheduler:
         """Unload `name` from every worker where it is idle; returns those workers' ids."""
         return self.catalog.unload(name)
 
+    # ---- pipelines and the CPU executors -------------------------------------------------------
+
+    def register_pipeline(self, config: PipelineConfig | dict[str, Any]) -> Pipeline:
+        """Register (or replace) a pipeline: `{"name": ..., "stages": ["model", {"model": ..., "name":
+        ..., "timeout_s": ...}]}`; its stages' models must be registered first."""
+        pipeline = self.pipelines.register(config)
+        if self.workers:
+            self.catalog.refresh_fit()
+        return pipeline
+
+    async def run_cpu(
+        self, function: Callable[..., Any], *args: Any, timeout_s: float | None = None, **kwargs: Any
+    ) -> Any:
+        """`function(*args, **kwargs)` on the CPU stage pool; raises JobFailedError when it raises.
+        `function` must be importable by the worker (a module-level function); arguments and the
+        result travel as msgpack values."""
+        return await self.cpu_calls.run(function, args, kwargs, timeout_s)
+
+    async def map_cpu(
+        self,
+        function: Callable[[Any], Any],
+        items: Iterable[Any],
+        chunk: int = 16,
+        timeout_s: float | None = None,
+    ) -> list[Any]:
+        """`[function(item) for item in items]` on the CPU stage pool, `chunk` items per job."""
+        return await self.cpu_calls.map(function, items, chunk, timeout_s)
+
+    async def run_in_thread(self, function: Callable[..., T], *args: Any) -> T:
+        """`function(*args)` on the main process's thread pool (`max_threads`)."""
+        return await self.cpu_calls.run_in_thread(function, *args)
+
+    async def map_threads(self, function: Callable[[Any], T], items: Iterable[Any]) -> list[T]:
+        """`[function(item) for item in items]` on the main process's thread pool."""
+        return await self.cpu_calls.map_threads(function, items)
+
     # ---- jobs ----------------------------------------------------------------------------------
 
     async def schedule_job(self, request: JobRequest) -> str:
         """Validate, record and journal the job; returns its id once it is durable."""
-        await self.submissions.precheck(request)
-        job, created = self.admission.admit(request)
-        if created and self.journal is not None:
-            await self.journal.record_submitted_nowait(job)
-        return job.id
+        return await self.submissions.schedule(request)
 
     async def schedule_jobs(self, requests: list[JobRequest]) -> list[str | SchedulerError]:
         """Each admitted or refused alone (its error in its place); ids once committed in one group."""
         return await self.submissions.schedule_many(requests)
 
     def submit(self, request: JobRequest) -> str:
-        """`schedule_job` without waiting for the journal: for callers on the loop that batch their own
-        (a render URL gets the SSRF guard without DNS here; the render process resolves and checks it)."""
+        """`schedule_job` without waiting for the journal, for callers that batch their own (`Submissions`)."""
         return self.submissions.submit(request)
+
+    async def infer(self, model: str, inputs: Any, **options: Any) -> Any:
+        """Submit and wait: the result, or JobFailedError, JobCancelledError, TimeoutError (`timeout=` s)."""
+        return await self.submissions.infer(model, inputs, **options)
+
+    async def infer_many(self, model: str, inputs: Iterable[Any], **options: Any) -> list[Any]:
+        """`infer` of each input, submitted in one group: the results in order (the first failure raises)."""
+        return await self.submissions.infer_many(model, inputs, **options)
 
     def get_job(self, job_id: str) -> Job:
         job = self.table.get(job_id)
+        if job is not None and job.parent_id is not None:
+            job = None  # a stage's or a CPU call's job: not a client's
         if job is None and self.journal is not None:
             job = self.journal.lookup(job_id)  # ended, and no longer in memory (or before a restart)
         if job is None:
@@ -331,24 +349,7 @@ class Scheduler:
 
     async def wait_for(self, job_id: str, timeout: float | None = None) -> dict[str, Any]:
         """The job's status once it has ended, or as it stands when `timeout` seconds have passed."""
-        assert self.loop is not None, "start() the scheduler first"
-        return await self.endings.wait(self.get_job(job_id), self.loop, timeout)
-
-    async def infer(self, model: str, inputs: Any, *, timeout: float | None = None, **options: Any) -> Any:
-        """Submit and wait: the result, or JobFailedError (with its kind), JobCancelledError, TimeoutError
-        (`timeout` seconds passed). `options`: `priority`, `timeout_s`, `idempotency_key`, `callback_url`."""
-        job_id = await self.schedule_job(JobRequest(model=model, inputs=inputs, **options))
-        return result_of(await self.wait_for(job_id, timeout), self.accepting)
-
-    async def infer_many(
-        self, model: str, inputs: Iterable[Any], *, timeout: float | None = None, **options: Any
-    ) -> list[Any]:
-        """`infer` of each input, submitted in one group: the results in order (the first failure raises)."""
-        ids = await self.schedule_jobs([JobRequest(model=model, inputs=one, **options) for one in inputs])
-        if refused := next((one for one in ids if isinstance(one, SchedulerError)), None):
-            raise refused
-        views = await asyncio.gather(*(self.wait_for(str(job_id), timeout) for job_id in ids))
-        return [result_of(view, self.accepting) for view in views]
+        return await self.endings.wait(self.get_job(job_id), timeout)
 
     async def cancel_job(self, job_id: str) -> dict[str, Any]:
         """Cancel a queued or running job (JobEndedError once it has ended); answered once the
@@ -380,8 +381,7 @@ class Scheduler:
 
     def system_status(self) -> dict[str, Any]:
         """`status()` as plain dicts and lists (what `GET /system/status` sends)."""
-        status: dict[str, Any] = msgspec.to_builtins(self._status.build())
-        return status
+        return dict(msgspec.to_builtins(self._status.build()))
 
     async def get_system_status(self) -> dict[str, Any]:
         """The seed API's system status: `system_status()` with `workers` keyed by worker id."""

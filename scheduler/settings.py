@@ -30,12 +30,33 @@ class ModelConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     options: dict[str, Any] = {}
 
 
+class StageConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """One stage of a pipeline: a registered model, and how long the stage may take (queue and run)."""
+
+    model: str
+    name: str | None = None  # default: the model's name
+    timeout_s: float | None = None
+
+
+class PipelineConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """A pipeline as written in a config file (`[[pipelines]]`): stages are model names or tables."""
+
+    name: str
+    stages: list[str | StageConfig]
+    description: str = ""
+
+
 class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     preset: str = "dev"
     # workers
     max_workers_per_gpu: int = 1
     max_models_per_worker: int = 4
     cpu_workers: int = 1
+    cpu_workers_min: int = -1  # -1: cpu_workers (a fixed pool)
+    cpu_workers_max: int = -1  # -1: cpu_workers
+    cpu_idle_timeout_s: float = 30.0
+    model_idle_unload_s: float = 0.0  # 0: never
+    max_threads: int = 8
     gpu_reserve_mb: int = 512
     reduce_vram_requirements: bool = False
     worker_start_timeout_s: float = 120.0
@@ -43,6 +64,7 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     heartbeat_timeout_s: float = 10.0
     max_attempts: int = 3
     model_load_backoff_s: float = 5.0
+    model_load_timeout_s: float = 300.0
     torch_threads: int = 0  # 0: leave torch's default
     # jobs
     max_queue: int = 10_000
@@ -53,6 +75,7 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # journal
     journal_path: str = "var/modelsched.db"  # "" or ":memory:" keeps no journal
     journal_synchronous: str = "NORMAL"
+    journal_max_mb: int = 10_240  # 0: no bound
     # server
     host: str = "127.0.0.1"
     port: int = 8000
@@ -75,8 +98,10 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     webhook_timeout_s: float = 10.0
     webhook_retries: int = 5
     webhook_allow_hosts: list[str] = []
-    # models
+    # models, pipelines and what they cost
     models: list[ModelConfig] = []
+    pipelines: list[PipelineConfig] = []
+    costs: dict[str, float] = {}  # dollars per worker-second: cpu, gpu, or a GPU's name
 
     def __post_init__(self) -> None:
         _check_positive(
@@ -98,6 +123,9 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
             "render_max_response_bytes",
             "result_retention_s",
             "model_load_backoff_s",
+            "model_load_timeout_s",
+            "cpu_idle_timeout_s",
+            "max_threads",
             "max_batch_submit",
             "webhook_timeout_s",
             "webhook_retries",
@@ -107,6 +135,14 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         _check_non_negative(
             self, "cpu_workers", "gpu_reserve_mb", "default_timeout_s", "shutdown_grace_s", "torch_threads"
         )
+        _check_non_negative(self, "model_idle_unload_s")
+        low, high = self.cpu_pool_bounds
+        if low < 0 or high < low:
+            raise ValueError("cpu_workers_min, cpu_workers_max: need 0 <= cpu_workers_min <= cpu_workers_max")
+        for device, rate in self.costs.items():
+            if not rate >= 0:
+                raise ValueError(f"costs.{device}: must be a number of dollars per second, not negative")
+        _check_non_negative(self, "journal_max_mb")
         if self.journal_synchronous.upper() not in {"OFF", "NORMAL", "FULL", "EXTRA"}:
             raise ValueError("journal_synchronous: must be one of OFF, NORMAL, FULL, EXTRA")
         if not 0 < self.port < 65536:
@@ -115,6 +151,17 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         duplicates = {name for name in names if names.count(name) > 1}
         if duplicates:
             raise ValueError(f"models: duplicate model names {sorted(duplicates)}")
+        pipeline_names = [pipeline.name for pipeline in self.pipelines]
+        duplicates = {name for name in pipeline_names if pipeline_names.count(name) > 1 or name in names}
+        if duplicates:
+            raise ValueError(f"pipelines: names used twice (or by a model) {sorted(duplicates)}")
+
+    @property
+    def cpu_pool_bounds(self) -> tuple[int, int]:
+        """(fewest, most) CPU workers: an elastic pool when they differ."""
+        low = self.cpu_workers if self.cpu_workers_min < 0 else self.cpu_workers_min
+        high = max(self.cpu_workers, low) if self.cpu_workers_max < 0 else self.cpu_workers_max
+        return low, high
 
 
 def _check_positive(settings: Settings, *keys: str) -> None:
@@ -133,7 +180,7 @@ ENV_PREFIX = "MODELSCHED_"
 _SCALAR_FIELDS = {
     field.name: field.type
     for field in msgspec.structs.fields(Settings)
-    if field.name not in {"models", "render_allow_hosts", "webhook_allow_hosts"}
+    if field.name not in {"models", "render_allow_hosts", "webhook_allow_hosts", "pipelines", "costs"}
 }
 
 
@@ -153,7 +200,10 @@ def load_settings(
     """Preset file, then `config_file` over it, then `MODELSCHED_*` variables, then `overrides`."""
     raw: dict[str, Any] = _read_toml(preset_path(preset))
     if config_file is not None:
-        raw.update(_read_toml(Path(config_file)))
+        given = _read_toml(Path(config_file))
+        if "models" in given and "pipelines" not in given:
+            raw.pop("pipelines", None)  # the preset's pipelines run on the preset's models, now replaced
+        raw.update(given)
     raw["preset"] = preset
     raw.update(env_overrides(os.environ if environ is None else environ))
     raw.update(overrides or {})
@@ -206,7 +256,12 @@ SETTING_MEANINGS: dict[str, str] = {
     "preset": "the preset file read first (`dev` or `prod`); `modelsched serve --preset` sets it",
     "max_workers_per_gpu": "worker processes started on each GPU",
     "max_models_per_worker": "models one worker keeps loaded before the least recently used idle one is evicted",
-    "cpu_workers": "CPU worker processes started when no GPU is visible (or forced with `MODELSCHED_FORCE_CPU=1`)",
+    "cpu_workers": "CPU worker processes: the CPU stage pool (started when no GPU is visible, or a model or stage runs on `cpu`)",
+    "cpu_workers_min": "fewest CPU workers of an elastic pool (-1: `cpu_workers`); 0 starts them on the first backlog",
+    "cpu_workers_max": "most CPU workers of an elastic pool (-1: `cpu_workers`); more start while CPU jobs wait",
+    "cpu_idle_timeout_s": "an elastic pool's CPU worker idle this long stops (down to `cpu_workers_min`)",
+    "model_idle_unload_s": "a model without jobs this long is unloaded from its worker, returning its memory (0: never)",
+    "max_threads": "threads of the main process's pool for `run_in_thread` and `map_threads`",
     "gpu_reserve_mb": "memory per GPU the VRAM ledger never hands to models",
     "reduce_vram_requirements": "count models at half their declared `vram_mb` in the ledger",
     "worker_start_timeout_s": "how long a worker may take to start before it is killed and replaced",
@@ -214,6 +269,7 @@ SETTING_MEANINGS: dict[str, str] = {
     "heartbeat_timeout_s": "a worker silent this long is killed and respawned; its jobs are queued again",
     "max_attempts": "worker deaths a job may be in flight for before it fails as a poison job",
     "model_load_backoff_s": "after a model fails to load, its jobs fail at once for this long, doubling per failure in a row (at most 300 s)",
+    "model_load_timeout_s": "a model's load may take this long (heartbeats go on while it loads); a load that hangs longer gets its worker replaced",
     "torch_threads": "torch threads per worker (0: torch's default)",
     "max_queue": "jobs waiting at most; a submission past it gets 429 with `Retry-After`",
     "default_timeout_s": "timeout of a job that sets none (0: none)",
@@ -222,6 +278,7 @@ SETTING_MEANINGS: dict[str, str] = {
     "max_finished_in_memory": "ended jobs kept in memory; older ones are read from the journal",
     "journal_path": 'the SQLite journal file (`""` or `:memory:`: no journal, nothing survives a restart)',
     "journal_synchronous": "SQLite `synchronous`: `NORMAL` survives a process crash, `FULL` a power loss",
+    "journal_max_mb": "bound on the journal's pages in use: past it the oldest ended jobs are pruned first (never an unfinished one); with only unfinished jobs left, submissions get 503 (0: no bound)",
     "host": "address the daemon binds (loopback by default)",
     "port": "port the daemon listens on",
     "token": "when set, every endpoint but `/healthz` wants `Authorization: Bearer <token>`",

@@ -1,4 +1,6 @@
-"""`Submissions`: the checks of a submission that may do I/O, and many jobs submitted at once.
+"""`Submissions`: how jobs come in through the scheduler's API: one (`schedule`, `submit`), many at
+once (`schedule_many`), or submitted and waited for (`infer`, `infer_many`, which raise when a job
+fails), with the checks of a submission that may do I/O first.
 
 A render job's URL and a job's `callback_url` pass the SSRF guard with DNS before the job is
 admitted (`precheck`). `schedule_many` (`POST /jobs/batch`, `Scheduler.schedule_jobs`) runs every
@@ -10,31 +12,46 @@ committed: an id per admitted item, the error in the place of a refused one.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from scheduler.core.admission import Admission
-from scheduler.core.jobs import JobRequest
+from scheduler.core.endings import JobEndings, result_of
+from scheduler.core.jobs import Job, JobRequest
 from scheduler.core.ports import JobExecutor, JobJournal
 from scheduler.errors import SchedulerError
 from scheduler.webhooks import Webhooks
 
 
 class Submissions:
-    """admission: whether a job is queued; journal: where submissions are made durable (None: no
-    journal); executors: models run outside the workers (their `precheck`); webhooks: the callback
-    URL's check."""
+    """admission: whether a job is queued; endings: waits for a job's end; journal: where submissions
+    are made durable (None: no journal); executors: models run outside the workers (their
+    `precheck`); webhooks: the callback URL's check, and the callbacks."""
 
     def __init__(
         self,
         admission: Admission,
+        endings: JobEndings,
         journal: JobJournal | None,
         executors: Mapping[str, JobExecutor],
         webhooks: Webhooks,
     ) -> None:
         self.admission = admission
+        self.endings = endings
         self.journal = journal
         self.executors = executors
         self.webhooks = webhooks
+
+    async def schedule(self, request: JobRequest) -> str:
+        """Checked, admitted and journaled: its id once it is durable."""
+        return (await self._schedule(request)).id
+
+    async def _schedule(self, request: JobRequest) -> Job:
+        await self.precheck(request)
+        job, created = self.admission.admit(request)
+        if created and self.journal is not None:
+            await self.journal.record_submitted_nowait(job)
+        return job
 
     async def precheck(self, request: JobRequest) -> None:
         """The checks that may do I/O (DNS): a render's URL, a callback URL."""
@@ -46,7 +63,9 @@ class Submissions:
             await self.webhooks.precheck(request.callback_url)
 
     def submit(self, request: JobRequest) -> str:
-        """Admitted, its record queued for the journal without waiting for it; URLs checked without DNS."""
+        """Admitted, its record queued for the journal without waiting for it (for callers on the loop
+        that batch their own); URLs checked without DNS (the render process and the webhook delivery
+        resolve and check them)."""
         if request.callback_url is not None:
             self.webhooks.precheck_offline(request.callback_url)
         job, created = self.admission.admit(request)
@@ -76,3 +95,21 @@ class Submissions:
         if commits:
             await asyncio.gather(*commits)
         return outcomes
+
+    async def infer(self, model: str, inputs: Any, *, timeout: float | None = None, **options: Any) -> Any:
+        """Submit and wait: the result, or JobFailedError (with its kind), JobCancelledError, TimeoutError
+        (`timeout` seconds passed). `options`: `priority`, `timeout_s`, `idempotency_key`, `callback_url`."""
+        job = await self._schedule(JobRequest(model=model, inputs=inputs, **options))
+        return result_of(await self.endings.wait(job, timeout), self.admission.accepting)
+
+    async def infer_many(
+        self, model: str, inputs: Iterable[Any], *, timeout: float | None = None, **options: Any
+    ) -> list[Any]:
+        """`infer` of each input, submitted in one group: the results in order; the first refusal or
+        failure raises."""
+        ids = await self.schedule_many([JobRequest(model=model, inputs=one, **options) for one in inputs])
+        if refused := next((one for one in ids if isinstance(one, SchedulerError)), None):
+            raise refused
+        jobs = [self.admission.table.jobs[str(job_id)] for job_id in ids]
+        views = await asyncio.gather(*(self.endings.wait(job, timeout) for job in jobs))
+        return [result_of(view, self.admission.accepting) for view in views]

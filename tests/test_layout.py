@@ -45,6 +45,14 @@ ALLOWED: dict[str, set[str]] = {
         "workers",
         "scheduler.scheduler",
     },  # a user of the public API, which imports no client
+    "scheduler.supervision": {
+        "scheduler.core",
+        "scheduler.pool",
+        "scheduler.render",
+        "scheduler.errors",
+        "scheduler.settings",
+        "workers",
+    },
     "scheduler.client": set(),  # the remote client: httpx and msgspec, nothing of the daemon
     "scheduler.webhooks": {
         "scheduler.core",
@@ -55,6 +63,7 @@ ALLOWED: dict[str, set[str]] = {
     },  # job callbacks, through the render's SSRF guard
     "scheduler.submissions": {"scheduler.core", "scheduler.errors", "scheduler.webhooks"},
     "scheduler.assembly": {
+        "scheduler.supervision",
         "scheduler.webhooks",
         "scheduler.submissions",
         "scheduler.core",
@@ -67,6 +76,7 @@ ALLOWED: dict[str, set[str]] = {
         "adapters",
     },
     "scheduler.scheduler": {
+        "scheduler.supervision",
         "scheduler.assembly",
         "scheduler.webhooks",
         "scheduler.submissions",

@@ -52,6 +52,7 @@ def worker_main(config_bytes: bytes, inbox: Connection, outbox: Connection) -> N
         receive,
         outbox.send_bytes,
         heartbeat_interval_s=config.heartbeat_interval_s,
+        load_timeout_s=config.load_timeout_s,
         cuda_visible_devices=os.environ.get("CUDA_VISIBLE_DEVICES"),
     )
     if config.torch_threads:

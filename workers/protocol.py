@@ -56,6 +56,7 @@ class WorkerConfig(msgspec.Struct, kw_only=True):
     gpu_index: int | None
     simulated_gpu: bool
     heartbeat_interval_s: float
+    load_timeout_s: float = 300.0  # a model load may take this long; its heartbeats go on meanwhile
     torch_threads: int = 0
     log_level: str = "INFO"
     specs: list[ModelSpec] = []
@@ -111,12 +112,15 @@ class Heartbeat(msgspec.Struct, tag="hb", array_like=True):
 
 
 class JobOutcome(msgspec.Struct, array_like=True):
-    """One job's end as the worker saw it: `error` is None when it succeeded."""
+    """One job's end as the worker saw it: `error` is None when it succeeded. `compute_s` is its
+    share of the batches it ran in (a batch's run time split evenly over its items), what its cost is
+    counted from."""
 
     job_id: str
     output: Any = None
     error: str | None = None
     error_kind: ErrorKind | None = None
+    compute_s: float = 0.0
 
 
 class JobProgress(msgspec.Struct, array_like=True):

@@ -2,8 +2,10 @@
 
 Transport-agnostic: it is given `receive(timeout_s) -> bytes | None` and `send(bytes)`, so the same
 loop runs in a worker process (a pipe each way) and, for the ASYNC scheduler type, in a thread of the
-main process. Heartbeats are sent from this loop, between batches, so a
-model that hangs stops them and the supervisor notices.
+main process. Heartbeats are sent from this loop, between batches, so a model that hangs in a batch
+stops them and the supervisor notices. A model's load is different: it may rightly take longer than
+the heartbeat timeout (a large model, a busy machine), so a thread sends the heartbeats while it
+loads, for at most `load_timeout_s`; a load that hangs longer stops them too.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import gc
 import logging
 import os
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -25,15 +28,13 @@ from adapters.registry import build_adapter
 from workers import protocol as m
 from workers.batching import BatchKnobs, PendingJob, RunNow, WaitUntil, next_batch, take_units
 from workers.gc_tuning import tune_gc
+from workers.predicting import ItemResult, describe, predict_isolated
 
 log = logging.getLogger("modelsched.worker")
 
 
 class ModelLoadError(Exception):
     pass
-
-
-ItemResult = tuple[Any, str | None, m.ErrorKind | None]  # (output, error, error kind)
 
 
 @dataclass
@@ -45,11 +46,7 @@ class PartialJob:
     outputs: list[Any]
     done: int = 0
     error: tuple[str, m.ErrorKind | None] | None = None
-
-
-def is_out_of_memory(exc: BaseException) -> bool:
-    name = type(exc).__name__
-    return name in {"OutOfMemoryError", "OutOfMemory"} or "out of memory" in str(exc).lower()
+    compute_s: float = 0.0  # its items' shares of the batches they ran in
 
 
 class WorkerRuntime:
@@ -62,12 +59,15 @@ class WorkerRuntime:
         send: Callable[[bytes], None],
         heartbeat_interval_s: float = 0.5,
         cuda_visible_devices: str | None = None,
+        load_timeout_s: float = 300.0,
     ) -> None:
         self.worker_id = worker_id
         self.device = device
         self.receive = receive
         self.send_bytes = send
         self.heartbeat_interval_s = heartbeat_interval_s
+        self.load_timeout_s = load_timeout_s
+        self._send_lock = threading.Lock()  # the loading heartbeat thread sends too
         self.cuda_visible_devices = cuda_visible_devices
         self.specs: dict[str, m.ModelSpec] = {spec.name: spec for spec in specs}
         self.adapters: dict[str, BaseAdapter] = {}
@@ -82,7 +82,9 @@ class WorkerRuntime:
     # ---- messages ------------------------------------------------------------------------------
 
     def send(self, message: m.FromWorker) -> None:
-        self.send_bytes(m.encode(message))
+        data = m.encode(message)
+        with self._send_lock:
+            self.send_bytes(data)
 
     def handle(self, data: bytes) -> None:
         message = m.decode_to_worker(data)
@@ -139,7 +141,7 @@ class WorkerRuntime:
                         message.model,
                         0,
                         0.0,
-                        [m.JobOutcome(job.job_id, None, _describe(exc), m.ErrorKind.INPUT)],
+                        [m.JobOutcome(job.job_id, None, describe(exc), m.ErrorKind.INPUT)],
                     )
                 )
                 continue
@@ -208,6 +210,14 @@ class WorkerRuntime:
             return self.states[model]
         started = time.perf_counter()
         before = self.memory_in_use()
+        loaded = threading.Event()
+        beats = threading.Thread(
+            target=self._beat_while_loading,
+            args=(model, loaded),
+            name="modelsched-load-heartbeat",
+            daemon=True,
+        )
+        beats.start()
         try:
             state = self.adapter_for(model).load(self.device)
         except Exception as exc:  # the model's own code failed: report it, keep serving others
@@ -215,6 +225,9 @@ class WorkerRuntime:
             log.error("worker %s: loading %s failed: %s", self.worker_id, model, message)
             self.send(m.ModelLoadFailed(model, message, job_ids))
             raise ModelLoadError(message) from exc
+        finally:
+            loaded.set()
+            beats.join()
         self.states[model] = state
         tune_gc()  # the model's objects live as long as it is loaded: keep full collections off them
         measured = max(0, self.memory_in_use() - before)
@@ -222,6 +235,20 @@ class WorkerRuntime:
         log.info("worker %s: loaded %s in %.2fs (%d MiB)", self.worker_id, model, load_s, measured >> 20)
         self.send(m.ModelLoaded(model, measured, load_s))
         return state
+
+    def _beat_while_loading(self, model: str, loaded: threading.Event) -> None:
+        give_up = time.monotonic() + self.load_timeout_s
+        while not loaded.wait(self.heartbeat_interval_s):
+            if time.monotonic() > give_up:
+                log.error(
+                    "worker %s: loading %s has taken over %.0fs (model_load_timeout_s); no more heartbeats "
+                    "until it ends, so the supervisor replaces this worker if it hangs",
+                    self.worker_id,
+                    model,
+                    self.load_timeout_s,
+                )
+                return
+            self.heartbeat()
 
     def memory_in_use(self) -> int:
         """The CUDA allocation on a GPU, the process's resident memory on the CPU."""
@@ -278,23 +305,29 @@ class WorkerRuntime:
             else:
                 slots.append((unit, None))
                 items.append(unit.inputs)
-        results = self.predict_isolated(model, state, items)
-        outcomes = self.fold(model, slots, results)
+        results = predict_isolated(self.adapter_for(model), state, items, self.free_cuda_cache)
         run_s = time.perf_counter() - started
+        outcomes = self.fold(model, slots, results, run_s / len(items) if items else 0.0)
         self.send_results(
             m.JobResults(model, len(items), run_s, outcomes)
         )  # even with no job ended: batch metrics
 
     def fold(
-        self, model: str, slots: list[tuple[PendingJob, int | None]], results: list[ItemResult]
+        self,
+        model: str,
+        slots: list[tuple[PendingJob, int | None]],
+        results: list[ItemResult],
+        share_s: float,
     ) -> list[m.JobOutcome]:
-        """Item results -> job outcomes: whole jobs at once, split jobs when their last item is done."""
+        """Item results -> job outcomes: whole jobs at once, split jobs when their last item is done.
+        `share_s`: each item's share of the batch's run time."""
         outcomes: list[m.JobOutcome] = []
         for (unit, item_index), (output, error, kind) in zip(slots, results, strict=True):
             if item_index is None:
-                outcomes.append(m.JobOutcome(unit.job_id, output, error, kind))
+                outcomes.append(m.JobOutcome(unit.job_id, output, error, kind, share_s))
                 continue
             partial = self.partial[unit.job_id]
+            partial.compute_s += share_s
             if error is not None and partial.error is None:
                 partial.error = (error, kind)
             partial.outputs[item_index] = output
@@ -307,66 +340,14 @@ class WorkerRuntime:
     def finish_split(self, model: str, job_id: str, partial: PartialJob) -> m.JobOutcome:
         if partial.error is not None:
             error, kind = partial.error
-            return m.JobOutcome(job_id, None, error, kind)
+            return m.JobOutcome(job_id, None, error, kind, partial.compute_s)
         try:
             assemble = getattr(self.adapter_for(model), "assemble")  # noqa: B009 - defined with `items`
-            return m.JobOutcome(job_id, assemble(partial.inputs, partial.outputs))
+            return m.JobOutcome(
+                job_id, assemble(partial.inputs, partial.outputs), None, None, partial.compute_s
+            )
         except Exception as exc:
-            return m.JobOutcome(job_id, None, _describe(exc), m.ErrorKind.MODEL)
-
-    def predict_isolated(self, model: str, state: Any, items: list[Any]) -> list[ItemResult]:
-        """Run the items as one batch; if it fails, find the failing items so the others complete."""
-        adapter = self.adapter_for(model)
-        results: list[ItemResult | None] = [None] * len(items)
-        prepared: list[tuple[int, Any]] = []
-        for position, item in enumerate(items):
-            try:
-                prepared.append((position, adapter.preprocess(item)))
-            except Exception as exc:
-                results[position] = (None, _describe(exc), m.ErrorKind.INPUT)
-        self._predict_into(adapter, state, prepared, results)
-        return [
-            result or (None, "the batch gave no result for this item", m.ErrorKind.MODEL)
-            for result in results
-        ]
-
-    def _predict_into(
-        self,
-        adapter: BaseAdapter,
-        state: Any,
-        prepared: list[tuple[int, Any]],
-        results: list[ItemResult | None],
-    ) -> None:
-        if not prepared:
-            return
-        try:
-            outputs = adapter.predict(state, [item for _, item in prepared])
-            if len(outputs) != len(prepared):
-                raise RuntimeError(f"predict returned {len(outputs)} outputs for {len(prepared)} inputs")
-        except Exception as exc:
-            if is_out_of_memory(exc):
-                self.free_cuda_cache()
-                if len(prepared) == 1:
-                    results[prepared[0][0]] = (None, "out of GPU memory", m.ErrorKind.OOM)
-                    return
-                half = len(prepared) // 2
-                self._predict_into(adapter, state, prepared[:half], results)
-                self._predict_into(adapter, state, prepared[half:], results)
-                return
-            if len(prepared) == 1:
-                results[prepared[0][0]] = (None, _describe(exc), m.ErrorKind.MODEL)
-                return
-            for single in prepared:  # isolate: one bad item fails alone
-                self._predict_into(adapter, state, [single], results)
-            return
-        for (position, _), output in zip(prepared, outputs, strict=True):
-            if isinstance(output, BaseException):
-                results[position] = (None, _describe(output), m.ErrorKind.MODEL)
-                continue
-            try:
-                results[position] = (adapter.postprocess(output), None, None)
-            except Exception as exc:
-                results[position] = (None, _describe(exc), m.ErrorKind.MODEL)
+            return m.JobOutcome(job_id, None, describe(exc), m.ErrorKind.MODEL, partial.compute_s)
 
     def send_results(self, results: m.JobResults) -> None:
         if self.partial:  # jobs split across batches: how far each has come (their `progress` events)
@@ -386,14 +367,13 @@ class WorkerRuntime:
                 except (TypeError, msgspec.EncodeError) as exc:
                     checked.append(
                         m.JobOutcome(
-                            outcome.job_id, None, f"output cannot be serialized: {exc}", m.ErrorKind.MODEL
+                            outcome.job_id,
+                            None,
+                            f"output cannot be serialized: {exc}",
+                            m.ErrorKind.MODEL,
+                            outcome.compute_s,
                         )
                     )
             self.send(
                 m.JobResults(results.model, results.batch_size, results.run_s, checked, results.progress)
             )
-
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

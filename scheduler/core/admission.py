@@ -1,9 +1,11 @@
 """`Admission`: whether a submitted job may be queued, and queueing it.
 
-A job is admitted when the scheduler accepts jobs, its model is registered and some worker can ever
-run it (else `NoFitError`), the adapter's `validate` accepts its inputs, its priority and timeout are
+A job is admitted when the scheduler accepts jobs, its model (or each stage's model, for a
+pipeline's job: `scheduler.core.pipelines`) is registered and some worker can ever run it (else
+`NoFitError`), the adapter's `validate` accepts its inputs, its priority and timeout are
 valid and the queue has room. An idempotency key already seen answers the first job again (from the
 journal when the table no longer holds it). A model in its load back-off fails the job at once.
+The journal must have room too (`JobJournal.check_room`: its commits succeed, and it is not full).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from scheduler.core.deadlines import Deadlines
 from scheduler.core.endings import JobEndings
 from scheduler.core.jobs import Job, JobRequest, JobStatus, Priority
 from scheduler.core.models import ModelRegistry
+from scheduler.core.pipelines import Pipelines
 from scheduler.core.ports import JobExecutor, JobJournal
 from scheduler.core.table import JobTable
 from scheduler.errors import ErrorKind, InvalidInputError, NoFitError, NotRunningError, QueueFullError
@@ -46,6 +49,7 @@ class Admission:
         deadlines: Deadlines,
         journal: JobJournal | None,
         executors: Mapping[str, JobExecutor],
+        pipelines: Pipelines,
         on_admitted: Callable[[], None],
         *,
         max_queue: int,
@@ -57,6 +61,7 @@ class Admission:
         self.deadlines = deadlines
         self.journal = journal
         self.executors = executors
+        self.pipelines = pipelines
         self.on_admitted = on_admitted
         self.max_queue = max_queue
         self.default_timeout_s = default_timeout_s or None
@@ -79,6 +84,8 @@ class Admission:
             existing = self._by_key(key)
             if existing is not None:
                 return existing, False
+        if request.pipeline:
+            return self._admit_pipeline(request), True
         model_name = request.model_name
         registered = self.registry.validate(model_name, request.inputs)
         if registered.no_fit is not None:
@@ -87,15 +94,7 @@ class Admission:
             executor = self.executors.get(model_name)
             if executor is not None:
                 executor.check_room()
-        try:
-            priority = Priority.parse(request.priority)
-        except ValueError as exc:
-            raise InvalidInputError(str(exc), field="priority") from None
-        timeout_s = request.timeout_s if request.timeout_s is not None else self.default_timeout_s
-        if timeout_s is not None and (not math.isfinite(timeout_s) or timeout_s <= 0):
-            raise InvalidInputError("timeout_s must be a positive number of seconds", field="timeout_s")
-        if self.table.count_by_status[JobStatus.QUEUED] >= self.max_queue:
-            raise QueueFullError(f"the queue is full ({self.max_queue} jobs waiting); retry later")
+        priority, timeout_s = self._checked(request)
         job = Job(
             id=new_job_id(),
             model=model_name,
@@ -119,6 +118,40 @@ class Admission:
             self.deadlines.watch(job, now + timeout_s)
         self.on_admitted()
         return job, True
+
+    def _admit_pipeline(self, request: JobRequest) -> Job:
+        pipeline = self.pipelines.validate(request.pipeline, request.inputs)
+        priority, timeout_s = self._checked(request)
+        job = Job(
+            id=new_job_id(),
+            model=pipeline.name,
+            inputs=request.inputs,
+            priority=priority,
+            timeout_s=timeout_s,
+            idempotency_key=request.idempotency_key,
+            pipeline=pipeline.name,
+            stages=self.pipelines.new_runs(pipeline),
+        )
+        self.table.add(job)
+        if timeout_s is not None:
+            self.deadlines.watch(job, time.monotonic() + timeout_s)
+        self.pipelines.begin(job)
+        return job
+
+    def _checked(self, request: JobRequest) -> tuple[Priority, float | None]:
+        """The priority and timeout, checked; and room in the queue."""
+        try:
+            priority = Priority.parse(request.priority)
+        except ValueError as exc:
+            raise InvalidInputError(str(exc), field="priority") from None
+        timeout_s = request.timeout_s if request.timeout_s is not None else self.default_timeout_s
+        if timeout_s is not None and (not math.isfinite(timeout_s) or timeout_s <= 0):
+            raise InvalidInputError("timeout_s must be a positive number of seconds", field="timeout_s")
+        if self.table.count_by_status[JobStatus.QUEUED] >= self.max_queue:
+            raise QueueFullError(f"the queue is full ({self.max_queue} jobs waiting); retry later")
+        if self.journal is not None:
+            self.journal.check_room()  # its commits fail, or it is full of unfinished jobs: JournalError
+        return priority, timeout_s
 
     def _by_key(self, key: str) -> Job | None:
         existing_id = self.table.by_idempotency_key.get(key)

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from adapters.call import CPU_CALL_MODEL
 from scheduler.core.devices import Inventory
 from scheduler.core.dispatch import Dispatcher, demand_of
 from scheduler.core.models import ModelRegistry, resolve_spec
@@ -51,6 +52,14 @@ class ModelCatalog:
         if self.workers:
             self.refresh_fit()
         return spec
+
+    def needs_cpu_workers(self, has_gpus: bool) -> bool:
+        """CPU workers are started when there is no GPU, or a model (a CPU stage) runs on `cpu`; the
+        `cpu-call` model of `run_cpu` alone does not start them (an elastic pool parks slots for it)."""
+        return not has_gpus or any(
+            model.spec.device == "cpu" and name != CPU_CALL_MODEL
+            for name, model in self.registry.models.items()
+        )
 
     def refresh_fit(self) -> None:
         """Which models no worker can ever run: at start (the workers are known) and on each registration."""

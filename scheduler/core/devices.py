@@ -165,6 +165,15 @@ class Inventory:
         """A real card (its measured memory counts in the ledger), not the CPU nor a simulated card."""
         return any(gpu.index == gpu_index and not gpu.simulated for gpu in self.gpus)
 
+    def name_of(self, gpu_index: int | None) -> str | None:
+        """The card's name (what a cost rate may be given for); None for the CPU."""
+        if gpu_index is None:
+            return None
+        for gpu in self.gpus:
+            if gpu.index == gpu_index:
+                return gpu.name
+        return f"GPU {gpu_index}"
+
     def current(self) -> list[GpuInfo]:
         """The cards with their memory use and utilization now."""
         return refresh_usage(self.gpus)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from scheduler.core.devices import Inventory
@@ -83,6 +83,7 @@ class Dispatcher:
         self.inventory = inventory
         self.executors = executors
         self.max_models_per_worker = max_models_per_worker
+        self.on_stage_started: Callable[[Job], None] | None = None  # a pipeline stage's job was sent
         self.loop: asyncio.AbstractEventLoop | None = None
         self.enabled = False
         self._scheduled = False
@@ -177,7 +178,7 @@ class Dispatcher:
             return
         loaded = worker.models[model]
         loaded.in_flight += len(jobs)
-        loaded.last_used = time.monotonic()
+        loaded.last_used = worker.last_active = time.monotonic()
         device = worker.device_label
         registered = self.registry.models[model]
         for job in jobs:
@@ -185,6 +186,8 @@ class Dispatcher:
             items = job_items(registered.adapter, job, registered.spec.max_batch_size)
             worker.in_flight[job.id] = items
             worker.outstanding_items += items
+            if job.parent_id is not None and self.on_stage_started is not None:
+                self.on_stage_started(job)
         worker.send(m.RunJobs(model, [m.JobItem(job.id, job.inputs) for job in jobs]))
 
     def unload_from(self, worker: Worker, model: str) -> None:

@@ -52,8 +52,11 @@ class JobEndings:
         before = job.status
         self.table.finish(job, status, result, error, error_kind)
         for observer in self.observers:
-            observer(job)
-        if self.journal is not None:
+            try:
+                observer(job)
+            except Exception:  # one observer's bug must not stop the end, nor the batch it came in
+                log.exception("an observer of job %s's end failed", job.id)
+        if self.journal is not None and job.parent_id is None:  # a stage's or CPU call's job is not journaled
             try:
                 future = self.journal.record_ended(job)
             except JournalError as exc:  # closed under a late end (stop() is under way): nothing to wait for
@@ -115,9 +118,9 @@ class JobEndings:
             waiters.append(future)
         return future
 
-    async def wait(self, job: Job, loop: asyncio.AbstractEventLoop, timeout: float | None) -> dict[str, Any]:
+    async def wait(self, job: Job, timeout: float | None) -> dict[str, Any]:
         """The job's view once its end is durable, or as it stands when `timeout` seconds have passed."""
-        future = self.waiter(job, loop)
+        future = self.waiter(job, asyncio.get_running_loop())
         if future is not None:
             try:
                 await asyncio.wait_for(future, timeout)
@@ -143,7 +146,8 @@ class JobEndings:
             self._settle(job_id, self.table.get(job_id))
 
     def release_all(self) -> None:
-        """The scheduler stops: every waiter returns with the job as it stands."""
+        """The scheduler stops: every waiter returns with the job as it stands, every event stream ends."""
+        self.events.close_all()
         for waiters in self._waiters.values():
             for future in waiters:
                 if not future.done():
@@ -157,7 +161,10 @@ class JobEndings:
         if job is not None:
             self.events.settled(job)
             for observer in self.settle_observers:
-                observer(job)
+                try:
+                    observer(job)
+                except Exception:  # a callback's bug must not keep the other jobs' ends from showing
+                    log.exception("an observer of job %s's durable end failed", job.id)
 
     def _wake(self, job_id: str) -> None:
         waiters = self._waiters.pop(job_id, None)

@@ -18,8 +18,9 @@ The hooks the core calls (`JobEndings` owns the one instance, as `endings.events
                              positions recounted at most every `POSITIONS_EVERY_S`)
   settled(job)               a job's end became durable (`JobEndings`)
   progress(job, done, total, stage=None)
-                             a job made progress: items done (worker results); a pipeline calls it
-                             with the index of the stage it enters, the number of stages and its name
+                             a job made progress: items done (worker results); a pipeline job's stage
+                             was sent to a worker (`Pipelines.stage_started`: the stage's index, the
+                             number of stages, its name)
   close_all() / reopen()     the scheduler stops / starts
 """
 
@@ -213,6 +214,10 @@ class JobEvents:
         listeners = self._listeners.get(job.id)
         if not listeners:
             return
+        running = self._current(job, None)  # a job that makes progress runs: that is said first
+        if running is not None and running.name == "processing":
+            for listener in list(listeners):
+                listener.offer(running)
         data: dict[str, Any] = {"job_id": job.id, "status": "processing", "done": done, "total": total}
         if stage is not None:
             data["stage"] = stage

@@ -58,7 +58,7 @@ class Priority(enum.IntEnum):
 
 
 class JobRequest(msgspec.Struct, kw_only=True):
-    """What a client submits. `feature` names the model (an alias of `model`)."""
+    """What a client submits: a model's job (`feature` is an alias of `model`), or a pipeline's."""
 
     feature: str = ""
     inputs: Any = None
@@ -67,14 +67,37 @@ class JobRequest(msgspec.Struct, kw_only=True):
     callback_url: str | None = None  # POSTed the job's view once it has ended (`scheduler.webhooks`)
     idempotency_key: str | None = None
     model: str = ""
+    pipeline: str = ""
 
     @property
     def model_name(self) -> str:
         return self.model or self.feature
 
 
+class StageRun(msgspec.Struct, kw_only=True):
+    """One stage of a pipeline job as it ran (or waits): what the job view's `stages` lists.
+    `queued_s` is from the stage's start in the pipeline to its run; `run_s` from its run to its end;
+    `compute_s` its share of the batches it ran in, which `cost_usd` is counted from."""
+
+    name: str
+    model: str
+    status: str = "pending"  # pending | queued | processing | completed | error | cancelled
+    worker: str | None = None
+    device: str | None = None
+    attempts: int = 0
+    queued_s: float | None = None
+    run_s: float | None = None
+    compute_s: float = 0.0
+    cost_usd: float = 0.0
+    error: str | None = None
+
+
 class Job(msgspec.Struct, kw_only=True):
-    """The scheduler's record of one job. Only the main process's event loop changes it."""
+    """The scheduler's record of one job. Only the main process's event loop changes it.
+
+    A pipeline's job (`pipeline` set) never waits in a model's queue: its stages do, each as a job of
+    the stage's model with `parent_id` naming the pipeline job (see `scheduler.core.pipelines`);
+    `stage` is the index of the stage it has reached and `stages` what each stage did."""
 
     id: str
     model: str
@@ -95,13 +118,19 @@ class Job(msgspec.Struct, kw_only=True):
     error_kind: str | None = None
     seq: int = 0
     deadline: float | None = None  # time.monotonic() after which it ends as a timeout
+    compute_s: float = 0.0  # worker seconds charged to it (its shares of batches)
+    cost_usd: float = 0.0
+    pipeline: str | None = None
+    stage: int = 0
+    stages: list[StageRun] | None = None
+    parent_id: str | None = None  # a stage's job: the pipeline job it runs for
 
     @property
     def ended(self) -> bool:
         return self.status in ENDED
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        shown: dict[str, Any] = {
             "job_id": self.id,
             "model": self.model,
             "status": self.status.value,
@@ -115,4 +144,9 @@ class Job(msgspec.Struct, kw_only=True):
             "timeout_s": self.timeout_s,
             "result": self.result,
             "error": self.error,
+            "cost_usd": self.cost_usd,
         }
+        if self.stages is not None:
+            shown["pipeline"] = self.pipeline
+            shown["stages"] = msgspec.to_builtins(self.stages)
+        return shown

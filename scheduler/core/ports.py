@@ -9,7 +9,25 @@ import asyncio
 from collections.abc import Callable
 from typing import Any, Protocol
 
+import msgspec
+
 from scheduler.core.jobs import Job
+
+
+class JournalStatus(msgspec.Struct):
+    """The journal as `GET /system/status` shows it: its file, its size and bound, what was pruned,
+    and why it takes no jobs now (None: it does)."""
+
+    path: str
+    size_mb: float  # the database and its WAL, on disk
+    used_mb: float  # the database's pages in use: what `journal_max_mb` bounds
+    max_mb: float  # 0: no bound
+    pruned_for_size: int  # ended jobs deleted since the start to stay under the bound, oldest first
+    pruned_ended_through: float | None  # jobs that ended by then (wall clock) were pruned for size
+    pruned_for_age: int  # ended jobs deleted since the start past `result_retention_s`
+    full: bool  # over the bound with only unfinished jobs left: submissions are refused
+    problem: str | None  # why submissions are refused and readiness is 503: commits fail, or full
+    commits: int
 
 
 class JobJournal(Protocol):
@@ -29,11 +47,22 @@ class JobJournal(Protocol):
 
     def record_attempts(self, job: Job) -> None: ...
 
+    def record_stage(self, job: Job) -> None:
+        """A pipeline job reached its next stage: keep the stage, its input and what the stages did."""
+
     def lookup(self, job_id: str) -> Job | None: ...
 
     def find_by_key(self, idempotency_key: str) -> Job | None: ...
 
     def prune(self) -> None: ...
+
+    def problem(self) -> str | None:
+        """Why the journal cannot take jobs now (its commits fail, or it is full), or None."""
+
+    def check_room(self) -> None:
+        """Raises JournalError when the journal cannot take a job now (`problem`)."""
+
+    def status(self) -> JournalStatus: ...
 
 
 class WorkerChannel(Protocol):

@@ -9,8 +9,12 @@ from typing import Any
 
 import msgspec
 
+from scheduler.core.costs import CostLedger, CostTotals
+from scheduler.core.cpu_pool import CpuPool, PoolStatus
 from scheduler.core.devices import MIB, Inventory
 from scheduler.core.models import ModelRegistry
+from scheduler.core.pipelines import Pipelines
+from scheduler.core.ports import JobJournal, JournalStatus
 from scheduler.core.table import JobTable
 from scheduler.core.workers import Worker
 from scheduler.errors import WorkerState
@@ -91,8 +95,23 @@ class ModelInfo(msgspec.Struct):
     failed: str | None
 
 
+class StageInfo(msgspec.Struct):
+    name: str
+    model: str
+    device: str
+    timeout_s: float | None
+
+
+class PipelineInfo(msgspec.Struct):
+    name: str
+    description: str
+    stages: list[StageInfo]
+    cost_usd: float  # what its ended jobs cost, in all
+
+
 class SystemStatus(msgspec.Struct):
-    """`GET /system/status`: the scheduler, each GPU, each worker, the render process, the queue, the models."""
+    """`GET /system/status`: the scheduler, each GPU, each worker, the render process, the queue,
+    the models and pipelines, what jobs cost, the CPU stage pool, the journal."""
 
     scheduler: SchedulerInfo
     gpu: list[GpuStatus]
@@ -100,11 +119,16 @@ class SystemStatus(msgspec.Struct):
     render: dict[str, Any] | None
     queue: QueueCounts
     models: list[ModelInfo]
+    pipelines: list[PipelineInfo]
+    costs: CostTotals
+    cpu_pool: PoolStatus
+    journal: JournalStatus | None = None  # None: no journal
 
 
 class StatusBuilder:
     """registry, table, workers, inventory: what it reads; scheduler_info: the scheduler's own line;
-    render_status: the render process's section (None when rendering is off); max_queue: from the settings."""
+    render_status: the render process's section (None when rendering is off); max_queue: from the settings;
+    journal: the journal, when there is one."""
 
     def __init__(
         self,
@@ -114,9 +138,16 @@ class StatusBuilder:
         inventory: Inventory,
         scheduler_info: Callable[[], SchedulerInfo],
         render_status: Callable[[], dict[str, Any] | None],
+        pipelines: Pipelines,
+        costs: CostLedger,
+        cpu_pool: CpuPool,
         *,
         max_queue: int,
+        journal: JobJournal | None = None,
     ) -> None:
+        self.pipelines = pipelines
+        self.costs = costs
+        self.cpu_pool = cpu_pool
         self.registry = registry
         self.table = table
         self.workers = workers
@@ -124,6 +155,7 @@ class StatusBuilder:
         self.scheduler_info = scheduler_info
         self.render_status = render_status
         self.max_queue = max_queue
+        self.journal = journal
 
     def build(self) -> SystemStatus:
         now = time.monotonic()
@@ -134,6 +166,10 @@ class StatusBuilder:
             render=self.render_status(),
             queue=QueueCounts(**self.table.counts(), max_queue=self.max_queue),
             models=self.models(),
+            pipelines=self.pipeline_infos(),
+            costs=self.costs.totals(),
+            cpu_pool=self.cpu_pool.status(),
+            journal=self.journal.status() if self.journal is not None else None,
         )
 
     def gpus(self) -> list[GpuStatus]:
@@ -159,6 +195,26 @@ class StatusBuilder:
                 memory_utilization=round(gpu.used_bytes / gpu.total_bytes, 4) if gpu.total_bytes else 0.0,
             )
             for gpu in self.inventory.current()
+        ]
+
+    def pipeline_infos(self) -> list[PipelineInfo]:
+        models = self.registry.models
+        return [
+            PipelineInfo(
+                name=pipeline.name,
+                description=pipeline.description,
+                stages=[
+                    StageInfo(
+                        stage.name,
+                        stage.model,
+                        models[stage.model].spec.device if stage.model in models else "unregistered",
+                        stage.timeout_s,
+                    )
+                    for stage in pipeline.stages
+                ],
+                cost_usd=self.costs.by_pipeline.get(pipeline.name, 0.0),
+            )
+            for pipeline in self.pipelines.pipelines.values()
         ]
 
     def models(self) -> list[ModelInfo]:

@@ -4,6 +4,9 @@ Only the main process's event loop touches it. Queues hold job records and skip 
 `queued` meanwhile (cancelled, timed out), so removal from the middle of a queue is O(1).
 Queued jobs with `attempts > 0` (they were on a worker that died) wait apart, in `suspects`: the
 scheduler runs each of them alone (see `scheduler.core.dispatch` and `scheduler.core.worker_events`).
+A pipeline's job waits in no queue (its stages' jobs do); a stage's job, once ended, is dropped at
+once (`discard`): the pipeline job keeps what it did. `count_by_status` counts the jobs clients see:
+not the stages' jobs nor `run_cpu`'s (`parent_id` set), so a pipeline job counts once.
 """
 
 from __future__ import annotations
@@ -36,12 +39,13 @@ class JobTable:
     def add(self, job: Job) -> None:
         job.seq = next(self._seq)
         self.jobs[job.id] = job
-        self.count_by_status[job.status] += 1
+        if job.parent_id is None:
+            self.count_by_status[job.status] += 1
         if job.idempotency_key:
             self.by_idempotency_key[job.idempotency_key] = job.id
         if job.status is JobStatus.QUEUED:
             self._push(job, front=False)
-        elif job.ended:
+        elif job.ended and job.parent_id is None:
             self.finished_order.append(job.id)
 
     def get(self, job_id: str) -> Job | None:
@@ -95,13 +99,16 @@ class JobTable:
     def _set_status(self, job: Job, status: JobStatus) -> None:
         if not can_transition(job.status, status):
             raise ValueError(f"job {job.id}: {job.status.value} -> {status.value} is not allowed")
-        if job.status is JobStatus.QUEUED:
+        if job.status is JobStatus.QUEUED and job.pipeline is None:
             self.queued_count_by_model[job.model] -= 1
-        self.count_by_status[job.status] -= 1
-        self.count_by_status[status] += 1
+        if job.parent_id is None:
+            self.count_by_status[job.status] -= 1
+            self.count_by_status[status] += 1
         job.status = status
 
     def _push(self, job: Job, front: bool) -> None:
+        if job.pipeline is not None:
+            return  # its stages wait in their models' queues
         self.queued_count_by_model[job.model] = self.queued_count_by_model.get(job.model, 0) + 1
         if job.attempts > 0:
             self.suspects.append(job)
@@ -155,11 +162,22 @@ class JobTable:
         job.error = error
         job.error_kind = error_kind
         job.inputs = None  # the inputs are no longer needed; keep memory flat
+        if job.parent_id is not None:
+            return  # a stage's job: `discard`ed once its pipeline job has taken its result
         self.finished_order.append(job.id)
         if log.isEnabledFor(logging.DEBUG):
             took = job.ended_at - (started or job.created_at)
             log.debug("job %s %s after %.3fs%s", job.id, status.value, took, f": {error}" if error else "")
         self._trim()
+
+    def mark_started(self, job: Job) -> None:
+        """A pipeline's job: its first stage has begun to run."""
+        self._set_status(job, JobStatus.PROCESSING)
+        job.started_at = time.time()
+
+    def discard(self, job: Job) -> None:
+        """Forget an ended stage's job (its pipeline job holds what it did)."""
+        self.jobs.pop(job.id, None)  # never counted in `count_by_status`
 
     def _trim(self) -> None:
         while len(self.finished_order) > self.max_finished_in_memory:
@@ -191,6 +209,8 @@ class JobTable:
     def recent(self, status: str | None = None, model: str | None = None, limit: int = 50) -> list[Job]:
         found: list[Job] = []
         for job in sorted(self.jobs.values(), key=lambda job: job.seq, reverse=True):
+            if job.parent_id is not None:
+                continue  # a stage's job: shown within its pipeline job
             if status and job.status.value != status:
                 continue
             if model and job.model != model:

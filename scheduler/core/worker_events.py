@@ -18,6 +18,7 @@ import logging
 import time
 from collections.abc import Callable
 
+from scheduler.core.costs import CostLedger
 from scheduler.core.devices import MIB, Inventory
 from scheduler.core.dispatch import Dispatcher
 from scheduler.core.endings import JobEndings
@@ -52,6 +53,7 @@ class WorkerEvents:
         *,
         max_attempts: int,
         load_backoff: Backoff,
+        costs: CostLedger,
     ) -> None:
         self.registry = registry
         self.table = table
@@ -61,6 +63,7 @@ class WorkerEvents:
         self.journal = journal
         self.max_attempts = max_attempts
         self.load_backoff = load_backoff
+        self.costs = costs
         self.load_failures: dict[str, int] = {}  # model -> consecutive failed loads
         self.batch_observers: list[BatchObserver] = []
 
@@ -88,8 +91,10 @@ class WorkerEvents:
 
     def _on_results(self, worker: Worker, message: m.JobResults) -> None:
         loaded = worker.models.get(message.model)
-        now = time.monotonic()
+        now = worker.last_active = time.monotonic()
         finish = self.endings.finish
+        gpu_name = self.inventory.name_of(worker.gpu_index)
+        charge = self.costs.charge
         for outcome in message.outcomes:
             items = worker.in_flight.pop(outcome.job_id, None)
             if items is None:
@@ -99,9 +104,12 @@ class WorkerEvents:
             if loaded is not None:
                 loaded.in_flight -= 1
                 loaded.last_used = now
+            cost = charge(message.model, gpu_name, outcome.compute_s)  # paid for, even if dropped
             job = self.table.jobs.get(outcome.job_id)
             if job is None or job.status is not JobStatus.PROCESSING or job.worker_id != worker.worker_id:
                 continue  # cancelled or timed out meanwhile: the result is dropped
+            job.compute_s += outcome.compute_s
+            job.cost_usd += cost
             if outcome.error is None:
                 finish(job, JobStatus.COMPLETED, result=outcome.output)
             else:
@@ -203,4 +211,5 @@ class WorkerEvents:
         self.table.requeue_all(back, penalize)
         if penalize and self.journal is not None:
             for job in back:
-                self.journal.record_attempts(job)
+                if job.parent_id is None:  # a stage's job is not journaled (its pipeline job is)
+                    self.journal.record_attempts(job)

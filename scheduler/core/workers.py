@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -62,6 +62,8 @@ class Worker:
     no_penalty: bool = False  # restarted on purpose (a timeout, the shutdown): its jobs go back without a try
     solo_job_id: str | None = None  # a suspect (it was on a worker that died) running alone here
     reserved_for: str | None = None  # a suspect waits for this worker to drain
+    last_active: float = field(default_factory=time.monotonic)  # its last job sent or ended
+    retiring: float | None = None  # when the elastic CPU pool asked it to stop; parked once it has exited
 
     @property
     def state(self) -> WorkerState:
@@ -135,12 +137,37 @@ class WorkerSet:
         self.simulated = False
 
     def start(
-        self, loop: asyncio.AbstractEventLoop, plan: list[tuple[str, int | None]], simulated: bool
+        self,
+        loop: asyncio.AbstractEventLoop,
+        plan: list[tuple[str, int | None]],
+        simulated: bool,
+        parked: Sequence[str] = (),
     ) -> None:
+        """Start the workers of the plan; `parked`: CPU slots of an elastic pool, left stopped."""
         self.loop = loop
         self.simulated = simulated
         for worker_id, gpu_index in plan:
             self.spawn(worker_id, gpu_index, ChildWatch(worker_id))
+        for worker_id in parked:
+            self.records[worker_id] = self._parked(worker_id, ChildWatch(worker_id))
+
+    def _parked(self, worker_id: str, watch: ChildWatch) -> Worker:
+        watch.state = WorkerState.STOPPED
+        return Worker(worker_id, None, self.launcher.label(None, False), watch)
+
+    def unpark(self, worker_id: str, now: float) -> Worker:
+        """Start a parked CPU slot (the elastic pool grows)."""
+        old = self.records[worker_id]
+        return self.spawn(worker_id, None, ChildWatch(worker_id, started_at=now, restarts=old.watch.restarts))
+
+    def retire(self, worker_id: str) -> None:
+        """Stop a worker for good (the elastic pool shrinks): it takes no new job from now on, gives
+        back any it holds without a try counted, and is parked once it has exited."""
+        worker = self.records[worker_id]
+        worker.retiring = time.monotonic()
+        worker.no_penalty = True
+        worker.watch.state = WorkerState.STOPPING
+        worker.send(m.Shutdown())
 
     def spawn(self, worker_id: str, gpu_index: int | None, watch: ChildWatch) -> Worker:
         """A new incarnation of the worker. When it cannot even be started (no memory, no file
@@ -168,6 +195,15 @@ class WorkerSet:
     def supervise(self, now: float) -> None:
         """The supervision policy applied to every worker: kill the silent, respawn the dead."""
         for worker in list(self.records.values()):
+            if worker.retiring is not None:
+                if worker.state is WorkerState.DEAD:
+                    self.records[worker.worker_id] = self._parked(worker.worker_id, worker.watch)
+                elif now - worker.retiring > STOP_WAIT_S and worker.alive():
+                    log.warning(
+                        "worker %s did not stop in time; killing pid %s", worker.worker_id, worker.pid
+                    )
+                    worker.kill()
+                continue
             action = next_action(worker.watch, now, self.timeouts)
             if isinstance(action, Kill):
                 log.error("worker %s (pid %s) %s", worker.worker_id, worker.pid, action.reason)
@@ -175,19 +211,31 @@ class WorkerSet:
             elif isinstance(action, Respawn):
                 self.spawn(worker.worker_id, worker.gpu_index, worker.watch.successor(now))
 
+    async def wait_ready(self, timeout: float) -> None:
+        """Until every worker that runs has reported ready (or `timeout`, then TimeoutError)."""
+        deadline = time.monotonic() + timeout
+        while not self.all_ready():
+            if time.monotonic() > deadline:
+                states = {wid: worker.state.value for wid, worker in self.records.items()}
+                raise TimeoutError(f"workers not ready after {timeout}s: {states}")
+            await asyncio.sleep(0.02)
+
     def all_ready(self) -> bool:
+        """Every worker that runs is ready (a parked slot of the elastic CPU pool starts on demand)."""
         return bool(self.records) and all(
-            worker.state is WorkerState.READY for worker in self.records.values()
+            worker.state in (WorkerState.READY, WorkerState.STOPPED) for worker in self.records.values()
         )
 
     def any_ready(self) -> bool:
-        return any(worker.state is WorkerState.READY for worker in self.records.values())
+        """Some worker is ready, or every one is a parked slot that starts when a job comes."""
+        states = [worker.state for worker in self.records.values()]
+        return WorkerState.READY in states or (bool(states) and all(s is WorkerState.STOPPED for s in states))
 
     async def stop(self) -> None:
         """Ask every worker to stop; kill one that still holds jobs (the grace is over) or does not
         stop within `STOP_WAIT_S`. Their deaths are not their jobs' fault."""
         for worker in self.records.values():
-            if worker.state is WorkerState.DEAD:
+            if worker.state in (WorkerState.DEAD, WorkerState.STOPPED):
                 continue
             worker.watch.state = WorkerState.STOPPING
             worker.no_penalty = True

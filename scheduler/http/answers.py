@@ -114,7 +114,12 @@ def decode(data: bytes, decoder: msgspec.json.Decoder[Any]) -> Any:
         return decoder.decode(data)
     except msgspec.ValidationError as exc:
         message = str(exc)
-        field = message.rpartition("`$.")[2].rstrip("`") if "`$." in message else None
+        if "`$." in message:
+            field: str | None = message.rpartition("`$.")[2].rstrip("`")
+        elif message.startswith("Object missing required field `"):
+            field = message.split("`")[1]  # a missing top-level field
+        else:
+            field = None
         raise HttpError(422, "invalid_body", message, field) from None
     except msgspec.DecodeError as exc:
         raise HttpError(422, "malformed_json", f"the body is not valid JSON: {exc}") from None
@@ -153,12 +158,20 @@ async def infer_answer(
     timeout: float | None,
     on_submitted: Callable[[str], None] | None = None,
     raw: bool = False,
+    pipeline: bool = False,
 ) -> Answer:
-    """`POST /models/{model}/infer`: submit, wait, answer the result or why there is none. With `raw`
-    (the client sent `Accept: application/octet-stream`) a numeric result comes as float32 bytes."""
+    """`POST /models/{model}/infer` (or `/pipelines/{model}/infer` with `pipeline`): submit, wait,
+    answer the result or why there is none. With `raw` (the client sent `Accept:
+    application/octet-stream`) a numeric result comes as float32 bytes."""
     request: InferRequest = decode(body, infer_decoder)
     job_id = await scheduler.schedule_job(
-        JobRequest(model=model, inputs=request.inputs, priority=request.priority, timeout_s=request.timeout_s)
+        JobRequest(
+            model="" if pipeline else model,
+            pipeline=model if pipeline else "",
+            inputs=request.inputs,
+            priority=request.priority,
+            timeout_s=request.timeout_s,
+        )
     )
     if on_submitted is not None:
         on_submitted(model)

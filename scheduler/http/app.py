@@ -16,7 +16,7 @@ from scheduler.http.answers import Answer, HttpError, error_answer, json_answer
 from scheduler.http.auth import BearerAuth
 from scheduler.http.hot_path import HotPath
 from scheduler.http.metrics import SchedulerMetrics
-from scheduler.http.routers import events, jobs, models, openai, render, system, v2
+from scheduler.http.routers import events, jobs, models, openai, pipelines, render, system, v2
 from scheduler.http.schemas import ErrorBody, openapi_components
 from scheduler.scheduler import Scheduler
 from scheduler.settings import Settings
@@ -65,6 +65,7 @@ def create_app(settings_or_scheduler: Settings | Scheduler) -> DaemonApp:
     app.include_router(jobs.router(scheduler, metrics.job_submitted))
     app.include_router(events.router(scheduler))
     app.include_router(models.router(scheduler, metrics.job_submitted))
+    app.include_router(pipelines.router(scheduler, metrics.job_submitted))
     app.include_router(render.router(scheduler))
     app.include_router(system.router(scheduler, metrics))
     app.include_router(openai.router(scheduler, metrics.job_submitted))

@@ -1,7 +1,7 @@
 """Prometheus metrics for `/metrics`, in a registry of their own.
 
-Counters and histograms are fed by the scheduler's observers (`on_job_end`, `on_batch`) as things
-happen; gauges (queue depth, workers up, GPU memory, models loaded) are read from the system status
+Counters and histograms are fed by the scheduler's observers (`on_job_end`, `on_batch`, the cost
+ledger's and the pipelines' stage observers) as things happen; gauges (queue depth, workers up, GPU memory, models loaded) are read from the system status
 when Prometheus scrapes.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from scheduler.core.devices import MIB
@@ -47,7 +47,7 @@ class StatusCollector(Collector):
     def __init__(self, scheduler: Scheduler) -> None:
         self.scheduler = scheduler
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         status = self.scheduler.status()
         queue = GaugeMetricFamily("modelsched_queue_jobs", "Jobs by state now", labels=["state"])
         queue.add_metric(["queued"], status.queue.queued)
@@ -78,6 +78,46 @@ class StatusCollector(Collector):
         for worker in status.workers:
             loaded.add_metric([worker.worker_id], len(worker.loaded_models))
         yield loaded
+        pool = GaugeMetricFamily("modelsched_cpu_pool_workers", "CPU stage pool workers", labels=["state"])
+        pool.add_metric(["running"], status.cpu_pool.running)
+        pool.add_metric(["ready"], status.cpu_pool.ready)
+        pool.add_metric(["max"], status.cpu_pool.max_workers)
+        yield pool
+        spent = CounterMetricFamily(
+            "modelsched_cost_usd",
+            "Dollars of worker time spent, by model and device class",
+            labels=["model", "device"],
+        )
+        for (model, device), dollars in self.scheduler.costs.by_model_device.items():
+            spent.add_metric([model, device], dollars)
+        yield spent
+        per_1000 = GaugeMetricFamily(
+            "modelsched_cost_per_1000_jobs_usd", "Mean cost of 1,000 ended jobs since the start"
+        )
+        per_1000.add_metric([], status.costs.per_1000_jobs_usd or 0.0)
+        yield per_1000
+        journal = status.journal
+        if journal is not None:
+            for name, help_text, value in (
+                ("size_bytes", "The journal's database and WAL on disk", journal.size_mb * MIB),
+                (
+                    "used_bytes",
+                    "The journal's pages in use (what journal_max_mb bounds)",
+                    journal.used_mb * MIB,
+                ),
+                ("max_bytes", "journal_max_mb (0: no bound)", journal.max_mb * MIB),
+                (
+                    "pruned_for_size",
+                    "Ended jobs pruned since the start to stay under the bound",
+                    journal.pruned_for_size,
+                ),
+                (
+                    "available",
+                    "1 while the journal takes jobs; 0 while its commits fail or it is full",
+                    journal.problem is None,
+                ),
+            ):
+                yield GaugeMetricFamily(f"modelsched_journal_{name}", help_text, value=float(value))
 
 
 class SchedulerMetrics:
@@ -120,14 +160,27 @@ class SchedulerMetrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
+        self.stage_time = Histogram(
+            "modelsched_stage_seconds",
+            "From a pipeline stage's start (its queue included) to its end",
+            ["pipeline", "stage"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
         self.registry.register(StatusCollector(scheduler))
         scheduler.on_job_end.append(self.job_ended)
         scheduler.on_batch.append(self.batch_ran)
+        scheduler.pipelines.stage_observers.append(self.stage_ended)
 
     def job_submitted(self, model: str) -> None:
         self.submitted.labels(model).inc()
 
+    def stage_ended(self, pipeline: str, stage: str, seconds: float) -> None:
+        self.stage_time.labels(pipeline, stage).observe(seconds)
+
     def job_ended(self, job: Job) -> None:
+        if job.parent_id is not None:
+            return  # a stage's or a CPU call's job: `modelsched_stage_seconds` and the batch metrics
         self.ended.labels(job.model, job.status.value).inc()
         if job.started_at is not None:
             self.queue_wait.labels(job.model).observe(max(0.0, job.started_at - job.created_at))

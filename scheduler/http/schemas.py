@@ -8,18 +8,21 @@ from typing import Any, Literal
 
 import msgspec
 
-from scheduler.core.status import ModelInfo, SystemStatus
+from scheduler.core.jobs import StageRun
+from scheduler.core.status import ModelInfo, PipelineInfo, SystemStatus
 from workers.render.request import RenderRequest
 
 PriorityName = Literal["high", "normal", "low"]
 
 
 class SubmitJob(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    """`POST /jobs`. `feature` is accepted as another name for `model`."""
+    """`POST /jobs`: a model's job (`feature` is accepted as another name for `model`), or a
+    pipeline's (`pipeline`)."""
 
     inputs: Any
     model: str | None = None
     feature: str | None = None
+    pipeline: str | None = None
     priority: PriorityName = "normal"
     timeout_s: float | None = None
     idempotency_key: str | None = msgspec.field(default=None)
@@ -39,8 +42,8 @@ class JobAccepted(msgspec.Struct):
     status: str
 
 
-class JobView(msgspec.Struct):
-    """A job as `GET /jobs/{id}` shows it."""
+class JobView(msgspec.Struct, kw_only=True):
+    """A job as `GET /jobs/{id}` shows it; a pipeline's job also has `pipeline` and `stages`."""
 
     job_id: str
     model: str
@@ -57,6 +60,32 @@ class JobView(msgspec.Struct):
     error: str | None
     error_kind: str | None  # why it failed: input, model, oom, load, timeout, cancelled, poison, placement
     queue_position: int | None  # queued: how many jobs of its model run before it
+    cost_usd: float
+    pipeline: str | None = None
+    stages: list[StageRun] | None = None
+
+
+class ClassifyRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """`POST /classify`: one text through the `classify` pipeline."""
+
+    text: str
+    priority: PriorityName = "normal"
+    timeout_s: float | None = None
+
+
+class Classification(msgspec.Struct):
+    """`POST /classify`'s answer: the label, its probability, every label's, what it cost."""
+
+    job_id: str
+    label: str
+    confidence: float
+    scores: dict[str, float]
+    words: int | None
+    cost_usd: float
+
+
+class PipelineList(msgspec.Struct):
+    pipelines: list[PipelineInfo]
 
 
 class JobList(msgspec.Struct):
@@ -115,8 +144,11 @@ class ModelAction(msgspec.Struct):
     workers: list[str]
 
 
-class Health(msgspec.Struct):
+class Health(msgspec.Struct, omit_defaults=True):
+    """`/healthz` and `/readyz`; `reason` says why the daemon is not ready (`/readyz` 503)."""
+
     status: str
+    reason: str | None = None
 
 
 SCHEMAS: tuple[type, ...] = (
@@ -134,6 +166,9 @@ SCHEMAS: tuple[type, ...] = (
     ModelList,
     ModelAction,
     Health,
+    ClassifyRequest,
+    Classification,
+    PipelineList,
     SystemStatus,
 )
 

@@ -26,6 +26,7 @@ from types import FrameType
 import uvicorn
 
 from scheduler.http.app import create_app
+from scheduler.journal import SqliteJournal
 from scheduler.scheduler import Scheduler
 from scheduler.settings import Settings
 
@@ -80,11 +81,14 @@ class DrainingServer(uvicorn.Server):
 
 
 def serve(settings: Settings) -> int:
-    """Run the daemon until a signal ends it; the exit status."""
+    """Run the daemon until a signal ends it; the exit status. A damaged journal raises
+    JournalDamagedError before anything starts (the command line prints its one line)."""
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     scheduler = Scheduler(settings)
+    if isinstance(scheduler.journal, SqliteJournal):
+        scheduler.journal.check_file()  # a damaged journal: JournalDamagedError, before a socket is bound
     config = uvicorn.Config(
         create_app(scheduler),
         host=settings.host,

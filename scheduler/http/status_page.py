@@ -15,6 +15,10 @@ STATUS_PAGE = """<!doctype html>
 <h2>Workers</h2><table id="workers"></table>
 <h2>Queue</h2><table id="queue"></table>
 <h2>Models</h2><table id="models"></table>
+<h2>Pipelines</h2><table id="pipelines"></table>
+<h2>Costs</h2><div id="cost-summary" class="muted"></div><table id="costs"></table>
+<h2>CPU stage pool</h2><div id="pool-summary" class="muted"></div><table id="pool"></table>
+<h2>Journal</h2><table id="journal"></table>
 <script>
 const esc = s => String(s ?? "").replace(/[&<>"]/g, c => ({"&":"&amp;","<":"&lt;",">":"&gt;",'"':"&quot;"}[c]));
 function table(id, head, rows) {
@@ -48,6 +52,28 @@ async function refresh() {
     table("models", ["model", "device", "VRAM (MiB)", "batch", "loaded on", "queued", "state"], s.models.map(m => [
       esc(m.name), esc(m.device), m.vram_mb, m.max_batch_size + " / " + m.max_delay_ms + " ms",
       esc(m.loaded_on.join(", ")), m.queued, m.failed ? "<span class=bad>failed: " + esc(m.failed) + "</span>" : "ok"]));
+    const usd = v => "$" + Number(v || 0).toFixed(6);
+    table("pipelines", ["pipeline", "stages", "cost"], s.pipelines.map(p => [esc(p.name),
+      esc(p.stages.map(st => st.name + " (" + st.model + ", " + st.device + ")").join(" → ")), usd(p.cost_usd)]));
+    const c = s.costs;
+    document.getElementById("cost-summary").textContent = "total " + usd(c.total_usd) + " · " + c.jobs_ended +
+      " job(s) ended · per 1,000 jobs " + (c.per_1000_jobs_usd == null ? "–" : usd(c.per_1000_jobs_usd)) +
+      " · rates " + Object.entries(c.rates).map(([k, v]) => k + " $" + v + "/s").join(", ");
+    table("costs", ["by", "name", "dollars"], [
+      ...Object.entries(c.by_device).map(([k, v]) => ["device", esc(k), usd(v)]),
+      ...Object.entries(c.by_model).map(([k, v]) => ["model", esc(k), usd(v)]),
+      ...Object.entries(c.by_pipeline).map(([k, v]) => ["pipeline", esc(k), usd(v)])]);
+    const p = s.cpu_pool;
+    document.getElementById("pool-summary").textContent = p.running + " running (" + p.ready + " ready) of " +
+      p.min_workers + "–" + p.max_workers + " · " + p.backlog + " CPU job(s) waiting · idle timeout " + p.idle_timeout_s + " s";
+    table("pool", ["when", "change", "worker", "why"], p.changes.slice().reverse().map(ch => [
+      new Date(ch.at * 1000).toLocaleTimeString(), esc(ch.change), esc(ch.worker), esc(ch.reason)]));
+    const j = s.journal;
+    table("journal", ["file", "size", "in use / bound", "pruned (size)", "ended by then pruned", "pruned (age)", "state"],
+      j ? [[esc(j.path), j.size_mb.toFixed(1) + " MiB",
+        j.max_mb ? bar(j.used_mb, j.max_mb) : j.used_mb.toFixed(1) + " MiB (no bound)", j.pruned_for_size,
+        j.pruned_ended_through == null ? "–" : new Date(j.pruned_ended_through * 1000).toLocaleString(), j.pruned_for_age,
+        j.problem ? "<span class=bad>" + esc(j.problem) + "</span>" : "<span class=ok>ok</span>"]] : []);
   } catch (e) {
     document.getElementById("summary").innerHTML = "<span class=bad>status unavailable: " + esc(e.message) + "</span>";
   }

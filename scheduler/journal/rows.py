@@ -8,7 +8,7 @@ from typing import Any
 
 import msgspec
 
-from scheduler.core.jobs import Job, JobStatus, Priority
+from scheduler.core.jobs import Job, JobStatus, Priority, StageRun
 
 log = logging.getLogger("modelsched.journal")
 
@@ -31,51 +31,95 @@ CREATE TABLE IF NOT EXISTS jobs (
     result BLOB,
     error TEXT,
     error_kind TEXT,
-    end_records INTEGER NOT NULL DEFAULT 0  -- end records written for this job: more than 1 is a bug
+    end_records INTEGER NOT NULL DEFAULT 0,  -- end records written for this job: more than 1 is a bug
+    pipeline TEXT,                  -- a pipeline's job: its pipeline
+    stage INTEGER NOT NULL DEFAULT 0,  -- the stage it has reached (its input is in `inputs`)
+    stages BLOB,                    -- what its stages did, as msgpack
+    cost_usd REAL NOT NULL DEFAULT 0,
+    compute_s REAL NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS jobs_open ON jobs(n) WHERE ended_at IS NULL;
 CREATE INDEX IF NOT EXISTS jobs_ended ON jobs(ended_at) WHERE ended_at IS NOT NULL;
 CREATE INDEX IF NOT EXISTS jobs_by_key ON jobs(idempotency_key) WHERE idempotency_key IS NOT NULL;
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value);  -- the probe commit's one row
 """
+# Columns added since the first schema: a journal written by an older version gains them at open.
+ADDED_COLUMNS = {
+    "pipeline": "TEXT",
+    "stage": "INTEGER NOT NULL DEFAULT 0",
+    "stages": "BLOB",
+    "cost_usd": "REAL NOT NULL DEFAULT 0",
+    "compute_s": "REAL NOT NULL DEFAULT 0",
+}
 
 SUBMIT_SQL = """
-INSERT INTO jobs (id, model, priority, timeout_s, idempotency_key, status, attempts, created_at, inputs)
-VALUES (?, ?, ?, ?, ?, 'queued', ?, ?, ?) ON CONFLICT(id) DO NOTHING
+INSERT INTO jobs (id, model, priority, timeout_s, idempotency_key, status, attempts, created_at, inputs,
+                  pipeline, stage, stages)
+VALUES (?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO NOTHING
 """
-END_ROW_SQL = """
-INSERT INTO jobs (id, model, priority, timeout_s, idempotency_key, status, attempts, created_at, started_at,
-                  ended_at, worker_id, device, result, error, error_kind, end_records)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)
+_END_FIELDS = "status, attempts, started_at, ended_at, worker_id, device, result, error, error_kind, stages, cost_usd, compute_s"
+END_ROW_SQL = f"""
+INSERT INTO jobs (id, model, priority, timeout_s, idempotency_key, created_at, pipeline, {_END_FIELDS}, end_records)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)
 ON CONFLICT(id) DO UPDATE SET
     status = excluded.status, attempts = excluded.attempts, started_at = excluded.started_at,
     ended_at = excluded.ended_at, worker_id = excluded.worker_id, device = excluded.device,
     inputs = NULL, result = excluded.result, error = excluded.error, error_kind = excluded.error_kind,
+    stages = excluded.stages, cost_usd = excluded.cost_usd, compute_s = excluded.compute_s,
     end_records = end_records + 1
 """
 END_UPDATE_SQL = """
 UPDATE jobs SET status = ?, attempts = ?, started_at = ?, ended_at = ?, worker_id = ?, device = ?, inputs = NULL,
-                result = ?, error = ?, error_kind = ?, end_records = end_records + 1
+                result = ?, error = ?, error_kind = ?, stages = ?, cost_usd = ?, compute_s = ?,
+                end_records = end_records + 1
 WHERE id = ?
 """
+END_KEYS = 7  # an END record's params: the row's identity (END_ROW's first 7 columns), then _END_FIELDS
 ATTEMPTS_SQL = "UPDATE jobs SET attempts = ? WHERE id = ? AND ended_at IS NULL"
-PRUNE_SQL = """
-DELETE FROM jobs WHERE n IN (
-    SELECT n FROM jobs WHERE ended_at IS NOT NULL AND ended_at < ? ORDER BY ended_at LIMIT ?)
-"""
+STAGE_SQL = "UPDATE jobs SET stage = ?, inputs = ?, stages = ?, cost_usd = ?, compute_s = ? WHERE id = ? AND ended_at IS NULL"
+PROBE_SQL = (
+    "INSERT INTO meta (key, value) VALUES ('probe', ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value"
+)
 OPEN_SQL = """
-SELECT id, model, priority, timeout_s, idempotency_key, attempts, created_at, inputs
+SELECT id, model, priority, timeout_s, idempotency_key, attempts, created_at, inputs, pipeline, stage, stages,
+       cost_usd, compute_s
 FROM jobs WHERE ended_at IS NULL ORDER BY n
 """
 ENDED_COLUMNS = """id, model, priority, timeout_s, idempotency_key, status, attempts, created_at, started_at,
-                    ended_at, worker_id, device, result, error, error_kind"""
+                    ended_at, worker_id, device, result, error, error_kind, pipeline, stages, cost_usd,
+                    compute_s"""
 
 # Record kinds. END carries the whole row: the writer turns it into an UPDATE of the submitted row,
 # or, when the submission is in the same commit, into one INSERT of the ended row (END_ROW).
-SUBMIT, END, END_ROW, ATTEMPTS = 0, 1, 2, 3
-SQL_BY_KIND = {SUBMIT: SUBMIT_SQL, END: END_UPDATE_SQL, END_ROW: END_ROW_SQL, ATTEMPTS: ATTEMPTS_SQL}
+SUBMIT, END, END_ROW, ATTEMPTS, STAGE = 0, 1, 2, 3, 4
+SQL_BY_KIND = {
+    SUBMIT: SUBMIT_SQL,
+    END: END_UPDATE_SQL,
+    END_ROW: END_ROW_SQL,
+    ATTEMPTS: ATTEMPTS_SQL,
+    STAGE: STAGE_SQL,
+}
+ID_AT = {SUBMIT: 0, END: 0, END_ROW: 0, ATTEMPTS: 1, STAGE: 5}  # where each kind's params hold the job id
 
 _encode = msgspec.msgpack.Encoder().encode
 _decode = msgspec.msgpack.Decoder().decode
+_decode_stages = msgspec.msgpack.Decoder(list[StageRun]).decode
+
+
+def submit_params(job: Job) -> tuple[Any, ...]:
+    return (
+        job.id,
+        job.model,
+        int(job.priority),
+        job.timeout_s,
+        job.idempotency_key,
+        job.attempts,
+        job.created_at,
+        encode_or_none(job.inputs, job.id),
+        job.pipeline,
+        job.stage,
+        encode_stages(job),
+    )
 
 
 def end_params(job: Job) -> tuple[Any, ...]:
@@ -85,9 +129,10 @@ def end_params(job: Job) -> tuple[Any, ...]:
         int(job.priority),
         job.timeout_s,
         job.idempotency_key,
+        job.created_at,
+        job.pipeline,
         job.status.value,
         job.attempts,
-        job.created_at,
         job.started_at,
         job.ended_at,
         job.worker_id,
@@ -95,7 +140,29 @@ def end_params(job: Job) -> tuple[Any, ...]:
         encode_or_none(job.result, job.id),
         job.error,
         job.error_kind,
+        encode_stages(job),
+        job.cost_usd,
+        job.compute_s,
     )
+
+
+def stage_params(job: Job) -> tuple[Any, ...]:
+    return (
+        job.stage,
+        encode_or_none(job.inputs, job.id),
+        encode_stages(job),
+        job.cost_usd,
+        job.compute_s,
+        job.id,
+    )
+
+
+def encode_stages(job: Job) -> bytes | None:
+    return None if job.stages is None else _encode(job.stages)
+
+
+def decode_stages(blob: bytes | None) -> list[StageRun] | None:
+    return None if blob is None else _decode_stages(blob)
 
 
 def statements(records: list[tuple[int, tuple[Any, ...]]]) -> list[tuple[int, tuple[Any, ...]]]:
@@ -105,45 +172,12 @@ def statements(records: list[tuple[int, tuple[Any, ...]]]) -> list[tuple[int, tu
     ended_here = {params[0]: params for kind, params in records if kind == END and params[0] in submitted}
     statements: list[tuple[int, tuple[Any, ...]]] = []
     for kind, params in records:
-        job_id = params[0] if kind != ATTEMPTS else params[1]
+        job_id = params[ID_AT[kind]]
         if kind == SUBMIT and job_id in ended_here:
             statements.append((END_ROW, ended_here[job_id]))
         elif kind == END and job_id not in ended_here:
-            (
-                _,
-                _,
-                _,
-                _,
-                _,
-                status,
-                attempts,
-                _,
-                started_at,
-                ended_at,
-                worker_id,
-                device,
-                result,
-                error,
-                error_kind,
-            ) = params
-            statements.append(
-                (
-                    END,
-                    (
-                        status,
-                        attempts,
-                        started_at,
-                        ended_at,
-                        worker_id,
-                        device,
-                        result,
-                        error,
-                        error_kind,
-                        job_id,
-                    ),
-                )
-            )
-        elif kind in (END, ATTEMPTS) and job_id in ended_here:
+            statements.append((END, (*params[END_KEYS:], job_id)))
+        elif kind in (END, ATTEMPTS, STAGE) and job_id in ended_here:
             continue  # written with the submission
         else:
             statements.append((kind, params))
@@ -165,7 +199,21 @@ def decode_or_none(blob: bytes | None) -> Any:
 
 
 def open_job(row: tuple[Any, ...]) -> Job:
-    job_id, model, priority, timeout_s, key, attempts, created_at, inputs = row
+    (
+        job_id,
+        model,
+        priority,
+        timeout_s,
+        key,
+        attempts,
+        created_at,
+        inputs,
+        pipeline,
+        stage,
+        stages,
+        cost_usd,
+        compute_s,
+    ) = row
     return Job(
         id=job_id,
         model=model,
@@ -175,6 +223,11 @@ def open_job(row: tuple[Any, ...]) -> Job:
         idempotency_key=key,
         attempts=attempts,
         created_at=created_at,
+        pipeline=pipeline,
+        stage=stage,
+        stages=decode_stages(stages),
+        cost_usd=cost_usd,
+        compute_s=compute_s,
     )
 
 
@@ -195,6 +248,10 @@ def ended_job(row: tuple[Any, ...]) -> Job:
         result,
         error,
         error_kind,
+        pipeline,
+        stages,
+        cost_usd,
+        compute_s,
     ) = row
     return Job(
         id=job_id,
@@ -213,4 +270,8 @@ def ended_job(row: tuple[Any, ...]) -> Job:
         result=decode_or_none(result),
         error=error,
         error_kind=error_kind,
+        pipeline=pipeline,
+        stages=decode_stages(stages),
+        cost_usd=cost_usd,
+        compute_s=compute_s,
     )

@@ -11,71 +11,52 @@ A job submitted and ended within one commit (a fast model under load) is written
 row. Job ids begin with their creation time in milliseconds, so the id index grows at its right edge.
 At start the jobs that had not ended are read back, in submission order; ended jobs are read one at
 a time, by id or idempotency key, when the in-memory table no longer holds them (there may be a
-million of them). Rows of jobs that ended more than `result_retention_s` ago are deleted in chunks.
-The table, its statements and the job/row conversions are in `scheduler.journal.rows`.
+million of them). Between commits the writer keeps the journal under `journal_max_mb` and prunes
+jobs past `result_retention_s` (`scheduler.journal.upkeep`).
+
+While commits fail (a full disk, an I/O error, a lock held too long), `problem()` says why: readiness
+answers 503 and submissions are refused; the writer tries a small probe commit every `PROBE_S`
+(`writer.py`) and the journal takes jobs again once one succeeds. At open, the file is made private (or
+warned about) and checked (`scheduler.journal.files`). The table, its statements and the job/row
+conversions are in `scheduler.journal.rows`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import queue
+import os
 import sqlite3
-import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
-from typing import Any
 
 from scheduler.core.jobs import ENDED, Job
+from scheduler.core.ports import JournalStatus
 from scheduler.errors import JournalError
+from scheduler.journal.files import check_or_raise, size_on_disk
+from scheduler.journal.opening import MIB, prepare
 from scheduler.journal.rows import (
     ATTEMPTS,
     END,
     END_ROW,
     ENDED_COLUMNS,
-    OPEN_SQL,
-    PRUNE_SQL,
-    SCHEMA,
-    SQL_BY_KIND,
+    STAGE,
     SUBMIT,
-    encode_or_none,
     end_params,
     ended_job,
-    open_job,
-    statements,
+    stage_params,
+    submit_params,
 )
+from scheduler.journal.upkeep import Upkeep
+from scheduler.journal.writer import Group, Prune, Writer
 
 log = logging.getLogger("modelsched.journal")
 
 NO_JOURNAL = ("", ":memory:")
-PRUNE_CHUNK_ROWS = 5_000
 
 
 def journal_enabled(path: str) -> bool:
     return path not in NO_JOURNAL
-
-
-class _Group:
-    """Records handed to the writer in one loop turn, and the future resolved when they are committed."""
-
-    __slots__ = ("records", "future", "ended_ids")
-
-    def __init__(self, future: asyncio.Future[None]) -> None:
-        self.records: list[tuple[int, tuple[Any, ...]]] = []
-        self.future = future
-        self.ended_ids: list[str] = []
-
-
-class _Prune:
-    __slots__ = ("cutoff",)
-
-    def __init__(self, cutoff: float) -> None:
-        self.cutoff = cutoff
-
-
-_STOP = object()
 
 
 class SqliteJournal:
@@ -83,22 +64,32 @@ class SqliteJournal:
     scheduler's start reads what had not ended and starts the writer. Every method but the writer's
     runs on the event loop's thread."""
 
-    def __init__(self, path: str, synchronous: str = "NORMAL", retention_s: float = 86_400.0) -> None:
+    def __init__(
+        self, path: str, synchronous: str = "NORMAL", retention_s: float = 86_400.0, max_bytes: int = 0
+    ) -> None:
         self.path = path
         self.synchronous = synchronous.upper()
         self.retention_s = retention_s
+        self.max_bytes = max_bytes
         self.loop: asyncio.AbstractEventLoop | None = None
         self.on_ends_committed: Callable[[list[str]], None] | None = None
-        self.commits = 0
-        self.records_written = 0
         self.last_error: str | None = None
-        self._group: _Group | None = None
-        self._inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._writer: threading.Thread | None = None
+        self.failing: str | None = None  # why the last commit failed; None once one succeeds
+        self.upkeep = Upkeep(max_bytes, incremental=False)
+        self._checked = False
+        self._group: Group | None = None
+        self._writer: Writer | None = None
         self._reader: sqlite3.Connection | None = None
         self._closed = True
 
     # ---- opening -------------------------------------------------------------------------------
+
+    def check_file(self) -> None:
+        """The integrity check, read-only (JournalDamagedError, in one line, when the file is damaged);
+        `open` runs it unless it passed already. A missing file passes."""
+        if not self._checked:
+            check_or_raise(self.path)
+            self._checked = True
 
     async def open(self, on_ends_committed: Callable[[list[str]], None] | None = None) -> list[Job]:
         """Open (or create) the file and start the writer; returns the jobs that had not ended, oldest
@@ -107,13 +98,9 @@ class SqliteJournal:
         self.on_ends_committed = on_ends_committed
         open_jobs = await asyncio.to_thread(self._prepare)
         self._reader = self._connect(check_same_thread=False)
-        self._inbox = queue.SimpleQueue()
-        ready = threading.Event()
-        self._writer = threading.Thread(
-            target=self._writer_main, args=(ready,), name="modelsched-journal", daemon=True
-        )
-        self._writer.start()
-        await asyncio.to_thread(ready.wait, 30.0)
+        self.failing = None
+        self._writer = Writer(self._connect, self.upkeep, self.loop, self._committed, self._probed)
+        await asyncio.to_thread(self._writer.start().wait, 30.0)
         self._closed = False
         return open_jobs
 
@@ -126,42 +113,42 @@ class SqliteJournal:
         return connection
 
     def _prepare(self) -> list[Job]:
-        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        connection = self._connect()
-        try:
-            mode = connection.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-            if str(mode).lower() != "wal":
-                raise JournalError(f"journal {self.path!r}: SQLite refused WAL mode (got {mode!r})")
-            connection.executescript(SCHEMA)
-            jobs = [open_job(row) for row in connection.execute(OPEN_SQL)]
-        except sqlite3.Error as exc:
-            raise JournalError(f"journal {self.path!r} cannot be opened: {exc}") from exc
-        finally:
-            connection.close()
+        jobs, self.upkeep = prepare(self.path, self._connect, self.max_bytes, self._checked)
+        self._checked = True
         log.info(
-            "journal %s opened (synchronous=%s): %d job(s) had not ended",
+            "journal %s opened (synchronous=%s, %.1f MiB in use, bound %s): %d job(s) had not ended",
             self.path,
             self.synchronous,
+            self.upkeep.used_bytes / MIB,
+            f"{self.max_bytes / MIB:.1f} MiB" if self.max_bytes else "none",
             len(jobs),
         )
         return jobs
 
     # ---- recording (on the loop) ---------------------------------------------------------------
 
-    def _current_group(self) -> _Group:
+    @property
+    def commits(self) -> int:
+        return self._writer.commits if self._writer is not None else 0
+
+    @property
+    def records_written(self) -> int:
+        return self._writer.records_written if self._writer is not None else 0
+
+    def _current_group(self) -> Group:
         if self._closed:
             raise JournalError("the journal is closed")
         group = self._group
         if group is None:
             assert self.loop is not None
-            group = self._group = _Group(self.loop.create_future())
+            group = self._group = Group(self.loop.create_future())
             self.loop.call_soon(self._hand_off)
         return group
 
     def _hand_off(self) -> None:
         group, self._group = self._group, None
-        if group is not None:
-            self._inbox.put(group)
+        if group is not None and self._writer is not None:
+            self._writer.inbox.put(group)
 
     def record_submitted_nowait(self, job: Job) -> asyncio.Future[None]:
         """Queue the job's submission record; the future is done once it is committed."""
@@ -169,21 +156,7 @@ class SqliteJournal:
         if job.status in ENDED:  # it ended before it was recorded (its model is in load back-off)
             group.records.append((END_ROW, end_params(job)))
             return group.future
-        group.records.append(
-            (
-                SUBMIT,
-                (
-                    job.id,
-                    job.model,
-                    int(job.priority),
-                    job.timeout_s,
-                    job.idempotency_key,
-                    job.attempts,
-                    job.created_at,
-                    encode_or_none(job.inputs, job.id),
-                ),
-            )
-        )
+        group.records.append((SUBMIT, submit_params(job)))
         return group.future
 
     def record_ended(self, job: Job) -> asyncio.Future[None]:
@@ -197,10 +170,50 @@ class SqliteJournal:
         """A worker died under the job: keep its try count for the next start."""
         self._current_group().records.append((ATTEMPTS, (job.attempts, job.id)))
 
+    def record_stage(self, job: Job) -> None:
+        """A pipeline job reached its next stage: its stage, that stage's input, what the stages did."""
+        self._current_group().records.append((STAGE, stage_params(job)))
+
     def prune(self, cutoff_wall: float | None = None) -> None:
         """Delete jobs that ended before `cutoff_wall` (default: now less the retention), in chunks."""
-        if not self._closed:
-            self._inbox.put(_Prune(time.time() - self.retention_s if cutoff_wall is None else cutoff_wall))
+        if not self._closed and self._writer is not None:
+            self._writer.inbox.put(
+                Prune(time.time() - self.retention_s if cutoff_wall is None else cutoff_wall)
+            )
+
+    # ---- whether it takes jobs, and its status (on the loop) -----------------------------------
+
+    def problem(self) -> str | None:
+        """Why the journal cannot take jobs now, or None: its commits fail, or it is full."""
+        if self.failing is not None:
+            return f"the journal cannot commit: {self.failing}"
+        if self.upkeep.full:
+            return (
+                f"the journal is full: {self.upkeep.used_bytes / MIB:.1f} MiB of unfinished jobs, bound "
+                f"{self.max_bytes / MIB:.1f} MiB (journal_max_mb); retry when jobs have ended"
+            )
+        return None
+
+    def check_room(self) -> None:
+        """Raises JournalError when the journal cannot take a job now (`problem`)."""
+        problem = self.problem()
+        if problem is not None:
+            raise JournalError(problem)
+
+    def status(self) -> JournalStatus:
+        upkeep = self.upkeep
+        return JournalStatus(
+            path=os.path.abspath(self.path),
+            size_mb=round(size_on_disk(self.path) / MIB, 2),
+            used_mb=round(upkeep.used_bytes / MIB, 2),
+            max_mb=round(self.max_bytes / MIB, 2),
+            pruned_for_size=upkeep.pruned_for_size,
+            pruned_ended_through=upkeep.pruned_ended_through,
+            pruned_for_age=upkeep.pruned_for_age,
+            full=upkeep.full,
+            problem=self.problem(),
+            commits=self.commits,
+        )
 
     # ---- reading ended jobs (on the loop: indexed point reads) ---------------------------------
 
@@ -234,10 +247,8 @@ class SqliteJournal:
             return
         self._hand_off()
         self._closed = True
-        self._inbox.put(_STOP)
         if self._writer is not None:
-            await asyncio.to_thread(self._writer.join, 60.0)
-            self._writer = None
+            await asyncio.to_thread(self._writer.stop, 60.0)
         await asyncio.sleep(0)  # let the last groups' callbacks run
         if self._reader is not None:
             self._reader.close()
@@ -249,88 +260,16 @@ class SqliteJournal:
             self.records_written,
         )
 
-    # ---- the writer thread ---------------------------------------------------------------------
-
-    def _writer_main(self, ready: threading.Event) -> None:
-        connection = self._connect()
-        ready.set()
-        prune_cutoff: float | None = None
-        try:
-            while True:
-                if prune_cutoff is not None and self._inbox.empty():
-                    if self._prune_chunk(connection, prune_cutoff) < PRUNE_CHUNK_ROWS:
-                        prune_cutoff = None
-                    continue
-                item = self._inbox.get()
-                groups: list[_Group] = []
-                stop = False
-                while True:
-                    if item is _STOP:
-                        stop = True
-                    elif isinstance(item, _Prune):
-                        prune_cutoff = item.cutoff
-                    else:
-                        groups.append(item)
-                    try:
-                        item = self._inbox.get_nowait()
-                    except queue.Empty:
-                        break
-                if groups:
-                    self._commit(connection, groups)
-                if stop:
-                    return
-        finally:
-            connection.close()
-
-    def _commit(self, connection: sqlite3.Connection, groups: list[_Group]) -> None:
-        error: BaseException | None = None
-        count = sum(len(group.records) for group in groups)
-        try:
-            records = statements([record for group in groups for record in group.records])
-            connection.execute("BEGIN")
-            start = 0
-            while start < len(records):  # consecutive records of one kind go in one executemany
-                kind = records[start][0]
-                end = start + 1
-                while end < len(records) and records[end][0] == kind:
-                    end += 1
-                connection.executemany(SQL_BY_KIND[kind], [params for _, params in records[start:end]])
-                start = end
-            connection.execute("COMMIT")
-        except Exception as exc:  # not only sqlite3.Error: whatever it is, the waiting submitters hear of it
-            error = exc
-            with contextlib.suppress(sqlite3.Error):
-                connection.execute("ROLLBACK")
-            log.error(
-                "journal commit of %d record(s) failed: %s",
-                count,
-                exc,
-                exc_info=not isinstance(exc, sqlite3.Error),
-            )
-        else:
-            self.commits += 1
-            self.records_written += count
-        with contextlib.suppress(
-            RuntimeError, AttributeError
-        ):  # the loop is closed: nobody is waiting any more
-            assert self.loop is not None
-            self.loop.call_soon_threadsafe(self._committed, groups, error)
-
-    def _prune_chunk(self, connection: sqlite3.Connection, cutoff: float) -> int:
-        try:
-            deleted = connection.execute(PRUNE_SQL, (cutoff, PRUNE_CHUNK_ROWS)).rowcount
-        except sqlite3.Error as exc:
-            log.error("journal prune failed: %s", exc)
-            return 0
-        if deleted:
-            log.debug("journal: pruned %d job(s) that ended before %.0f", deleted, cutoff)
-        return deleted
-
     # ---- back on the loop ----------------------------------------------------------------------
 
-    def _committed(self, groups: list[_Group], error: BaseException | None) -> None:
+    def _probed(self, error: str | None) -> None:
+        self.failing = error
+
+    def _committed(self, groups: list[Group], error: BaseException | None, wrote: bool) -> None:
         if error is not None:
-            self.last_error = str(error)
+            self.failing = self.last_error = str(error)
+        elif wrote:  # a commit that changed nothing proves nothing about writes
+            self.failing = None
         ended_ids: list[str] = []
         for group in groups:
             ended_ids.extend(group.ended_ids)

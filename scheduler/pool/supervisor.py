@@ -116,12 +116,22 @@ def is_poison(deaths: int, max_attempts: int) -> bool:
 
 
 def worker_plan(
-    gpu_indices: list[int], workers_per_gpu: int, cpu_workers: int, needs_cpu_workers: bool
-) -> list[tuple[str, int | None]]:
-    """(worker id, GPU index or None) for every worker the pool should hold."""
+    gpu_indices: list[int], workers_per_gpu: int, cpu_bounds: tuple[int, int], needs_cpu_workers: bool
+) -> tuple[list[tuple[str, int | None]], list[str]]:
+    """(worker id, GPU index or None) for every worker the pool starts with, and the CPU slots left
+    parked for an elastic pool (`cpu_bounds`: its fewest and most workers) to start when needed. A
+    fixed pool that needs CPU workers has at least one."""
+    low, high = cpu_bounds
     plan: list[tuple[str, int | None]] = [
         (f"gpu{index}-w{slot}", index) for index in gpu_indices for slot in range(workers_per_gpu)
     ]
+    if low != high:
+        plan += [(cpu_worker_id(slot), None) for slot in range(low)]
+        return plan, [cpu_worker_id(slot) for slot in range(low, high)]
     if needs_cpu_workers:
-        plan += [(f"cpu-w{slot}", None) for slot in range(max(1, cpu_workers))]
-    return plan
+        plan += [(cpu_worker_id(slot), None) for slot in range(max(1, low))]
+    return plan, []
+
+
+def cpu_worker_id(slot: int) -> str:
+    return f"cpu-w{slot}"

@@ -105,12 +105,18 @@ class WorkerLauncher:
     thread (ASYNC), with the settings every worker gets."""
 
     def __init__(
-        self, scheduler_type: str, heartbeat_interval_s: float, torch_threads: int, log_level: str
+        self,
+        scheduler_type: str,
+        heartbeat_interval_s: float,
+        torch_threads: int,
+        log_level: str,
+        load_timeout_s: float = 300.0,
     ) -> None:
         if scheduler_type not in (MULTIPROCESS, ASYNC):
             raise ValueError(f"scheduler_type must be {MULTIPROCESS!r} or {ASYNC!r} (got {scheduler_type!r})")
         self.scheduler_type = scheduler_type
         self.heartbeat_interval_s = heartbeat_interval_s
+        self.load_timeout_s = load_timeout_s
         self.torch_threads = torch_threads
         self.log_level = log_level.upper()
 
@@ -140,6 +146,7 @@ class WorkerLauncher:
             gpu_index=gpu_index,
             simulated_gpu=simulated,
             heartbeat_interval_s=self.heartbeat_interval_s,
+            load_timeout_s=self.load_timeout_s,
             torch_threads=self.torch_threads,
             log_level=self.log_level,
             specs=specs,

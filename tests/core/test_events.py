@@ -1,15 +1,18 @@
 """Job events and queue positions (`scheduler.core.events`) over the core's real collaborators, wired
-as the scheduler wires them, with fake worker channels and a fake journal: no process. The stream
-over HTTP and through the clients is tested in `tests/http/test_clients.py`."""
+as the scheduler wires them, with fake worker channels and a fake journal: no process (but for a
+pipeline's stages, on the ASYNC scheduler's worker threads). The stream over HTTP and through the
+clients is tested in `tests/http/test_clients.py`."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
+from scheduler import JobRequest, Scheduler
 from scheduler.core.events import JobEvent, Listener, newer, parse_event_id
 from scheduler.core.jobs import JobStatus
+from scheduler.settings import ModelConfig, PipelineConfig, Settings
 from tests.support.fakes import ECHO, SLEEP, fake, make_core, make_journaled_core, make_worker, results
 from workers import protocol as m
 
@@ -200,3 +203,34 @@ def test_nobody_listening_costs_nothing_and_shutdown_ends_every_stream(
     assert closed is None
     assert late is not None and late.name in ("queued", "processing")
     assert events.listening == 0
+
+
+def test_a_pipeline_job_tells_its_stages(make_scheduler: Callable[..., Scheduler]) -> None:
+    """The pipelines' hook (`Pipelines.stage_started`): a `progress` event per stage, in order, after
+    the job's `processing`, then its end."""
+    settings = Settings(
+        journal_path="",
+        models=[ModelConfig(name="sleep", adapter="sleep"), ModelConfig(name="echo", adapter="echo")],
+        pipelines=[PipelineConfig(name="slow-echo", stages=["sleep", "echo"])],
+    )
+
+    async def scenario() -> list[JobEvent]:
+        async with make_scheduler(settings, scheduler_type="async") as scheduler:
+            await scheduler.wait_ready(30)
+            job_id = await scheduler.schedule_job(JobRequest(pipeline="slow-echo", inputs={"ms": 300}))
+            listener = scheduler.endings.events.listen(scheduler.get_job(job_id))
+            seen: list[JobEvent] = []
+            while (event := await next_event(listener)) is not None:
+                seen.append(event)
+            return seen
+
+    seen = asyncio.run(scenario())
+    names = [event.name for event in seen]
+    assert names[-4:] == ["processing", "progress", "progress", "completed"], names
+    stages = [
+        (event.data["done"], event.data["total"], event.data["stage"])
+        for event in seen
+        if event.name == "progress"
+    ]
+    assert stages == [(0, 2, "sleep"), (1, 2, "echo")]
+    assert seen[-1].data["result"] == {"slept_ms": 300.0}

@@ -100,13 +100,17 @@ def test_messages_round_trip_as_msgpack() -> None:
 
 
 def test_worker_plan_and_respawn_backoff() -> None:
-    assert worker_plan([0, 1], 2, 1, needs_cpu_workers=False) == [
-        ("gpu0-w0", 0),
-        ("gpu0-w1", 0),
-        ("gpu1-w0", 1),
-        ("gpu1-w1", 1),
-    ]
-    assert worker_plan([], 2, 2, needs_cpu_workers=True) == [("cpu-w0", None), ("cpu-w1", None)]
+    assert worker_plan([0, 1], 2, (1, 1), needs_cpu_workers=False) == (
+        [("gpu0-w0", 0), ("gpu0-w1", 0), ("gpu1-w0", 1), ("gpu1-w1", 1)],
+        [],
+    )
+    assert worker_plan([], 2, (2, 2), needs_cpu_workers=True) == ([("cpu-w0", None), ("cpu-w1", None)], [])
+    assert worker_plan([], 2, (0, 0), needs_cpu_workers=True) == ([("cpu-w0", None)], [])  # at least one
+    # an elastic pool starts its fewest and parks the rest, needed or not (run_cpu may need them)
+    assert worker_plan([0], 1, (1, 3), needs_cpu_workers=False) == (
+        [("gpu0-w0", 0), ("cpu-w0", None)],
+        ["cpu-w1", "cpu-w2"],
+    )
     assert RESPAWN_BACKOFF.delay(0) == 0.0
     assert 0 < RESPAWN_BACKOFF.delay(1) < RESPAWN_BACKOFF.delay(3) <= 30.0
 

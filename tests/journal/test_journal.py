@@ -23,6 +23,7 @@ from scheduler import JobRequest, JobStatus, Scheduler
 from scheduler.core.jobs import Job
 from scheduler.errors import JobNotFoundError
 from scheduler.journal import SqliteJournal, journal_enabled
+from scheduler.journal.writer import Writer
 from tests.support.faults import fault_settings
 from tests.support.polling import until, until_sync
 
@@ -314,23 +315,49 @@ def test_ended_jobs_are_forgotten_after_the_retention_and_pruned(
 
 
 def test_a_job_submitted_and_ended_within_one_commit_is_written_once() -> None:
-    from scheduler.journal.rows import ATTEMPTS, END, END_ROW, SUBMIT, statements
+    from scheduler.core.jobs import Job, JobStatus
+    from scheduler.journal.rows import (
+        ATTEMPTS,
+        END,
+        END_ROW,
+        STAGE,
+        SUBMIT,
+        end_params,
+        stage_params,
+        statements,
+        submit_params,
+    )
 
-    def end(job_id: str) -> tuple:
-        return (job_id, "m", 1, None, None, "completed", 1, 1.0, 2.0, 3.0, "w", "cpu", b"r", None, None)
+    def job(job_id: str, status: JobStatus = JobStatus.QUEUED) -> Job:
+        return Job(
+            id=job_id,
+            model="m",
+            inputs="in",
+            status=status,
+            result="r",
+            attempts=1,
+            cost_usd=0.5,
+            created_at=1.0,
+        )
 
+    a, b, old = job("a"), job("b"), job("old", JobStatus.COMPLETED)
     records = [
-        (SUBMIT, ("a", "m", 1, None, None, 0, 1.0, b"in")),
-        (END, end("old")),  # submitted in an earlier commit
+        (SUBMIT, submit_params(a)),
+        (END, end_params(old)),  # submitted in an earlier commit
         (ATTEMPTS, (1, "a")),
-        (SUBMIT, ("b", "m", 1, None, None, 0, 1.0, b"in")),
-        (END, end("a")),
+        (STAGE, stage_params(a)),
+        (SUBMIT, submit_params(b)),
+        (STAGE, stage_params(b)),
+        (END, end_params(job("a", JobStatus.COMPLETED))),
     ]
-    assert statements(records) == [
-        (END_ROW, end("a")),
-        (END, ("completed", 1, 2.0, 3.0, "w", "cpu", b"r", None, None, "old")),
-        (SUBMIT, ("b", "m", 1, None, None, 0, 1.0, b"in")),
+    written = statements(records)
+    assert written == [
+        (END_ROW, end_params(job("a", JobStatus.COMPLETED))),
+        (END, (*end_params(old)[7:], "old")),
+        (SUBMIT, submit_params(b)),
+        (STAGE, stage_params(b)),
     ]
+    assert written[1][1][:2] == ("completed", 1) and written[1][1][-4:] == (None, 0.5, 0.0, "old")
 
 
 def test_an_end_is_not_shown_before_its_record_is_committed(
@@ -341,14 +368,14 @@ def test_an_end_is_not_shown_before_its_record_is_committed(
     import threading
 
     release = threading.Event()
-    commit = SqliteJournal._commit
+    commit = Writer.commit
 
-    def held(self: SqliteJournal, connection: sqlite3.Connection, groups: list) -> None:
+    def held(self: Writer, connection: sqlite3.Connection, groups: list) -> bool:
         if any(group.ended_ids for group in groups):
             release.wait(30)
-        commit(self, connection, groups)
+        return commit(self, connection, groups)
 
-    monkeypatch.setattr(SqliteJournal, "_commit", held)
+    monkeypatch.setattr(Writer, "commit", held)
 
     async def scenario() -> None:
         scheduler = make_scheduler(fault_settings(journal_path=str(tmp_path / "journal.db")))

@@ -64,8 +64,14 @@ def serve_command(*args: str) -> list[str]:
 
 @contextlib.contextmanager
 def running_daemon(
-    tmp_path: Path, token: str | None = None, ready_timeout: float = 120.0, **settings: str
+    tmp_path: Path,
+    token: str | None = None,
+    ready_timeout: float = 120.0,
+    command: list[str] | None = None,
+    **settings: str,
 ) -> Iterator[Daemon]:
+    """`command`: how the daemon is started (default `serve_command()`; a test may run it in a
+    namespace of its own, ending with `exec` of the daemon so that the pid is the daemon's)."""
     port = free_port()
     env = daemon_env(tmp_path, MODELSCHED_PORT=str(port), **settings)
     if token:
@@ -73,7 +79,7 @@ def running_daemon(
     log_path = tmp_path / f"daemon-{port}.log"
     with open(log_path, "wb") as log_file:
         process = subprocess.Popen(
-            serve_command(),
+            command or serve_command(),
             cwd=REPO,
             env=env,
             stdout=log_file,

@@ -19,6 +19,7 @@ from scheduler.core.dispatch import Dispatcher
 from scheduler.core.endings import JobEndings
 from scheduler.core.jobs import Job, JobRequest
 from scheduler.core.models import ModelRegistry, resolve_spec
+from scheduler.core.ports import JournalStatus
 from scheduler.core.table import JobTable
 from scheduler.core.worker_events import WorkerEvents
 from scheduler.core.workers import Worker
@@ -92,6 +93,7 @@ class FakeJournal:
         self.attempts: list[tuple[str, int]] = []
         self.by_key: dict[str, Job] = {}
         self.closed = False
+        self.refusing: str | None = None  # what `problem` says (None: it takes jobs)
 
     def _future(self) -> asyncio.Future[None]:
         return (self.loop if self.loop is not None else asyncio.get_running_loop()).create_future()
@@ -117,6 +119,16 @@ class FakeJournal:
 
     def prune(self) -> None:
         pass
+
+    def problem(self) -> str | None:
+        return self.refusing
+
+    def check_room(self) -> None:
+        if self.refusing is not None:
+            raise JournalError(self.refusing)
+
+    def status(self) -> JournalStatus:
+        return JournalStatus("fake", 0.0, 0.0, 0.0, 0, None, 0, False, self.refusing, 0)
 
     def commit(self, endings: JobEndings) -> None:
         committed, self.pending = self.pending, {}

@@ -69,3 +69,17 @@ class CrashAdapter(BaseAdapter):
             time.sleep(float(item.get("ms", 0)) / 1000.0)
             outputs.append({"ok": True})
         return outputs
+
+
+class SlowLoadAdapter(BaseAdapter):
+    """Its `load` sleeps `options.load_s` seconds (a large model on a busy machine), then echoes."""
+
+    name = "slow-load"
+    device = "cpu"
+
+    def load(self, device: str) -> Any:
+        time.sleep(float(self.options.get("load_s", 1.0)))
+        return None
+
+    def predict(self, state: Any, batch: list[Any]) -> list[Any]:
+        return list(batch)

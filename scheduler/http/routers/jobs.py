@@ -40,10 +40,18 @@ _batch_decoder = msgspec.json.Decoder(list[msgspec.Raw] | _RawBatch)
 
 def job_request(body: SubmitJob) -> JobRequest:
     model = body.model or body.feature
-    if not model:
-        raise HttpError(422, "invalid_body", "the body must name a model ('model' or 'feature')", "model")
+    if body.pipeline and model:
+        raise HttpError(422, "invalid_body", "name a model or a pipeline, not both", "pipeline")
+    if not model and not body.pipeline:
+        raise HttpError(
+            422,
+            "invalid_body",
+            "the body must name a model ('model' or 'feature') or a 'pipeline'",
+            "model",
+        )
     return JobRequest(
-        model=model,
+        model=model or "",
+        pipeline=body.pipeline or "",
         inputs=body.inputs,
         priority=body.priority,
         timeout_s=body.timeout_s,
@@ -78,7 +86,7 @@ def router(scheduler: Scheduler, on_submitted: Callable[[str], None]) -> APIRout
         )
         job = job_request(body)
         job_id = await scheduler.schedule_job(job)
-        on_submitted(job.model)
+        on_submitted(job.model or job.pipeline)
         return json_answer(JobAccepted(job_id, shown(job_id)), 202)
 
     @routes.post(
@@ -112,7 +120,7 @@ def router(scheduler: Scheduler, on_submitted: Callable[[str], None]) -> APIRout
             if isinstance(outcome, SchedulerError):
                 answers[index] = refused_item(outcome, index)
             else:
-                on_submitted(request_.model)
+                on_submitted(request_.model or request_.pipeline)
                 answers[index] = BatchItem(job_id=outcome, status=shown(outcome))
         done = [answer for answer in answers if answer is not None]
         accepted = sum(1 for answer in done if answer.job_id is not None)

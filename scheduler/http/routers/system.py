@@ -1,5 +1,6 @@
-"""The daemon itself: its status (`/system/status`), liveness (`/healthz`), readiness (`/readyz`),
-Prometheus metrics (`/metrics`) and the status page (`/`)."""
+"""The daemon itself: its status (`/system/status`), liveness (`/healthz`), readiness (`/readyz`: 503
+while starting, shutting down, or while the journal cannot take jobs, with the reason), Prometheus
+metrics (`/metrics`) and the status page (`/`)."""
 
 from __future__ import annotations
 
@@ -28,9 +29,12 @@ def router(scheduler: Scheduler, metrics: SchedulerMetrics) -> APIRouter:
 
     @routes.get("/readyz", responses=answers_doc(200, Health, 503))
     async def readyz() -> Answer:
-        if scheduler.ready:
+        reason = scheduler.not_ready_reason()
+        if reason is None:
             return json_answer(Health("ready"))
-        return json_answer(Health("starting" if scheduler.accepting else "not accepting"), 503)
+        if reason in ("starting", "not accepting"):
+            return json_answer(Health(reason), 503)
+        return json_answer(Health("journal unavailable", reason), 503, {"Retry-After": "1"})
 
     @routes.get(
         "/metrics",

@@ -1,0 +1,68 @@
+"""The main process's one supervision tick, ten times a second: it converges toward the wanted state.
+Kill the silent and respawn the dead (model workers and the render process alike, by the one policy
+in `scheduler.pool.supervisor`), grow or shrink the elastic CPU pool and unload idle models
+(`scheduler.core.cpu_pool`), end jobs past their deadline, and forget what is past its retention."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+
+from scheduler.core.cpu_pool import CpuPool
+from scheduler.core.deadlines import Deadlines
+from scheduler.core.ports import JobJournal
+from scheduler.core.table import JobTable
+from scheduler.core.workers import WorkerSet
+from scheduler.render.service import RenderService
+
+log = logging.getLogger("modelsched.scheduler")
+
+TICK_S = 0.1
+RETENTION_EVERY_S = 60.0
+
+
+class Supervision:
+    """worker_set, cpu_pool, render (None when off), deadlines: what the tick drives; table, journal:
+    what retention prunes; retention_s: from the settings."""
+
+    def __init__(
+        self,
+        worker_set: WorkerSet,
+        cpu_pool: CpuPool,
+        render: RenderService | None,
+        deadlines: Deadlines,
+        table: JobTable,
+        journal: JobJournal | None,
+        retention_s: float,
+    ) -> None:
+        self.worker_set = worker_set
+        self.cpu_pool = cpu_pool
+        self.render = render
+        self.deadlines = deadlines
+        self.table = table
+        self.journal = journal
+        self.retention_s = retention_s
+        self._last_retention = 0.0
+
+    async def run(self, running: Callable[[], bool]) -> None:
+        """Tick while `running()`; a failing tick is logged and the next one comes all the same."""
+        while running():
+            try:
+                self.tick(time.monotonic())
+            except Exception:
+                log.exception("supervision tick failed")
+            await asyncio.sleep(TICK_S)
+
+    def tick(self, now: float) -> None:
+        self.worker_set.supervise(now)
+        self.cpu_pool.tick(now)
+        if self.render is not None:
+            self.render.supervise(now)
+        self.deadlines.expire(now)
+        if now - self._last_retention > RETENTION_EVERY_S:
+            self._last_retention = now
+            self.table.forget_older_than(time.time() - self.retention_s)
+            if self.journal is not None:
+                self.journal.prune()
