@@ -62,7 +62,8 @@ class CostLedger:
         return rate_per_s(self.rates, gpu_name)
 
     def charge(self, model: str, gpu_name: str | None, compute_s: float) -> float:
-        """A worker spent `compute_s` on `model`: its cost, added to the totals."""
+        """A worker spent `compute_s` on `model` (the jobs of one message of results): its cost, added
+        to the totals. Each job's own cost is the same rate times its share."""
         cost = share_cost(self.rate(gpu_name), compute_s)
         device = "cpu" if gpu_name is None else "gpu"
         self.total_usd += cost

@@ -94,7 +94,8 @@ class WorkerEvents:
         now = worker.last_active = time.monotonic()
         finish = self.endings.finish
         gpu_name = self.inventory.name_of(worker.gpu_index)
-        charge = self.costs.charge
+        rate = self.costs.rate(gpu_name)
+        spent_s = 0.0
         for outcome in message.outcomes:
             items = worker.in_flight.pop(outcome.job_id, None)
             if items is None:
@@ -104,16 +105,17 @@ class WorkerEvents:
             if loaded is not None:
                 loaded.in_flight -= 1
                 loaded.last_used = now
-            cost = charge(message.model, gpu_name, outcome.compute_s)  # paid for, even if dropped
+            spent_s += outcome.compute_s  # paid for, even if the result is dropped
             job = self.table.jobs.get(outcome.job_id)
             if job is None or job.status is not JobStatus.PROCESSING or job.worker_id != worker.worker_id:
                 continue  # cancelled or timed out meanwhile: the result is dropped
             job.compute_s += outcome.compute_s
-            job.cost_usd += cost
+            job.cost_usd += rate * outcome.compute_s
             if outcome.error is None:
                 finish(job, JobStatus.COMPLETED, result=outcome.output)
             else:
                 finish(job, JobStatus.ERROR, error=outcome.error, error_kind=outcome.error_kind)
+        self.costs.charge(message.model, gpu_name, spent_s)  # once per message, for the totals
         if message.progress and self.endings.events.listening:
             for progress in message.progress:
                 job = self.table.jobs.get(progress.job_id)
