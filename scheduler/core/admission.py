@@ -129,6 +129,7 @@ class Admission:
             priority=priority,
             timeout_s=timeout_s,
             idempotency_key=request.idempotency_key,
+            callback_url=request.callback_url,
             pipeline=pipeline.name,
             stages=self.pipelines.new_runs(pipeline),
         )
