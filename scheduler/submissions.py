@@ -17,9 +17,9 @@ from typing import Any
 
 from scheduler.core.admission import Admission
 from scheduler.core.endings import JobEndings, result_of
-from scheduler.core.jobs import Job, JobRequest
+from scheduler.core.jobs import Job, JobRequest, JobStatus
 from scheduler.core.ports import JobExecutor, JobJournal
-from scheduler.errors import SchedulerError
+from scheduler.errors import ErrorKind, JournalError, SchedulerError
 from scheduler.webhooks import Webhooks
 
 
@@ -50,8 +50,24 @@ class Submissions:
         await self.precheck(request)
         job, created = self.admission.admit(request)
         if created and self.journal is not None:
-            await self.journal.record_submitted_nowait(job)
+            try:
+                await self.journal.record_submitted_nowait(job)
+            except JournalError:
+                self.withdraw([job])
+                raise
         return job
+
+    def withdraw(self, jobs: list[Job]) -> None:
+        """Their submission records could not be committed, and the client is told so (503, no id):
+        the jobs must not run, or a client retrying would run them twice."""
+        for job in jobs:
+            if not job.ended:
+                self.endings.finish(
+                    job,
+                    JobStatus.CANCELLED,
+                    error="not accepted: the journal could not record the submission",
+                    error_kind=ErrorKind.CANCELLED,
+                )
 
     async def precheck(self, request: JobRequest) -> None:
         """The checks that may do I/O (DNS): a render's URL, a callback URL."""
@@ -78,6 +94,7 @@ class Submissions:
         checks = await asyncio.gather(*(self.precheck(one) for one in requests), return_exceptions=True)
         outcomes: list[str | SchedulerError] = []
         commits: set[asyncio.Future[None]] = set()
+        admitted: list[Job] = []
         for request, check in zip(requests, checks, strict=True):  # no await in between: one group
             if isinstance(check, BaseException):
                 if not isinstance(check, SchedulerError):
@@ -91,9 +108,14 @@ class Submissions:
                 continue
             if created and self.journal is not None:
                 commits.add(self.journal.record_submitted_nowait(job))
+                admitted.append(job)
             outcomes.append(job.id)
         if commits:
-            await asyncio.gather(*commits)
+            try:
+                await asyncio.gather(*commits)
+            except JournalError:
+                self.withdraw(admitted)
+                raise
         return outcomes
 
     async def infer(self, model: str, inputs: Any, *, timeout: float | None = None, **options: Any) -> Any:

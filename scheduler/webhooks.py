@@ -41,6 +41,7 @@ SIGNATURE_HEADER = "X-Modelsched-Signature"  # "sha256=" + hex HMAC-SHA256(secre
 RETRY_BACKOFF = Backoff(0.5, 30.0, jitter=0.2)
 RETRIED_STATUSES = frozenset({408, 425, 429})  # and every 5xx
 MAX_IN_FLIGHT = 64
+MAX_PENDING = 10_000  # deliveries waiting or under way; past it a callback is given up at once
 MAX_ANSWER_BYTES = 64 * 1024
 _encode = msgspec.json.Encoder().encode
 
@@ -79,6 +80,12 @@ class Webhooks:
         """`JobEndings` tells of every durable end; a job with a callback gets its view posted."""
         if job.callback_url is None:
             return
+        if len(self._tasks) >= MAX_PENDING:
+            self.given_up += 1
+            log.warning(
+                "callback of job %s given up: %d deliveries pending already", job.id, len(self._tasks)
+            )
+            return
         body = _encode(self.view(job))
         task = asyncio.get_running_loop().create_task(self.deliver(job.callback_url, body, job.id))
         self._tasks.add(task)
@@ -95,23 +102,29 @@ class Webhooks:
         headers = {"Content-Type": "application/json", "X-Modelsched-Job-Id": job_id}
         if self.secret:
             headers[SIGNATURE_HEADER] = signature(self.secret, body)
-        async with self._slots:
-            fetcher = GuardedFetcher(self.allow_hosts, MAX_ANSWER_BYTES, self.timeout_s)
-            try:
-                for attempt in range(1, self.tries + 1):
-                    why = await self._post(fetcher, url, body, {**headers, "X-Modelsched-Try": str(attempt)})
-                    if why is None:
-                        self.delivered += 1
-                        return
-                    if why.startswith("refused") or attempt == self.tries:
-                        self.given_up += 1
-                        log.warning(
-                            "callback of job %s to %s given up after %d tries: %s", job_id, url, attempt, why
-                        )
-                        return
-                    await asyncio.sleep(RETRY_BACKOFF.delay(attempt))
-            finally:
-                await fetcher.aclose()
+        fetcher = GuardedFetcher(self.allow_hosts, MAX_ANSWER_BYTES, self.timeout_s)
+        try:
+            for attempt in range(1, self.tries + 1):
+                async with self._slots:  # a slot per try: a back-off holds none
+                    try:
+                        async with asyncio.timeout(self.timeout_s):  # the whole try, not each read
+                            why = await self._post(
+                                fetcher, url, body, {**headers, "X-Modelsched-Try": str(attempt)}
+                            )
+                    except TimeoutError:
+                        why = f"no answer within {self.timeout_s:g}s"
+                if why is None:
+                    self.delivered += 1
+                    return
+                if why.startswith("refused") or attempt == self.tries:
+                    self.given_up += 1
+                    log.warning(
+                        "callback of job %s to %s given up after %d tries: %s", job_id, url, attempt, why
+                    )
+                    return
+                await asyncio.sleep(RETRY_BACKOFF.delay(attempt))
+        finally:
+            await fetcher.aclose()
 
     async def _post(
         self, fetcher: GuardedFetcher, url: str, body: bytes, headers: dict[str, str]

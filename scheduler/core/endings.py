@@ -36,6 +36,7 @@ class JobEndings:
         self._unsettled: dict[
             str, JobStatus
         ] = {}  # ended, end not committed yet -> the status shown meanwhile
+        self._unsettled_jobs: dict[str, Job] = {}  # the same jobs: the table may trim one meanwhile
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
         self.settle_observers: list[Callable[[Job], None]] = []  # told once an end is durable (webhooks)
         self.events = JobEvents(table, self.shown_status, self.view)  # the live events of listened jobs
@@ -63,6 +64,7 @@ class JobEndings:
                 log.warning("job %s ended after the journal closed; its end is not recorded: %s", job.id, exc)
             else:
                 self._unsettled[job.id] = before  # waiters wake when it is committed (`ends_committed`)
+                self._unsettled_jobs[job.id] = job
                 return future
         self._settle(job.id, job)
         return None
@@ -143,7 +145,8 @@ class JobEndings:
         """The journal committed these jobs' end records (its callback)."""
         for job_id in job_ids:
             self._unsettled.pop(job_id, None)
-            self._settle(job_id, self.table.get(job_id))
+            job = self._unsettled_jobs.pop(job_id, None)
+            self._settle(job_id, job if job is not None else self.table.get(job_id))
 
     def release_all(self) -> None:
         """The scheduler stops: every waiter returns with the job as it stands, every event stream ends."""
@@ -154,6 +157,7 @@ class JobEndings:
                     future.set_result(None)
         self._waiters.clear()
         self._unsettled.clear()
+        self._unsettled_jobs.clear()
 
     def _settle(self, job_id: str, job: Job | None) -> None:
         """The end is durable: waiters wake, listeners get the end, observers are told."""

@@ -36,7 +36,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     stage INTEGER NOT NULL DEFAULT 0,  -- the stage it has reached (its input is in `inputs`)
     stages BLOB,                    -- what its stages did, as msgpack
     cost_usd REAL NOT NULL DEFAULT 0,
-    compute_s REAL NOT NULL DEFAULT 0
+    compute_s REAL NOT NULL DEFAULT 0,
+    callback_url TEXT               -- POSTed the job's view when it ends (a webhook)
 );
 CREATE INDEX IF NOT EXISTS jobs_open ON jobs(n) WHERE ended_at IS NULL;
 CREATE INDEX IF NOT EXISTS jobs_ended ON jobs(ended_at) WHERE ended_at IS NOT NULL;
@@ -50,12 +51,13 @@ ADDED_COLUMNS = {
     "stages": "BLOB",
     "cost_usd": "REAL NOT NULL DEFAULT 0",
     "compute_s": "REAL NOT NULL DEFAULT 0",
+    "callback_url": "TEXT",
 }
 
 SUBMIT_SQL = """
 INSERT INTO jobs (id, model, priority, timeout_s, idempotency_key, status, attempts, created_at, inputs,
-                  pipeline, stage, stages)
-VALUES (?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO NOTHING
+                  pipeline, stage, stages, callback_url)
+VALUES (?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO NOTHING
 """
 _END_FIELDS = "status, attempts, started_at, ended_at, worker_id, device, result, error, error_kind, stages, cost_usd, compute_s"
 END_ROW_SQL = f"""
@@ -82,7 +84,7 @@ PROBE_SQL = (
 )
 OPEN_SQL = """
 SELECT id, model, priority, timeout_s, idempotency_key, attempts, created_at, inputs, pipeline, stage, stages,
-       cost_usd, compute_s
+       cost_usd, compute_s, callback_url
 FROM jobs WHERE ended_at IS NULL ORDER BY n
 """
 ENDED_COLUMNS = """id, model, priority, timeout_s, idempotency_key, status, attempts, created_at, started_at,
@@ -119,6 +121,7 @@ def submit_params(job: Job) -> tuple[Any, ...]:
         job.pipeline,
         job.stage,
         encode_stages(job),
+        job.callback_url,
     )
 
 
@@ -213,11 +216,13 @@ def open_job(row: tuple[Any, ...]) -> Job:
         stages,
         cost_usd,
         compute_s,
+        callback_url,
     ) = row
     return Job(
         id=job_id,
         model=model,
         inputs=decode_or_none(inputs),
+        callback_url=callback_url,
         priority=Priority(priority),
         timeout_s=timeout_s,
         idempotency_key=key,

@@ -29,6 +29,7 @@ import os
 import sqlite3
 import time
 from collections.abc import Callable
+from typing import Any
 
 from scheduler.core.jobs import ENDED, Job
 from scheduler.core.ports import JournalStatus
@@ -53,6 +54,7 @@ from scheduler.journal.writer import Group, Prune, Writer
 log = logging.getLogger("modelsched.journal")
 
 NO_JOURNAL = ("", ":memory:")
+RETRY_ENDS_S = 0.5  # end records of a failed commit are queued again this much later
 
 
 def journal_enabled(path: str) -> bool:
@@ -280,5 +282,20 @@ class SqliteJournal:
             else:
                 group.future.set_exception(JournalError(f"the journal could not record the job: {error}"))
                 group.future.exception()  # fire-and-forget callers never look: no "never retrieved" noise
+        if error is not None:
+            # Not durable: shown as ended it could be run again after a restart. The ends are tried
+            # again (the submissions' callers were told of the failure and withdrew their jobs).
+            ends = [record for group in groups for record in group.records if record[0] == END]
+            if ends and self.loop is not None:
+                self.loop.call_later(RETRY_ENDS_S, self._retry_ends, ends, ended_ids)
+            return
         if ended_ids and self.on_ends_committed is not None:
             self.on_ends_committed(ended_ids)
+
+    def _retry_ends(self, ends: list[tuple[int, tuple[Any, ...]]], ended_ids: list[str]) -> None:
+        if self._closed:
+            log.warning("journal closed with %d end record(s) it could not commit", len(ends))
+            return
+        group = self._current_group()
+        group.records.extend(ends)
+        group.ended_ids.extend(ended_ids)

@@ -18,6 +18,7 @@ numeric input as one job per row (submitted in one group, like `POST /jobs/batch
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 from typing import Any
 
@@ -25,8 +26,8 @@ import numpy as np
 from fastapi import APIRouter, Request
 
 from scheduler.core.endings import result_of
-from scheduler.core.jobs import JobRequest
-from scheduler.errors import InvalidInputError, ModelNotFoundError, SchedulerError
+from scheduler.core.jobs import JobRequest, JobStatus
+from scheduler.errors import InvalidInputError, ModelNotFoundError, QueueFullError, SchedulerError
 from scheduler.http.answers import DEFAULT_INFER_WAIT_S, RAW_MEDIA_TYPE, Answer, error_parts, json_answer
 from scheduler.http.body import read_body
 from scheduler.http.tensors import HEADER_LENGTH, bad, read_tensors, response_body, split_body, wants_binary
@@ -136,11 +137,27 @@ def router(scheduler: Scheduler, on_submitted: Callable[[str], None]) -> APIRout
         rows = tensor.reshape(1, -1) if tensor.ndim == 1 else tensor
         if rows.ndim != 2 or (width > 0 and rows.shape[1] != width):
             raise bad(f"the input's shape must be [-1, {width}] (or [{width}])", "inputs[0].shape")
+        if rows.shape[0] > scheduler.settings.max_batch_submit:
+            raise bad(
+                f"the input has {rows.shape[0]} rows; at most {scheduler.settings.max_batch_submit} "
+                "(max_batch_submit) run in one request",
+                "inputs[0].shape",
+            )
+        room = scheduler.settings.max_queue - scheduler.table.count_by_status[JobStatus.QUEUED]
+        if rows.shape[0] > room:  # all rows or none: a retried request must not run rows twice
+            raise QueueFullError(
+                f"the queue has room for {max(room, 0)} jobs, not {rows.shape[0]}; retry later"
+            )
         requests = [JobRequest(model=model, inputs=row) for row in rows.astype(float).tolist()]
         ids = await scheduler.schedule_jobs(requests)
-        for outcome in ids:
-            if isinstance(outcome, SchedulerError):
-                raise outcome
+        refused = next((outcome for outcome in ids if isinstance(outcome, SchedulerError)), None)
+        if refused is not None:
+            for outcome in ids:  # the rows admitted do not run without the others
+                if isinstance(outcome, str):
+                    with contextlib.suppress(SchedulerError):
+                        await scheduler.cancel_job(outcome)
+            raise refused
+        for _ in ids:
             on_submitted(model)
         views = await asyncio.gather(
             *(scheduler.wait_for(str(job_id), DEFAULT_INFER_WAIT_S) for job_id in ids)
