@@ -19,8 +19,10 @@ from scheduler.core.admission import Admission
 from scheduler.core.endings import JobEndings, result_of
 from scheduler.core.jobs import Job, JobRequest, JobStatus
 from scheduler.core.ports import JobExecutor, JobJournal
-from scheduler.errors import ErrorKind, JournalError, SchedulerError
+from scheduler.errors import ErrorKind, InvalidInputError, JournalError, SchedulerError
 from scheduler.webhooks import Webhooks
+
+URL_CHECK_TIMEOUT_S = 10.0  # a callback URL's DNS lookup at submission
 
 
 class Submissions:
@@ -69,14 +71,29 @@ class Submissions:
                     error_kind=ErrorKind.CANCELLED,
                 )
 
-    async def precheck(self, request: JobRequest) -> None:
-        """The checks that may do I/O (DNS): a render's URL, a callback URL."""
+    async def precheck(
+        self, request: JobRequest, url_checks: Mapping[str, asyncio.Future[None]] | None = None
+    ) -> None:
+        """The checks that may do I/O (DNS): a render's URL, a callback URL (`url_checks`: a batch's,
+        each URL resolved once)."""
         if self.executors:
             executor = self.executors.get(request.model_name)
             if executor is not None:
                 await executor.precheck(request.inputs)
         if request.callback_url is not None:
-            await self.webhooks.precheck(request.callback_url)
+            if url_checks is not None and request.callback_url in url_checks:
+                await asyncio.shield(url_checks[request.callback_url])
+            else:
+                await self._check_url(request.callback_url)
+
+    async def _check_url(self, url: str) -> None:
+        try:
+            await asyncio.wait_for(self.webhooks.precheck(url), URL_CHECK_TIMEOUT_S)
+        except TimeoutError:
+            raise InvalidInputError(
+                f"the callback URL's host did not resolve within {URL_CHECK_TIMEOUT_S:g}s",
+                field="callback_url",
+            ) from None
 
     def submit(self, request: JobRequest) -> str:
         """Admitted, its record queued for the journal without waiting for it (for callers on the loop
@@ -91,7 +108,13 @@ class Submissions:
 
     async def schedule_many(self, requests: list[JobRequest]) -> list[str | SchedulerError]:
         """Each request admitted or refused alone; the ids once the admitted ones are durable."""
-        checks = await asyncio.gather(*(self.precheck(one) for one in requests), return_exceptions=True)
+        urls = {one.callback_url for one in requests if one.callback_url is not None}
+        url_checks = {url: asyncio.ensure_future(self._check_url(url)) for url in urls}  # once per URL
+        checks = await asyncio.gather(
+            *(self.precheck(one, url_checks) for one in requests), return_exceptions=True
+        )
+        for url_check in url_checks.values():  # one whose only item failed first is still looked at
+            url_check.add_done_callback(lambda done: done.cancelled() or done.exception())
         outcomes: list[str | SchedulerError] = []
         commits: set[asyncio.Future[None]] = set()
         admitted: list[Job] = []
