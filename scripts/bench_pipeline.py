@@ -40,7 +40,6 @@ import contextlib
 import json
 import math
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -59,6 +58,7 @@ from scripts.bench_rest import (  # noqa: E402 - after the path is set
     post_once,
     run_httpx,
     running_daemon,
+    wrk_report,
 )
 
 PIPELINE = "classify"
@@ -315,30 +315,11 @@ def run_rotating(
         figures: dict[str, Any] = dict(run_httpx(url, bodies[0], clients, duration_s))
         figures.update(driver="httpx (first body only)", status_codes={}, error_samples=[])
         return figures
-    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
-        script.write(rotating_lua(bodies))
-    try:
-        command = [
-            WRK,
-            f"-t{max(1, min(threads, clients))}",
-            f"-c{clients}",
-            f"-d{duration_s:g}s",
-            "--latency",
-            "--timeout",
-            "30s",
-            "-s",
-            script.name,
-            url,
-        ]
-        done = subprocess.run(command, capture_output=True, text=True, timeout=duration_s + 60, check=False)
-        if done.returncode != 0:
-            raise RuntimeError(f"wrk failed ({done.returncode}): {done.stderr or done.stdout}")
-    finally:
-        os.unlink(script.name)
-    figures = dict(parse_wrk(done.stdout))
+    report = wrk_report(url, rotating_lua(bodies), clients, duration_s, threads)
+    figures = dict(parse_wrk(report))
     codes: dict[str, int] = {}
     samples: list[str] = []
-    for line in done.stdout.splitlines():
+    for line in report.splitlines():
         if line.startswith("STATUS "):
             _, code, count = line.split()
             codes[code] = codes.get(code, 0) + int(count)

@@ -166,8 +166,14 @@ def parse_wrk(report: str) -> dict[str, float]:
 
 
 def run_wrk(url: str, body: Any, clients: int, duration_s: float, threads: int) -> dict[str, float]:
+    return parse_wrk(wrk_report(url, lua_script(body), clients, duration_s, threads))
+
+
+def wrk_report(url: str, lua: str, clients: int, duration_s: float, threads: int) -> str:
+    """wrk's report (stdout) for `clients` connections over `duration_s`, driven by the Lua `lua`."""
+    assert WRK is not None
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
-        script.write(lua_script(body))
+        script.write(lua)
     try:
         command = [
             WRK,
@@ -184,7 +190,7 @@ def run_wrk(url: str, body: Any, clients: int, duration_s: float, threads: int) 
         done = subprocess.run(command, capture_output=True, text=True, timeout=duration_s + 60, check=False)
         if done.returncode != 0:
             raise RuntimeError(f"wrk failed ({done.returncode}): {done.stderr or done.stdout}")
-        return parse_wrk(done.stdout)
+        return done.stdout
     finally:
         os.unlink(script.name)
 

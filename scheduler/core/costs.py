@@ -49,14 +49,11 @@ class CostLedger:
 
     def __init__(self, rates: Mapping[str, float]) -> None:
         self.rates = {**DEFAULT_RATES, **rates}
-        self.total_usd = 0.0
-        self.by_model: dict[str, float] = {}
-        self.by_device: dict[str, float] = {}
         self.seconds_by_device: dict[str, float] = {}
         self.by_pipeline: dict[str, float] = {}
         self.jobs_ended = 0
         self.jobs_cost_usd = 0.0
-        self.by_model_device: dict[tuple[str, str], float] = {}  # what `/metrics` reads when scraped
+        self.by_model_device: dict[tuple[str, str], float] = {}  # the spend; the other sums are read off it
 
     def rate(self, gpu_name: str | None) -> float:
         return rate_per_s(self.rates, gpu_name)
@@ -66,13 +63,28 @@ class CostLedger:
         to the totals. Each job's own cost is the same rate times its share."""
         cost = share_cost(self.rate(gpu_name), compute_s)
         device = "cpu" if gpu_name is None else "gpu"
-        self.total_usd += cost
-        self.by_model[model] = self.by_model.get(model, 0.0) + cost
-        self.by_device[device] = self.by_device.get(device, 0.0) + cost
         self.seconds_by_device[device] = self.seconds_by_device.get(device, 0.0) + compute_s
         key = (model, device)
         self.by_model_device[key] = self.by_model_device.get(key, 0.0) + cost
         return cost
+
+    @property
+    def total_usd(self) -> float:
+        return sum(self.by_model_device.values())
+
+    @property
+    def by_model(self) -> dict[str, float]:
+        return self._summed_by(0)
+
+    @property
+    def by_device(self) -> dict[str, float]:
+        return self._summed_by(1)
+
+    def _summed_by(self, part: int) -> dict[str, float]:
+        sums: dict[str, float] = {}
+        for key, dollars in self.by_model_device.items():
+            sums[key[part]] = sums.get(key[part], 0.0) + dollars
+        return sums
 
     def ended(self, cost_usd: float, pipeline: str | None) -> None:
         """A client's job ended (a pipeline's: with the sum of its stages)."""
@@ -85,8 +97,8 @@ class CostLedger:
         return CostTotals(
             rates=dict(self.rates),
             total_usd=self.total_usd,
-            by_model=dict(self.by_model),
-            by_device=dict(self.by_device),
+            by_model=self.by_model,
+            by_device=self.by_device,
             by_pipeline=dict(self.by_pipeline),
             jobs_ended=self.jobs_ended,
             jobs_cost_usd=self.jobs_cost_usd,

@@ -109,7 +109,6 @@ class Pipelines:
         self.pipelines: dict[str, Pipeline] = {}
         self.running: dict[str, Job] = {}  # pipeline job id -> the job of the stage it is at
         self._definition: dict[str, Pipeline] = {}  # pipeline job id -> the pipeline as it began
-        self._stage_began: dict[str, float] = {}  # stage job id -> time.time() its stage began
         self.orphans: list[Job] = []  # read back from the journal, their pipeline not registered yet
         self.stage_observers: list[Callable[[str, str, float], None]] = []  # (pipeline, stage, seconds)
         endings.observers.append(self.on_end)
@@ -184,7 +183,6 @@ class Pipelines:
         )
         self.table.add(stage_job)
         self.running[job.id] = stage_job
-        self._stage_began[stage_job.id] = time.time()
         assert job.stages is not None
         job.stages[job.stage].status = JobStatus.QUEUED.value
         if stage.timeout_s is not None:
@@ -255,9 +253,8 @@ class Pipelines:
         run = parent.stages[parent.stage]
         run.status = JobStatus.PROCESSING.value
         run.worker, run.device, run.attempts = stage_job.worker_id, stage_job.device, stage_job.attempts
-        began = self._stage_began.get(stage_job.id)
-        if began is not None and stage_job.started_at is not None:
-            run.queued_s = max(0.0, stage_job.started_at - began)
+        if stage_job.started_at is not None:  # the stage began when its job was made
+            run.queued_s = max(0.0, stage_job.started_at - stage_job.created_at)
         if parent.status is JobStatus.QUEUED:
             self.table.mark_started(parent)
         self.endings.events.progress(parent, parent.stage, len(parent.stages), stage=run.name)
@@ -284,15 +281,14 @@ class Pipelines:
         if job.parent_id is None:
             return
         parent = self.table.get(job.parent_id)
-        began = self._stage_began.pop(job.id, None)
         if parent is None or self.running.get(parent.id) is not job:
             self.table.discard(job)  # a stage its pipeline job no longer waits for, or a CPU call's job
             return
         del self.running[parent.id]
         self.table.discard(job)
-        self._stage_ended(parent, job, began)
+        self._stage_ended(parent, job)
 
-    def _stage_ended(self, parent: Job, stage_job: Job, began: float | None) -> None:
+    def _stage_ended(self, parent: Job, stage_job: Job) -> None:
         pipeline = self._definition[parent.id]
         stage = pipeline.stages[parent.stage]
         assert parent.stages is not None
@@ -302,14 +298,13 @@ class Pipelines:
         ended = stage_job.ended_at or time.time()
         if stage_job.started_at is not None:
             run.run_s = max(0.0, ended - stage_job.started_at)
-            if run.queued_s is None and began is not None:
-                run.queued_s = max(0.0, stage_job.started_at - began)
+            if run.queued_s is None:
+                run.queued_s = max(0.0, stage_job.started_at - stage_job.created_at)
         run.compute_s, run.cost_usd = stage_job.compute_s, stage_job.cost_usd
         parent.compute_s += stage_job.compute_s
         parent.cost_usd += stage_job.cost_usd
-        if began is not None:
-            for observer in self.stage_observers:
-                observer(pipeline.name, stage.name, max(0.0, ended - began))
+        for observer in self.stage_observers:
+            observer(pipeline.name, stage.name, max(0.0, ended - stage_job.created_at))
         if parent.ended:
             return
         if stage_job.status is not JobStatus.COMPLETED:

@@ -4,6 +4,7 @@ and conversions between jobs and rows. Pure: no I/O (that is `scheduler.journal.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -82,14 +83,18 @@ STAGE_SQL = "UPDATE jobs SET stage = ?, inputs = ?, stages = ?, cost_usd = ?, co
 PROBE_SQL = (
     "INSERT INTO meta (key, value) VALUES ('probe', ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value"
 )
-OPEN_SQL = """
-SELECT id, model, priority, timeout_s, idempotency_key, attempts, created_at, inputs, pipeline, stage, stages,
-       cost_usd, compute_s, callback_url
-FROM jobs WHERE ended_at IS NULL ORDER BY n
-"""
-ENDED_COLUMNS = """id, model, priority, timeout_s, idempotency_key, status, attempts, created_at, started_at,
-                    ended_at, worker_id, device, result, error, error_kind, pipeline, stages, cost_usd,
-                    compute_s"""
+# The columns read back, named as `Job`'s fields (`job_from_row` relies on it).
+OPEN_FIELDS = (
+    "id", "model", "priority", "timeout_s", "idempotency_key", "attempts", "created_at", "inputs",
+    "pipeline", "stage", "stages", "cost_usd", "compute_s", "callback_url",
+)  # fmt: skip
+ENDED_FIELDS = (
+    "id", "model", "priority", "timeout_s", "idempotency_key", "status", "attempts", "created_at",
+    "started_at", "ended_at", "worker_id", "device", "result", "error", "error_kind", "pipeline", "stages",
+    "cost_usd", "compute_s",
+)  # fmt: skip
+OPEN_SQL = f"SELECT {', '.join(OPEN_FIELDS)} FROM jobs WHERE ended_at IS NULL ORDER BY n"
+ENDED_COLUMNS = ", ".join(ENDED_FIELDS)
 
 # Record kinds. END carries the whole row: the writer turns it into an UPDATE of the submitted row,
 # or, when the submission is in the same commit, into one INSERT of the ended row (END_ROW).
@@ -201,82 +206,28 @@ def decode_or_none(blob: bytes | None) -> Any:
     return None if blob is None else _decode(blob)
 
 
+_DECODE: dict[str, Callable[[Any], Any]] = {
+    "inputs": decode_or_none,
+    "result": decode_or_none,
+    "stages": decode_stages,
+    "priority": Priority,
+    "status": JobStatus,
+}
+
+
+def job_from_row(fields: tuple[str, ...], row: tuple[Any, ...]) -> Job:
+    """A job from a row of the columns `fields` (named as `Job`'s fields), its blobs decoded."""
+    values = dict(zip(fields, row, strict=True))
+    values.setdefault("inputs", None)  # an ended job's inputs are dropped
+    for name, decode in _DECODE.items():
+        if name in values:
+            values[name] = decode(values[name])
+    return Job(**values)
+
+
 def open_job(row: tuple[Any, ...]) -> Job:
-    (
-        job_id,
-        model,
-        priority,
-        timeout_s,
-        key,
-        attempts,
-        created_at,
-        inputs,
-        pipeline,
-        stage,
-        stages,
-        cost_usd,
-        compute_s,
-        callback_url,
-    ) = row
-    return Job(
-        id=job_id,
-        model=model,
-        inputs=decode_or_none(inputs),
-        callback_url=callback_url,
-        priority=Priority(priority),
-        timeout_s=timeout_s,
-        idempotency_key=key,
-        attempts=attempts,
-        created_at=created_at,
-        pipeline=pipeline,
-        stage=stage,
-        stages=decode_stages(stages),
-        cost_usd=cost_usd,
-        compute_s=compute_s,
-    )
+    return job_from_row(OPEN_FIELDS, row)
 
 
 def ended_job(row: tuple[Any, ...]) -> Job:
-    (
-        job_id,
-        model,
-        priority,
-        timeout_s,
-        key,
-        status,
-        attempts,
-        created_at,
-        started_at,
-        ended_at,
-        worker_id,
-        device,
-        result,
-        error,
-        error_kind,
-        pipeline,
-        stages,
-        cost_usd,
-        compute_s,
-    ) = row
-    return Job(
-        id=job_id,
-        model=model,
-        inputs=None,
-        priority=Priority(priority),
-        timeout_s=timeout_s,
-        idempotency_key=key,
-        status=JobStatus(status),
-        attempts=attempts,
-        created_at=created_at,
-        started_at=started_at,
-        ended_at=ended_at,
-        worker_id=worker_id,
-        device=device,
-        result=decode_or_none(result),
-        error=error,
-        error_kind=error_kind,
-        pipeline=pipeline,
-        stages=decode_stages(stages),
-        cost_usd=cost_usd,
-        compute_s=compute_s,
-    )
+    return job_from_row(ENDED_FIELDS, row)
