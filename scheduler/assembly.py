@@ -20,6 +20,7 @@ from scheduler.core.jobs import Job
 from scheduler.core.models import ModelRegistry
 from scheduler.core.pipelines import Pipelines
 from scheduler.core.ports import JobExecutor, JobJournal
+from scheduler.core.readiness import Preloader, Readiness
 from scheduler.core.table import JobTable
 from scheduler.core.worker_events import WorkerEvents
 from scheduler.core.workers import Launcher, Worker, WorkerSet
@@ -61,6 +62,8 @@ class Parts:
     pipelines     pipeline definitions, and their jobs moved from stage to stage
     cpu_calls     `run_cpu`/`map_cpu` on the CPU workers, `run_in_thread`/`map_threads`
     cpu_pool      the elastic CPU stage pool, and idle models unloaded
+    preloader     keeps the models with `preload` loaded
+    readiness     whether the daemon is ready for traffic, and each model's state
     supervision   the one supervision tick
     webhooks      the callbacks of jobs with a `callback_url`, once their ends are durable
     submissions   how jobs come in: one, many in one journal group, or submitted and waited for
@@ -84,6 +87,8 @@ class Parts:
     pipelines: Pipelines
     cpu_calls: CpuCalls
     cpu_pool: CpuPool
+    preloader: Preloader
+    readiness: Readiness
     supervision: Supervision
     webhooks: Webhooks
     submissions: Submissions
@@ -103,7 +108,7 @@ def assemble(
     table = JobTable(settings.max_finished_in_memory)
     if journal == FROM_SETTINGS:
         journal = journal_from(settings)
-    inventory = Inventory(settings.gpu_reserve_mb)
+    inventory = Inventory(settings.gpu_reserve_mb, settings.gpus)
     workers: dict[str, Worker] = {}
     endings = JobEndings(table, journal)
     costs = CostLedger(settings.costs)
@@ -163,6 +168,8 @@ def assemble(
             settings.torch_threads,
             settings.log_level,
             settings.model_load_timeout_s,
+            settings.log_format,
+            inventory.pin_of,
         )
     timeouts = Timeouts(settings.worker_start_timeout_s, settings.heartbeat_timeout_s)
     worker_set = WorkerSet(
@@ -180,6 +187,14 @@ def assemble(
         settings.cpu_idle_timeout_s,
         settings.model_idle_unload_s,
         lambda: bool(inventory.gpus),
+    )
+    preloader = Preloader(registry, workers, dispatcher, lambda: dispatcher.enabled)
+    readiness = Readiness(
+        lambda: admission.accepting,
+        worker_set.any_ready,
+        journal.problem if journal is not None else lambda: None,
+        registry,
+        workers,
     )
     webhooks = Webhooks(settings, endings.view)
     endings.settle_observers.append(webhooks.on_settled)
@@ -203,9 +218,12 @@ def assemble(
         pipelines,
         cpu_calls,
         cpu_pool,
+        preloader,
+        readiness,
         Supervision(
             worker_set,
             cpu_pool,
+            preloader,
             render.service if render is not None else None,
             deadlines,
             table,

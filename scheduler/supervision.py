@@ -1,7 +1,7 @@
 """The main process's one supervision tick, ten times a second: it converges toward the wanted state.
 Kill the silent and respawn the dead (model workers and the render process alike, by the one policy
 in `scheduler.pool.supervisor`), grow or shrink the elastic CPU pool and unload idle models
-(`scheduler.core.cpu_pool`), end jobs past their deadline, and forget what is past its retention."""
+(`scheduler.core.cpu_pool`), keep preloaded models loaded (`scheduler.core.readiness`), end jobs past their deadline, and forget what is past its retention."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from collections.abc import Callable
 from scheduler.core.cpu_pool import CpuPool
 from scheduler.core.deadlines import Deadlines
 from scheduler.core.ports import JobJournal
+from scheduler.core.readiness import Preloader
 from scheduler.core.table import JobTable
 from scheduler.core.workers import WorkerSet
 from scheduler.render.service import RenderService
@@ -24,13 +25,14 @@ RETENTION_EVERY_S = 60.0
 
 
 class Supervision:
-    """worker_set, cpu_pool, render (None when off), deadlines: what the tick drives; table, journal:
+    """worker_set, cpu_pool, preloader, render (None when off), deadlines: what the tick drives; table, journal:
     what retention prunes; retention_s: from the settings."""
 
     def __init__(
         self,
         worker_set: WorkerSet,
         cpu_pool: CpuPool,
+        preloader: Preloader,
         render: RenderService | None,
         deadlines: Deadlines,
         table: JobTable,
@@ -39,6 +41,7 @@ class Supervision:
     ) -> None:
         self.worker_set = worker_set
         self.cpu_pool = cpu_pool
+        self.preloader = preloader
         self.render = render
         self.deadlines = deadlines
         self.table = table
@@ -58,6 +61,7 @@ class Supervision:
     def tick(self, now: float) -> None:
         self.worker_set.supervise(now)
         self.cpu_pool.tick(now)
+        self.preloader.tick(now)
         if self.render is not None:
             self.render.supervise(now)
         self.deadlines.expire(now)

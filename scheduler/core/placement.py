@@ -22,6 +22,7 @@ class LoadedModel:
     last_used: float = 0.0
     in_flight: int = 0
     loading: bool = True
+    pinned: bool = False  # the copy that keeps a preloaded model loaded: never evicted nor unloaded when idle
 
 
 class Slot(Protocol):
@@ -183,7 +184,7 @@ def place(
 
 
 def _idle(loaded: LoadedModel) -> bool:
-    return loaded.in_flight == 0 and not loaded.loading
+    return loaded.in_flight == 0 and not loaded.loading and not loaded.pinned
 
 
 def eviction_plan(

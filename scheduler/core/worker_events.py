@@ -31,6 +31,7 @@ from scheduler.errors import ErrorKind, WorkerState
 from scheduler.pool.supervisor import is_poison
 from workers import protocol as m
 from workers.backoff import Backoff
+from workers.logs import about_job
 
 log = logging.getLogger("modelsched.scheduler")
 
@@ -201,6 +202,11 @@ class WorkerEvents:
             if job is None or job.status is not JobStatus.PROCESSING or job.worker_id != worker.worker_id:
                 continue
             if penalize and is_poison(job.attempts, self.max_attempts):
+                log.warning(
+                    "poison job: %d worker process(es) died while running it; it fails",
+                    job.attempts,
+                    extra=about_job(job.id),
+                )
                 self.endings.finish(
                     job,
                     JobStatus.ERROR,

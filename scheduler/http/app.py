@@ -12,6 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.types import ASGIApp
 
 from scheduler import errors
+from scheduler.http.access_log import AccessLog
 from scheduler.http.answers import Answer, HttpError, error_answer, json_answer
 from scheduler.http.auth import BearerAuth
 from scheduler.http.hot_path import HotPath
@@ -91,7 +92,9 @@ class DaemonApp(FastAPI):
             settings.max_body_bytes,
             self.metrics.job_submitted,
         )
-        return BearerAuth(front, settings.token) if settings.token else front
+        if settings.token:
+            front = BearerAuth(front, settings.token)
+        return AccessLog(front) if settings.access_log else front
 
     def openapi(self) -> dict[str, Any]:
         if self.openapi_schema is None:

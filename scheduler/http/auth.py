@@ -1,5 +1,7 @@
-"""Bearer-token authentication as raw-ASGI middleware: every path but `/healthz` wants
-`Authorization: Bearer <token>` (compared in constant time) when a token is set."""
+"""Bearer-token authentication as raw-ASGI middleware: every path but the probes (`/healthz`,
+`/readyz`: a load balancer or an orchestrator asks them without a secret, and they tell nothing
+but ready or not, and why) wants `Authorization: Bearer <token>` (compared in constant time) when a
+token is set."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from scheduler.http.answers import Answer, encoder
 from scheduler.http.schemas import ErrorBody
 
+OPEN_PATHS = frozenset({"/healthz", "/readyz"})
 UNAUTHORIZED = Answer(
     401,
     encoder.encode(ErrorBody("unauthorized", "a valid 'Authorization: Bearer <token>' is required")),
@@ -23,7 +26,7 @@ class BearerAuth:
         self.expected = f"Bearer {token}".encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"] != "/healthz":
+        if scope["type"] == "http" and scope["path"] not in OPEN_PATHS:
             given = next((value for name, value in scope["headers"] if name == b"authorization"), b"")
             if not hmac.compare_digest(given, self.expected):
                 await UNAUTHORIZED(scope, receive, send)

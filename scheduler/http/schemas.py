@@ -145,10 +145,24 @@ class ModelAction(msgspec.Struct):
 
 
 class Health(msgspec.Struct, omit_defaults=True):
-    """`/healthz` and `/readyz`; `reason` says why the daemon is not ready (`/readyz` 503)."""
+    """`/healthz` and `/readyz`; `reason` says why the daemon is not ready (`/readyz` 503): `status`
+    `starting`, `not accepting`, `journal unavailable`, or `models not ready` with `models`, the state
+    of each preloaded model that is not loaded yet (`loading`, `failed`, `unloaded`)."""
 
     status: str
     reason: str | None = None
+    models: dict[str, str] | None = None
+
+
+class ModelReady(msgspec.Struct):
+    """`GET /models/{model}/ready`: 200 when it is loaded on at least one worker, else 503."""
+
+    model: str
+    ready: bool
+    state: str  # unloaded | loading | ready | failed
+    workers: list[str]  # where it is loaded
+    preload: bool
+    error: str | None = None  # its last failed load
 
 
 SCHEMAS: tuple[type, ...] = (
@@ -166,6 +180,7 @@ SCHEMAS: tuple[type, ...] = (
     ModelList,
     ModelAction,
     Health,
+    ModelReady,
     ClassifyRequest,
     Classification,
     PipelineList,

@@ -198,7 +198,11 @@ def encode_or_none(value: Any, job_id: str) -> bytes | None:
     try:
         return _encode(value)
     except (TypeError, msgspec.EncodeError) as exc:
-        log.warning("journal: job %s holds a value msgpack cannot carry (%s); stored without it", job_id, exc)
+        log.warning(
+            "journal: the job holds a value msgpack cannot carry (%s); stored without it",
+            exc,
+            extra={"job_id": job_id},
+        )
         return None
 
 

@@ -34,7 +34,11 @@ def test_a_gpu_worker_runs_on_its_card_and_reports_cuda_memory() -> None:
             await scheduler.wait_ready(120)
             workers = scheduler.system_status()["workers"]
             gpu_workers = [w for w in workers if w["gpu_index"] is not None]
-            assert gpu_workers and all(w["cuda_visible_devices"] == str(w["gpu_index"]) for w in gpu_workers)
+            uuids = {gpu["index"]: gpu["uuid"] for gpu in scheduler.system_status()["gpu"]}
+            assert all(uuid.startswith(("GPU-", "MIG-")) for uuid in uuids.values())
+            assert gpu_workers and all(
+                w["cuda_visible_devices"] == uuids[w["gpu_index"]] for w in gpu_workers
+            )
             job_ids = [
                 await scheduler.schedule_job(JobRequest(feature="mlp", inputs=MLP_INPUT)) for _ in range(64)
             ]

@@ -1,4 +1,5 @@
-"""`/models`: infer (submit and wait in one call), list the models, load and unload one."""
+"""`/models`: infer (submit and wait in one call), list the models (with each one's state), whether
+one is loaded (`/models/{m}/ready`), load and unload one."""
 
 from __future__ import annotations
 
@@ -6,10 +7,11 @@ from collections.abc import Callable
 
 from fastapi import APIRouter, Query, Request
 
+from scheduler.core.readiness import ModelState
 from scheduler.http.answers import MAX_WAIT_S, RAW_MEDIA_TYPE, Answer, infer_answer, json_answer
 from scheduler.http.body import read_body
 from scheduler.http.routers.docs import answers_doc, body_doc
-from scheduler.http.schemas import InferRequest, InferResult, ModelAction, ModelList
+from scheduler.http.schemas import InferRequest, InferResult, ModelAction, ModelList, ModelReady
 from scheduler.scheduler import Scheduler
 
 
@@ -38,6 +40,16 @@ def router(scheduler: Scheduler, on_submitted: Callable[[str], None]) -> APIRout
     @routes.get("/models", responses=answers_doc(200, ModelList))
     async def list_models() -> Answer:
         return json_answer(ModelList(scheduler.status().models))
+
+    @routes.get("/models/{model}/ready", responses=answers_doc(200, ModelReady, 404, 503))
+    async def model_ready(model: str) -> Answer:
+        """200 when the model is loaded on at least one worker; 503 (with its state) otherwise."""
+        readiness = scheduler.readiness.of(model)
+        ready = readiness.state is ModelState.READY
+        body = ModelReady(
+            model, ready, readiness.state.value, readiness.ready_on, readiness.preload, readiness.error
+        )
+        return json_answer(body, 200 if ready else 503)
 
     @routes.post("/models/{model}/load", responses=answers_doc(200, ModelAction, 404, 409, 507))
     async def load_model(model: str) -> Answer:

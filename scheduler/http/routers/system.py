@@ -1,5 +1,6 @@
 """The daemon itself: its status (`/system/status`), liveness (`/healthz`), readiness (`/readyz`: 503
-while starting, shutting down, or while the journal cannot take jobs, with the reason), Prometheus
+while starting, shutting down, while the journal cannot take jobs, or while a preloaded model is not
+loaded, with the reason), Prometheus
 metrics (`/metrics`) and the status page (`/`)."""
 
 from __future__ import annotations
@@ -29,12 +30,14 @@ def router(scheduler: Scheduler, metrics: SchedulerMetrics) -> APIRouter:
 
     @routes.get("/readyz", responses=answers_doc(200, Health, 503))
     async def readyz() -> Answer:
-        reason = scheduler.not_ready_reason()
-        if reason is None:
+        """200 when the daemon takes jobs, a worker is ready, the journal takes jobs and every
+        preloaded model is loaded on a worker; else 503 saying what is missing. No token needed."""
+        problem = scheduler.readiness.problem()
+        if problem is None:
             return json_answer(Health("ready"))
-        if reason in ("starting", "not accepting"):
-            return json_answer(Health(reason), 503)
-        return json_answer(Health("journal unavailable", reason), 503, {"Retry-After": "1"})
+        models = {model.model: model.state.value for model in problem.models} or None
+        headers = {"Retry-After": "1"} if problem.status == "journal unavailable" else None
+        return json_answer(Health(problem.status, problem.reason, models), 503, headers)
 
     @routes.get(
         "/metrics",
