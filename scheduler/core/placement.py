@@ -147,8 +147,10 @@ def place(
     if not ready:
         return Wait("no worker is ready yet")
 
-    def busy(worker: Slot) -> tuple[int, str]:
-        return (worker.outstanding_items, worker.worker_id)
+    def busy(worker: Slot) -> tuple[int, int, str]:
+        # Of two equally busy workers, the one not loading a model (a load holds a worker as a job does).
+        loads = sum(1 for loaded in worker.models.values() if loaded.loading)
+        return (worker.outstanding_items, loads, worker.worker_id)
 
     holders = [worker for worker in ready if demand.name in worker.models]
     with_room = [worker for worker in holders if worker.outstanding_items < pipeline_items]
