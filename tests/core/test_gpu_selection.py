@@ -9,7 +9,7 @@ from collections.abc import Callable
 import psutil
 import pytest
 
-from scheduler import JobRequest, Scheduler
+from scheduler import Scheduler
 from scheduler.core.cards import GpuInfo, simulated_uuid
 from scheduler.core.devices import discover_gpus
 from scheduler.core.gpu_selection import select_cards
