@@ -106,3 +106,4 @@ def configure_logging(
         root.removeHandler(old)
     root.addHandler(make_handler(log_format, process_name, stream))
     root.setLevel(level.upper())
+    logging.captureWarnings(True)  # `warnings.warn` from a library: a line in the same format
