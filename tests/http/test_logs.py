@@ -65,7 +65,7 @@ def test_json_format_every_line_is_a_json_object_uvicorns_and_the_workers_too(tm
 
     about_job = [record for record in records if record.get("job_id") == job_id]
     assert any(
-        record["logger"] == "modelsched.table" or "completed" in record["message"] for record in about_job
+        r["logger"] == "modelsched.jobs" and r["message"].startswith("job completed") for r in about_job
     )
     mentioning = [record for record in records if job_id in record["message"]]
     assert mentioning and all(record.get("job_id") == job_id for record in mentioning)
