@@ -195,6 +195,7 @@ def assemble(
         journal.problem if journal is not None else lambda: None,
         registry,
         workers,
+        executors,
     )
     webhooks = Webhooks(settings, endings.view)
     endings.settle_observers.append(webhooks.on_settled)

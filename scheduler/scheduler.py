@@ -94,6 +94,7 @@ class Scheduler:
             self.costs,
             self.cpu_pool,
             max_queue=settings.max_queue,
+            readiness=parts.readiness,
             journal=self.journal,
         )
         self.loop: asyncio.AbstractEventLoop | None = None

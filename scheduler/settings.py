@@ -291,7 +291,7 @@ SETTING_MEANINGS: dict[str, str] = {
     "journal_max_mb": "bound on the journal's pages in use: past it the oldest ended jobs are pruned first (never an unfinished one); with only unfinished jobs left, submissions get 503 (0: no bound)",
     "host": "address the daemon binds (loopback by default)",
     "port": "port the daemon listens on",
-    "token": "when set, every endpoint but `/healthz` wants `Authorization: Bearer <token>`",
+    "token": "when set, every endpoint but the probes (`/healthz`, `/readyz`) wants `Authorization: Bearer <token>`",
     "max_body_bytes": "largest request body accepted; a larger one gets 413",
     "log_level": "`debug`, `info`, `warning`, `error` or `critical`",
     "log_format": "`text` (one line: time, level, logger, message, `job=<id>`) or `json` (one object a line, `job_id` a field); uvicorn's lines too",

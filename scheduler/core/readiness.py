@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 from scheduler.core.dispatch import Dispatcher
 from scheduler.core.models import ModelRegistry, RegisteredModel
+from scheduler.core.ports import JobExecutor
 from scheduler.core.workers import Worker
 
 log = logging.getLogger("modelsched.scheduler")
@@ -58,8 +59,16 @@ class ModelReadiness:
         return f"{self.model} {self.state.value}"
 
 
-def model_readiness(registered: RegisteredModel, workers: Iterable[Worker]) -> ModelReadiness:
+def model_readiness(
+    registered: RegisteredModel, workers: Iterable[Worker], elsewhere: JobExecutor | None = None
+) -> ModelReadiness:
+    """`elsewhere`: the executor of a model whose jobs run outside the workers (the render process):
+    ready when it says it is, else loading (its process starts or restarts)."""
     name = registered.spec.name
+    if elsewhere is not None:
+        ready = elsewhere.status().get("state") == "ready"
+        state = ModelState.READY if ready else ModelState.LOADING
+        return ModelReadiness(name, state, [], [], None, False)
     ready_on: list[str] = []
     loading_on: list[str] = []
     for worker in workers:
@@ -150,7 +159,7 @@ class Unready:
 
 class Readiness:
     """accepting: admission is open; any_worker_ready: the worker set's; journal_problem: why the
-    journal takes no jobs (None: it does); registry, workers: for the models."""
+    journal takes no jobs (None: it does); registry, workers, executors: for the models."""
 
     def __init__(
         self,
@@ -159,7 +168,9 @@ class Readiness:
         journal_problem: Callable[[], str | None],
         registry: ModelRegistry,
         workers: Mapping[str, Worker],
+        executors: Mapping[str, JobExecutor],
     ) -> None:
+        self.executors = executors
         self.accepting = accepting
         self.any_worker_ready = any_worker_ready
         self.journal_problem = journal_problem
@@ -183,4 +194,8 @@ class Readiness:
 
     def of(self, model: str) -> ModelReadiness:
         """One model's state (ModelNotFoundError for an unknown one)."""
-        return model_readiness(self.registry.get(model), self.workers.values())
+        return self.state_of(self.registry.get(model))
+
+    def state_of(self, registered: RegisteredModel) -> ModelReadiness:
+        elsewhere = self.executors.get(registered.spec.name)
+        return model_readiness(registered, self.workers.values(), elsewhere)

@@ -15,7 +15,7 @@ from scheduler.core.devices import MIB, Inventory
 from scheduler.core.models import ModelRegistry
 from scheduler.core.pipelines import Pipelines
 from scheduler.core.ports import JobJournal, JournalStatus
-from scheduler.core.readiness import model_readiness
+from scheduler.core.readiness import Readiness
 from scheduler.core.table import JobTable
 from scheduler.core.workers import Worker
 from scheduler.errors import WorkerState
@@ -137,7 +137,7 @@ class SystemStatus(msgspec.Struct):
 class StatusBuilder:
     """registry, table, workers, inventory: what it reads; scheduler_info: the scheduler's own line;
     render_status: the render process's section (None when rendering is off); max_queue: from the settings;
-    journal: the journal, when there is one."""
+    readiness: each model's state; journal: the journal, when there is one."""
 
     def __init__(
         self,
@@ -152,8 +152,10 @@ class StatusBuilder:
         cpu_pool: CpuPool,
         *,
         max_queue: int,
+        readiness: Readiness,
         journal: JobJournal | None = None,
     ) -> None:
+        self.readiness = readiness
         self.pipelines = pipelines
         self.costs = costs
         self.cpu_pool = cpu_pool
@@ -246,7 +248,7 @@ class StatusBuilder:
                 ready_on=readiness.ready_on,
             )
             for name, model in self.registry.models.items()
-            for readiness in [model_readiness(model, self.workers.values())]
+            for readiness in [self.readiness.state_of(model)]
         ]
 
 
