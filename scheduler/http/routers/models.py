@@ -41,7 +41,13 @@ def router(scheduler: Scheduler, on_submitted: Callable[[str], None]) -> APIRout
     async def list_models() -> Answer:
         return json_answer(ModelList(scheduler.status().models))
 
-    @routes.get("/models/{model}/ready", responses=answers_doc(200, ModelReady, 404, 503))
+    model_ready_doc = answers_doc(200, ModelReady, 404)
+    model_ready_doc[503] = {
+        "description": "not loaded on any worker",
+        "content": model_ready_doc[200]["content"],
+    }
+
+    @routes.get("/models/{model}/ready", responses=model_ready_doc)
     async def model_ready(model: str) -> Answer:
         """200 when the model is loaded on at least one worker; 503 (with its state) otherwise."""
         readiness = scheduler.readiness.of(model)

@@ -28,7 +28,10 @@ def router(scheduler: Scheduler, metrics: SchedulerMetrics) -> APIRouter:
     async def healthz() -> Answer:
         return json_answer(Health("ok"))
 
-    @routes.get("/readyz", responses=answers_doc(200, Health, 503))
+    readyz_doc = answers_doc(200, Health)
+    readyz_doc[503] = {"description": "not ready, and why", "content": readyz_doc[200]["content"]}
+
+    @routes.get("/readyz", responses=readyz_doc)
     async def readyz() -> Answer:
         """200 when the daemon takes jobs, a worker is ready, the journal takes jobs and every
         preloaded model is loaded on a worker; else 503 saying what is missing. No token needed."""
