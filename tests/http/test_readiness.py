@@ -125,30 +125,47 @@ preload = true
 options = {{ marker = "{marker}", attempts_log = "{attempts}" }}
 """,
     )
-    with running_daemon(
-        tmp_path,
-        ready_path="/healthz",
-        MODELSCHED_CONFIG=str(config),
-        MODELSCHED_MODEL_LOAD_BACKOFF_S="0.2",
-        MODELSCHED_LOG_LEVEL="info",
-    ) as daemon:
-        until_sync(
-            lambda: model_states(daemon)["flaky"]["state"] == "failed", timeout=60, message="flaky failed"
+    with (
+        running_daemon(
+            tmp_path,
+            ready_path="/healthz",
+            MODELSCHED_CONFIG=str(config),
+            MODELSCHED_MODEL_LOAD_BACKOFF_S="1",
+            MODELSCHED_LOG_LEVEL="info",
+        ) as daemon,
+        daemon.client() as client,
+    ):
+        # Between tries the model is `failed` (a try under way shows `loading`): each answer is read
+        # whole, as it came, once it shows the failure.
+        answers: dict[str, httpx.Response] = {}
+
+        def failed(path: str) -> bool:
+            answers[path] = client.get(path)
+            body = answers[path].json()
+            states = (
+                [model["state"] for model in body["models"]] if path == "/models" else [body.get("state")]
+            )
+            return "failed" in states or body.get("models") == {"flaky": "failed"}
+
+        until_sync(lambda: failed("/models"), timeout=60, message="flaky failed")
+        (flaky,) = answers["/models"].json()["models"]
+        assert (
+            flaky["state"] == "failed" and flaky["failed"] == "RuntimeError: weights file is missing (test)"
         )
-        flaky = model_states(daemon)["flaky"]
-        assert flaky["failed"] == "RuntimeError: weights file is missing (test)"
-        with daemon.client() as client:
-            answer = client.get("/readyz")
-            assert answer.status_code == 503
-            assert answer.json()["status"] == "models not ready"
-            assert answer.json()["models"] == {"flaky": "failed"}
-            assert "weights file is missing" in answer.json()["reason"]
-            one = client.get("/models/flaky/ready")
-            assert one.status_code == 503 and "weights file is missing" in one.json()["error"]
-            # Tried again after its back-off (0.2 s, doubling), not once only.
-            until_sync(lambda: len(attempts.read_text().split()) >= 2, timeout=30, message="a second try")
-            marker.unlink()  # the weights are back
-            until_sync(lambda: client.get("/readyz").status_code == 200, timeout=60, message="ready")
-            assert model_states(daemon)["flaky"]["state"] == "ready"
-            assert model_states(daemon)["flaky"]["failed"] is None
+        until_sync(lambda: failed("/readyz"), timeout=30, message="/readyz says why")
+        assert answers["/readyz"].status_code == 503
+        assert answers["/readyz"].json() == {
+            "status": "models not ready",
+            "reason": "flaky failed: RuntimeError: weights file is missing (test)",
+            "models": {"flaky": "failed"},
+        }
+        until_sync(lambda: failed("/models/flaky/ready"), timeout=30, message="/models/flaky/ready says why")
+        one = answers["/models/flaky/ready"]
+        assert one.status_code == 503 and one.json()["state"] == "failed" and not one.json()["ready"]
+        # Tried again after its back-off (1 s, doubling), not once only.
+        until_sync(lambda: len(attempts.read_text().split()) >= 2, timeout=30, message="a second try")
+        marker.unlink()  # the weights are back
+        until_sync(lambda: client.get("/readyz").status_code == 200, timeout=60, message="ready")
+        assert model_states(daemon)["flaky"]["state"] == "ready"
+        assert model_states(daemon)["flaky"]["failed"] is None
     assert "flaky failed to load" in daemon.log()
