@@ -176,7 +176,7 @@ def assemble(
         workers, launcher, registry.specs, worker_events.on_message, worker_events.on_exit, timeouts
     )
     vram_scale = REDUCED_VRAM_SCALE if settings.reduce_vram_requirements else 1.0
-    catalog = ModelCatalog(registry, workers, dispatcher, inventory, executors, vram_scale)
+    catalog = ModelCatalog(registry, workers, dispatcher, inventory, executors, vram_scale, settings.preload)
     cpu_calls.register = catalog.register
     cpu_pool = CpuPool(
         worker_set,

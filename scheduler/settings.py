@@ -68,6 +68,7 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     model_load_timeout_s: float = 300.0
     torch_threads: int = 0  # 0: leave torch's default
     gpus: list[int | str] = []  # the cards to use, by index or UUID ([]: every card allowed)
+    preload: bool = True  # False: models marked `preload` load on their first job like the others
     # jobs
     max_queue: int = 10_000
     default_timeout_s: float = 0.0  # 0: no timeout unless the job sets one
@@ -281,6 +282,7 @@ SETTING_MEANINGS: dict[str, str] = {
     "model_load_backoff_s": "after a model fails to load, its jobs fail at once for this long, doubling per failure in a row (at most 300 s)",
     "model_load_timeout_s": "a model's load may take this long (heartbeats go on while it loads); a load that hangs longer gets its worker replaced",
     "torch_threads": "torch threads per worker (0: torch's default)",
+    "preload": "load the models marked `preload = true` at start and keep them loaded, `/readyz` waiting for them; `false`: they load on their first job like the others",
     "max_queue": "jobs waiting at most; a submission past it gets 429 with `Retry-After`",
     "default_timeout_s": "timeout of a job that sets none (0: none)",
     "shutdown_grace_s": "on SIGTERM/SIGINT, how long running jobs may take to finish",

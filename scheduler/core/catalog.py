@@ -24,7 +24,8 @@ log = logging.getLogger("modelsched.scheduler")
 class ModelCatalog:
     """registry: the models; workers: the live worker records by id; dispatcher: places explicit
     loads and sends unloads; inventory: the cards; run_elsewhere: models whose jobs run outside the
-    workers (never refused here); vram_scale: what each declared `vram_mb` counts for in the ledger."""
+    workers (never refused here); vram_scale: what each declared `vram_mb` counts for in the ledger;
+    allow_preload: the `preload` setting (False: no model is preloaded)."""
 
     def __init__(
         self,
@@ -34,7 +35,9 @@ class ModelCatalog:
         inventory: Inventory,
         run_elsewhere: Mapping[str, Any],
         vram_scale: float,
+        allow_preload: bool = True,
     ) -> None:
+        self.allow_preload = allow_preload
         self.registry = registry
         self.workers = workers
         self.dispatcher = dispatcher
@@ -47,7 +50,8 @@ class ModelCatalog:
         config = model_config(config)
         spec, adapter = resolve_spec(config, self.vram_scale)
         replacing = spec.name in self.registry
-        self.registry.register(spec, adapter, preload=config.preload and spec.name not in self.run_elsewhere)
+        preload = config.preload and self.allow_preload and spec.name not in self.run_elsewhere
+        self.registry.register(spec, adapter, preload=preload)
         for worker in self.workers.values():
             if worker.state in (WorkerState.STARTING, WorkerState.READY):
                 worker.send(m.RegisterModel(spec))
