@@ -106,8 +106,12 @@ class Inventory:
         self.gpus: list[GpuInfo] = []
 
     def discover(self, environ: Mapping[str, str]) -> list[GpuInfo]:
-        self.gpus = discover_gpus(environ, self.wanted)
-        for gpu in self.gpus:
+        found = discover_gpus(environ, self.wanted)
+        said = [gpu.uuid for gpu in self.gpus]
+        self.gpus = found
+        if [gpu.uuid for gpu in found] == said:
+            return found  # found again (the serve command's early check, then the start): said once
+        for gpu in found:
             log.info(
                 "GPU %d: %s %s (%.0f MiB)%s",
                 gpu.index,

@@ -98,3 +98,13 @@ def test_a_pinned_copy_is_never_evicted() -> None:
     kept.models["kept"].pinned = False  # an ordinary idle copy would make room
     decision = place(ModelDemand("other", 800.0), [kept], card, max_models_per_worker=4, pipeline_items=8)
     assert not isinstance(decision, Wait) and decision.evict == (("gpu0-w0", "kept"),)
+
+
+def test_the_preload_setting_off_preloads_nothing() -> None:
+    from scheduler.assembly import assemble
+    from scheduler.settings import Settings
+
+    for allowed in (True, False):
+        parts = assemble(Settings(journal_path="", preload=allowed))
+        parts.catalog.register({"name": "kept", "adapter": "echo", "preload": True})
+        assert parts.registry.models["kept"].preload is allowed
