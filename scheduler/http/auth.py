@@ -7,12 +7,12 @@ import hmac
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from scheduler.http.answers import Answer, encoder
-from scheduler.http.schemas import ErrorBody
+from scheduler.http.answers import problem_answer
+from scheduler.http.problems import problem
 
-UNAUTHORIZED = Answer(
-    401,
-    encoder.encode(ErrorBody("unauthorized", "a valid 'Authorization: Bearer <token>' is required")),
+OPEN_PATHS = frozenset({"/healthz"})  # answered without a token
+UNAUTHORIZED = problem_answer(
+    problem(401, "unauthorized", "a valid 'Authorization: Bearer <token>' is required"),
     {"WWW-Authenticate": "Bearer"},
 )
 
@@ -23,7 +23,7 @@ class BearerAuth:
         self.expected = f"Bearer {token}".encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"] != "/healthz":
+        if scope["type"] == "http" and scope["path"] not in OPEN_PATHS:
             given = next((value for name, value in scope["headers"] if name == b"authorization"), b"")
             if not hmac.compare_digest(given, self.expected):
                 await UNAUTHORIZED(scope, receive, send)

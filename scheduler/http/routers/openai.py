@@ -15,7 +15,6 @@ import asyncio
 import base64
 import logging
 import time
-from collections.abc import Callable
 from typing import Any, Literal
 
 import msgspec
@@ -45,7 +44,8 @@ ERROR_TYPES = {401: "authentication_error", 404: "invalid_request_error", 422: "
 
 
 def openai_error(exc: Exception) -> Answer:
-    status, body, headers = error_parts(exc)
+    body, headers = error_parts(exc)
+    status = body.status
     kind = ERROR_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
     error = {"message": body.detail, "type": kind, "param": body.field, "code": body.error}
     return json_answer({"error": error}, status, headers)
@@ -77,7 +77,7 @@ def embedding_data(vectors: list[Any], encoding: str) -> list[dict[str, Any]]:
     ]
 
 
-def router(scheduler: Scheduler, on_submitted: Callable[[str], None]) -> APIRouter:
+def router(scheduler: Scheduler) -> APIRouter:
     routes = APIRouter(prefix="/v1", tags=["openai"])
 
     def embedding_adapter(model: str) -> Any:
@@ -104,7 +104,6 @@ def router(scheduler: Scheduler, on_submitted: Callable[[str], None]) -> APIRout
                     422, "invalid_body", f"{body.model} gives {dimension} dimensions", "dimensions"
                 )
             job_id = await scheduler.schedule_job(JobRequest(model=body.model, inputs=sentences))
-            on_submitted(body.model)
             tokens = asyncio.ensure_future(asyncio.to_thread(count_tokens, adapter, sentences))
             try:
                 vectors = result_of(

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -37,15 +36,15 @@ VERSION = "1"
 
 
 def v2_error(exc: Exception) -> Answer:
-    status, body, headers = error_parts(exc)
-    return json_answer({"error": body.detail}, status, headers)
+    body, headers = error_parts(exc)
+    return json_answer({"error": body.detail}, body.status, headers)
 
 
 def tensor_doc(tensor: Any) -> dict[str, Any]:
     return {"name": tensor.name, "datatype": tensor.datatype, "shape": list(tensor.shape)}
 
 
-def router(scheduler: Scheduler, on_submitted: Callable[[str], None]) -> APIRouter:
+def router(scheduler: Scheduler) -> APIRouter:
     routes = APIRouter(prefix="/v2", tags=["open inference protocol"])
 
     def signature_of(model: str) -> Any:  # the adapter's `adapters.base.Signature`
@@ -130,7 +129,6 @@ def router(scheduler: Scheduler, on_submitted: Callable[[str], None]) -> APIRout
             if not tensor:
                 raise InvalidInputError("the input holds no strings")
             job_id = await scheduler.schedule_job(JobRequest(model=model, inputs=tensor))
-            on_submitted(model)
             vectors = result_of(await scheduler.wait_for(job_id, DEFAULT_INFER_WAIT_S), scheduler.accepting)
             return np.asarray(vectors, dtype="<f4").reshape(len(tensor), -1)
         width = signature.input.shape[-1]
@@ -157,8 +155,6 @@ def router(scheduler: Scheduler, on_submitted: Callable[[str], None]) -> APIRout
                     with contextlib.suppress(SchedulerError):
                         await scheduler.cancel_job(outcome)
             raise refused
-        for _ in ids:
-            on_submitted(model)
         views = await asyncio.gather(
             *(scheduler.wait_for(str(job_id), DEFAULT_INFER_WAIT_S) for job_id in ids)
         )
