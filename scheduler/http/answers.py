@@ -139,19 +139,27 @@ def decode(data: bytes, decoder: msgspec.json.Decoder[Any]) -> Any:
         ) from None
     except msgspec.ValidationError as exc:
         message = str(exc)
-        if "`$." in message:
-            field: str | None = message.rpartition("`$.")[2].rstrip("`")
-        elif message.startswith("Object missing required field `"):
-            field = message.split("`")[1]  # a missing top-level field
-        else:
-            field = None
-        raise HttpError(422, "invalid_body", message, field) from None
+        raise HttpError(422, "invalid_body", message, field_of(message)) from None
     except msgspec.DecodeError as exc:
         raise HttpError(422, "malformed_json", f"the body is not valid JSON: {exc}") from None
-    fault = out_of_bounds(data, decoded)
+    fault = out_of_bounds(data if isinstance(data, bytes) else bytes(data), decoded)
     if fault is not None:
         raise HttpError(422, "invalid_body", f"{fault[1]} (at `{fault[0]}`)", fault[0])
     return decoded
+
+
+def field_of(message: str) -> str | None:
+    """The field a msgspec validation message names: its path (`... - at `$.inputs[0]``), and the
+    field missing or unknown there (`Object missing required field `model``)."""
+    where = message.rpartition(" - at `$")[2].rstrip("`") if " - at `$" in message else ""
+    where = where.removeprefix(".")
+    name = None
+    for start in ("Object missing required field `", "Object contains unknown field `"):
+        if message.startswith(start):
+            name = message[len(start) :].partition("`")[0]
+    if name is not None:
+        return f"{where}.{name}" if where else name
+    return where or None
 
 
 def parse_timeout(text: str | None) -> float | None:

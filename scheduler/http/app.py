@@ -111,7 +111,7 @@ class DaemonApp(FastAPI):
         )
         if settings.token:
             front = BearerAuth(front, settings.token)
-        return RequestMetrics(front, self.router.routes, self.metrics.request_answered)
+        return RequestMetrics(front, self.metrics.request_answered)
 
     def openapi(self) -> dict[str, Any]:
         if self.openapi_schema is None:

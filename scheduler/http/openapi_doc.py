@@ -8,10 +8,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 from fastapi.routing import APIRoute
 
 from scheduler.http.problems import PROBLEM_JSON
+from scheduler.http.protocol_schemas import PROTOCOL_SCHEMAS
 from scheduler.http.schemas import ErrorBody, openapi_components, ref
+from scheduler.http.tensors import InferRequestV2
 
 FASTAPI_SCHEMAS = ("HTTPValidationError", "ValidationError")
 METHODS = ("get", "put", "post", "delete", "patch", "head", "options")
@@ -32,6 +35,10 @@ def finish(schema: dict[str, Any], open_paths: frozenset[str], token_set: bool) 
     for name in FASTAPI_SCHEMAS:
         components.pop(name, None)
     components.update(openapi_components())
+    _, protocol_components = msgspec.json.schema_components(
+        (*PROTOCOL_SCHEMAS, InferRequestV2), ref_template="#/components/schemas/{name}"
+    )
+    components.update(protocol_components)
     problem = {"content": {PROBLEM_JSON: {"schema": ref(ErrorBody)}}}
     for path, operations in schema.get("paths", {}).items():
         for method in METHODS:

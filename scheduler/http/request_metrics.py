@@ -8,25 +8,22 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
 
-from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from scheduler.http.answers import problem_answer, unexpected_problem
 
 RequestObserver = Callable[[str, str, int, float], None]  # (route template, method, status, seconds)
 INFER_TEMPLATE = "/models/{model}/infer"  # answered by `HotPath` before any routing
-UNMATCHED = "unmatched"  # no route has this path (a 404), or the request was refused before routing
+UNMATCHED = "unmatched"  # not routed: no route has this path (404), or refused before routing (401)
 
 
 class RequestMetrics:
-    """app: the daemon's front (bearer check, hot path, FastAPI); routes: the FastAPI routes, to name
-    the template of a request that was not routed; observe: told of each answered request."""
+    """app: the daemon's front (bearer check, hot path, FastAPI); observe: told of each answered
+    request, with its route's template (`UNMATCHED` when it was not routed)."""
 
-    def __init__(self, app: ASGIApp, routes: list[Any], observe: RequestObserver) -> None:
+    def __init__(self, app: ASGIApp, observe: RequestObserver) -> None:
         self.app = app
-        self.routes = routes
         self.observe = observe
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -53,15 +50,12 @@ class RequestMetrics:
             if status:  # 0: the client went away before any answer
                 self.observe(self.template(scope), scope["method"], status, time.perf_counter() - began)
 
-    def template(self, scope: Scope) -> str:
+    @staticmethod
+    def template(scope: Scope) -> str:
         route = scope.get("route")
         if route is not None:
             return str(route.path)
         path: str = scope["path"]
         if path.startswith("/models/") and path.endswith("/infer") and path.count("/") == 3:
             return INFER_TEMPLATE
-        for candidate in self.routes:  # not routed (refused by the bearer check, say): find it
-            match, _ = candidate.matches({**scope, "method": scope["method"]})
-            if match is not Match.NONE:
-                return str(candidate.path)
         return UNMATCHED

@@ -25,9 +25,15 @@ def errors_doc(
     }
 
 
-def answers_doc(ok: int, struct: type, *error_codes: int) -> dict[int | str, dict[str, Any]]:
-    answers: dict[int | str, dict[str, Any]] = {
-        ok: {"description": "OK", "content": {JSON: {"schema": ref(struct)}}}
+def ok_doc(code: int, struct: type, media_type: str = JSON) -> dict[int | str, dict[str, Any]]:
+    """A success answer (or a status report, as `/readyz`'s 503) with its struct."""
+    return {
+        code: {
+            "description": "OK" if code < 300 else "not ready",
+            "content": {media_type: {"schema": ref(struct)}},
+        }
     }
-    answers.update(errors_doc(*error_codes))
-    return answers
+
+
+def answers_doc(ok: int, struct: type, *error_codes: int) -> dict[int | str, dict[str, Any]]:
+    return {**ok_doc(ok, struct), **errors_doc(*error_codes)}

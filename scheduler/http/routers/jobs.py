@@ -134,7 +134,7 @@ def router(scheduler: Scheduler) -> APIRouter:
             return json_answer(await scheduler.wait_for(job_id, wait))
         return json_answer(scheduler.job_status(job_id))
 
-    @routes.delete("/jobs/{job_id}", responses=answers_doc(200, JobView, 404, 409))
+    @routes.delete("/jobs/{job_id}", responses=answers_doc(200, JobView, 404, 409, 503))
     async def cancel_job(job_id: str) -> Answer:
         return json_answer(await scheduler.cancel_job(job_id))
 

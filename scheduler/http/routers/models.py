@@ -18,7 +18,7 @@ def router(scheduler: Scheduler) -> APIRouter:
     @routes.post(
         "/models/{model}/infer",
         openapi_extra=body_doc(InferRequest),
-        responses=answers_doc(200, InferResult, 404, 409, 413, 422, 429, 502, 503, 504, 507),
+        responses=answers_doc(200, InferResult, 404, 406, 409, 413, 422, 429, 502, 503, 504, 507),
     )
     async def infer_model(
         model: str,

@@ -23,9 +23,18 @@ from fastapi import APIRouter, Request
 from scheduler.core.endings import result_of
 from scheduler.core.jobs import JobRequest
 from scheduler.errors import InvalidInputError, ModelNotFoundError
-from scheduler.http.answers import DEFAULT_INFER_WAIT_S, Answer, HttpError, decode, error_parts, json_answer
+from scheduler.http.answers import (
+    DEFAULT_INFER_WAIT_S,
+    JSON,
+    Answer,
+    HttpError,
+    decode,
+    error_parts,
+    json_answer,
+)
 from scheduler.http.body import read_body
-from scheduler.http.routers.docs import body_doc
+from scheduler.http.protocol_schemas import EmbeddingList, OpenAIError, OpenAIModel, OpenAIModelList
+from scheduler.http.routers.docs import body_doc, errors_doc, ok_doc
 from scheduler.scheduler import Scheduler
 
 
@@ -89,7 +98,16 @@ def router(scheduler: Scheduler) -> APIRouter:
             raise InvalidInputError(f"model {model!r} is not an embedding model", field="model")
         return registered.adapter
 
-    @routes.post("/embeddings", openapi_extra=body_doc(EmbeddingsRequest))
+    @routes.post(
+        "/embeddings",
+        openapi_extra=body_doc(EmbeddingsRequest),
+        responses={
+            **ok_doc(200, EmbeddingList),
+            **errors_doc(
+                404, 409, 413, 422, 429, 500, 502, 503, 504, 507, error=OpenAIError, media_type=JSON
+            ),
+        },
+    )
     async def embeddings(request: Request) -> Answer:
         try:
             raw = await read_body(
@@ -121,7 +139,7 @@ def router(scheduler: Scheduler) -> APIRouter:
         }
         return json_answer(answer, headers={"X-Job-Id": job_id})
 
-    @routes.get("/models")
+    @routes.get("/models", responses=ok_doc(200, OpenAIModelList))
     async def models() -> Answer:
         created = int(scheduler.started_at or time.time())
         data = [
@@ -130,7 +148,10 @@ def router(scheduler: Scheduler) -> APIRouter:
         ]
         return json_answer({"object": "list", "data": data})
 
-    @routes.get("/models/{model}")
+    @routes.get(
+        "/models/{model}",
+        responses={**ok_doc(200, OpenAIModel), **errors_doc(404, error=OpenAIError, media_type=JSON)},
+    )
     async def model(model: str) -> Answer:
         if model not in scheduler.registry.models:
             return openai_error(ModelNotFoundError(f"model {model!r} is not registered"))

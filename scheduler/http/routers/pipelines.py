@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query, Request
 from scheduler.core.jobs import JobRequest
 from scheduler.http.answers import (
     DEFAULT_INFER_WAIT_S,
+    JSON,
     MAX_WAIT_S,
     Answer,
     decode,
@@ -17,13 +18,14 @@ from scheduler.http.answers import (
     result_answer,
 )
 from scheduler.http.body import read_body
-from scheduler.http.routers.docs import answers_doc, body_doc
+from scheduler.http.routers.docs import answers_doc, body_doc, errors_doc
 from scheduler.http.schemas import (
     Classification,
     ClassifyRequest,
     InferRequest,
     InferResult,
     PipelineList,
+    ref,
 )
 from scheduler.scheduler import Scheduler
 
@@ -57,7 +59,13 @@ def router(scheduler: Scheduler) -> APIRouter:
     @routes.post(
         "/classify",
         openapi_extra=body_doc(ClassifyRequest),
-        responses=answers_doc(200, Classification, 404, 409, 413, 422, 429, 502, 503, 504, 507),
+        responses={
+            200: {
+                "description": "the label and its scores (a `classify` pipeline of another shape: its result as it is)",
+                "content": {JSON: {"schema": {"anyOf": [ref(Classification), ref(InferResult)]}}},
+            },
+            **errors_doc(404, 409, 413, 422, 429, 502, 503, 504, 507),
+        },
     )
     async def classify(request: Request) -> Answer:
         """The `classify` pipeline on one text: its label, confidence and per-label scores."""

@@ -10,7 +10,7 @@ from fastapi.responses import HTMLResponse
 from scheduler.core.status import SystemStatus
 from scheduler.http.answers import Answer, json_answer
 from scheduler.http.metrics import PROMETHEUS_TEXT, SchedulerMetrics
-from scheduler.http.routers.docs import answers_doc
+from scheduler.http.routers.docs import answers_doc, ok_doc
 from scheduler.http.schemas import Health
 from scheduler.http.status_page import STATUS_PAGE
 from scheduler.scheduler import Scheduler
@@ -27,7 +27,7 @@ def router(scheduler: Scheduler, metrics: SchedulerMetrics) -> APIRouter:
     async def healthz() -> Answer:
         return json_answer(Health("ok"))
 
-    @routes.get("/readyz", responses=answers_doc(200, Health, 503))
+    @routes.get("/readyz", responses={**ok_doc(200, Health), **ok_doc(503, Health)})
     async def readyz() -> Answer:
         reason = scheduler.not_ready_reason()
         if reason is None:
