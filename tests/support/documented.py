@@ -53,7 +53,7 @@ class Documented:
         if response is None:
             return [f"{where}: status not documented ({sorted(operation['responses'])}): {answer.text[:200]}"]
         media_type = answer.headers.get("content-type", "").split(";")[0].strip()
-        content = response.get("content", {})
+        content = {key.split(";")[0].strip(): value for key, value in response.get("content", {}).items()}
         if media_type not in content:
             return [f"{where}: media type {media_type!r} not documented ({sorted(content)})"]
         body_schema = content[media_type].get("schema")

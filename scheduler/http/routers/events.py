@@ -99,6 +99,7 @@ def router(scheduler: Scheduler) -> APIRouter:
     @routes.get(
         "/jobs/{job_id}/events",
         summary="A job's events, as Server-Sent Events",
+        response_class=Response,  # no JSON: only the event stream is documented
         responses={
             200: {
                 "description": "the event stream",

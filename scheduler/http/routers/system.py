@@ -5,7 +5,7 @@ metrics (`/metrics`) and the status page (`/`)."""
 from __future__ import annotations
 
 from fastapi import APIRouter
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, Response
 
 from scheduler.core.status import SystemStatus
 from scheduler.http.answers import Answer, json_answer
@@ -38,6 +38,7 @@ def router(scheduler: Scheduler, metrics: SchedulerMetrics) -> APIRouter:
 
     @routes.get(
         "/metrics",
+        response_class=Response,  # no JSON: only the exposition format is documented
         responses={
             200: {
                 "description": "Prometheus text exposition format",
