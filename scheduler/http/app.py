@@ -19,7 +19,7 @@ from scheduler.http.answers import Answer, HttpError, error_answer, problem_answ
 from scheduler.http.auth import OPEN_PATHS, BearerAuth
 from scheduler.http.hot_path import HotPath
 from scheduler.http.metrics import SchedulerMetrics
-from scheduler.http.openapi_doc import finish, operation_id
+from scheduler.http.openapi_doc import finish, methods_of, operation_id
 from scheduler.http.problems import problem
 from scheduler.http.request_metrics import RequestMetrics
 from scheduler.http.routers import events, jobs, models, openai, pipelines, render, system, v2
@@ -76,6 +76,12 @@ def create_app(settings_or_scheduler: Settings | Scheduler) -> DaemonApp:
         if exc.status_code == 404:
             body = problem(404, "not_found", f"no route {request.url.path}")
         elif exc.status_code == 405:
+            allowed = methods_of(app.openapi(), request.url.path)
+            if allowed:
+                return problem_answer(
+                    problem(405, "method_not_allowed", f"{request.url.path} takes {', '.join(allowed)}"),
+                    {"Allow": ", ".join(allowed)},
+                )
             body = problem(405, "method_not_allowed", f"{request.url.path} does not take {request.method}")
         else:
             body = problem(exc.status_code, "http_error", str(exc.detail))

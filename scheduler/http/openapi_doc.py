@@ -6,6 +6,7 @@ paths the bearer check lets through); stable, readable `operationId`s (`operatio
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import msgspec
@@ -27,6 +28,18 @@ def operation_id(route: APIRoute) -> str:
     prefix = next((name for start, name in PROTOCOL_PREFIXES.items() if route.path.startswith(start)), "")
     suffix = "_version" if "{version}" in route.path else ""
     return f"{prefix}{route.name}{suffix}"
+
+
+def methods_of(schema: dict[str, Any], path: str) -> list[str]:
+    """The methods the document gives `path` (a 405's `Allow`: Starlette names only those of the
+    first route that matches the path); empty when no documented route has it."""
+    methods: set[str] = set()
+    for template, operations in schema.get("paths", {}).items():
+        parts = re.split(r"(\{[^}]+\})", template)
+        pattern = "".join("[^/]+" if part.startswith("{") else re.escape(part) for part in parts)
+        if re.fullmatch(pattern, path):
+            methods.update(method.upper() for method in operations if method in METHODS)
+    return sorted(methods)
 
 
 def finish(schema: dict[str, Any], open_paths: frozenset[str], token_set: bool) -> dict[str, Any]:

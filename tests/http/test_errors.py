@@ -48,7 +48,8 @@ def test_refusals_before_any_route_are_problems(errors_daemon: Daemon, http: htt
     assert_problem(http.get("/no/such/route"), 404, "not_found")
     not_allowed = http.put("/jobs")
     assert_problem(not_allowed, 405, "method_not_allowed")
-    assert not_allowed.headers["allow"]  # Starlette names the methods of the first route of the path
+    assert not_allowed.headers["allow"] == "GET, POST"  # every method of the path, not only one route's
+    assert_problem(http.delete("/models/echo/infer"), 405, "method_not_allowed")
     too_large = http.post("/jobs", content=b"x" * (ERRORS_BODY_LIMIT + 1))
     assert_problem(too_large, 413, "body_too_large")
     assert "Retry-After" not in too_large.headers
