@@ -39,7 +39,9 @@ class Admission:
     """registry, table: models and jobs; endings: fails a job of a model in load back-off; deadlines:
     watches a job's timeout; journal: idempotency keys of jobs no longer in memory; executors: models
     run outside the workers (their queue room is checked here); on_admitted: called once per new job
-    (the dispatch pass is scheduled); max_queue, default_timeout_s: from the settings."""
+    (the dispatch pass is scheduled); max_queue, default_timeout_s: from the settings.
+    `admitted_observers` are told of each new client job once (not of a replayed idempotency key,
+    nor of a pipeline's stages or CPU calls, which do not come through here): the metrics count it."""
 
     def __init__(
         self,
@@ -66,6 +68,7 @@ class Admission:
         self.max_queue = max_queue
         self.default_timeout_s = default_timeout_s or None
         self.accepting = False
+        self.admitted_observers: list[Callable[[Job], None]] = []
 
     def open(self) -> None:
         """Accept submissions (the scheduler has started)."""
@@ -85,7 +88,9 @@ class Admission:
             if existing is not None:
                 return existing, False
         if request.pipeline:
-            return self._admit_pipeline(request), True
+            job = self._admit_pipeline(request)
+            self._admitted(job)
+            return job, True
         model_name = request.model_name
         registered = self.registry.validate(model_name, request.inputs)
         if registered.no_fit is not None:
@@ -105,6 +110,7 @@ class Admission:
             callback_url=request.callback_url,
         )
         self.table.add(job)
+        self._admitted(job)
         now = time.monotonic()
         if registered.failed_error is not None and now < registered.failed_until:
             self.endings.finish(
@@ -118,6 +124,10 @@ class Admission:
             self.deadlines.watch(job, now + timeout_s)
         self.on_admitted()
         return job, True
+
+    def _admitted(self, job: Job) -> None:
+        for observer in self.admitted_observers:
+            observer(job)
 
     def _admit_pipeline(self, request: JobRequest) -> Job:
         pipeline = self.pipelines.validate(request.pipeline, request.inputs)

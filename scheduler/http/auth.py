@@ -9,13 +9,12 @@ import hmac
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from scheduler.http.answers import Answer, encoder
-from scheduler.http.schemas import ErrorBody
+from scheduler.http.answers import problem_answer
+from scheduler.http.problems import problem
 
-OPEN_PATHS = frozenset({"/healthz", "/readyz"})
-UNAUTHORIZED = Answer(
-    401,
-    encoder.encode(ErrorBody("unauthorized", "a valid 'Authorization: Bearer <token>' is required")),
+OPEN_PATHS = frozenset({"/healthz", "/readyz"})  # answered without a token
+UNAUTHORIZED = problem_answer(
+    problem(401, "unauthorized", "a valid 'Authorization: Bearer <token>' is required"),
     {"WWW-Authenticate": "Bearer"},
 )
 

@@ -121,18 +121,30 @@ class BatchAccepted(msgspec.Struct):
 
 
 class InferResult(msgspec.Struct):
+    """A job's result (`infer`, `render`): its id, `completed`, and what the model gave."""
+
     job_id: str
     status: str
     result: Any = None
-    error: str | None = None
 
 
-class ErrorBody(msgspec.Struct):
-    """Every error answer: what went wrong, and the field at fault where there is one."""
+class ErrorBody(msgspec.Struct, kw_only=True):
+    """Every error answer (`application/problem+json`, RFC 9457): `type` (a URI naming the kind of
+    problem: `tag:modelsched,2026:problem/<error>`), `title` (the same for every answer of that
+    type), `status` (the HTTP status code), `error` (the kind, a short code), `detail` (what is wrong
+    this time) and `field` (the request field at fault, or null). A job's answer (`infer`, `render`)
+    also has `job_id` and `job_status` (the job's state: poll `GET /jobs/{job_id}`); an unexpected
+    failure (500) has `error_id`, the id of the log line that holds its traceback."""
 
+    type: str
+    title: str
+    status: int
     error: str
     detail: str
     field: str | None = None
+    job_id: str | msgspec.UnsetType = msgspec.UNSET
+    job_status: str | msgspec.UnsetType = msgspec.UNSET
+    error_id: str | msgspec.UnsetType = msgspec.UNSET
 
 
 class ModelList(msgspec.Struct):

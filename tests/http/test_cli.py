@@ -132,5 +132,5 @@ def test_a_second_sigterm_cuts_the_grace_short(tmp_path: Path) -> None:
         until_sync(lambda: http.get("/readyz").status_code == 503, timeout=5, message="readiness 503")
         daemon.process.send_signal(signal.SIGTERM)
         answer = infer.result(timeout=20)
-        assert answer.status_code == 503 and answer.json()["status"] == "queued", answer.text
+        assert answer.status_code == 503 and answer.json()["job_status"] == "queued", answer.text
         assert daemon.process.wait(20) == 0, daemon.log()

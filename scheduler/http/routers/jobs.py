@@ -3,7 +3,6 @@ group), read one (optionally waiting for its end) or many (`?ids=`), cancel one,
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -61,12 +60,12 @@ def job_request(body: SubmitJob) -> JobRequest:
 
 
 def refused_item(exc: Exception, index: int) -> BatchItem:
-    status, error, _ = error_parts(exc)
+    error, _ = error_parts(exc)
     field = f"jobs[{index}].{error.field}" if error.field else f"jobs[{index}]"
-    return BatchItem(error=error.error, detail=error.detail, field=field, code=status)
+    return BatchItem(error=error.error, detail=error.detail, field=field, code=error.status)
 
 
-def router(scheduler: Scheduler, on_submitted: Callable[[str], None]) -> APIRouter:
+def router(scheduler: Scheduler) -> APIRouter:
     routes = APIRouter(tags=["jobs"])
     settings = scheduler.settings
 
@@ -86,7 +85,6 @@ def router(scheduler: Scheduler, on_submitted: Callable[[str], None]) -> APIRout
         )
         job = job_request(body)
         job_id = await scheduler.schedule_job(job)
-        on_submitted(job.model or job.pipeline)
         return json_answer(JobAccepted(job_id, shown(job_id)), 202)
 
     @routes.post(
@@ -116,11 +114,10 @@ def router(scheduler: Scheduler, on_submitted: Callable[[str], None]) -> APIRout
             except HttpError as exc:
                 answers[index] = refused_item(exc, index)
         outcomes = await scheduler.schedule_jobs(requests)
-        for index, request_, outcome in zip(where, requests, outcomes, strict=True):
+        for index, outcome in zip(where, outcomes, strict=True):
             if isinstance(outcome, SchedulerError):
                 answers[index] = refused_item(outcome, index)
             else:
-                on_submitted(request_.model or request_.pipeline)
                 answers[index] = BatchItem(job_id=outcome, status=shown(outcome))
         done = [answer for answer in answers if answer is not None]
         accepted = sum(1 for answer in done if answer.job_id is not None)
@@ -137,7 +134,7 @@ def router(scheduler: Scheduler, on_submitted: Callable[[str], None]) -> APIRout
             return json_answer(await scheduler.wait_for(job_id, wait))
         return json_answer(scheduler.job_status(job_id))
 
-    @routes.delete("/jobs/{job_id}", responses=answers_doc(200, JobView, 404, 409))
+    @routes.delete("/jobs/{job_id}", responses=answers_doc(200, JobView, 404, 409, 503))
     async def cancel_job(job_id: str) -> Answer:
         return json_answer(await scheduler.cancel_job(job_id))
 

@@ -3,8 +3,6 @@ one is loaded (`/models/{m}/ready`), load and unload one."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from fastapi import APIRouter, Query, Request
 
 from scheduler.core.readiness import ModelState
@@ -15,16 +13,16 @@ from scheduler.http.schemas import InferRequest, InferResult, ModelAction, Model
 from scheduler.scheduler import Scheduler
 
 
-def router(scheduler: Scheduler, on_submitted: Callable[[str], None]) -> APIRouter:
+def router(scheduler: Scheduler) -> APIRouter:
     routes = APIRouter(tags=["models"])
     body_limit = scheduler.settings.max_body_bytes
 
     @routes.post(
         "/models/{model}/infer",
         openapi_extra=body_doc(InferRequest),
-        responses=answers_doc(200, InferResult, 404, 409, 413, 422, 429, 502, 503, 504, 507),
+        responses=answers_doc(200, InferResult, 404, 406, 409, 413, 422, 429, 502, 503, 504, 507),
     )
-    async def infer(
+    async def infer_model(
         model: str,
         request: Request,
         timeout: float | None = Query(
@@ -35,7 +33,7 @@ def router(scheduler: Scheduler, on_submitted: Callable[[str], None]) -> APIRout
         app runs without that front)."""
         body = await read_body(request.receive, request.scope["headers"], body_limit)
         raw = RAW_MEDIA_TYPE in request.headers.get("accept", "")
-        return await infer_answer(scheduler, model, body, timeout, on_submitted, raw)
+        return await infer_answer(scheduler, model, body, timeout, raw)
 
     @routes.get("/models", responses=answers_doc(200, ModelList))
     async def list_models() -> Answer:

@@ -6,12 +6,12 @@ metrics (`/metrics`) and the status page (`/`)."""
 from __future__ import annotations
 
 from fastapi import APIRouter
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, Response
 
 from scheduler.core.status import SystemStatus
 from scheduler.http.answers import Answer, json_answer
 from scheduler.http.metrics import PROMETHEUS_TEXT, SchedulerMetrics
-from scheduler.http.routers.docs import answers_doc
+from scheduler.http.routers.docs import answers_doc, ok_doc
 from scheduler.http.schemas import Health
 from scheduler.http.status_page import STATUS_PAGE
 from scheduler.scheduler import Scheduler
@@ -28,10 +28,7 @@ def router(scheduler: Scheduler, metrics: SchedulerMetrics) -> APIRouter:
     async def healthz() -> Answer:
         return json_answer(Health("ok"))
 
-    readyz_doc = answers_doc(200, Health)
-    readyz_doc[503] = {"description": "not ready, and why", "content": readyz_doc[200]["content"]}
-
-    @routes.get("/readyz", responses=readyz_doc)
+    @routes.get("/readyz", responses={**ok_doc(200, Health), **ok_doc(503, Health)})
     async def readyz() -> Answer:
         """200 when the daemon takes jobs, a worker is ready, the journal takes jobs and every
         preloaded model is loaded on a worker; else 503 saying what is missing. No token needed."""
@@ -44,6 +41,7 @@ def router(scheduler: Scheduler, metrics: SchedulerMetrics) -> APIRouter:
 
     @routes.get(
         "/metrics",
+        response_class=Response,  # no JSON: only the exposition format is documented
         responses={
             200: {
                 "description": "Prometheus text exposition format",
