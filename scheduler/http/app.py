@@ -1,5 +1,5 @@
 """The daemon as one ASGI app: the FastAPI routers (jobs, job events, models, render, system, the
-OpenAI embeddings, the Open Inference Protocol) behind the raw-ASGI hot path and, when a token is set, the bearer check. Every failure is answered by `error_answer`."""
+OpenAI embeddings, the Open Inference Protocol, the dashboard and the offline API docs) behind the raw-ASGI hot path and, when a token is set, the bearer check. Every failure is answered by `error_answer`."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from scheduler.http.answers import Answer, HttpError, error_answer, json_answer
 from scheduler.http.auth import BearerAuth
 from scheduler.http.hot_path import HotPath
 from scheduler.http.metrics import SchedulerMetrics
-from scheduler.http.routers import events, jobs, models, openai, pipelines, render, system, v2
+from scheduler.http.routers import dashboard, events, jobs, models, openai, pipelines, render, system, v2
 from scheduler.http.schemas import ErrorBody, openapi_components
 from scheduler.scheduler import Scheduler
 from scheduler.settings import Settings
@@ -47,6 +47,8 @@ def create_app(settings_or_scheduler: Settings | Scheduler) -> DaemonApp:
         title="modelsched",
         version="0.1.0",
         lifespan=lifespan,
+        docs_url=None,  # `/docs` and `/redoc` are the dashboard router's: served offline
+        redoc_url=None,
         description="Model-inference jobs scheduled onto every GPU (or the CPU) of a machine.",
     )
 
@@ -70,6 +72,8 @@ def create_app(settings_or_scheduler: Settings | Scheduler) -> DaemonApp:
     app.include_router(system.router(scheduler, metrics))
     app.include_router(openai.router(scheduler, metrics.job_submitted))
     app.include_router(v2.router(scheduler, metrics.job_submitted))
+    app.include_router(dashboard.router(scheduler))
+    dashboard.mount_files(app)
     return app
 
 

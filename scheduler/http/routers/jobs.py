@@ -1,5 +1,6 @@
 """`/jobs`: submit a job (202 once it is in the journal) or many at once (`/jobs/batch`, one journal
-group), read one (optionally waiting for its end) or many (`?ids=`), cancel one, list recent ones."""
+group), read one (optionally waiting for its end) or many (`?ids=`), cancel one, list them newest
+first, page by page (`?before=<id>`, `scheduler.core.job_pages`)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from typing import Any
 import msgspec
 from fastapi import APIRouter, Query, Request
 
+from scheduler.core import job_pages
+from scheduler.core.job_pages import JobFilter, id_bound
 from scheduler.core.jobs import Job, JobRequest
 from scheduler.errors import JobNotFoundError, SchedulerError
 from scheduler.http.answers import MAX_WAIT_S, Answer, HttpError, decode, error_parts, json_answer
@@ -70,8 +73,11 @@ def router(scheduler: Scheduler, on_submitted: Callable[[str], None]) -> APIRout
     routes = APIRouter(tags=["jobs"])
     settings = scheduler.settings
 
-    def shown(job_id: str) -> str:
+    def shown_id(job_id: str) -> str:
         return scheduler.endings.shown_status(scheduler.get_job(job_id)).value
+
+    def shown(job: Job) -> str:
+        return scheduler.endings.shown_status(job).value
 
     @routes.post(
         "/jobs",
@@ -87,7 +93,7 @@ def router(scheduler: Scheduler, on_submitted: Callable[[str], None]) -> APIRout
         job = job_request(body)
         job_id = await scheduler.schedule_job(job)
         on_submitted(job.model or job.pipeline)
-        return json_answer(JobAccepted(job_id, shown(job_id)), 202)
+        return json_answer(JobAccepted(job_id, shown_id(job_id)), 202)
 
     @routes.post(
         "/jobs/batch",
@@ -121,7 +127,7 @@ def router(scheduler: Scheduler, on_submitted: Callable[[str], None]) -> APIRout
                 answers[index] = refused_item(outcome, index)
             else:
                 on_submitted(request_.model or request_.pipeline)
-                answers[index] = BatchItem(job_id=outcome, status=shown(outcome))
+                answers[index] = BatchItem(job_id=outcome, status=shown_id(outcome))
         done = [answer for answer in answers if answer is not None]
         accepted = sum(1 for answer in done if answer.job_id is not None)
         return json_answer(BatchAccepted(done, accepted, len(done) - accepted))
@@ -147,10 +153,23 @@ def router(scheduler: Scheduler, on_submitted: Callable[[str], None]) -> APIRout
         model: str | None = None,
         limit: int = Query(50, ge=1, le=1000),
         ids: list[str] | None = IDS_QUERY,
+        before: str | None = Query(
+            None, max_length=64, description="older jobs than this id (the last page's `next_before`)"
+        ),
+        since: float | None = Query(None, ge=0, le=1e11, description="jobs created at or after (epoch s)"),
+        until: float | None = Query(None, ge=0, le=1e11, description="jobs created before (epoch s)"),
     ) -> Answer:
+        """Jobs newest first, from memory and the journal (ended jobs no longer in memory, and those
+        from before a restart); `next_before` pages on."""
         if ids is not None:
             return json_answer(jobs_by_id(ids))
-        return json_answer({"jobs": scheduler.list_jobs(status, model, limit)})
+        if until is not None:
+            before = min(before, id_bound(until)) if before is not None else id_bound(until)
+        where = JobFilter(status, model, before, id_bound(since) if since is not None else None)
+        jobs, next_before = await job_pages.page(scheduler.table, scheduler.journal, shown, where, limit)
+        return json_answer(
+            {"jobs": scheduler.endings.views(jobs), "not_found": [], "next_before": next_before}
+        )
 
     def jobs_by_id(ids: list[str]) -> dict[str, Any]:
         wanted = list(dict.fromkeys(one.strip() for text in ids for one in text.split(",") if one.strip()))
