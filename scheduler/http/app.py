@@ -100,6 +100,8 @@ class DaemonApp(FastAPI):
     def openapi(self) -> dict[str, Any]:
         if self.openapi_schema is None:
             schema = super().openapi()
-            schema.setdefault("components", {}).setdefault("schemas", {}).update(openapi_components())
+            schema.setdefault("components", {}).setdefault("schemas", {}).update(
+                openapi_components(openai.EmbeddingsRequest)  # every `$ref` resolves: ReDoc needs it
+            )
             self.openapi_schema = schema
         return self.openapi_schema

@@ -104,6 +104,12 @@ class Login(msgspec.Struct, forbid_unknown_fields=True):
     token: str
 
 
+class LoginState(msgspec.Struct):
+    """`/login`, `/logout`: whether the daemon wants a token."""
+
+    token_required: bool
+
+
 class BatchSubmit(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """`POST /jobs/batch`: up to `max_batch_submit` job bodies (a bare JSON list of them works too).
     Each is checked alone: one that is refused gets its error in its place, the others are queued."""
@@ -181,12 +187,15 @@ SCHEMAS: tuple[type, ...] = (
     SystemStatus,
     HistoryColumns,
     Login,
+    LoginState,
 )
 
 
-def openapi_components() -> dict[str, Any]:
-    """OpenAPI component schemas for every body above."""
-    _, components = msgspec.json.schema_components(SCHEMAS, ref_template="#/components/schemas/{name}")
+def openapi_components(*more: type) -> dict[str, Any]:
+    """OpenAPI component schemas for every body above, and `more` (bodies a router defines)."""
+    _, components = msgspec.json.schema_components(
+        (*SCHEMAS, *more), ref_template="#/components/schemas/{name}"
+    )
     return components
 
 

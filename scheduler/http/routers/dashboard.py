@@ -22,16 +22,18 @@ from scheduler.http.auth import cleared_cookie, session_cookie
 from scheduler.http.body import read_body
 from scheduler.http.dashboard import INDEX_PAGE, STATIC_DIR
 from scheduler.http.routers.docs import answers_doc, body_doc
-from scheduler.http.schemas import ErrorBody, Login
+from scheduler.http.schemas import ErrorBody, Login, LoginState
 from scheduler.scheduler import Scheduler
 
 DOCS_ASSETS = Path(fastapi_offline.__file__).resolve().parent / "static"
 LOGIN_BODY_LIMIT = 4096
 _login_decoder = msgspec.json.Decoder(Login)
-
-
-class LoginState(msgspec.Struct):
-    token_required: bool
+# The docs pages may load nothing from another host: ReDoc's bundle has an <img> of a logo on a CDN,
+# which this refuses before any request is made (the page hides the broken image).
+DOCS_POLICY = (
+    "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
+    "script-src 'self' 'unsafe-inline'; worker-src 'self' blob:; connect-src 'self'"
+)
 
 
 def router(scheduler: Scheduler) -> APIRouter:
@@ -80,26 +82,35 @@ def router(scheduler: Scheduler) -> APIRouter:
 
     @routes.get("/docs", include_in_schema=False)
     async def swagger_ui() -> HTMLResponse:
-        return get_swagger_ui_html(
-            openapi_url="/openapi.json",
-            title="modelsched - Swagger UI",
-            swagger_js_url="/docs/assets/swagger-ui-bundle.js",
-            swagger_css_url="/docs/assets/swagger-ui.css",
-            swagger_favicon_url="/docs/assets/favicon.png",
-            swagger_ui_parameters={"validatorUrl": None},
+        return with_policy(
+            get_swagger_ui_html(
+                openapi_url="/openapi.json",
+                title="modelsched - Swagger UI",
+                swagger_js_url="/docs/assets/swagger-ui-bundle.js",
+                swagger_css_url="/docs/assets/swagger-ui.css",
+                swagger_favicon_url="/docs/assets/favicon.png",
+                swagger_ui_parameters={"validatorUrl": None},
+            )
         )
 
     @routes.get("/redoc", include_in_schema=False)
     async def redoc() -> HTMLResponse:
-        return get_redoc_html(
-            openapi_url="/openapi.json",
-            title="modelsched - ReDoc",
-            redoc_js_url="/docs/assets/redoc.standalone.js",
-            redoc_favicon_url="/docs/assets/favicon.png",
-            with_google_fonts=False,
+        return with_policy(
+            get_redoc_html(
+                openapi_url="/openapi.json",
+                title="modelsched - ReDoc",
+                redoc_js_url="/docs/assets/redoc.standalone.js",
+                redoc_favicon_url="/docs/assets/favicon.png",
+                with_google_fonts=False,
+            )
         )
 
     return routes
+
+
+def with_policy(page: HTMLResponse) -> HTMLResponse:
+    page.headers["Content-Security-Policy"] = DOCS_POLICY
+    return page
 
 
 def mount_files(app: FastAPI) -> None:

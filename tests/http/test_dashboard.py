@@ -1,0 +1,245 @@
+"""The dashboard at `/`, in real Chromium against a real daemon with a token and two simulated cards:
+the login (401 without the cookie, the page after it, the cookie's flags), the charts drawing and
+moving while jobs run, a job found by filter and cancelled from the page, and `/docs` and `/redoc`
+rendered with every request that leaves the loopback blocked (and none attempted).
+
+Screenshots (login, dashboard, job detail) are taken in each run; with `MODELSCHED_SCREENSHOTS=1` they
+are written to `docs/screenshots/`, where the committed ones come from."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+from playwright.sync_api import Browser, BrowserContext, Page, Route, sync_playwright
+
+from tests.support.daemon import REPO, Daemon, running_daemon, wait_status
+from tests.support.pages import CHROMIUM, needs_chromium
+
+pytestmark = needs_chromium
+
+TOKEN = "dash-s3cret"
+CONFIG = """
+[[models]]
+name = "echo"
+adapter = "echo"
+
+[[models]]
+name = "sleep"
+adapter = "sleep"
+
+[[models]]
+name = "hold"
+adapter = "sleep"
+
+[costs]
+cpu = 0.01
+gpu = 0.05
+"""
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+    tmp_path = tmp_path_factory.mktemp("dashboard")
+    config = tmp_path / "config.toml"
+    config.write_text(CONFIG)
+    with running_daemon(
+        tmp_path,
+        token=TOKEN,
+        MODELSCHED_CONFIG=str(config),
+        MODELSCHED_RENDER_ENABLED="0",
+        MODELSCHED_SIMULATED_GPUS="2x24GiB",
+        MODELSCHED_FORCE_CPU="0",
+    ) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=["--no-sandbox", "--disable-background-networking"]
+        )
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
+@pytest.fixture
+def offline(browser: Browser) -> Iterator[tuple[BrowserContext, list[str]]]:
+    """A browser context whose requests off the loopback are aborted, and the list of them."""
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    leaving: list[str] = []
+
+    def only_loopback(route: Route) -> None:
+        if urlsplit(route.request.url).hostname in LOOPBACK:
+            route.continue_()
+        else:
+            leaving.append(route.request.url)
+            route.abort()
+
+    context.route("**/*", only_loopback)
+    try:
+        yield context, leaving
+    finally:
+        context.close()
+
+
+def screenshot_path(tmp_path: Path, name: str) -> Path:
+    folder = REPO / "docs" / "screenshots" if os.environ.get("MODELSCHED_SCREENSHOTS") == "1" else tmp_path
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / f"{name}.png"
+
+
+def logged_in(context: BrowserContext, daemon: Daemon) -> Page:
+    page = context.new_page()
+    page.goto(daemon.url + "/")
+    page.fill("#token", TOKEN)
+    page.click("button[type=submit]")
+    page.wait_for_function("document.getElementById('summary')?.textContent.startsWith('preset')")
+    return page
+
+
+def test_the_token_login_sets_a_strict_http_only_cookie(
+    daemon: Daemon, offline: tuple[BrowserContext, list[str]], tmp_path: Path
+) -> None:
+    context, leaving = offline
+    with daemon.client(token=None) as anonymous:
+        for path in ("/system/status", "/system/history", "/jobs", "/docs", "/openapi.json"):
+            assert anonymous.get(path).status_code == 401, path
+        wrong = anonymous.post("/login", json={"token": "nope"})
+        assert wrong.status_code == 401 and "set-cookie" not in wrong.headers
+    page = context.new_page()
+    first = page.goto(daemon.url + "/")
+    assert first is not None and first.status == 401
+    page.wait_for_selector("#token")
+    page.screenshot(path=str(screenshot_path(tmp_path, "login")))
+    page.fill("#token", "not the token")
+    page.click("button[type=submit]")
+    page.wait_for_selector("#login-error:not([hidden])")
+    assert context.cookies() == []
+    page.fill("#token", TOKEN)
+    page.click("button[type=submit]")
+    page.wait_for_function("document.getElementById('summary')?.textContent.startsWith('preset')")
+    (cookie,) = context.cookies()
+    assert cookie["name"] == "modelsched_session" and TOKEN not in cookie["value"]
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Strict" and cookie["path"] == "/"
+    assert page.evaluate("document.cookie") == ""  # HttpOnly: the page's scripts never see it
+    assert page.evaluate("fetch('/system/status').then(r => r.status)") == 200
+    with httpx.Client(base_url=daemon.url, cookies={cookie["name"]: cookie["value"]}) as by_cookie:
+        assert by_cookie.get("/system/status").status_code == 200
+        other_origin = by_cookie.delete("/jobs/nothing", headers={"Origin": "http://elsewhere.example"})
+        assert other_origin.status_code == 403  # a cookie alone changes nothing from another origin
+    page.click("#logout")
+    page.wait_for_selector("#token")
+    assert context.cookies() == []
+    assert leaving == []
+
+
+def test_the_charts_draw_and_move_while_jobs_run(
+    daemon: Daemon, offline: tuple[BrowserContext, list[str]], tmp_path: Path
+) -> None:
+    context, leaving = offline
+    stop = threading.Event()
+
+    def submit_jobs() -> None:
+        with daemon.client() as http:
+            for index in range(2000):  # bounded: the test stops it long before
+                if stop.is_set():
+                    return
+                http.post("/models/sleep/infer", json={"inputs": {"ms": 20}})
+                if index % 5 == 0:
+                    http.post("/jobs", json={"model": "echo", "inputs": {"n": index}})
+
+    load = threading.Thread(target=submit_jobs, daemon=True)
+    load.start()
+    try:
+        page = logged_in(context, daemon)
+        page.wait_for_function(
+            "Number(document.getElementById('charts').dataset.points) >= 2"
+            " && document.querySelector('#chart-completed canvas') !== null",
+            timeout=30_000,
+        )
+        points = int(page.get_attribute("#charts", "data-points") or 0)
+        pixels = page.evaluate("document.querySelector('#chart-completed canvas').toDataURL()")
+        page.wait_for_function(
+            f"Number(document.getElementById('charts').dataset.points) >= {points + 2}", timeout=30_000
+        )
+        assert page.evaluate("document.querySelector('#chart-completed canvas').toDataURL()") != pixels
+        series = page.get_attribute("#chart-completed", "data-series")
+        assert series is not None and int(series) >= 2  # echo and sleep
+        legend = page.inner_text("#chart-completed")
+        assert "sleep" in legend and "echo" in legend
+        for chart in ("latency", "queue", "gpu-memory", "gpu-util", "cpu", "rss", "cost"):
+            assert page.query_selector(f"#chart-{chart} canvas") is not None, chart
+        assert "card 0" in page.inner_text("#chart-gpu-memory")
+        assert "main" in page.inner_text("#chart-rss")
+        page.wait_for_function("document.querySelector('#jobs tbody tr[data-job]') !== null")
+        page.screenshot(path=str(screenshot_path(tmp_path, "dashboard")), full_page=True)
+    finally:
+        stop.set()
+        load.join(30)
+    with daemon.client() as http:
+        history = http.get("/system/history").json()
+    assert history["interval_s"] == 2.0 and len(history["at"]) >= points + 2
+    assert any(value for value in history["completed_per_s"]["sleep"] if value)
+    assert any(value for value in history["cost_per_min_usd"] if value)
+    assert leaving == []
+
+
+def test_a_job_is_found_by_filter_and_cancelled_from_the_page(
+    daemon: Daemon, offline: tuple[BrowserContext, list[str]], tmp_path: Path
+) -> None:
+    context, leaving = offline
+    with daemon.client() as http:
+        held = [
+            http.post("/jobs", json={"model": "hold", "inputs": {"ms": 60_000}}).json()["job_id"]
+            for _ in range(3)
+        ]
+    target = held[-1]  # queued behind the first: the page finds it among the queued `hold` jobs
+    page = logged_in(context, daemon)
+    page.select_option("#job-filter select[name=model]", "hold")
+    page.select_option("#job-filter select[name=status]", "queued")
+    page.click("#job-filter button[type=submit]")
+    row = f"#jobs tr[data-job='{target}']"
+    page.wait_for_selector(row)
+    assert all(
+        status == "queued"
+        for status in page.eval_on_selector_all(
+            "#jobs tbody tr[data-job] td:nth-child(3)", "cells => cells.map(c => c.textContent)"
+        )
+    )
+    page.click(row)
+    page.wait_for_function(f"document.getElementById('job-detail').dataset.job === '{target}'")
+    assert page.is_visible("#detail-cancel")
+    assert "hold" in page.inner_text("#detail-fields")
+    page.screenshot(path=str(screenshot_path(tmp_path, "job-detail")))
+    page.click("#detail-cancel")
+    page.wait_for_function("document.getElementById('job-detail').dataset.status === 'cancelled'")
+    assert not page.is_visible("#detail-cancel")
+    with daemon.client() as http:
+        assert http.get(f"/jobs/{target}").json()["status"] == "cancelled"
+        for job_id in held[:-1]:
+            http.delete(f"/jobs/{job_id}")
+        assert all(wait_status(http, job_id, {"cancelled"})["status"] == "cancelled" for job_id in held)
+    assert leaving == []
+
+
+def test_docs_and_redoc_render_offline(daemon: Daemon, offline: tuple[BrowserContext, list[str]]) -> None:
+    context, leaving = offline
+    page = logged_in(context, daemon)
+    page.goto(daemon.url + "/docs")
+    page.wait_for_selector(".swagger-ui .opblock", timeout=30_000)
+    assert "/jobs" in page.inner_text(".swagger-ui")
+    page.goto(daemon.url + "/redoc")
+    page.wait_for_selector("h1:has-text('modelsched')", timeout=30_000)
+    assert "Something went wrong" not in page.inner_text("body")
+    assert "Submit Batch" in page.inner_text("body")  # an operation of the schema, drawn
+    assert leaving == []
