@@ -20,6 +20,7 @@ from playwright.sync_api import Browser, BrowserContext, Page, Route, sync_playw
 
 from tests.support.daemon import REPO, Daemon, running_daemon, wait_status
 from tests.support.pages import CHROMIUM, needs_chromium
+from tests.support.polling import until_sync
 
 pytestmark = needs_chromium
 
@@ -32,6 +33,8 @@ adapter = "echo"
 [[models]]
 name = "sleep"
 adapter = "sleep"
+device = "gpu"
+vram_mb = 3000
 
 [[models]]
 name = "hold"
@@ -179,7 +182,7 @@ def test_the_charts_draw_and_move_while_jobs_run(
         assert "sleep" in legend and "echo" in legend
         for chart in ("latency", "queue", "gpu-memory", "gpu-util", "cpu", "rss", "cost"):
             assert page.query_selector(f"#chart-{chart} canvas") is not None, chart
-        assert "card 0" in page.inner_text("#chart-gpu-memory")
+        assert "ledger 0" in page.inner_text("#chart-gpu-memory")
         assert "main" in page.inner_text("#chart-rss")
         page.wait_for_function("document.querySelector('#jobs tbody tr[data-job]') !== null")
         page.screenshot(path=str(screenshot_path(tmp_path, "dashboard")), full_page=True)
@@ -200,7 +203,7 @@ def test_a_job_is_found_by_filter_and_cancelled_from_the_page(
     context, leaving = offline
     with daemon.client() as http:
         held = [
-            http.post("/jobs", json={"model": "hold", "inputs": {"ms": 60_000}}).json()["job_id"]
+            http.post("/jobs", json={"model": "hold", "inputs": {"ms": 15_000}}).json()["job_id"]
             for _ in range(3)
         ]
     target = held[-1]  # queued behind the first: the page finds it among the queued `hold` jobs
@@ -229,6 +232,17 @@ def test_a_job_is_found_by_filter_and_cancelled_from_the_page(
         for job_id in held[:-1]:
             http.delete(f"/jobs/{job_id}")
         assert all(wait_status(http, job_id, {"cancelled"})["status"] == "cancelled" for job_id in held)
+    page.click("#job-detail button[value=close]")
+    page.click("#models button[data-action=unload][data-model=hold]")
+    page.wait_for_function("document.getElementById('model-note').textContent.startsWith('unload hold: ')")
+    page.click("#models button[data-action=load][data-model=hold]")
+    page.wait_for_function("document.getElementById('model-note').textContent.startsWith('load hold: cpu-w')")
+    with daemon.client() as http:
+        until_sync(
+            lambda: any(m["name"] == "hold" and m["loaded_on"] for m in http.get("/models").json()["models"]),
+            timeout=30,
+            message="hold loaded",
+        )
     assert leaving == []
 
 
