@@ -257,3 +257,27 @@ def test_docs_and_redoc_render_offline(daemon: Daemon, offline: tuple[BrowserCon
     assert "Something went wrong" not in page.inner_text("body")
     assert "Submit Batch" in page.inner_text("body")  # an operation of the schema, drawn
     assert leaving == []
+
+
+def test_the_job_list_pages_by_cursor_and_time_over_http(daemon: Daemon) -> None:
+    with daemon.client() as http:
+        ids = [
+            http.post("/jobs", json={"model": "echo", "inputs": {"n": n}}).json()["job_id"] for n in range(7)
+        ]
+        for job_id in ids:
+            wait_status(http, job_id, {"completed"})
+        created = [http.get(f"/jobs/{job_id}").json()["created_at"] for job_id in ids]
+        seen: list[str] = []
+        query: dict[str, str | int | float] = {"model": "echo", "limit": 3, "since": created[0]}
+        while True:
+            page = http.get("/jobs", params=query).json()
+            assert len(page["jobs"]) <= 3 and page["not_found"] == []
+            seen += [job["job_id"] for job in page["jobs"]]
+            if page["next_before"] is None:
+                break
+            query["before"] = page["next_before"]
+        assert seen == sorted(ids, reverse=True)
+        until = http.get("/jobs", params={"model": "echo", "since": created[0], "until": created[3]}).json()
+        assert [job["job_id"] for job in until["jobs"]] == sorted(ids[:3], reverse=True)
+        assert http.get("/jobs", params={"since": "yesterday"}).status_code == 422
+        assert http.get("/jobs", params={"before": "x" * 65}).status_code == 422

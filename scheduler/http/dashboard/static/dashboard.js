@@ -27,7 +27,8 @@ function showProblem(error) {
 }
 
 function table(id, head, rows, rowAttrs = () => "") {
-  $(id).innerHTML = "<thead><tr>" + head.map((h) => "<th>" + esc(h) + "</th>").join("") + "</tr></thead><tbody>" +
+  const thead = head.some((h) => h) ? "<thead><tr>" + head.map((h) => "<th>" + esc(h) + "</th>").join("") + "</tr></thead>" : "";
+  $(id).innerHTML = thead + "<tbody>" +
     (rows.length ? rows.map((r, i) => "<tr " + rowAttrs(i) + ">" + r.map((c) => "<td>" + c + "</td>").join("") + "</tr>").join("")
       : "<tr><td class=muted colspan=" + head.length + ">none</td></tr>") + "</tbody>";
 }
