@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import os
+import random
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
@@ -28,6 +29,7 @@ from scheduler.core.workers import Worker
 SAMPLE_EVERY_S = 2.0
 WINDOW_S = 900.0
 MAIN = "main"  # the main process's key among the workers
+MAX_LATENCIES = 50_000  # latencies kept per interval; past it, a uniform sample of them (reservoir)
 
 
 class Sample(msgspec.Struct):
@@ -142,6 +144,7 @@ class History:
         self._completed: dict[str, int] = {}
         self._errors: dict[str, int] = {}
         self._latencies: list[float] = []
+        self._ended = 0  # jobs whose latency counted in this interval (the reservoir's denominator)
         self._last_at: float | None = None  # monotonic time of the last sample
         self._last_cost = costs.total_usd
         self._processes: dict[int, psutil.Process] = {}
@@ -155,7 +158,12 @@ class History:
         elif job.status is JobStatus.ERROR:
             self._errors[name] = self._errors.get(name, 0) + 1
         if job.status is not JobStatus.CANCELLED and job.ended_at is not None:
-            self._latencies.append(max(0.0, job.ended_at - job.created_at))
+            latency = max(0.0, job.ended_at - job.created_at)
+            self._ended += 1
+            if len(self._latencies) < MAX_LATENCIES:
+                self._latencies.append(latency)
+            elif (slot := random.randrange(self._ended)) < MAX_LATENCIES:
+                self._latencies[slot] = latency
 
     def tick(self, now: float) -> None:
         if self._last_at is None:
@@ -189,6 +197,7 @@ class History:
         self._completed = {name: 0 for name in self._completed}  # a model seen stays on the chart at 0
         self._errors = {name: 0 for name in self._errors}
         self._latencies = []
+        self._ended = 0
         self._last_cost = total_cost
         return sample
 

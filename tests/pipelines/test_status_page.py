@@ -1,5 +1,6 @@
-"""The status page at `/`, in real Chromium: after pipeline jobs have run it shows the pipeline with
-its stages, the costs (per device, model and pipeline, per 1,000 jobs) and the CPU stage pool."""
+"""The dashboard at `/`, in real Chromium: after pipeline jobs have run it shows the pipeline with its
+stages, the costs (per device, model and pipeline, per 1,000 jobs) and the CPU stage pool (the
+charts, the job list and the login are `tests/http/test_dashboard.py`'s)."""
 
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ cpu = 0.5
 
 
 @needs_chromium
-def test_the_status_page_shows_pipelines_costs_and_the_cpu_pool(tmp_path: Path) -> None:
+def test_the_dashboard_shows_pipelines_costs_and_the_cpu_pool(tmp_path: Path) -> None:
     config = tmp_path / "config.toml"
     config.write_text(CONFIG)
     with running_daemon(tmp_path, MODELSCHED_CONFIG=str(config), MODELSCHED_RENDER_ENABLED="0") as daemon:
