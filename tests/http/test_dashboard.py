@@ -77,9 +77,12 @@ def browser() -> Iterator[Browser]:
 
 @pytest.fixture
 def offline(browser: Browser) -> Iterator[tuple[BrowserContext, list[str]]]:
-    """A browser context whose requests off the loopback are aborted, and the list of them."""
+    """A browser context whose requests off the loopback are aborted, and the list of them; an
+    uncaught error in any of its pages' scripts fails the test."""
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
     leaving: list[str] = []
+    script_errors: list[str] = []
+    context.on("weberror", lambda error: script_errors.append(str(error.error)))
 
     def only_loopback(route: Route) -> None:
         if urlsplit(route.request.url).hostname in LOOPBACK:
@@ -93,6 +96,7 @@ def offline(browser: Browser) -> Iterator[tuple[BrowserContext, list[str]]]:
         yield context, leaving
     finally:
         context.close()
+    assert script_errors == []
 
 
 def screenshot_path(tmp_path: Path, name: str) -> Path:
