@@ -17,7 +17,7 @@ from starlette.requests import cookie_parser
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from scheduler.http.answers import Answer, encoder
-from scheduler.http.dashboard import LOGIN_PAGE
+from scheduler.http.dashboard import HTML, LOGIN_PAGE, PAGE_HEADERS
 from scheduler.http.schemas import ErrorBody
 
 COOKIE = "modelsched_session"
@@ -36,7 +36,7 @@ UNAUTHORIZED = Answer(
     ),
     {"WWW-Authenticate": "Bearer"},
 )
-LOGIN = Answer(401, LOGIN_PAGE, {"WWW-Authenticate": "Bearer"}, media_type="text/html; charset=utf-8")
+LOGIN = Answer(401, LOGIN_PAGE, {"WWW-Authenticate": "Bearer", **PAGE_HEADERS}, media_type=HTML)
 CROSS_ORIGIN = Answer(
     403,
     encoder.encode(ErrorBody("forbidden", "a cookie-authenticated change must come from this origin")),

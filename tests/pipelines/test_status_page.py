@@ -9,6 +9,7 @@ from pathlib import Path
 import httpx
 from playwright.sync_api import sync_playwright
 
+from tests.support.browser import wait_until
 from tests.support.daemon import running_daemon
 from tests.support.pages import CHROMIUM, needs_chromium
 
@@ -50,7 +51,7 @@ def test_the_dashboard_shows_pipelines_costs_and_the_cpu_pool(tmp_path: Path) ->
             try:
                 page = browser.new_page()
                 page.goto(daemon.url + "/")
-                page.wait_for_function("document.querySelector('#pipelines td')?.textContent === 'tidy'")
+                wait_until(page, "document.querySelector('#pipelines td')?.textContent === 'tidy'")
                 stages = page.inner_text("#pipelines")
                 assert "clean (clean, cpu) → infer (model, cpu)" in stages
                 summary = page.inner_text("#cost-summary")

@@ -20,7 +20,7 @@ from scheduler.core.history import HistoryColumns
 from scheduler.http.answers import Answer, HttpError, decode, json_answer
 from scheduler.http.auth import cleared_cookie, session_cookie
 from scheduler.http.body import read_body
-from scheduler.http.dashboard import INDEX_PAGE, STATIC_DIR
+from scheduler.http.dashboard import HTML, INDEX_PAGE, PAGE_HEADERS, STATIC_DIR
 from scheduler.http.routers.docs import answers_doc, body_doc
 from scheduler.http.schemas import ErrorBody, Login, LoginState
 from scheduler.scheduler import Scheduler
@@ -43,7 +43,7 @@ def router(scheduler: Scheduler) -> APIRouter:
 
     @routes.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def dashboard() -> Answer:
-        return Answer(200, INDEX_PAGE, {"Cache-Control": "no-cache"}, media_type="text/html; charset=utf-8")
+        return Answer(200, INDEX_PAGE, PAGE_HEADERS, media_type=HTML)
 
     @routes.get("/system/history", tags=["system"], responses=answers_doc(200, HistoryColumns))
     async def system_history() -> Answer:
