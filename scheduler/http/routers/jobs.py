@@ -73,10 +73,10 @@ def router(scheduler: Scheduler, on_submitted: Callable[[str], None]) -> APIRout
     routes = APIRouter(tags=["jobs"])
     settings = scheduler.settings
 
-    def shown_id(job_id: str) -> str:
-        return scheduler.endings.shown_status(scheduler.get_job(job_id)).value
+    def shown(job_id: str) -> str:
+        return shown_status_of(scheduler.get_job(job_id))
 
-    def shown(job: Job) -> str:
+    def shown_status_of(job: Job) -> str:
         return scheduler.endings.shown_status(job).value
 
     @routes.post(
@@ -93,7 +93,7 @@ def router(scheduler: Scheduler, on_submitted: Callable[[str], None]) -> APIRout
         job = job_request(body)
         job_id = await scheduler.schedule_job(job)
         on_submitted(job.model or job.pipeline)
-        return json_answer(JobAccepted(job_id, shown_id(job_id)), 202)
+        return json_answer(JobAccepted(job_id, shown(job_id)), 202)
 
     @routes.post(
         "/jobs/batch",
@@ -127,7 +127,7 @@ def router(scheduler: Scheduler, on_submitted: Callable[[str], None]) -> APIRout
                 answers[index] = refused_item(outcome, index)
             else:
                 on_submitted(request_.model or request_.pipeline)
-                answers[index] = BatchItem(job_id=outcome, status=shown_id(outcome))
+                answers[index] = BatchItem(job_id=outcome, status=shown(outcome))
         done = [answer for answer in answers if answer is not None]
         accepted = sum(1 for answer in done if answer.job_id is not None)
         return json_answer(BatchAccepted(done, accepted, len(done) - accepted))
@@ -166,7 +166,9 @@ def router(scheduler: Scheduler, on_submitted: Callable[[str], None]) -> APIRout
         if until is not None:
             before = min(before, id_bound(until)) if before is not None else id_bound(until)
         where = JobFilter(status, model, before, id_bound(since) if since is not None else None)
-        jobs, next_before = await job_pages.page(scheduler.table, scheduler.journal, shown, where, limit)
+        jobs, next_before = await job_pages.page(
+            scheduler.table, scheduler.journal, shown_status_of, where, limit
+        )
         return json_answer(
             {"jobs": scheduler.endings.views(jobs), "not_found": [], "next_before": next_before}
         )
