@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -202,6 +203,13 @@ def test_the_charts_draw_and_move_while_jobs_run(
     finally:
         stop.set()
         load.join(30)
+    # No job is made now, so the newest page stands still: the next one, by the cursor, holds older jobs.
+    wait_until(page, "document.querySelectorAll('#jobs tbody tr[data-job]').length === 25")
+    newest = page.eval_on_selector_all("#jobs tbody tr[data-job]", "rows => rows.map(r => r.dataset.job)")
+    page.click("#jobs-older")
+    wait_until(page, "document.getElementById('jobs-note').textContent.startsWith('page 2')")
+    older = page.eval_on_selector_all("#jobs tbody tr[data-job]", "rows => rows.map(r => r.dataset.job)")
+    assert older and max(older) < min(newest)
     with daemon.client() as http:
         history = http.get("/system/history").json()
     assert history["interval_s"] == 2.0 and len(history["at"]) >= points + 2
@@ -232,6 +240,15 @@ def test_a_job_is_found_by_filter_and_cancelled_from_the_page(
             "#jobs tbody tr[data-job] td:nth-child(3)", "cells => cells.map(c => c.textContent)"
         )
     )
+    page.fill(
+        "#job-filter input[name=since]",
+        time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(time.time() + 3600)),
+    )
+    page.click("#job-filter button[type=submit]")  # from an hour ahead: none of them
+    wait_until(page, "document.querySelector('#jobs tbody tr[data-job]') === null")
+    page.fill("#job-filter input[name=since]", "")
+    page.click("#job-filter button[type=submit]")
+    page.wait_for_selector(row)
     page.click(row)
     wait_until(page, f"document.getElementById('job-detail').dataset.job === '{target}'")
     assert page.is_visible("#detail-cancel")
