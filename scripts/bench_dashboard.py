@@ -70,6 +70,23 @@ def history_costs() -> dict[str, float]:
     return {"on_job_end_us": per_end * 1e6, "sample_10k_queued_ms": statistics.median(samples) * 1e3}
 
 
+def table_page_costs() -> dict[str, float]:
+    """A page of 50 from a table of 100,000 jobs made as fast as this machine makes them."""
+    from scheduler.core.admission import new_job_id
+    from scheduler.core.job_pages import JobFilter, newest_in_memory
+
+    jobs = [Job(id=new_job_id(), model="echo", inputs=None) for _ in range(100_000)]
+    timings = {}
+    for name, where in (
+        ("table_page_newest_ms", JobFilter()),
+        ("table_page_no_match_ms", JobFilter(model="x")),
+    ):
+        started = time.perf_counter()
+        newest_in_memory(reversed(jobs), lambda job: job.status.value, where, 50)
+        timings[name] = (time.perf_counter() - started) * 1e3
+    return timings
+
+
 async def page_costs(path: str, n_rows: int) -> dict[str, float]:
     journal = SqliteJournal(path)
     await journal.open()
@@ -139,6 +156,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=100_000, help="ended jobs in the journal read")
     args = parser.parse_args()
     print(history_costs())
+    print(table_page_costs())
     with tempfile.TemporaryDirectory() as folder:
         print(asyncio.run(page_costs(str(Path(folder) / "journal.db"), args.rows)))
         rounds = {True: [], False: []}  # alternated, so a neighbour's load weighs on both alike

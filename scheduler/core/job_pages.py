@@ -10,6 +10,7 @@ taking the newest `limit` of each source, dropping the journal's duplicates and 
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -18,7 +19,7 @@ from scheduler.core.ports import JobJournal
 from scheduler.core.table import JobTable
 
 ID_TIME_DIGITS = 12  # an id's first 12 hex digits: its creation time in milliseconds
-ORDER_SLACK_MS = 1000  # how far the table's insertion order may stray from id order (same-ms ids)
+ORDER_SLACK_MS = 50  # how far the table's insertion order may stray from id order (same-ms ids)
 
 
 @dataclass(frozen=True)
@@ -53,17 +54,14 @@ def newest_in_memory(
     """The newest `limit` client jobs that match, newest first, from jobs in insertion order reversed
     (nearly id order: ids made in the same millisecond may come in any order). The walk stops once
     it is `ORDER_SLACK_MS` older than the page's oldest job, or than `since`."""
-    found: list[Job] = []
-    floor_ms: int | None = None  # the creation time of the oldest job a full page holds
-    since_ms = created_ms(where.since) if where.since is not None else None
+    page: list[tuple[str, Job]] = []  # a min-heap by id: the newest `limit` so far, the oldest on top
+    stop_below_ms = created_ms(where.since) if where.since is not None else None
     for job in jobs_newest_first:
         if job.parent_id is not None:
             continue  # a stage's or a CPU call's job: not a client's
-        made = created_ms(job.id)
-        if made is not None:
-            if floor_ms is not None and made < floor_ms - ORDER_SLACK_MS:
-                break
-            if since_ms is not None and made < since_ms - ORDER_SLACK_MS:
+        if stop_below_ms is not None:
+            made = created_ms(job.id)
+            if made is not None and made < stop_below_ms - ORDER_SLACK_MS:
                 break
         if not where.admits_id(job.id):
             continue
@@ -71,13 +69,17 @@ def newest_in_memory(
             continue
         if where.status is not None and shown_status(job) != where.status:
             continue
-        found.append(job)
-        if len(found) >= limit:
-            found.sort(key=lambda job: job.id, reverse=True)
-            del found[limit:]
-            floor_ms = created_ms(found[-1].id)
-    found.sort(key=lambda job: job.id, reverse=True)
-    return found[:limit]
+        if len(page) < limit:
+            heapq.heappush(page, (job.id, job))
+        elif job.id > page[0][0]:
+            heapq.heapreplace(page, (job.id, job))
+        else:
+            continue
+        if len(page) == limit:  # a full page: nothing much older than its oldest job can be in it
+            oldest_ms = created_ms(page[0][0])
+            if oldest_ms is not None and (stop_below_ms is None or oldest_ms > stop_below_ms):
+                stop_below_ms = oldest_ms
+    return [job for _, job in sorted(page, key=lambda entry: entry[0], reverse=True)]
 
 
 async def page(
