@@ -16,6 +16,7 @@ from scheduler.core.deadlines import Deadlines
 from scheduler.core.devices import Inventory
 from scheduler.core.dispatch import Dispatcher
 from scheduler.core.endings import JobEndings
+from scheduler.core.history import History
 from scheduler.core.jobs import Job
 from scheduler.core.models import ModelRegistry
 from scheduler.core.pipelines import Pipelines
@@ -64,7 +65,8 @@ class Parts:
     cpu_pool      the elastic CPU stage pool, and idle models unloaded
     preloader     keeps the models with `preload` loaded
     readiness     whether the daemon is ready for traffic, and each model's state
-    supervision   the one supervision tick
+    supervision   the one supervision tick (it samples `history`)
+    history       the last 15 minutes, sampled every 2 s, for the dashboard's charts
     webhooks      the callbacks of jobs with a `callback_url`, once their ends are durable
     submissions   how jobs come in: one, many in one journal group, or submitted and waited for
     """
@@ -92,6 +94,7 @@ class Parts:
     supervision: Supervision
     webhooks: Webhooks
     submissions: Submissions
+    history: History
 
 
 def assemble(
@@ -118,6 +121,8 @@ def assemble(
             costs.ended(job.cost_usd, job.pipeline)
 
     endings.observers.append(count_cost)
+    history = History(table, workers, inventory, costs)
+    endings.observers.append(history.on_job_end)
     render = RenderExecutor(table, endings, settings) if settings.render_enabled else None
     executors: dict[str, JobExecutor] = {RENDER_MODEL: render} if render is not None else {}
     deadlines = Deadlines(table, endings, workers)
@@ -230,9 +235,11 @@ def assemble(
             table,
             journal,
             settings.result_retention_s,
+            history,
         ),
         webhooks,
         submissions,
+        history,
     )
 
 

@@ -1,7 +1,8 @@
 """The main process's one supervision tick, ten times a second: it converges toward the wanted state.
 Kill the silent and respawn the dead (model workers and the render process alike, by the one policy
 in `scheduler.pool.supervisor`), grow or shrink the elastic CPU pool and unload idle models
-(`scheduler.core.cpu_pool`), keep preloaded models loaded (`scheduler.core.readiness`), end jobs past their deadline, and forget what is past its retention."""
+(`scheduler.core.cpu_pool`), keep preloaded models loaded (`scheduler.core.readiness`), end jobs past their deadline, forget what is past its retention, and
+sample the dashboard's history (`scheduler.core.history`)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from collections.abc import Callable
 
 from scheduler.core.cpu_pool import CpuPool
 from scheduler.core.deadlines import Deadlines
+from scheduler.core.history import History
 from scheduler.core.ports import JobJournal
 from scheduler.core.readiness import Preloader
 from scheduler.core.table import JobTable
@@ -26,7 +28,7 @@ RETENTION_EVERY_S = 60.0
 
 class Supervision:
     """worker_set, cpu_pool, preloader, render (None when off), deadlines: what the tick drives; table, journal:
-    what retention prunes; retention_s: from the settings."""
+    what retention prunes; retention_s: from the settings; history: sampled by the tick (None: not kept)."""
 
     def __init__(
         self,
@@ -38,6 +40,7 @@ class Supervision:
         table: JobTable,
         journal: JobJournal | None,
         retention_s: float,
+        history: History | None = None,
     ) -> None:
         self.worker_set = worker_set
         self.cpu_pool = cpu_pool
@@ -47,6 +50,7 @@ class Supervision:
         self.table = table
         self.journal = journal
         self.retention_s = retention_s
+        self.history = history
         self._last_retention = 0.0
 
     async def run(self, running: Callable[[], bool]) -> None:
@@ -65,6 +69,8 @@ class Supervision:
         if self.render is not None:
             self.render.supervise(now)
         self.deadlines.expire(now)
+        if self.history is not None:
+            self.history.tick(now)
         if now - self._last_retention > RETENTION_EVERY_S:
             self._last_retention = now
             self.table.forget_older_than(time.time() - self.retention_s)

@@ -1,5 +1,5 @@
 """The daemon as one ASGI app: the FastAPI routers (jobs, job events, models, render, system, the
-OpenAI embeddings, the Open Inference Protocol) behind the raw-ASGI hot path and, when a token is set, the bearer check,
+OpenAI embeddings, the Open Inference Protocol, the dashboard and the offline API docs) behind the raw-ASGI hot path and, when a token is set, the bearer check,
 inside the request metrics (which also answer an exception nothing else did). Every failure is an
 RFC 9457 problem body (`answers.error_answer`; `problems.py`); see docs/architecture.md, Errors."""
 
@@ -23,7 +23,7 @@ from scheduler.http.metrics import SchedulerMetrics
 from scheduler.http.openapi_doc import finish, methods_of, operation_id
 from scheduler.http.problems import problem
 from scheduler.http.request_metrics import RequestMetrics
-from scheduler.http.routers import events, jobs, models, openai, pipelines, render, system, v2
+from scheduler.http.routers import dashboard, events, jobs, models, openai, pipelines, render, system, v2
 from scheduler.scheduler import Scheduler
 from scheduler.settings import Settings
 from workers.gc_tuning import tune_gc
@@ -53,6 +53,8 @@ def create_app(settings_or_scheduler: Settings | Scheduler) -> DaemonApp:
         title="modelsched",
         version="0.1.0",
         lifespan=lifespan,
+        docs_url=None,  # `/docs` and `/redoc` are the dashboard router's: served offline
+        redoc_url=None,
         description="Model-inference jobs scheduled onto every GPU (or the CPU) of a machine.",
         generate_unique_id_function=operation_id,
     )
@@ -96,6 +98,8 @@ def create_app(settings_or_scheduler: Settings | Scheduler) -> DaemonApp:
     app.include_router(system.router(scheduler, metrics))
     app.include_router(openai.router(scheduler))
     app.include_router(v2.router(scheduler))
+    app.include_router(dashboard.router(scheduler))
+    dashboard.mount_files(app)
     return app
 
 
@@ -123,5 +127,9 @@ class DaemonApp(FastAPI):
 
     def openapi(self) -> dict[str, Any]:
         if self.openapi_schema is None:
-            self.openapi_schema = finish(super().openapi(), OPEN_PATHS, bool(self.scheduler.settings.token))
+            schema = finish(super().openapi(), OPEN_PATHS, bool(self.scheduler.settings.token))
+            schema.setdefault("components", {}).setdefault("schemas", {}).update(
+                openapi_components(openai.EmbeddingsRequest)  # every `$ref` resolves: ReDoc needs it
+            )
+            self.openapi_schema = schema
         return self.openapi_schema

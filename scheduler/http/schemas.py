@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 import msgspec
 
+from scheduler.core.history import HistoryColumns
 from scheduler.core.jobs import StageRun
 from scheduler.core.status import ModelInfo, PipelineInfo, SystemStatus
 from workers.render.request import RenderRequest
@@ -89,10 +90,24 @@ class PipelineList(msgspec.Struct):
 
 
 class JobList(msgspec.Struct):
-    """`GET /jobs`; with `ids`, `not_found` lists the ids no job has."""
+    """`GET /jobs`; with `ids`, `not_found` lists the ids no job has. `next_before`: the cursor of the
+    next (older) page, `?before=<next_before>`; None when this page is the last."""
 
     jobs: list[JobView]
     not_found: list[str] = []
+    next_before: str | None = None
+
+
+class Login(msgspec.Struct, forbid_unknown_fields=True):
+    """`POST /login`: the daemon's token; answered with the dashboard's cookie."""
+
+    token: str
+
+
+class LoginState(msgspec.Struct):
+    """`/login`, `/logout`: whether the daemon wants a token."""
+
+    token_required: bool
 
 
 class BatchSubmit(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -197,12 +212,17 @@ SCHEMAS: tuple[type, ...] = (
     Classification,
     PipelineList,
     SystemStatus,
+    HistoryColumns,
+    Login,
+    LoginState,
 )
 
 
-def openapi_components() -> dict[str, Any]:
-    """OpenAPI component schemas for every body above."""
-    _, components = msgspec.json.schema_components(SCHEMAS, ref_template="#/components/schemas/{name}")
+def openapi_components(*more: type) -> dict[str, Any]:
+    """OpenAPI component schemas for every body above, and `more` (bodies a router defines)."""
+    _, components = msgspec.json.schema_components(
+        (*SCHEMAS, *more), ref_template="#/components/schemas/{name}"
+    )
     return components
 
 

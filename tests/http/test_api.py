@@ -30,7 +30,9 @@ def test_health_readiness_and_status_page(client: httpx.Client) -> None:
     assert client.get("/healthz").json() == {"status": "ok"}
     assert client.get("/readyz").status_code == 200
     page = client.get("/")
-    assert page.status_code == 200 and "modelsched" in page.text and "system/status" in page.text
+    assert page.status_code == 200 and "modelsched" in page.text and "/dashboard/dashboard.js" in page.text
+    script = client.get("/dashboard/dashboard.js")
+    assert script.status_code == 200 and "/system/history" in script.text
 
 
 def test_submit_long_poll_and_list(client: httpx.Client) -> None:

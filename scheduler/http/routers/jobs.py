@@ -1,5 +1,6 @@
 """`/jobs`: submit a job (202 once it is in the journal) or many at once (`/jobs/batch`, one journal
-group), read one (optionally waiting for its end) or many (`?ids=`), cancel one, list recent ones."""
+group), read one (optionally waiting for its end) or many (`?ids=`), cancel one, list them newest
+first, page by page (`?before=<id>`, `scheduler.core.job_pages`)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from typing import Any
 import msgspec
 from fastapi import APIRouter, Query, Request
 
+from scheduler.core import job_pages
+from scheduler.core.job_pages import JobFilter, id_bound
 from scheduler.core.jobs import Job, JobRequest
 from scheduler.errors import JobNotFoundError, SchedulerError
 from scheduler.http.answers import MAX_WAIT_S, Answer, HttpError, decode, error_parts, json_answer
@@ -70,7 +73,10 @@ def router(scheduler: Scheduler) -> APIRouter:
     settings = scheduler.settings
 
     def shown(job_id: str) -> str:
-        return scheduler.endings.shown_status(scheduler.get_job(job_id)).value
+        return shown_status_of(scheduler.get_job(job_id))
+
+    def shown_status_of(job: Job) -> str:
+        return scheduler.endings.shown_status(job).value
 
     @routes.post(
         "/jobs",
@@ -144,10 +150,25 @@ def router(scheduler: Scheduler) -> APIRouter:
         model: str | None = None,
         limit: int = Query(50, ge=1, le=1000),
         ids: list[str] | None = IDS_QUERY,
+        before: str | None = Query(
+            None, max_length=64, description="older jobs than this id (the last page's `next_before`)"
+        ),
+        since: float | None = Query(None, ge=0, le=1e11, description="jobs created at or after (epoch s)"),
+        until: float | None = Query(None, ge=0, le=1e11, description="jobs created before (epoch s)"),
     ) -> Answer:
+        """Jobs newest first, from memory and the journal (ended jobs no longer in memory, and those
+        from before a restart); `next_before` pages on."""
         if ids is not None:
             return json_answer(jobs_by_id(ids))
-        return json_answer({"jobs": scheduler.list_jobs(status, model, limit)})
+        if until is not None:
+            before = min(before, id_bound(until)) if before is not None else id_bound(until)
+        where = JobFilter(status, model, before, id_bound(since) if since is not None else None)
+        jobs, next_before = await job_pages.page(
+            scheduler.table, scheduler.journal, shown_status_of, where, limit
+        )
+        return json_answer(
+            {"jobs": scheduler.endings.views(jobs), "not_found": [], "next_before": next_before}
+        )
 
     def jobs_by_id(ids: list[str]) -> dict[str, Any]:
         wanted = list(dict.fromkeys(one.strip() for text in ids for one in text.split(",") if one.strip()))

@@ -1,19 +1,17 @@
 """The daemon itself: its status (`/system/status`), liveness (`/healthz`), readiness (`/readyz`: 503
 while starting, shutting down, while the journal cannot take jobs, or while a preloaded model is not
-loaded, with the reason), Prometheus
-metrics (`/metrics`) and the status page (`/`)."""
+loaded, with the reason) and Prometheus metrics (`/metrics`). The dashboard at `/` is
+`scheduler.http.routers.dashboard`'s."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter
-from fastapi.responses import HTMLResponse, Response
 
 from scheduler.core.status import SystemStatus
 from scheduler.http.answers import Answer, json_answer
 from scheduler.http.metrics import PROMETHEUS_TEXT, SchedulerMetrics
 from scheduler.http.routers.docs import answers_doc, ok_doc
 from scheduler.http.schemas import Health
-from scheduler.http.status_page import STATUS_PAGE
 from scheduler.scheduler import Scheduler
 
 
@@ -51,9 +49,5 @@ def router(scheduler: Scheduler, metrics: SchedulerMetrics) -> APIRouter:
     )
     async def prometheus_metrics() -> Answer:
         return Answer(200, metrics.render(), media_type=PROMETHEUS_TEXT)
-
-    @routes.get("/", response_class=HTMLResponse, include_in_schema=False)
-    async def status_page() -> HTMLResponse:
-        return HTMLResponse(STATUS_PAGE)
 
     return routes
