@@ -24,6 +24,7 @@ from scheduler.http.openapi_doc import finish, methods_of, operation_id
 from scheduler.http.problems import problem
 from scheduler.http.request_metrics import RequestMetrics
 from scheduler.http.routers import dashboard, events, jobs, models, openai, pipelines, render, system, v2
+from scheduler.http.schemas import openapi_components
 from scheduler.scheduler import Scheduler
 from scheduler.settings import Settings
 from workers.gc_tuning import tune_gc

@@ -6,6 +6,7 @@ loaded, with the reason) and Prometheus metrics (`/metrics`). The dashboard at `
 from __future__ import annotations
 
 from fastapi import APIRouter
+from fastapi.responses import Response
 
 from scheduler.core.status import SystemStatus
 from scheduler.http.answers import Answer, json_answer
