@@ -46,6 +46,9 @@ class PipelineConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     description: str = ""
 
 
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
 class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     preset: str = "dev"
     # workers
@@ -147,6 +150,8 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
             raise ValueError("journal_synchronous: must be one of OFF, NORMAL, FULL, EXTRA")
         if not 0 < self.port < 65536:
             raise ValueError("port: must be between 1 and 65535")
+        if self.log_level.lower() not in LOG_LEVELS:
+            raise ValueError(f"log_level: must be one of {', '.join(LOG_LEVELS)} (got {self.log_level!r})")
         names = [model.name for model in self.models]
         duplicates = {name for name in names if names.count(name) > 1}
         if duplicates:
