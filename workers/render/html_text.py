@@ -15,11 +15,12 @@ of the page's first 1024 bytes (Lexbor's detection, which follows the HTML Stand
 from __future__ import annotations
 
 import codecs
-from collections.abc import Iterable
+import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from urllib.parse import urldefrag, urljoin, urlsplit
 
-from selectolax.lexbor import LexborHTMLParser
+from selectolax.lexbor import LexborHTMLParser, LexborNode
 
 DROPPED_TAGS = ["script", "style", "noscript", "template", "svg", "iframe"]
 BLOCK_TAGS = [  # a line of their own: a marker before and at their end
@@ -64,7 +65,7 @@ ITEM_TAGS = ["li", "dt", "dd", "tr", "option", "br", "hr"]
 CELL_TAGS = ["td", "th"]
 PREFORMATTED_TAGS = "pre, textarea, listing, xmp"
 LINK_SCHEMES = ("http:", "https:")
-UNUSUAL_IN_HREF = ("\t", "\r", "\n", "\\", ";")  # urljoin's own cases
+UNUSUAL_IN_HREF = re.compile(r"[\t\r\n\\;]")  # characters urljoin treats apart
 BOMS = (codecs.BOM_UTF8, codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
 # Markers put into the tree where lines and cells end: Unicode noncharacters, never text of a page.
 LINE = "\ufdd0"
@@ -80,7 +81,6 @@ BLOCK_IDS = _tag_ids(BLOCK_TAGS)
 ITEM_IDS = _tag_ids(ITEM_TAGS)
 CELL_IDS = _tag_ids(CELL_TAGS)
 ROW_ID = LexborHTMLParser("").create_node("tr").tag_id
-MARKED_IDS = BLOCK_IDS | ITEM_IDS | CELL_IDS
 
 
 @dataclass(frozen=True)
@@ -130,7 +130,7 @@ def absolute_links(base_url: str, hrefs: Iterable[str]) -> list[str]:
     links: dict[str, None] = {}
     for raw in hrefs:
         href = raw.strip().partition("#")[0]
-        plain = plain_base and href and not any(char in href for char in UNUSUAL_IN_HREF)
+        plain = plain_base and href and UNUSUAL_IN_HREF.search(href) is None
         link = (_joined(href, origin, directory) if plain else None) or absolute_link(base_url, raw)
         if link:
             links[link] = None
@@ -173,6 +173,17 @@ def links_of(tree: LexborHTMLParser, base_url: str) -> list[str]:
     return absolute_links(base_url, (anchor.attributes.get("href") or "" for anchor in tree.css("a[href]")))
 
 
+def _for_text(method: Callable[..., None]) -> Callable[[LexborNode, str], None]:
+    """A selectolax insertion method bound to its `str` signature: a Cython fused function picks its
+    signature on every call otherwise, which costs more than the insertion itself."""
+    specialised: Callable[[LexborNode, str], None] = getattr(method, "__signatures__", {}).get("str", method)
+    return specialised
+
+
+insert_before = _for_text(LexborNode.insert_before)
+insert_child = _for_text(LexborNode.insert_child)
+
+
 def mark_lines(tree: LexborHTMLParser) -> None:
     """Put LINE markers around every block and before every list item, row and break, a CELL marker
     between the cells of a row, and LINE markers for the line ends of preformatted text."""
@@ -185,20 +196,29 @@ def mark_lines(tree: LexborHTMLParser) -> None:
     body = tree.body
     if body is None:
         return
-    marked = [(node, tag_id) for node in body.traverse() if (tag_id := node.tag_id) in MARKED_IDS]
+    blocks: list[LexborNode] = []
+    items: list[LexborNode] = []
+    cells: list[LexborNode] = []
     first_cell = False
-    for node, tag_id in marked:  # changed once the walk is over
+    for node in body.traverse():  # the tree is changed once the walk is over
+        tag_id = node.tag_id
         if tag_id in BLOCK_IDS:
-            node.insert_before(LINE)
-            node.insert_child(LINE)
+            blocks.append(node)
         elif tag_id in CELL_IDS:
             if not first_cell:
-                node.insert_before(CELL)
+                cells.append(node)
             first_cell = False
-        else:
-            node.insert_before(LINE)
+        elif tag_id in ITEM_IDS:
+            items.append(node)
             if tag_id == ROW_ID:
                 first_cell = True
+    for node in blocks:
+        insert_before(node, LINE)
+        insert_child(node, LINE)
+    for node in items:
+        insert_before(node, LINE)
+    for node in cells:
+        insert_before(node, CELL)
 
 
 def lines_of(marked: str) -> str:
