@@ -239,6 +239,7 @@ def test_a_bad_configuration_stops_the_daemon_with_the_key_named(tmp_path: Path)
         (["--config", str(bad_model)], {}, "models.x.adapter"),
         ([], {"MODELSCHED_PORT": "abc"}, "port"),
         ([], {"MODELSCHED_HEARTBEAT_TIMEOUT_S": "-1"}, "heartbeat_timeout_s"),
+        ([], {"MODELSCHED_LOG_LEVEL": "infoo"}, "log_level"),
         (["--config", str(tmp_path / "missing.toml")], {}, "does not exist"),
     ]
     for args, settings, key in cases:
@@ -281,6 +282,9 @@ def test_sigterm_drains_then_exits_0_and_leaves_no_child(tmp_path: Path) -> None
             )
 
         until_sync(all_gone, timeout=15, message="every child of the daemon ended")
+    stopped = cli("status", "--url", daemon.url)  # the daemon that just stopped: one line, exit 1
+    assert stopped.returncode == 1 and "cannot reach the daemon" in stopped.stderr, stopped.stderr
+    assert len(stopped.stderr.strip().splitlines()) == 1 and stopped.stdout == ""
 
 
 def test_a_second_sigterm_cuts_the_grace_short(tmp_path: Path) -> None:
