@@ -54,8 +54,8 @@ def test_definition_lists_lists_and_breaks_are_lines() -> None:
 
 def test_scripts_styles_noscript_templates_and_svg_give_no_text() -> None:
     html = """<head><style>p { color: red }</style><script>var a = "in head";</script></head><body>
-    <p>shown</p><script>document.write("script")</script><noscript><p>noscript</p></noscript>
-    <template><p>template</p></template><svg><title>svg</title><text>svg text</text></svg>
+    <p>shown</p><script>document.write("script")</script><noscript><p>noscript<script>x</script></p></noscript>
+    <template><p>template</p></template><svg><title>svg</title><style>s</style><text>svg text</text></svg>
     <iframe>iframe</iframe><p>end</p></body>"""
     assert text_of(html) == "shown\nend"
 

@@ -63,7 +63,7 @@ BLOCK_TAGS = [  # a line of their own: a marker before and at their end
 # Items of a list-like parent (which has its own end marker), and void breaks: a marker before them.
 ITEM_TAGS = ["li", "dt", "dd", "tr", "option", "br", "hr"]
 CELL_TAGS = ["td", "th"]
-PREFORMATTED_TAGS = "pre, textarea, listing, xmp"
+PREFORMATTED_TAGS = ["pre", "textarea", "listing", "xmp"]  # their line ends are lines
 LINK_SCHEMES = ("http:", "https:")
 UNUSUAL_IN_HREF = re.compile(r"[\t\r\n\\;]")  # characters urljoin treats apart
 BOMS = (codecs.BOM_UTF8, codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
@@ -80,6 +80,7 @@ def _tag_ids(tags: list[str]) -> frozenset[int]:
 BLOCK_IDS = _tag_ids(BLOCK_TAGS)
 ITEM_IDS = _tag_ids(ITEM_TAGS)
 CELL_IDS = _tag_ids(CELL_TAGS)
+PREFORMATTED_IDS = _tag_ids(PREFORMATTED_TAGS)
 ROW_ID = LexborHTMLParser("").create_node("tr").tag_id
 
 
@@ -187,23 +188,20 @@ insert_child = _for_text(LexborNode.insert_child)
 def mark_lines(tree: LexborHTMLParser) -> None:
     """Put LINE markers around every block and before every list item, row and break, a CELL marker
     between the cells of a row, and LINE markers for the line ends of preformatted text."""
-    for pre in tree.css(PREFORMATTED_TAGS):
-        texts = [node for node in pre.traverse(include_text=True) if node.is_text_node]
-        for node in texts:  # replaced once the walk is over: the tree must not change under it
-            content = node.text_content
-            if content and "\n" in content:
-                node.replace_with(content.replace("\n", LINE))
     body = tree.body
     if body is None:
         return
     blocks: list[LexborNode] = []
     items: list[LexborNode] = []
     cells: list[LexborNode] = []
+    preformatted: list[LexborNode] = []
     first_cell = False
     for node in body.traverse():  # the tree is changed once the walk is over
         tag_id = node.tag_id
         if tag_id in BLOCK_IDS:
             blocks.append(node)
+            if tag_id in PREFORMATTED_IDS:
+                preformatted.append(node)
         elif tag_id in CELL_IDS:
             if not first_cell:
                 cells.append(node)
@@ -212,6 +210,8 @@ def mark_lines(tree: LexborHTMLParser) -> None:
             items.append(node)
             if tag_id == ROW_ID:
                 first_cell = True
+        elif tag_id in PREFORMATTED_IDS:
+            preformatted.append(node)
     for node in blocks:
         insert_before(node, LINE)
         insert_child(node, LINE)
@@ -219,6 +219,12 @@ def mark_lines(tree: LexborHTMLParser) -> None:
         insert_before(node, LINE)
     for node in cells:
         insert_before(node, CELL)
+    for pre in preformatted:
+        texts = [node for node in pre.traverse(include_text=True) if node.is_text_node]
+        for node in texts:
+            content = node.text_content
+            if content and "\n" in content:
+                node.replace_with(content.replace("\n", LINE))
 
 
 def lines_of(marked: str) -> str:
@@ -241,7 +247,7 @@ def page_text(document: bytes | str, base_url: str, charset: str | None = None) 
     header's, if it gave one)."""
     tree = parse(document, charset)
     html = document if isinstance(document, str) else tree.raw_html.decode("utf-8", errors="replace")
-    tree.strip_tags(DROPPED_TAGS)
+    tree.strip_tags(DROPPED_TAGS)  # a tag at a time: one inside another is gone with it, never freed twice
     title = title_of(tree)
     links = links_of(tree, base_url)
     mark_lines(tree)
