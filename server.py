@@ -17,7 +17,7 @@ import sys
 
 from scheduler import errors
 from scheduler.cli.local import cli_config, cli_journal
-from scheduler.cli.parser import build_parser
+from scheduler.cli.parser import SERVE_SETTINGS, build_parser
 from scheduler.cli.remote import run_remote
 from scheduler.settings import load_settings
 
@@ -26,7 +26,7 @@ EXIT_JOURNAL = 3  # `serve`: the journal is damaged or cannot be read; the daemo
 
 
 def serve(args: argparse.Namespace) -> int:
-    overrides = {key: value for key, value in (("host", args.host), ("port", args.port)) if value is not None}
+    overrides = {key: getattr(args, key) for key in SERVE_SETTINGS if getattr(args, key) is not None}
     try:
         settings = load_settings(args.preset, config_file=args.config, overrides=overrides)
     except errors.ConfigError as exc:

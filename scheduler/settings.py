@@ -46,9 +46,6 @@ class PipelineConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     description: str = ""
 
 
-LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
-
-
 class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     preset: str = "dev"
     # workers
@@ -148,10 +145,10 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         _check_non_negative(self, "journal_max_mb")
         if self.journal_synchronous.upper() not in {"OFF", "NORMAL", "FULL", "EXTRA"}:
             raise ValueError("journal_synchronous: must be one of OFF, NORMAL, FULL, EXTRA")
-        if not 0 < self.port < 65536:
-            raise ValueError("port: must be between 1 and 65535")
         if self.log_level.lower() not in LOG_LEVELS:
             raise ValueError(f"log_level: must be one of {', '.join(LOG_LEVELS)} (got {self.log_level!r})")
+        if not 0 < self.port < 65536:
+            raise ValueError("port: must be between 1 and 65535")
         names = [model.name for model in self.models]
         duplicates = {name for name in names if names.count(name) > 1}
         if duplicates:
@@ -181,6 +178,7 @@ def _check_non_negative(settings: Settings, *keys: str) -> None:
             raise ValueError(f"{key}: must not be negative")
 
 
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 ENV_PREFIX = "MODELSCHED_"
 _SCALAR_FIELDS = {
     field.name: field.type
@@ -288,7 +286,7 @@ SETTING_MEANINGS: dict[str, str] = {
     "port": "port the daemon listens on",
     "token": "when set, every endpoint but `/healthz` wants `Authorization: Bearer <token>`",
     "max_body_bytes": "largest request body accepted; a larger one gets 413",
-    "log_level": "`debug`, `info`, `warning` or `error`",
+    "log_level": "`debug`, `info`, `warning`, `error` or `critical`",
     "render_enabled": "start the render process (Chromium) for the `render` model and `POST /render`",
     "render_browser_path": "the Chromium binary the render process launches",
     "render_max_pages": "browser pages rendering at once",

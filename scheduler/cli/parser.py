@@ -13,6 +13,7 @@ PROG = "modelsched"
 PRESETS = ["dev", "prod"]
 PRIORITIES = ["high", "normal", "low"]
 STATUSES = ["queued", "processing", "completed", "error", "cancelled"]
+SERVE_SETTINGS = ("host", "port")  # `serve` flags that override the setting of the same name
 HELP_WIDTH = "100"  # help is wrapped at this width whatever the terminal, so the README's copy holds
 
 DESCRIPTION = """\
