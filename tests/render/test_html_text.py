@@ -84,6 +84,7 @@ def test_the_charset_from_meta_the_header_or_a_byte_order_mark() -> None:
     assert text_of("<p>é</p>".encode()) == "é"  # nothing declared: UTF-8
     assert header_charset('text/html; charset="UTF-8"') == "utf-8"
     assert header_charset("text/html; charset=no-such-charset") is None
+    assert text_of(b"<p>\x80 \xe9</p>", header_charset("text/html; charset=ISO-8859-1")) == "\u20ac \u00e9"
     assert text_of(meta, header_charset("text/html; charset=no-such-charset")) == cyrillic  # meta then
 
 

@@ -67,6 +67,8 @@ PREFORMATTED_TAGS = ["pre", "textarea", "listing", "xmp"]  # their line ends are
 LINK_SCHEMES = ("http:", "https:")
 UNUSUAL_IN_HREF = re.compile(r"[\t\r\n\\;]")  # characters urljoin treats apart
 BOMS = (codecs.BOM_UTF8, codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
+# The Encoding Standard reads these labels as windows-1252 (browsers do; pages labelled so use it).
+AS_WINDOWS_1252 = frozenset({"iso8859-1", "ascii"})
 # Markers put into the tree where lines and cells end: Unicode noncharacters, never text of a page.
 LINE = "\ufdd0"
 CELL = "\ufdd1"
@@ -139,15 +141,17 @@ def absolute_links(base_url: str, hrefs: Iterable[str]) -> list[str]:
 
 
 def header_charset(content_type: str) -> str | None:
-    """The charset a `Content-Type` header names, when Python has a codec of that name."""
+    """The charset a `Content-Type` header names, when Python has a codec of that name (ISO-8859-1 and
+    US-ASCII read as windows-1252, as browsers read them)."""
     for parameter in content_type.split(";")[1:]:
         name, _, value = parameter.partition("=")
         if name.strip().lower() == "charset":
             charset = value.strip().strip("'\"")
             try:
-                return codecs.lookup(charset).name if charset else None
+                codec = codecs.lookup(charset).name if charset else None
             except LookupError:
                 return None
+            return "cp1252" if codec in AS_WINDOWS_1252 else codec
     return None
 
 
