@@ -26,6 +26,7 @@ from scheduler.client import ApiError, Client, ClientError, DaemonUnavailable
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_WAIT_TIMEOUT = 124  # as timeout(1): the wait ended first; the job goes on
+EXIT_INTERRUPTED = 130  # as a shell reports SIGINT
 ENDED = ("completed", "error", "cancelled")
 
 
@@ -185,6 +186,9 @@ def run_remote(args: argparse.Namespace) -> int:
     try:
         with client_for(args) as client:
             return COMMANDS[args.command](client, args)
+    except KeyboardInterrupt:  # Ctrl-C while waiting: a submitted job goes on
+        print("modelsched: interrupted (a submitted job goes on)", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except UsageError as exc:
         print(f"modelsched: {exc}", file=sys.stderr)
         return EXIT_USAGE

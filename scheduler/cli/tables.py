@@ -183,9 +183,9 @@ def _render(render: Mapping[str, Any] | None) -> str:
 def _journal(journal: Mapping[str, Any] | None) -> str:
     if not journal:
         return "none (nothing survives a restart)"
-    bound = f"{journal.get('max_mb')} MiB" if journal.get("max_mb") else "no bound"
+    bound = f"{shown(journal.get('max_mb'))} MiB" if journal.get("max_mb") else "no bound"
     text = (
-        f"{journal.get('path')}  {journal.get('size_mb')} MiB on disk, {journal.get('used_mb')} MiB used"
+        f"{journal.get('path')}  {shown(journal.get('size_mb'))} MiB on disk, {shown(journal.get('used_mb'))} MiB used"
         f" of {bound}  pruned {journal.get('pruned_for_size', 0)} for size,"
         f" {journal.get('pruned_for_age', 0)} for age"
     )

@@ -122,6 +122,29 @@ def test_submit_timeout_then_cancel_and_get(shared_daemon: Daemon) -> None:
     worker_ready(shared_daemon)  # the cancelled job's worker runs it to its end
 
 
+def test_ctrl_c_while_waiting_is_one_line_and_exit_130(shared_daemon: Daemon) -> None:
+    """The job (known by its timeout of 77 s) is in the daemon, so the command is past its submission."""
+    waiting = subprocess.Popen(
+        [sys.executable, "-m", "server", "submit", "sleep", "--inputs", '{"ms": 2500}', "--wait"]
+        + ["--job-timeout", "77", "--url", shared_daemon.url, "--token", TOKEN],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    with shared_daemon.client() as http:
+
+        def submitted() -> bool:
+            jobs = http.get("/jobs", params={"model": "sleep", "limit": 5}).json()["jobs"]
+            return any(job["timeout_s"] == 77 and job["status"] != "completed" for job in jobs)
+
+        until_sync(submitted, timeout=30, interval=0.05, message="the job submitted")
+    waiting.send_signal(signal.SIGINT)
+    _, stderr = waiting.communicate(timeout=30)
+    assert waiting.returncode == 130 and stderr.strip() == "modelsched: interrupted (a submitted job goes on)"
+    worker_ready(shared_daemon)
+
+
 def test_models_load_unload_and_status_tables(shared_daemon: Daemon) -> None:
     daemon = ("--url", shared_daemon.url, "--token", TOKEN)
     worker_ready(shared_daemon)
