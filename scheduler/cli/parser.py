@@ -31,7 +31,7 @@ examples:
 
 exit status: 0 ok; 1 the daemon could not be reached or refused, a job failed, a bad configuration
 (config); 2 a bad command line or configuration (serve); 3 the journal is damaged (serve); 124 a
-wait (submit --timeout) ended before the job."""
+wait (submit --timeout) ended before the job; 130 interrupted (Ctrl-C) while waiting."""
 
 
 class Formatter(argparse.RawDescriptionHelpFormatter):

@@ -5,7 +5,8 @@ never a traceback.
 
 Exit statuses: 0 done (a submitted job completed, with --wait); 1 the daemon could not be reached or
 refused the request, or the job ended in error or was cancelled; 2 the command line was wrong (bad
---inputs); 124 `submit --timeout` passed before the job ended (it goes on; its view is printed).
+--inputs); 124 `submit --timeout` passed before the job ended (it goes on; its view is printed);
+130 interrupted (Ctrl-C) while waiting.
 """
 
 from __future__ import annotations
