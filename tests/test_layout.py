@@ -54,6 +54,13 @@ ALLOWED: dict[str, set[str]] = {
         "workers",
     },
     "scheduler.client": set(),  # the remote client: httpx and msgspec, nothing of the daemon
+    "scheduler.cli": {
+        "scheduler.client",
+        "scheduler.settings",
+        "scheduler.errors",
+        "scheduler.core",
+        "scheduler.journal",
+    },  # the command line: the client for the daemon's commands; settings, models and the journal file
     "scheduler.webhooks": {
         "scheduler.core",
         "scheduler.errors",
