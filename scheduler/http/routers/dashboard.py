@@ -17,12 +17,13 @@ from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
 from scheduler.core.history import HistoryColumns
-from scheduler.http.answers import Answer, HttpError, decode, json_answer
+from scheduler.http.answers import Answer, HttpError, decode, json_answer, problem_answer
 from scheduler.http.auth import cleared_cookie, session_cookie
 from scheduler.http.body import read_body
 from scheduler.http.dashboard import HTML, INDEX_PAGE, PAGE_HEADERS, STATIC_DIR
+from scheduler.http.problems import problem
 from scheduler.http.routers.docs import answers_doc, body_doc
-from scheduler.http.schemas import ErrorBody, Login, LoginState
+from scheduler.http.schemas import Login, LoginState
 from scheduler.scheduler import Scheduler
 
 DOCS_ASSETS = Path(fastapi_offline.__file__).resolve().parent / "static"
@@ -72,7 +73,7 @@ def router(scheduler: Scheduler) -> APIRouter:
         if not token:
             return json_answer(LoginState(False))
         if not hmac.compare_digest(body.token.encode(), token.encode()):
-            return json_answer(ErrorBody("unauthorized", "that is not the daemon's token", "token"), 401)
+            return problem_answer(problem(401, "unauthorized", "that is not the daemon's token", "token"))
         return json_answer(LoginState(True), headers={"Set-Cookie": session_cookie(token)})
 
     @routes.post("/logout", tags=["dashboard"], responses=answers_doc(200, LoginState))
