@@ -159,7 +159,7 @@ def test_models_load_unload_and_status_tables(shared_daemon: Daemon) -> None:
 
     until_sync(mlp_loaded, timeout=60, interval=0.2, message="mlp loaded")
     rows = {line.split()[0]: line.split() for line in cli("models", *daemon).stdout.splitlines()[1:]}
-    assert rows["mlp"][5] == "loaded" and "cpu-w0" in rows["mlp"]
+    assert rows["mlp"][5] == "ready" and "cpu-w0" in rows["mlp"]
     unloaded = cli("unload", "mlp", *daemon)
     assert unloaded.returncode == 0 and unloaded.stdout.strip() == "mlp: unloaded from cpu-w0", (
         unloaded.stderr
@@ -203,7 +203,7 @@ def test_config_prints_the_effective_settings_and_check_refuses_a_bad_one(tmp_pa
     assert "configuration ok (1 model checked)" in shown.stderr
     printed = tomllib.loads(shown.stdout)  # the output is a TOML file
     assert printed["max_queue"] == 77 and printed["port"] == 9123 and printed["token"] == "<hidden>"
-    assert printed["models"] == [{"name": "e", "adapter": "echo", "options": {"x": 1}}]
+    assert printed["models"] == [{"name": "e", "adapter": "echo", "preload": False, "options": {"x": 1}}]
     assert "never-shown" not in shown.stdout
     lines = {line.split(" = ")[0]: line for line in shown.stdout.splitlines() if " = " in line}
     assert lines["max_queue"].endswith(f"# file {good}") and lines["port"].endswith("# MODELSCHED_PORT")
