@@ -17,7 +17,7 @@ from starlette.types import ASGIApp
 from scheduler import errors
 from scheduler.http.access_log import AccessLog
 from scheduler.http.answers import Answer, HttpError, error_answer, problem_answer
-from scheduler.http.auth import OPEN_PATHS, BearerAuth
+from scheduler.http.auth import PUBLIC_PATHS, BearerAuth
 from scheduler.http.hot_path import HotPath
 from scheduler.http.metrics import SchedulerMetrics
 from scheduler.http.openapi_doc import finish, methods_of, operation_id
@@ -128,7 +128,7 @@ class DaemonApp(FastAPI):
 
     def openapi(self) -> dict[str, Any]:
         if self.openapi_schema is None:
-            schema = finish(super().openapi(), OPEN_PATHS, bool(self.scheduler.settings.token))
+            schema = finish(super().openapi(), PUBLIC_PATHS, bool(self.scheduler.settings.token))
             schema.setdefault("components", {}).setdefault("schemas", {}).update(
                 openapi_components(openai.EmbeddingsRequest)  # every `$ref` resolves: ReDoc needs it
             )
