@@ -101,7 +101,8 @@ function drawStatus(s) {
     (s.scheduler.accepting ? "accepting jobs" : "not accepting jobs");
   table("models", ["model", "device", "batch", "loaded on", "queued", "state", ""], s.models.map((m) => [
     esc(m.name), esc(m.device), m.max_batch_size + " / " + m.max_delay_ms + " ms", esc(m.loaded_on.join(", ")), m.queued,
-    m.failed ? "<span class=bad>failed: " + esc(m.failed) + "</span>" : (m.loaded_on.length ? "loaded" : "not loaded"),
+    m.failed ? "<span class=bad>failed: " + esc(m.failed) + "</span>"
+      : esc(m.state || (m.loaded_on.length ? "ready" : "unloaded")) + (m.preload ? " (preload)" : ""),
     modelButtons(m.name)]));
   table("workers", ["worker", "pid", "device", "state", "models", "in flight", "done", "restarts", "RSS"], s.workers.map((w) => [
     esc(w.worker_id), w.pid ?? "–", esc(w.device), "<span class=" + (w.alive ? "ok" : "bad") + ">" + esc(w.state) + "</span>",
