@@ -37,8 +37,10 @@ class JobFilter:
 
 
 def id_bound(wall_s: float) -> str:
-    """The smallest id of a job created at or after `wall_s` (epoch seconds)."""
-    return f"{max(0, int(wall_s * 1000)):0{ID_TIME_DIGITS}x}"
+    """The smallest id of a job created at or after `wall_s` (epoch seconds), to the millisecond (an
+    id's resolution). The thousandth of a millisecond added keeps `x.123` from flooring to `x.122`
+    (`x.123 * 1000` is `...122.99997` in binary)."""
+    return f"{max(0, int(wall_s * 1000 + 0.001)):0{ID_TIME_DIGITS}x}"
 
 
 def created_ms(job_id: str) -> int | None:

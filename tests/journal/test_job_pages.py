@@ -98,3 +98,10 @@ def test_the_walk_of_the_table_stops_early_and_keeps_id_order() -> None:
     assert len(walked) < 200  # the page's 5 ms, then 50 ms of slack at 2 jobs a ms: not 10,000
     stage = Job(id=found[0].id + ".0", model="echo", inputs=None, parent_id=found[0].id)
     assert newest_in_memory([stage, *found], lambda job: job.status.value, JobFilter(), 3) == found[:3]
+
+
+def test_a_time_bound_is_the_millisecond_it_names() -> None:
+    # `x.123 * 1000` is `...122.99997` in binary: the bound must not fall a millisecond short
+    for wall_s, ms in [(1764732000.123, 1764732000123), (1764732000.1239, 1764732000123), (0.0, 0)]:
+        assert id_bound(wall_s) == f"{ms:012x}"
+    assert id_bound(-5.0) == "0" * 12

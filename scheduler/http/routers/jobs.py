@@ -153,8 +153,12 @@ def router(scheduler: Scheduler) -> APIRouter:
         before: str | None = Query(
             None, max_length=64, description="older jobs than this id (the last page's `next_before`)"
         ),
-        since: float | None = Query(None, ge=0, le=1e11, description="jobs created at or after (epoch s)"),
-        until: float | None = Query(None, ge=0, le=1e11, description="jobs created before (epoch s)"),
+        since: float | None = Query(
+            None, ge=0, le=1e11, description="jobs created at or after (epoch s, to the ms)"
+        ),
+        until: float | None = Query(
+            None, ge=0, le=1e11, description="jobs created before (epoch s, to the ms)"
+        ),
     ) -> Answer:
         """Jobs newest first, from memory and the journal (ended jobs no longer in memory, and those
         from before a restart); `next_before` pages on."""
