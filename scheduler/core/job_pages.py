@@ -38,8 +38,8 @@ class JobFilter:
 
 def id_bound(wall_s: float) -> str:
     """The smallest id of a job created at or after `wall_s` (epoch seconds), to the millisecond (an
-    id's resolution). The thousandth of a millisecond added keeps `x.123` from flooring to `x.122`
-    (`x.123 * 1000` is `...122.99997` in binary)."""
+    id's resolution). The thousandth of a millisecond added keeps `1.001` from flooring to 1000 ms
+    (`1.001 * 1000` is `1000.9999999999999` in binary)."""
     return f"{max(0, int(wall_s * 1000 + 0.001)):0{ID_TIME_DIGITS}x}"
 
 

@@ -101,7 +101,12 @@ def test_the_walk_of_the_table_stops_early_and_keeps_id_order() -> None:
 
 
 def test_a_time_bound_is_the_millisecond_it_names() -> None:
-    # `x.123 * 1000` is `...122.99997` in binary: the bound must not fall a millisecond short
-    for wall_s, ms in [(1764732000.123, 1764732000123), (1764732000.1239, 1764732000123), (0.0, 0)]:
+    # `1.001 * 1000` is `1000.9999999999999` in binary: the bound must not fall a millisecond short
+    for wall_s, ms in [
+        (1.001, 1001),
+        (4.35, 4350),
+        (1764732000.123, 1764732000123),
+        (1764732000.1239, 1764732000123),
+    ]:
         assert id_bound(wall_s) == f"{ms:012x}"
     assert id_bound(-5.0) == "0" * 12
