@@ -181,37 +181,48 @@ async def infer_answer(
 async def result_answer(scheduler: Scheduler, job_id: str, wait_s: float, raw: bool = False) -> Answer:
     """The job's result once it ends (200), or why there is none: 422 bad input, 409 cancelled, 504 a
     timeout or a wait that ended first, 503 the daemon shutting down, 502 any other failure."""
+    return outcome_answer(*await result_outcome(scheduler, job_id, wait_s), raw)
+
+
+Outcome = tuple[int, InferResult, dict[str, str] | None]
+
+
+async def result_outcome(scheduler: Scheduler, job_id: str, wait_s: float) -> Outcome:
+    """What `result_answer` answers, before it is encoded (a front encodes it in its own process):
+    status, body, headers."""
     status = await scheduler.wait_for(job_id, min(wait_s, MAX_WAIT_S))
     state = status["status"]
     if state == "completed":
-        if raw:
-            packed = raw_vectors(status["result"])
-            if packed is None:
-                return Answer(
-                    406,
-                    encoder.encode(
-                        ErrorBody(
-                            "not_acceptable",
-                            "the result is not an array of numbers; ask for application/json",
-                        )
-                    ),
-                    {"X-Job-Id": job_id},
-                )
-            return Answer(
-                200,
-                packed[0],
-                {"X-Job-Id": job_id, "X-Shape": packed[1], "X-Dtype": "float32-le"},
-                RAW_MEDIA_TYPE,
-            )
-        return Answer(200, encoder.encode(InferResult(job_id, state, status["result"])))
+        return 200, InferResult(job_id, state, status["result"]), None
     if state not in ENDED_NAMES:
         if not scheduler.accepting:  # released by the shutdown; the job stays queued for the next start
             detail = (
                 f"the daemon is shutting down before the job ended; poll GET /jobs/{job_id} after its restart"
             )
-            return Answer(503, encoder.encode(InferResult(job_id, state, None, detail)), {"Retry-After": "1"})
+            return 503, InferResult(job_id, state, None, detail), {"Retry-After": "1"}
         detail = f"the wait ended before the job; poll GET /jobs/{job_id}"
-        return Answer(504, encoder.encode(InferResult(job_id, state, None, detail)))
+        return 504, InferResult(job_id, state, None, detail), None
     kind = scheduler.get_job(job_id).error_kind
-    code = CODE_BY_KIND.get(kind or "", 502)
-    return Answer(code, encoder.encode(InferResult(job_id, state, None, status["error"])))
+    return CODE_BY_KIND.get(kind or "", 502), InferResult(job_id, state, None, status["error"]), None
+
+
+def outcome_answer(status: int, body: InferResult, headers: dict[str, str] | None, raw: bool) -> Answer:
+    """An infer's outcome encoded: JSON, or with `raw` a completed numeric result as float32 bytes
+    (406 when it is not an array of numbers)."""
+    if status != 200 or not raw:
+        return Answer(status, encoder.encode(body), headers)
+    packed = raw_vectors(body.result)
+    if packed is None:
+        return Answer(
+            406,
+            encoder.encode(
+                ErrorBody("not_acceptable", "the result is not an array of numbers; ask for application/json")
+            ),
+            {"X-Job-Id": body.job_id},
+        )
+    return Answer(
+        200,
+        packed[0],
+        {"X-Job-Id": body.job_id, "X-Shape": packed[1], "X-Dtype": "float32-le"},
+        RAW_MEDIA_TYPE,
+    )
