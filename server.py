@@ -1,6 +1,6 @@
 """The `modelsched` command line: run the daemon, or talk to a running one.
 
-    modelsched serve [--preset dev|prod] [--config FILE] [--host H] [--port P]
+    modelsched serve [--preset dev|prod] [--config FILE] [--host H] [--port P] [--http-workers N|auto]
     modelsched submit MODEL --inputs JSON [--wait] [--url URL]
     modelsched status | jobs
     modelsched journal check [PATH] | journal backup PATH [--journal FILE]
@@ -129,6 +129,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     serve_parser.add_argument("--host")
     serve_parser.add_argument("--port", type=int)
+    serve_parser.add_argument(
+        "--http-workers",
+        help="front processes doing the HTTP work: a number (0: none) or auto (default $MODELSCHED_HTTP_WORKERS, else auto)",
+    )
     journal_parser = commands.add_parser("journal", help="check or back up the journal file")
     journal_actions = journal_parser.add_subparsers(dest="action", required=True)
     check_parser = journal_actions.add_parser("check", help="SQLite's quick_check of a journal, read-only")
@@ -165,7 +169,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.command == "serve":
         overrides = {
-            key: value for key, value in (("host", args.host), ("port", args.port)) if value is not None
+            key: value
+            for key, value in (("host", args.host), ("port", args.port), ("http_workers", args.http_workers))
+            if value is not None
         }
         try:
             settings = load_settings(args.preset, config_file=args.config, overrides=overrides)
