@@ -190,10 +190,14 @@ Outcome = tuple[int, InferResult, dict[str, str] | None]
 async def result_outcome(scheduler: Scheduler, job_id: str, wait_s: float) -> Outcome:
     """What `result_answer` answers, before it is encoded (a front encodes it in its own process):
     status, body, headers."""
-    status = await scheduler.wait_for(job_id, min(wait_s, MAX_WAIT_S))
-    state = status["status"]
+    return outcome_of(scheduler, job_id, await scheduler.wait_for(job_id, min(wait_s, MAX_WAIT_S)))
+
+
+def outcome_of(scheduler: Scheduler, job_id: str, view: dict[str, Any]) -> Outcome:
+    """The outcome for the job's view as it stands (after its wait)."""
+    state = view["status"]
     if state == "completed":
-        return 200, InferResult(job_id, state, status["result"]), None
+        return 200, InferResult(job_id, state, view["result"]), None
     if state not in ENDED_NAMES:
         if not scheduler.accepting:  # released by the shutdown; the job stays queued for the next start
             detail = (
@@ -203,7 +207,7 @@ async def result_outcome(scheduler: Scheduler, job_id: str, wait_s: float) -> Ou
         detail = f"the wait ended before the job; poll GET /jobs/{job_id}"
         return 504, InferResult(job_id, state, None, detail), None
     kind = scheduler.get_job(job_id).error_kind
-    return CODE_BY_KIND.get(kind or "", 502), InferResult(job_id, state, None, status["error"]), None
+    return CODE_BY_KIND.get(kind or "", 502), InferResult(job_id, state, None, view["error"]), None
 
 
 def outcome_answer(status: int, body: InferResult, headers: dict[str, str] | None, raw: bool) -> Answer:

@@ -8,6 +8,7 @@ when Prometheus scrapes.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -120,6 +121,21 @@ class StatusCollector(Collector):
                 yield GaugeMetricFamily(f"modelsched_journal_{name}", help_text, value=float(value))
 
 
+class Labelled:
+    """A metric's children by label values, each looked up once: prometheus_client's `labels()`
+    checks its arguments and takes a lock on every call, a cost paid per job on the hot path."""
+
+    def __init__(self, metric: Counter | Histogram) -> None:
+        self.metric = metric
+        self.children: dict[tuple[str, ...], Any] = {}
+
+    def __call__(self, *values: str) -> Any:
+        child = self.children.get(values)
+        if child is None:
+            child = self.children[values] = self.metric.labels(*values)
+        return child
+
+
 class SchedulerMetrics:
     """The daemon's metrics registry; `render()` is the `/metrics` page."""
 
@@ -167,13 +183,16 @@ class SchedulerMetrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
+        self.submitted_for, self.ended_for = Labelled(self.submitted), Labelled(self.ended)
+        self.queue_wait_for, self.run_time_for = Labelled(self.queue_wait), Labelled(self.run_time)
+        self.batch_size_for, self.batch_time_for = Labelled(self.batch_size), Labelled(self.batch_time)
         self.registry.register(StatusCollector(scheduler))
         scheduler.on_job_end.append(self.job_ended)
         scheduler.on_batch.append(self.batch_ran)
         scheduler.pipelines.stage_observers.append(self.stage_ended)
 
     def job_submitted(self, model: str) -> None:
-        self.submitted.labels(model).inc()
+        self.submitted_for(model).inc()
 
     def stage_ended(self, pipeline: str, stage: str, seconds: float) -> None:
         self.stage_time.labels(pipeline, stage).observe(seconds)
@@ -181,15 +200,15 @@ class SchedulerMetrics:
     def job_ended(self, job: Job) -> None:
         if job.parent_id is not None:
             return  # a stage's or a CPU call's job: `modelsched_stage_seconds` and the batch metrics
-        self.ended.labels(job.model, job.status.value).inc()
+        self.ended_for(job.model, job.status.value).inc()
         if job.started_at is not None:
-            self.queue_wait.labels(job.model).observe(max(0.0, job.started_at - job.created_at))
+            self.queue_wait_for(job.model).observe(max(0.0, job.started_at - job.created_at))
             if job.ended_at is not None:
-                self.run_time.labels(job.model).observe(max(0.0, job.ended_at - job.started_at))
+                self.run_time_for(job.model).observe(max(0.0, job.ended_at - job.started_at))
 
     def batch_ran(self, worker_id: str, model: str, size: int, run_s: float) -> None:
-        self.batch_size.labels(model).observe(size)
-        self.batch_time.labels(model).observe(run_s)
+        self.batch_size_for(model).observe(size)
+        self.batch_time_for(model).observe(run_s)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 
 from scheduler.http.answers import Answer, error_answer
 from scheduler.http.fronts import protocol as wire
@@ -28,7 +29,7 @@ class FrontLink:
         self.alive = True
         self.requests = 0
         self.outbox: list[wire.ToFront] = []
-        self.waits: dict[int, asyncio.Task[None]] = {}  # waiting for a job's end: cancelled at its death
+        self.waits: dict[int, Callable[[], object]] = {}  # waiting for a job's end: cancelled at its death
         self.forwarded: dict[int, asyncio.Future[None]] = {}  # done when the client went away
 
     @property
@@ -93,9 +94,9 @@ class FrontLink:
         their clients go."""
         self.alive = False
         self.outbox = []
-        for task in list(self.waits.values()):
-            task.cancel()
-        self.waits.clear()
+        waits, self.waits = self.waits, {}
+        for cancel in waits.values():
+            cancel()
         for gone in self.forwarded.values():
             if not gone.done():
                 gone.set_result(None)

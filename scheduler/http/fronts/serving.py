@@ -11,15 +11,13 @@ front without glue of its own.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable, MutableMapping
 from typing import Any
 
 from starlette.types import ASGIApp
 
-from scheduler.core.jobs import JobRequest
-from scheduler.http.answers import DEFAULT_INFER_WAIT_S, error_answer, result_outcome
+from scheduler.http.answers import DEFAULT_INFER_WAIT_S, MAX_WAIT_S, error_answer, outcome_of
 from scheduler.http.fronts import protocol as wire
 from scheduler.http.fronts.link import FrontLink
 from scheduler.http.schemas import JobAccepted
@@ -47,85 +45,96 @@ class FrontRequests:
 
     def handle(self, link: FrontLink, message: wire.FromFront) -> None:
         if isinstance(message, wire.Infer):
-            self._start(link, message.request_id, self.infer(link, message))
+            link.loop.create_task(self.infer(link, message))
         elif isinstance(message, wire.Submit):
-            self._start(link, message.request_id, self.submit(link, message))
+            link.loop.create_task(self.submit(link, message))
         elif isinstance(message, wire.GetJob):
-            if message.wait_s > 0:
-                self._start(link, message.request_id, self.wait_for(link, message))
-            else:
-                try:
-                    link.reply(
-                        wire.Content(message.request_id, 200, self.scheduler.job_status(message.job_id))
-                    )
-                except Exception as exc:
-                    link.answer(message.request_id, error_answer(exc))
+            self.get_job(link, message)
         elif isinstance(message, wire.Forward):
             link.forwarded[message.request_id] = link.loop.create_future()
             link.loop.create_task(self.forward(link, message))
         else:
             link.on_message(message)
 
-    def _start(self, link: FrontLink, request_id: int, work: Any) -> None:
-        link.waits[request_id] = link.loop.create_task(work)
-
-    async def _submitted(self, link: FrontLink, request_id: int, job: JobRequest) -> str | None:
-        """The job's id once it is durable; None when its front died meanwhile (the job goes on).
-        The submission is not cancelled by the front's death: a cancelled commit would leave a client
-        with no answer and a job it may submit again."""
-        link.waits.pop(request_id, None)  # not cancelled while it is being submitted
-        job_id = await self.scheduler.schedule_job(job)
-        if not link.alive:
-            return None
-        task = asyncio.current_task()
-        if task is not None:
-            link.waits[request_id] = task
-        return job_id
-
     async def infer(self, link: FrontLink, message: wire.Infer) -> None:
+        """Submit (not cancelled by the front's death: the job is journaled and goes on), then answer
+        when the job has ended or the wait is over."""
         request_id = message.request_id
         try:
-            job_id = await self._submitted(link, request_id, message.job)
+            job_id = await self.scheduler.schedule_job(message.job)
             self.on_submitted(message.job.model_name)
-            if job_id is None:
+            if not link.alive:
                 return
-            status, body, headers = await result_outcome(
-                self.scheduler, job_id, message.wait_s or message.job.timeout_s or DEFAULT_INFER_WAIT_S
-            )
-            link.reply(wire.Content(request_id, status, body, headers))
-        except asyncio.CancelledError:
-            raise  # the front is gone; the job goes on
+            wait_s = message.wait_s or message.job.timeout_s or DEFAULT_INFER_WAIT_S
+
+            def answer(view: dict[str, Any]) -> None:
+                status, body, headers = outcome_of(self.scheduler, job_id, view)
+                link.reply(wire.Content(request_id, status, body, headers))
+
+            self.when_ended(link, request_id, job_id, wait_s, answer)
         except Exception as exc:
             link.answer(request_id, error_answer(exc))
-        finally:
-            link.waits.pop(request_id, None)
 
     async def submit(self, link: FrontLink, message: wire.Submit) -> None:
         request_id = message.request_id
         try:
-            job_id = await self._submitted(link, request_id, message.job)
+            job_id = await self.scheduler.schedule_job(message.job)
             self.on_submitted(message.job.model_name or message.job.pipeline)
-            if job_id is None:
-                return
             shown = self.scheduler.endings.shown_status(self.scheduler.get_job(job_id)).value
             link.reply(wire.Content(request_id, 202, JobAccepted(job_id, shown)))
-        except asyncio.CancelledError:
-            raise
         except Exception as exc:
             link.answer(request_id, error_answer(exc))
-        finally:
-            link.waits.pop(request_id, None)
 
-    async def wait_for(self, link: FrontLink, message: wire.GetJob) -> None:
+    def get_job(self, link: FrontLink, message: wire.GetJob) -> None:
+        request_id = message.request_id
         try:
-            view = await self.scheduler.wait_for(message.job_id, message.wait_s)
-            link.reply(wire.Content(message.request_id, 200, view))
-        except asyncio.CancelledError:
-            raise
+            if message.wait_s <= 0:
+                link.reply(wire.Content(request_id, 200, self.scheduler.job_status(message.job_id)))
+                return
+            self.when_ended(
+                link,
+                request_id,
+                message.job_id,
+                message.wait_s,
+                lambda view: link.reply(wire.Content(request_id, 200, view)),
+            )
         except Exception as exc:
-            link.answer(message.request_id, error_answer(exc))
-        finally:
-            link.waits.pop(message.request_id, None)
+            link.answer(request_id, error_answer(exc))
+
+    def when_ended(
+        self,
+        link: FrontLink,
+        request_id: int,
+        job_id: str,
+        wait_s: float,
+        answer: Callable[[dict[str, Any]], None],
+    ) -> None:
+        """`answer(view)` once the job's end is durable or `wait_s` has passed (`Scheduler.wait_for`
+        with callbacks: no task or coroutine per waiting request); nothing if the front dies first."""
+        endings = self.scheduler.endings
+        job = self.scheduler.get_job(job_id)
+        ended = endings.waiter(job, link.loop)
+        if ended is None:
+            answer(endings.view(job))
+            return
+
+        def finish(_: object = None) -> None:
+            if link.waits.pop(request_id, None) is None:
+                return  # answered already, or the front is gone
+            timer.cancel()
+            endings.forget_waiter(job.id, ended)
+            try:
+                answer(endings.view(job))
+            except Exception as exc:
+                link.answer(request_id, error_answer(exc))
+
+        def cancel() -> None:
+            timer.cancel()
+            endings.forget_waiter(job.id, ended)
+
+        timer = link.loop.call_later(min(wait_s, MAX_WAIT_S), finish)
+        ended.add_done_callback(finish)
+        link.waits[request_id] = cancel
 
     async def forward(self, link: FrontLink, message: wire.Forward) -> None:
         """Run the daemon's ASGI app over the forwarded request; its response goes back as it is sent."""
@@ -144,8 +153,8 @@ class FrontRequests:
 
         async def send(event: Message) -> None:
             nonlocal started, ended
-            if gone.done():
-                raise OSError("the client went away")
+            if gone.done():  # as uvicorn does: what is sent after the client went away is dropped
+                return
             if event["type"] == "http.response.start":
                 started = True
                 headers = [(bytes(name), bytes(value)) for name, value in event.get("headers", ())]
