@@ -5,6 +5,7 @@ with `http_workers` 0, 1 and 2, and the main process's CPU time per request.
     .venv/bin/python scripts/bench_front.py                       # echo and mlp; 0, 1, 2 fronts; 10 s each
     .venv/bin/python scripts/bench_front.py --fronts 0,2 --duration 5 --rounds 3
     .venv/bin/python scripts/bench_front.py --profile 0,2         # also cProfile the main process
+    .venv/bin/python scripts/bench_front.py --baseline ../old     # and a checkout without fronts, first
 
 Each row: requests/s and p99 (wrk's report, via `scripts/bench_rest.wrk_report`), and the main
 process's user + system CPU seconds (psutil; its threads, the journal's writer among them) over the
@@ -102,7 +103,7 @@ def _cpu(processes: list[psutil.Process]) -> float:
 
 
 @contextlib.contextmanager
-def running_daemon(fronts: int, profile_path: Path | None = None) -> Iterator[Daemon]:
+def running_daemon(fronts: int, profile_path: Path | None = None, repo: Path = REPO) -> Iterator[Daemon]:
     """`modelsched serve --preset dev --http-workers N` on a free loopback port, its own journal."""
     port = free_port()
     folder = Path(tempfile.mkdtemp(prefix="modelsched-bench-front-"))
@@ -123,7 +124,7 @@ def running_daemon(fronts: int, profile_path: Path | None = None) -> Iterator[Da
     log_path = folder / "daemon.log"
     with open(log_path, "wb") as log_file:
         process = subprocess.Popen(
-            command, cwd=REPO, env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True
+            command, cwd=repo, env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True
         )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -214,12 +215,22 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--rounds", type=int, default=1, help="repeat the whole sweep (rounds alternate)")
     parser.add_argument("--profile", default="", help="http_workers values to profile with cProfile (echo)")
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="another checkout (e.g. the commit before the fronts) run first in each round, without fronts",
+    )
     args = parser.parse_args()
     if WRK is None:
         raise SystemExit("bench_front.py needs wrk on the PATH")
     counts = [int(value) for value in args.fronts.split(",") if value]
     for round_index in range(args.rounds):
         print(f"round {round_index + 1}")
+        if args.baseline is not None:
+            with running_daemon(0, repo=args.baseline.resolve()) as daemon:
+                for model in args.models.split(","):
+                    row = measure(daemon, model, args.clients, args.duration)
+                    print(format_row(0, row).replace("fronts 0", "baseline"), flush=True)
         for fronts in counts:
             with running_daemon(fronts) as daemon:
                 for model in args.models.split(","):

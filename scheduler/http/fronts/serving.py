@@ -45,9 +45,9 @@ class FrontRequests:
 
     def handle(self, link: FrontLink, message: wire.FromFront) -> None:
         if isinstance(message, wire.Infer):
-            link.loop.create_task(self.infer(link, message))
+            self.infer(link, message)
         elif isinstance(message, wire.Submit):
-            link.loop.create_task(self.submit(link, message))
+            self.submit(link, message)
         elif isinstance(message, wire.GetJob):
             self.get_job(link, message)
         elif isinstance(message, wire.Forward):
@@ -56,32 +56,51 @@ class FrontRequests:
         else:
             link.on_message(message)
 
-    async def infer(self, link: FrontLink, message: wire.Infer) -> None:
+    def infer(self, link: FrontLink, message: wire.Infer) -> None:
         """Submit (not cancelled by the front's death: the job is journaled and goes on), then answer
-        when the job has ended or the wait is over."""
+        when the job has ended or the wait is over; callbacks all the way, no task per request."""
         request_id = message.request_id
-        try:
-            job_id = await self.scheduler.schedule_job(message.job)
-            self.on_submitted(message.job.model_name)
+        job = message.job
+
+        def submitted(job_id: str | None, failure: BaseException | None) -> None:
+            if job_id is None:
+                link.answer(request_id, error_answer(_exception(failure)))
+                return
+            self.on_submitted(job.model_name)
             if not link.alive:
                 return
-            wait_s = message.wait_s or message.job.timeout_s or DEFAULT_INFER_WAIT_S
 
             def answer(view: dict[str, Any]) -> None:
                 status, body, headers = outcome_of(self.scheduler, job_id, view)
                 link.reply(wire.Content(request_id, status, body, headers))
 
-            self.when_ended(link, request_id, job_id, wait_s, answer)
+            try:
+                self.when_ended(link, request_id, job_id, wait_s, answer)
+            except Exception as exc:
+                link.answer(request_id, error_answer(exc))
+
+        wait_s = message.wait_s or job.timeout_s or DEFAULT_INFER_WAIT_S
+        try:
+            self.scheduler.submissions.schedule_then(job, submitted)
         except Exception as exc:
             link.answer(request_id, error_answer(exc))
 
-    async def submit(self, link: FrontLink, message: wire.Submit) -> None:
+    def submit(self, link: FrontLink, message: wire.Submit) -> None:
         request_id = message.request_id
-        try:
-            job_id = await self.scheduler.schedule_job(message.job)
+
+        def submitted(job_id: str | None, failure: BaseException | None) -> None:
+            if job_id is None:
+                link.answer(request_id, error_answer(_exception(failure)))
+                return
             self.on_submitted(message.job.model_name or message.job.pipeline)
-            shown = self.scheduler.endings.shown_status(self.scheduler.get_job(job_id)).value
-            link.reply(wire.Content(request_id, 202, JobAccepted(job_id, shown)))
+            try:
+                shown = self.scheduler.endings.shown_status(self.scheduler.get_job(job_id)).value
+                link.reply(wire.Content(request_id, 202, JobAccepted(job_id, shown)))
+            except Exception as exc:
+                link.answer(request_id, error_answer(exc))
+
+        try:
+            self.scheduler.submissions.schedule_then(message.job, submitted)
         except Exception as exc:
             link.answer(request_id, error_answer(exc))
 
@@ -197,3 +216,7 @@ class FrontRequests:
             "server": self.server,
             "state": {},
         }
+
+
+def _exception(failure: BaseException | None) -> Exception:
+    return failure if isinstance(failure, Exception) else RuntimeError(f"the submission failed: {failure!r}")
