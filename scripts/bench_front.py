@@ -214,7 +214,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=64)
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--rounds", type=int, default=1, help="repeat the whole sweep (rounds alternate)")
-    parser.add_argument("--profile", default="", help="http_workers values to profile with cProfile (echo)")
+    parser.add_argument("--profile", default="", help="http_workers values to profile with cProfile (the first model)")
     parser.add_argument(
         "--baseline",
         type=Path,
@@ -239,7 +239,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as folder:
             path = Path(folder) / "main.prof"
             with running_daemon(fronts, path) as daemon:
-                row = measure(daemon, "echo", args.clients, args.duration, profiled=True)
+                row = measure(daemon, args.models.split(",")[0], args.clients, args.duration, profiled=True)
                 until = time.monotonic() + 30
                 while not path.exists() and time.monotonic() < until:
                     time.sleep(0.1)

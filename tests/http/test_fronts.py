@@ -5,12 +5,13 @@ with `MODELSCHED_TEST_HTTP_WORKERS=2`.)"""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -19,8 +20,13 @@ import psutil
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from scheduler import JobRequest, Scheduler
+from scheduler.core.jobs import JobStatus
+from scheduler.errors import JournalError
+from tests.journal.test_failed_commits import fail_once
+from tests.journal.test_failed_commits import settings as journal_settings
 from tests.support.daemon import Daemon, running_daemon, stop
-from tests.support.polling import until_sync
+from tests.support.polling import until, until_sync
 
 MODELS = """
 [[models]]
@@ -156,3 +162,34 @@ def test_sigterm_drains_through_the_fronts(fronted: Daemon) -> None:
     assert stop(fronted.process) == 0
     for pid in fronts:
         assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+
+def test_the_fronts_submission_path_withdraws_a_job_whose_record_was_not_committed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, make_scheduler: Callable[..., Scheduler]
+) -> None:
+    """`Submissions.schedule_then` (the fronts' hot path, callbacks and no coroutine) keeps the rule of
+    `schedule`: a failed commit fails the submission and the job never runs."""
+    failed = fail_once(monkeypatch, lambda groups: any(g.records and g.records[0][0] == 0 for g in groups))
+
+    async def scenario() -> None:
+        async with make_scheduler(journal_settings(tmp_path / "journal.db")) as scheduler:
+            await scheduler.wait_ready(30)
+            outcomes: asyncio.Queue[tuple[str | None, BaseException | None]] = asyncio.Queue()
+
+            def done(job_id: str | None, failure: BaseException | None) -> None:
+                outcomes.put_nowait((job_id, failure))
+
+            scheduler.submissions.schedule_then(JobRequest(model="echo", inputs="first"), done)
+            job_id, failure = await asyncio.wait_for(outcomes.get(), 30)
+            assert failed and job_id is None and isinstance(failure, JournalError)
+            (withdrawn,) = [job for job in scheduler.table.jobs.values() if job.status is JobStatus.CANCELLED]
+            assert "not accepted" in (withdrawn.error or "")
+            assert scheduler.journal is not None
+            await until(lambda: scheduler.journal.problem() is None, message="commits succeed again")
+            scheduler.submissions.schedule_then(JobRequest(model="echo", inputs="second"), done)
+            job_id, failure = await asyncio.wait_for(outcomes.get(), 30)
+            assert job_id is not None and failure is None
+            assert (await scheduler.wait_for(job_id, 30))["status"] == "completed"
+            assert scheduler.job_status(withdrawn.id)["status"] == "cancelled"  # and stays so
+
+    asyncio.run(scenario())
