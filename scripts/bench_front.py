@@ -214,7 +214,9 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=64)
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--rounds", type=int, default=1, help="repeat the whole sweep (rounds alternate)")
-    parser.add_argument("--profile", default="", help="http_workers values to profile with cProfile (the first model)")
+    parser.add_argument(
+        "--profile", default="", help="http_workers values to profile with cProfile (the first model)"
+    )
     parser.add_argument(
         "--baseline",
         type=Path,
