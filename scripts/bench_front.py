@@ -51,6 +51,20 @@ from scripts.bench_rest import (  # noqa: E402 - after the path is set
 )
 
 READY_TIMEOUT_S = 180.0
+PROFILE_GROUPS = (  # where a profiled function lives -> the row it counts in
+    ("uvicorn", "uvicorn (HTTP parsing, the protocol)"),
+    ("starlette", "starlette/fastapi"),
+    ("fastapi", "starlette/fastapi"),
+    ("prometheus_client", "prometheus_client (counters, histograms)"),
+    ("scheduler/http/metrics", "prometheus_client (counters, histograms)"),
+    ("scheduler/http/fronts", "http/fronts (frames, the main side)"),
+    ("scheduler/http", "http (hot path, answers, body)"),
+    ("scheduler/journal", "journal (records handed to the writer)"),
+    ("scheduler/core", "core (admission, table, dispatch, results, endings)"),
+    ("scheduler/", "scheduler (submissions, the rest)"),
+    ("scheduler/pool", "pool (pipes)"),
+    ("asyncio", "asyncio"),
+)
 PROFILER = """
 import cProfile, signal, sys, time
 sys.argv = ["modelsched", "serve", "--preset", "dev"]
@@ -198,6 +212,13 @@ def print_profile(path: Path, requests: float, top: int = 25) -> None:
         entries.append((own, calls, where))
     entries.sort(reverse=True)
     total = sum(own for own, _, _ in entries)
+    groups: dict[str, float] = {}
+    for (filename, _, _), (_, _, own, _, _) in raw.items():
+        group = next((name for marker, name in PROFILE_GROUPS if marker in filename), "other")
+        groups[group] = groups.get(group, 0.0) + own
+    print("  by where (share of the main thread's profiled time):")
+    for group, own in sorted(groups.items(), key=lambda item: -item[1]):
+        print(f"  {1e6 * own / requests:7.1f} µs/req  {own / total:6.1%}  {group}")
     print(f"  main process: {1e6 * total / requests:.1f} µs of profiled own time per request; top functions:")
     for own, calls, where in entries[:top]:
         print(

@@ -84,6 +84,7 @@ class FrontLink:
             self.requests = message.requests
         elif isinstance(message, wire.Ready):
             self.watch.ready(now)
+            log.info("%s serving (pid %d, start %d)", self.name, message.pid, self.watch.restarts)
         elif isinstance(message, wire.Disconnect):
             gone = self.forwarded.get(message.request_id)
             if gone is not None and not gone.done():

@@ -85,6 +85,7 @@ class FrontSet:
 
     def on_exit(self, link: FrontLink) -> None:
         assert link.child is not None
+        link.child.join(0.5)  # its sentinel fired: it has ended; reap it to read how
         exit_code = link.child.exit_code
         held = link.in_flight
         link.release()
