@@ -1,6 +1,6 @@
 """The `modelsched` command: run the daemon, or talk to a running one.
 
-    modelsched serve [--preset dev|prod] [--config FILE] [--host H] [--port P]
+    modelsched serve [--preset dev|prod] [--config FILE] [--host H] [--port P] [--http-workers N|auto]
     modelsched submit MODEL --inputs JSON|@FILE|- [--wait] [--timeout S] [--idempotency-key K]
     modelsched get JOB | cancel JOB | jobs | models | load MODEL | unload MODEL | status [--json]
     modelsched config [--check] | journal check [PATH] | journal backup PATH

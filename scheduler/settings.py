@@ -10,7 +10,7 @@ import os
 import tomllib
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
@@ -87,6 +87,7 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     log_level: str = "info"
     log_format: str = "text"  # text | json
     access_log: bool = False
+    http_workers: int | Literal["auto"] = "auto"  # front processes doing the HTTP work (0: none)
     # render process
     render_enabled: bool = False
     render_browser_path: str = "/usr/bin/chromium"
@@ -141,6 +142,8 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
             self, "cpu_workers", "gpu_reserve_mb", "default_timeout_s", "shutdown_grace_s", "torch_threads"
         )
         _check_non_negative(self, "model_idle_unload_s")
+        if self.http_workers != "auto" and not 0 <= self.http_workers <= MAX_HTTP_WORKERS:
+            raise ValueError(f"http_workers: must be 0 to {MAX_HTTP_WORKERS}, or auto")
         low, high = self.cpu_pool_bounds
         if low < 0 or high < low:
             raise ValueError("cpu_workers_min, cpu_workers_max: need 0 <= cpu_workers_min <= cpu_workers_max")
@@ -166,11 +169,28 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
             raise ValueError(f"pipelines: names used twice (or by a model) {sorted(duplicates)}")
 
     @property
+    def front_count(self) -> int:
+        """How many front processes serve HTTP (`http_workers`, with `auto` resolved)."""
+        if self.http_workers == "auto":
+            return auto_http_workers(os.cpu_count() or 1)
+        return self.http_workers
+
+    @property
     def cpu_pool_bounds(self) -> tuple[int, int]:
         """(fewest, most) CPU workers: an elastic pool when they differ."""
         low = self.cpu_workers if self.cpu_workers_min < 0 else self.cpu_workers_min
         high = max(self.cpu_workers, low) if self.cpu_workers_max < 0 else self.cpu_workers_max
         return low, high
+
+
+MAX_HTTP_WORKERS = 64
+AUTO_FRONTS_FROM_CORES = 6  # below this many cores, `auto` is 0: one process does everything
+
+
+def auto_http_workers(cores: int) -> int:
+    """`http_workers = "auto"`: none on a small machine (the fronts, the main process and the workers
+    would share too few cores), else a third of the cores, at most 16."""
+    return 0 if cores < AUTO_FRONTS_FROM_CORES else min(16, cores // 3)
 
 
 def _check_positive(settings: Settings, *keys: str) -> None:
@@ -298,6 +318,7 @@ SETTING_MEANINGS: dict[str, str] = {
     "log_level": "`debug`, `info`, `warning`, `error` or `critical`",
     "log_format": "`text` (one line: time, level, logger, message, `job=<id>`) or `json` (one object a line, `job_id` a field); uvicorn's lines too",
     "access_log": "one log line per HTTP request: method, path, status, duration (through the same format)",
+    "http_workers": "front processes that share the port and do the HTTP work (parsing, JSON, auth), handing jobs to the main process over pipes; 0: the main process serves HTTP itself; `auto`: 0 below 6 cores, else a third of the cores (at most 16)",
     "render_enabled": "start the render process (Chromium) for the `render` model and `POST /render`",
     "render_browser_path": "the Chromium binary the render process launches",
     "render_max_pages": "browser pages rendering at once",

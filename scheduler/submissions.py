@@ -12,7 +12,7 @@ committed: an id per admitted item, the error in the place of a refused one.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from scheduler.core.admission import Admission
@@ -23,6 +23,13 @@ from scheduler.errors import ErrorKind, InvalidInputError, JournalError, Schedul
 from scheduler.webhooks import Webhooks
 
 URL_CHECK_TIMEOUT_S = 10.0  # a callback URL's DNS lookup at submission
+
+
+def _failure(future: asyncio.Future[Any]) -> BaseException:
+    """Why a future did not give a result (it was cancelled, or raised)."""
+    if future.cancelled():
+        return asyncio.CancelledError()
+    return future.exception() or RuntimeError("no failure")
 
 
 class Submissions:
@@ -58,6 +65,39 @@ class Submissions:
                 self.withdraw([job])
                 raise
         return job
+
+    def schedule_then(
+        self, request: JobRequest, done: Callable[[str | None, BaseException | None], None]
+    ) -> None:
+        """`schedule` without a coroutine, for the HTTP fronts' hot path: `done(id, None)` once the
+        job is durable, `done(None, error)` if its record could not be committed (it is withdrawn, as
+        `schedule` does); a refusal at admission raises here. A request with checks that do I/O (a
+        render's URL, a callback URL) goes through `schedule`."""
+        if request.callback_url is not None or request.model_name in self.executors:
+            task = asyncio.ensure_future(self.schedule(request))
+            task.add_done_callback(
+                lambda ran: (
+                    done(None, _failure(ran))
+                    if ran.cancelled() or ran.exception()
+                    else done(ran.result(), None)
+                )
+            )
+            return
+        job, created = self.admission.admit(request)
+        if not created or self.journal is None:
+            done(job.id, None)
+            return
+
+        def committed(commit: asyncio.Future[None]) -> None:
+            failure = None if not commit.cancelled() and commit.exception() is None else _failure(commit)
+            if failure is None:
+                done(job.id, None)
+                return
+            if isinstance(failure, JournalError):
+                self.withdraw([job])
+            done(None, failure)
+
+        self.journal.record_submitted_nowait(job).add_done_callback(committed)
 
     def withdraw(self, jobs: list[Job]) -> None:
         """Their submission records could not be committed, and the client is told so (503, no id):

@@ -13,7 +13,12 @@ PROG = "modelsched"
 PRESETS = ["dev", "prod"]
 PRIORITIES = ["high", "normal", "low"]
 STATUSES = ["queued", "processing", "completed", "error", "cancelled"]
-SERVE_SETTINGS = ("host", "port", "log_format")  # `serve` flags that override the setting of the same name
+SERVE_SETTINGS = (
+    "host",
+    "port",
+    "log_format",
+    "http_workers",
+)  # `serve` flags that override the setting of the same name
 HELP_WIDTH = "100"  # help is wrapped at this width whatever the terminal, so the README's copy holds
 
 DESCRIPTION = """\
@@ -225,7 +230,7 @@ def add_local_commands(commands: argparse._SubParsersAction[argparse.ArgumentPar
         "serve",
         "run the daemon",
         "Run the daemon in the foreground until SIGTERM or SIGINT (which drain it). Settings: the preset,\n"
-        "then --config FILE, then MODELSCHED_* variables, then --host/--port.",
+        "then --config FILE, then MODELSCHED_* variables, then --host/--port/--log-format/--http-workers.",
         "  modelsched serve --preset dev\n"
         "  modelsched serve --preset prod --config /etc/modelsched.toml --host 0.0.0.0 --port 8080\n"
         "  MODELSCHED_TOKEN=s3cret modelsched serve",
@@ -238,6 +243,12 @@ def add_local_commands(commands: argparse._SubParsersAction[argparse.ArgumentPar
         "--log-format",
         choices=["text", "json"],
         help="log lines as text or one JSON object each (default: the settings' log_format, text)",
+    )
+    serve.add_argument(
+        "--http-workers",
+        metavar="N|auto",
+        help="front processes doing the HTTP work: a number (0: none, the main process serves HTTP) "
+        "or auto (0 below 6 cores, else a third of them; default: the settings' http_workers, auto)",
     )
 
     config = command(

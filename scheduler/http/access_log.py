@@ -16,6 +16,7 @@ from workers.logs import JOB_FIELD, job_context
 log = logging.getLogger("modelsched.access")
 
 NOT_JOB_IDS = frozenset({"batch", ""})
+FORWARDED = "modelsched.forwarded"  # in the scope of a request an HTTP front passed on (`fronts`)
 
 
 def job_of(path: str) -> str | None:
@@ -31,7 +32,7 @@ class AccessLog:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or scope.get(FORWARDED):  # a front's request: the front logs it
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()

@@ -216,31 +216,54 @@ async def result_answer(scheduler: Scheduler, job_id: str, wait_s: float, raw: b
     """The job's result once it ends (200), or why there is none, as a problem naming the job
     (`job_id`, `job_status`): 422 bad input, 409 cancelled, 504 the job's timeout or a wait that
     ended first, 503 the daemon shutting down, 502 any other failure."""
-    status = await scheduler.wait_for(job_id, min(wait_s, MAX_WAIT_S))
-    state = status["status"]
+    return outcome_answer(*await result_outcome(scheduler, job_id, wait_s), raw)
+
+
+Outcome = tuple[int, InferResult | ErrorBody, dict[str, str] | None]
+
+
+async def result_outcome(scheduler: Scheduler, job_id: str, wait_s: float) -> Outcome:
+    """What `result_answer` answers, before it is encoded (a front encodes it in its own process):
+    status, body (the result, or a problem), headers."""
+    return outcome_of(scheduler, job_id, await scheduler.wait_for(job_id, min(wait_s, MAX_WAIT_S)))
+
+
+def outcome_of(scheduler: Scheduler, job_id: str, view: dict[str, Any]) -> Outcome:
+    """The outcome for the job's view as it stands (after its wait)."""
+    state = view["status"]
     if state == "completed":
-        if raw:
-            packed = raw_vectors(status["result"])
-            if packed is None:
-                detail = "the result is not an array of numbers; ask for application/json"
-                body = problem(406, "not_acceptable", detail, job_id=job_id, job_status=state)
-                return problem_answer(body, {"X-Job-Id": job_id})
-            return Answer(
-                200,
-                packed[0],
-                {"X-Job-Id": job_id, "X-Shape": packed[1], "X-Dtype": "float32-le"},
-                RAW_MEDIA_TYPE,
-            )
-        return Answer(200, encoder.encode(InferResult(job_id, state, status["result"])))
+        return 200, InferResult(job_id, state, view["result"]), None
     if state not in ENDED_NAMES:
         if not scheduler.accepting:  # released by the shutdown; the job stays queued for the next start
             detail = (
                 f"the daemon is shutting down before the job ended; poll GET /jobs/{job_id} after its restart"
             )
             body = problem(503, "shutting_down", detail, job_id=job_id, job_status=state)
-            return problem_answer(body, {"Retry-After": "1"})
+            return 503, body, {"Retry-After": "1"}
         detail = f"the wait ended before the job; poll GET /jobs/{job_id}"
-        return problem_answer(problem(504, "wait_ended", detail, job_id=job_id, job_status=state))
+        return 504, problem(504, "wait_ended", detail, job_id=job_id, job_status=state), None
     kind = scheduler.get_job(job_id).error_kind
     code, name = ANSWER_BY_KIND.get(kind or "", JOB_FAILED)
-    return problem_answer(problem(code, name, str(status["error"]), job_id=job_id, job_status=state))
+    return code, problem(code, name, str(view["error"]), job_id=job_id, job_status=state), None
+
+
+def outcome_answer(
+    status: int, body: InferResult | ErrorBody, headers: dict[str, str] | None, raw: bool
+) -> Answer:
+    """An infer's outcome encoded: a problem; the result as JSON; or with `raw` a completed numeric
+    result as float32 bytes (a 406 problem when it is not an array of numbers)."""
+    if isinstance(body, ErrorBody):
+        return problem_answer(body, headers)
+    if not raw:
+        return Answer(status, encoder.encode(body), headers)
+    packed = raw_vectors(body.result)
+    if packed is None:
+        detail = "the result is not an array of numbers; ask for application/json"
+        refusal = problem(406, "not_acceptable", detail, job_id=body.job_id, job_status=body.status)
+        return problem_answer(refusal, {"X-Job-Id": body.job_id})
+    return Answer(
+        200,
+        packed[0],
+        {"X-Job-Id": body.job_id, "X-Shape": packed[1], "X-Dtype": "float32-le"},
+        RAW_MEDIA_TYPE,
+    )

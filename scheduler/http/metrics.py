@@ -9,6 +9,9 @@ the counters the scheduler's parts keep themselves are read at scrape time (`met
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+from typing import Any
+
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -20,34 +23,30 @@ from prometheus_client import (
 
 from scheduler.core.jobs import Job
 from scheduler.http.metrics_scrape import StatusCollector
+from scheduler.http.request_tally import LATENCY_BUCKETS, RequestCollector, RequestTally, TallySnapshot
 from scheduler.render.model import RENDER_MODEL
 from scheduler.scheduler import Scheduler
 
 PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
 
-LATENCY_BUCKETS = (
-    0.0005,
-    0.001,
-    0.0025,
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1,
-    2.5,
-    5,
-    10,
-    30,
-    60,
-    300,
-)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 ATTEMPT_BUCKETS = (0, 1, 2, 3, 5, 10)
-HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
 LOAD_BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
+
+
+class Labelled:
+    """A metric's children by label values, each looked up once: prometheus_client's `labels()`
+    checks its arguments and takes a lock on every call, a cost paid per job on the hot path."""
+
+    def __init__(self, metric: Counter | Histogram) -> None:
+        self.metric = metric
+        self.children: dict[tuple[str, ...], Any] = {}
+
+    def __call__(self, *values: str) -> Any:
+        child = self.children.get(values)
+        if child is None:
+            child = self.children[values] = self.metric.labels(*values)
+        return child
 
 
 class SchedulerMetrics:
@@ -123,20 +122,13 @@ class SchedulerMetrics:
             ["outcome"],
             registry=registry,
         )
-        self.http_requests = Counter(
-            "modelsched_http_requests",
-            "HTTP requests answered, by route template, method and status code",
-            ["route", "method", "code"],
-            registry=registry,
-        )
-        self.http_time = Histogram(
-            "modelsched_http_request_seconds",
-            "From a request's arrival to the end of its answer, by route template",
-            ["route", "method"],
-            buckets=LATENCY_BUCKETS,
-            registry=registry,
-        )
-        self.request_series: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+        self.submitted_for, self.ended_for = Labelled(self.submitted), Labelled(self.ended)
+        self.queue_wait_for, self.run_time_for = Labelled(self.queue_wait), Labelled(self.run_time)
+        self.batch_size_for, self.batch_time_for = Labelled(self.batch_size), Labelled(self.batch_time)
+        self.attempts_for = Labelled(self.attempts)
+        self.requests = RequestTally()  # answered here; the fronts' come from `request_sources`
+        self.request_sources: list[Callable[[], Iterable[TallySnapshot]]] = []
+        registry.register(RequestCollector(self.request_tallies))
         ProcessCollector(registry=registry)  # process_* of the main process
         registry.register(StatusCollector(scheduler))
         scheduler.admission.admitted_observers.append(self.job_admitted)
@@ -147,7 +139,7 @@ class SchedulerMetrics:
         scheduler.pipelines.stage_observers.append(self.stage_ended)
 
     def job_admitted(self, job: Job) -> None:
-        self.submitted.labels(job.model).inc()
+        self.submitted_for(job.model).inc()
 
     def stage_ended(self, pipeline: str, stage: str, seconds: float) -> None:
         self.stage_time.labels(pipeline, stage).observe(seconds)
@@ -155,15 +147,15 @@ class SchedulerMetrics:
     def job_ended(self, job: Job) -> None:
         if job.parent_id is not None:
             return  # a stage's or a CPU call's job: `modelsched_stage_seconds` and the batch metrics
-        self.ended.labels(job.model, job.status.value).inc()
-        self.attempts.labels(job.model).observe(job.attempts)
+        self.ended_for(job.model, job.status.value).inc()
+        self.attempts_for(job.model).observe(job.attempts)
         if job.model == RENDER_MODEL and job.pipeline is None:
             outcome = job.status.value if job.status.value != "error" else (job.error_kind or "error")
             self.render_jobs.labels(outcome).inc()
         if job.started_at is not None:
-            self.queue_wait.labels(job.model).observe(max(0.0, job.started_at - job.created_at))
+            self.queue_wait_for(job.model).observe(max(0.0, job.started_at - job.created_at))
             if job.ended_at is not None:
-                self.run_time.labels(job.model).observe(max(0.0, job.ended_at - job.started_at))
+                self.run_time_for(job.model).observe(max(0.0, job.ended_at - job.started_at))
 
     def job_requeued(self, job: Job, worker_died: bool) -> None:
         self.requeued.labels(job.model, "worker_died" if worker_died else "worker_stopped").inc()
@@ -175,22 +167,15 @@ class SchedulerMetrics:
             self.load_time.labels(model).observe(seconds)
 
     def batch_ran(self, worker_id: str, model: str, size: int, run_s: float) -> None:
-        self.batch_size.labels(model).observe(size)
-        self.batch_time.labels(model).observe(run_s)
+        self.batch_size_for(model).observe(size)
+        self.batch_time_for(model).observe(run_s)
 
     def request_answered(self, route: str, method: str, code: int, seconds: float) -> None:
-        """One answered request. Its series are looked up once per (route, method, code): `labels()`
-        costs several times what `inc()` does, on every request of the hot path."""
-        if method not in HTTP_METHODS:
-            method = "other"  # the label's values stay few, whatever a client sends
-        series = self.request_series.get((route, method, code))
-        if series is None:
-            series = self.request_series[(route, method, code)] = (
-                self.http_requests.labels(route, method, str(code)),
-                self.http_time.labels(route, method),
-            )
-        series[0].inc()
-        series[1].observe(seconds)
+        """One request answered by this process (the fronts tally their own)."""
+        self.requests.observe(route, method, code, seconds)
+
+    def request_tallies(self) -> list[RequestTally | TallySnapshot]:
+        return [self.requests, *(tally for source in self.request_sources for tally in source())]
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -13,6 +13,10 @@ exit status after a signal is 0.
 
 The signal handler does no work: `begin_shutdown` and `cut_grace_short` only set flags; the server's
 loop (`on_tick`, ten times a second) starts the drain.
+
+With `http_workers >= 1` the main process binds the port and hands the socket to its front processes
+(`scheduler.http.fronts`); uvicorn then serves no socket here but runs the same lifespan, signals,
+tick (which supervises the fronts too) and drain, after which the fronts are stopped.
 """
 
 from __future__ import annotations
@@ -21,13 +25,18 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
 import threading
+import time
 from collections.abc import Iterator
 from types import FrameType
 
 import uvicorn
 
 from scheduler.http.app import create_app
+from scheduler.http.fronts.metrics import FrontCollector
+from scheduler.http.fronts.serving import FrontRequests
+from scheduler.http.fronts.supervision import FrontSet
 from scheduler.journal import SqliteJournal
 from scheduler.scheduler import Scheduler
 from scheduler.settings import Settings
@@ -40,9 +49,10 @@ HTTP_CLOSE_GRACE_S = 3  # after the drain: how long uvicorn waits for open conne
 
 
 class DrainingServer(uvicorn.Server):
-    def __init__(self, config: uvicorn.Config, scheduler: Scheduler) -> None:
+    def __init__(self, config: uvicorn.Config, scheduler: Scheduler, fronts: FrontSet | None = None) -> None:
         super().__init__(config)
         self.scheduler = scheduler
+        self.fronts = fronts
         self.signals_received = 0
         self.drain_task: asyncio.Task[None] | None = None
 
@@ -55,7 +65,14 @@ class DrainingServer(uvicorn.Server):
         else:
             super().handle_exit(sig, frame)
 
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.fronts is not None and self.started:
+            self.fronts.start(asyncio.get_running_loop())
+
     async def on_tick(self, counter: int) -> bool:
+        if self.fronts is not None:
+            self.fronts.supervise(time.monotonic())
         if self.signals_received and self.drain_task is None:
             self.drain_task = asyncio.create_task(self.drain(), name="modelsched-drain")
         if self.drain_task is not None and self.drain_task.done():
@@ -67,6 +84,8 @@ class DrainingServer(uvicorn.Server):
             await self.scheduler.drain()
         except Exception:  # the sockets must close and the process end even so
             log.exception("the scheduler did not stop cleanly")
+        if self.fronts is not None:
+            await self.fronts.stop()
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -93,8 +112,17 @@ def serve(settings: Settings) -> int:
     scheduler.inventory.discover(
         scheduler.environ
     )  # a `gpus` entry that names no card: ConfigError, as early
+    app = create_app(scheduler)
+    fronts: FrontSet | None = None
+    listener: socket.socket | None = None
+    if settings.front_count:
+        listener = bind_listener(settings.host, settings.port)
+        requests = FrontRequests(scheduler, app, (settings.host, settings.port))
+        fronts = FrontSet(settings, settings.front_count, listener, requests)
+        app.metrics.registry.register(FrontCollector(fronts))
+        app.metrics.request_sources.append(fronts.request_tallies)
     config = uvicorn.Config(
-        create_app(scheduler),
+        app,
         host=settings.host,
         port=settings.port,
         loop="uvloop",
@@ -106,13 +134,24 @@ def serve(settings: Settings) -> int:
         timeout_graceful_shutdown=HTTP_CLOSE_GRACE_S,
         server_header=False,  # the drain has had the grace
     )
-    server = DrainingServer(config, scheduler)
+    server = DrainingServer(config, scheduler, fronts)
     log.info(
-        "modelsched %s preset: http://%s:%d (models: %s)",
+        "modelsched %s preset: http://%s:%d (models: %s; %s)",
         settings.preset,
         settings.host,
         settings.port,
         ", ".join(model.name for model in settings.models),
+        f"{settings.front_count} HTTP fronts" if fronts else "HTTP in the main process",
     )
-    server.run()
+    try:
+        server.run(sockets=[] if fronts is not None else None)
+    finally:
+        if listener is not None:
+            listener.close()
     return 0 if server.started else 1
+
+
+def bind_listener(host: str, port: int) -> socket.socket:
+    """The daemon's listening socket, for its fronts to share (the main process never accepts on it)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    return socket.create_server((host, port), family=family, backlog=2048)

@@ -32,12 +32,13 @@ _ENV_LOCK = threading.Lock()  # the environment is process-wide: one spawn at a 
 PIPE_BYTES = 1 << 20  # a batch of jobs fits in one write: fewer wake-ups on both sides
 _F_SETPIPE_SZ = 1031  # Linux fcntl
 
-ChildTarget = Callable[[bytes, Connection, Connection], None]
+ChildTarget = Callable[..., None]  # (config, inbox, outbox, *inherited)
 
 
 class ChildProcess:
-    """A child running `target(config, inbox, outbox)`; `on_message(bytes)` for each frame it sends,
-    `on_exit()` once when it is gone."""
+    """A child running `target(config, inbox, outbox, *inherited)`; `on_message(bytes)` for each frame
+    it sends, `on_exit()` once when it is gone. `inherited`: more arguments that travel by the spawn's
+    own means (a listening socket is duplicated into the child, as the pipes are)."""
 
     killable = True
 
@@ -50,8 +51,10 @@ class ChildProcess:
         on_message: Callable[[bytes], None],
         on_exit: Callable[[], None],
         env: Mapping[str, str] | None = None,
+        inherited: tuple[object, ...] = (),
     ) -> None:
         self.name = name
+        self.inherited = inherited
         self.loop = loop
         self.on_message = on_message
         self.on_exit = on_exit
@@ -72,7 +75,7 @@ class ChildProcess:
         self.reader, child_outbox = _SPAWN.Pipe(duplex=False)
         self.process = _SPAWN.Process(
             target=self._target,
-            args=(self._config, child_inbox, child_outbox),
+            args=(self._config, child_inbox, child_outbox, *self.inherited),
             name=f"modelsched-{self.name}",
             daemon=True,
         )

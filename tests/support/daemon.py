@@ -43,6 +43,15 @@ class Daemon:
         return self.log_path.read_text(errors="replace")
 
 
+TEST_FRONTS_VARIABLE = "MODELSCHED_TEST_HTTP_WORKERS"
+
+
+def fronts_under_test() -> str:
+    """The HTTP fronts the REST tests' daemons run with (`scripts/test.sh` runs the REST tests with 0,
+    then again with 2)."""
+    return os.environ.get(TEST_FRONTS_VARIABLE, "0")
+
+
 def daemon_env(tmp_path: Path, **settings: str) -> dict[str, str]:
     env = {
         k: v
@@ -51,6 +60,7 @@ def daemon_env(tmp_path: Path, **settings: str) -> dict[str, str]:
     }
     env.update(
         {
+            "MODELSCHED_HTTP_WORKERS": fronts_under_test(),
             "MODELSCHED_FORCE_CPU": "1",
             "MODELSCHED_JOURNAL_PATH": str(tmp_path / "journal.db"),
             "MODELSCHED_LOG_LEVEL": "warning",

@@ -27,7 +27,7 @@ from scheduler.http.schemas import (
 )
 from scheduler.scheduler import Scheduler
 
-_submit_decoder = msgspec.json.Decoder(SubmitJob)
+submit_decoder = msgspec.json.Decoder(SubmitJob)
 IDS_QUERY = Query(
     None, description="these jobs, in this order (comma-separated or repeated), not recent ones"
 )
@@ -87,7 +87,7 @@ def router(scheduler: Scheduler) -> APIRouter:
     async def submit_job(request: Request) -> Answer:
         body: SubmitJob = decode(
             await read_body(request.receive, request.scope["headers"], settings.max_body_bytes),
-            _submit_decoder,
+            submit_decoder,
         )
         job = job_request(body)
         job_id = await scheduler.schedule_job(job)
@@ -115,7 +115,7 @@ def router(scheduler: Scheduler) -> APIRouter:
         where: list[int] = []
         for index, item in enumerate(items):
             try:
-                requests.append(job_request(decode(item, _submit_decoder)))
+                requests.append(job_request(decode(item, submit_decoder)))
                 where.append(index)
             except HttpError as exc:
                 answers[index] = refused_item(exc, index)

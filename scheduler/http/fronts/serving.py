@@ -1,0 +1,222 @@
+"""`FrontRequests`: what the main process does with the requests its fronts hand it.
+
+The hot routes arrive decoded and checked (`Infer`, `Submit`, `GetJob`): the main process calls the
+scheduler and answers with a `Content` (a value; the front encodes it) or, for a failure, the bytes of
+`error_answer`, the one error encoding. Any other request (`Forward`) runs through the daemon's own
+ASGI app, in this process, with its body already read: what the app sends goes back as `Start` and
+`Chunk` messages as it is sent (so Server-Sent Events stream), and a `Disconnect` from the front, or
+the front's death, is the app's `http.disconnect`. Every route, present or future, works behind a
+front without glue of its own.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, MutableMapping
+from typing import Any
+
+from starlette.types import ASGIApp
+
+from scheduler.http.access_log import FORWARDED
+from scheduler.http.answers import DEFAULT_INFER_WAIT_S, MAX_WAIT_S, HttpError, error_answer, outcome_of
+from scheduler.http.fronts import protocol as wire
+from scheduler.http.fronts.link import FrontLink
+from scheduler.http.schemas import JobAccepted
+from scheduler.scheduler import Scheduler
+
+log = logging.getLogger("modelsched.fronts")
+
+Message = MutableMapping[str, Any]
+
+
+class FrontRequests:
+    """`handle(link, message)` for every request message of every front."""
+
+    def __init__(
+        self,
+        scheduler: Scheduler,
+        app: ASGIApp,
+        server: tuple[str, int],
+    ) -> None:
+        self.scheduler = scheduler
+        self.app = app
+        self.server = server
+
+    def handle(self, link: FrontLink, message: wire.FromFront) -> None:
+        if isinstance(message, wire.Infer):
+            self.infer(link, message)
+        elif isinstance(message, wire.Submit):
+            self.submit(link, message)
+        elif isinstance(message, wire.GetJob):
+            self.get_job(link, message)
+        elif isinstance(message, wire.Forward):
+            link.forwarded[message.request_id] = link.loop.create_future()
+            link.loop.create_task(self.forward(link, message))
+        else:
+            link.on_message(message)
+
+    def infer(self, link: FrontLink, message: wire.Infer) -> None:
+        """Submit (not cancelled by the front's death: the job is journaled and goes on), then answer
+        when the job has ended or the wait is over; callbacks all the way, no task per request."""
+        request_id = message.request_id
+        job = message.job
+
+        def submitted(job_id: str | None, failure: BaseException | None) -> None:
+            if job_id is None:
+                link.answer(request_id, error_answer(_exception(failure)))
+                return
+            if not link.alive:
+                return
+
+            def answer(view: dict[str, Any]) -> None:
+                status, body, headers = outcome_of(self.scheduler, job_id, view)
+                link.reply(wire.Content(request_id, status, body, headers))
+
+            try:
+                self.when_ended(link, request_id, job_id, wait_s, answer)
+            except Exception as exc:
+                link.answer(request_id, error_answer(exc))
+
+        wait_s = message.wait_s or job.timeout_s or DEFAULT_INFER_WAIT_S
+        try:
+            self.scheduler.submissions.schedule_then(job, submitted)
+        except Exception as exc:
+            link.answer(request_id, error_answer(exc))
+
+    def submit(self, link: FrontLink, message: wire.Submit) -> None:
+        request_id = message.request_id
+
+        def submitted(job_id: str | None, failure: BaseException | None) -> None:
+            if job_id is None:
+                link.answer(request_id, error_answer(_exception(failure)))
+                return
+            try:
+                shown = self.scheduler.endings.shown_status(self.scheduler.get_job(job_id)).value
+                link.reply(wire.Content(request_id, 202, JobAccepted(job_id, shown)))
+            except Exception as exc:
+                link.answer(request_id, error_answer(exc))
+
+        try:
+            self.scheduler.submissions.schedule_then(message.job, submitted)
+        except Exception as exc:
+            link.answer(request_id, error_answer(exc))
+
+    def get_job(self, link: FrontLink, message: wire.GetJob) -> None:
+        request_id = message.request_id
+        try:
+            if message.wait_s <= 0:
+                link.reply(wire.Content(request_id, 200, self.scheduler.job_status(message.job_id)))
+                return
+            self.when_ended(
+                link,
+                request_id,
+                message.job_id,
+                message.wait_s,
+                lambda view: link.reply(wire.Content(request_id, 200, view)),
+            )
+        except Exception as exc:
+            link.answer(request_id, error_answer(exc))
+
+    def when_ended(
+        self,
+        link: FrontLink,
+        request_id: int,
+        job_id: str,
+        wait_s: float,
+        answer: Callable[[dict[str, Any]], None],
+    ) -> None:
+        """`answer(view)` once the job's end is durable or `wait_s` has passed (`Scheduler.wait_for`
+        with callbacks: no task or coroutine per waiting request); nothing if the front dies first."""
+        endings = self.scheduler.endings
+        job = self.scheduler.get_job(job_id)
+        ended = endings.waiter(job, link.loop)
+        if ended is None:
+            answer(endings.view(job))
+            return
+
+        def finish(_: object = None) -> None:
+            if link.waits.pop(request_id, None) is None:
+                return  # answered already, or the front is gone
+            timer.cancel()
+            endings.forget_waiter(job.id, ended)
+            try:
+                answer(endings.view(job))
+            except Exception as exc:
+                link.answer(request_id, error_answer(exc))
+
+        def cancel() -> None:
+            timer.cancel()
+            endings.forget_waiter(job.id, ended)
+
+        timer = link.loop.call_later(min(wait_s, MAX_WAIT_S), finish)
+        ended.add_done_callback(finish)
+        link.waits[request_id] = cancel
+
+    async def forward(self, link: FrontLink, message: wire.Forward) -> None:
+        """Run the daemon's ASGI app over the forwarded request; its response goes back as it is sent."""
+        request_id = message.request_id
+        gone = link.forwarded[request_id]
+        body_given = False
+        started = ended = False
+
+        async def receive() -> Message:
+            nonlocal body_given
+            if not body_given:
+                body_given = True
+                if message.refused:  # raised where the route reads its body: answered in its own shape
+                    raise HttpError(413, "body_too_large", message.refused)
+                return {"type": "http.request", "body": message.body, "more_body": False}
+            await gone
+            return {"type": "http.disconnect"}
+
+        async def send(event: Message) -> None:
+            nonlocal started, ended
+            if gone.done():  # as uvicorn does: what is sent after the client went away is dropped
+                return
+            if event["type"] == "http.response.start":
+                started = True
+                headers = [(bytes(name), bytes(value)) for name, value in event.get("headers", ())]
+                link.reply(wire.Start(request_id, event["status"], headers))
+            elif event["type"] == "http.response.body":
+                more = bool(event.get("more_body", False))
+                ended = not more
+                link.reply(wire.Chunk(request_id, bytes(event.get("body", b"")), more))
+
+        try:
+            await self.app(self.scope(message), receive, send)
+        except Exception as exc:
+            if not started:
+                link.answer(request_id, error_answer(exc))
+                started = ended = True
+            elif not gone.done():
+                log.warning(
+                    "%s: %s %s failed while answering: %r", link.name, message.method, message.path, exc
+                )
+        finally:
+            if not ended:  # the front must not wait for an end that will not come
+                if not started:
+                    link.reply(wire.Start(request_id, 503, [(b"content-length", b"0")]))
+                link.reply(wire.Chunk(request_id, b"", False))
+            link.forwarded.pop(request_id, None)
+
+    def scope(self, message: wire.Forward) -> dict[str, Any]:
+        return {
+            "type": "http",
+            "asgi": {"version": "3.0", "spec_version": "2.3"},
+            "http_version": "1.1",
+            "method": message.method,
+            "scheme": "http",
+            "path": message.path,
+            "raw_path": message.raw_path,
+            "query_string": message.query,
+            "root_path": "",
+            "headers": message.headers,
+            "client": message.client,
+            "server": self.server,
+            "state": {},
+            FORWARDED: True,  # the front has logged it (`access_log`), not counted it
+        }
+
+
+def _exception(failure: BaseException | None) -> Exception:
+    return failure if isinstance(failure, Exception) else RuntimeError(f"the submission failed: {failure!r}")

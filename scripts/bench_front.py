@@ -1,0 +1,274 @@
+#!/usr/bin/env python
+"""The HTTP fronts' benchmark: `POST /models/{model}/infer` driven by `wrk` at 64 clients on a daemon
+with `http_workers` 0, 1 and 2, and the main process's CPU time per request.
+
+    .venv/bin/python scripts/bench_front.py                       # echo and mlp; 0, 1, 2 fronts; 10 s each
+    .venv/bin/python scripts/bench_front.py --fronts 0,2 --duration 5 --rounds 3
+    .venv/bin/python scripts/bench_front.py --profile 0,2         # also cProfile the main process
+    .venv/bin/python scripts/bench_front.py --baseline ../old     # and a checkout without fronts, first
+
+Each row: requests/s and p99 (wrk's report, via `scripts/bench_rest.wrk_report`), and the main
+process's user + system CPU seconds (psutil; its threads, the journal's writer among them) over the
+run divided by the requests wrk counted. The fronts and the worker are other processes: their CPU is
+shown apart (`fronts`, `others`). On a small machine wrk, the fronts, the main process and the worker
+share the cores, so requests/s moves little; the main process's CPU per request is the figure that
+says how many requests one main process could feed on a machine with the cores for its fronts.
+`--profile` runs the daemon under cProfile, enabled in its main thread for the echo run alone
+(SIGUSR1, SIGUSR2; CPU time of that thread: the journal's writer thread is not in it), and prints
+the top functions by own time per request. `loop` is the main thread's share of the main CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from scripts.bench_rest import (  # noqa: E402 - after the path is set
+    BODIES,
+    WRK,
+    _get_status,
+    free_port,
+    lua_script,
+    parse_wrk,
+    post_once,
+    wrk_report,
+)
+
+READY_TIMEOUT_S = 180.0
+PROFILE_GROUPS = (  # where a profiled function lives -> the row it counts in
+    ("uvicorn", "uvicorn (HTTP parsing, the protocol)"),
+    ("starlette", "starlette/fastapi"),
+    ("fastapi", "starlette/fastapi"),
+    ("prometheus_client", "prometheus_client (counters, histograms)"),
+    ("scheduler/http/metrics", "prometheus_client (counters, histograms)"),
+    ("scheduler/http/fronts", "http/fronts (frames, the main side)"),
+    ("scheduler/http", "http (hot path, answers, body)"),
+    ("scheduler/journal", "journal (records handed to the writer)"),
+    ("scheduler/core", "core (admission, table, dispatch, results, endings)"),
+    ("scheduler/", "scheduler (submissions, the rest)"),
+    ("scheduler/pool", "pool (pipes)"),
+    ("asyncio", "asyncio"),
+)
+PROFILER = """
+import cProfile, signal, sys, time
+sys.argv = ["modelsched", "serve", "--preset", "dev"]
+import server
+profile = cProfile.Profile(time.thread_time)
+signal.signal(signal.SIGUSR1, lambda *_: profile.enable())
+signal.signal(signal.SIGUSR2, lambda *_: (profile.disable(), profile.dump_stats({path!r})))
+sys.exit(server.main())
+"""
+
+
+@dataclass
+class Daemon:
+    url: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def fronts_and_others(self) -> tuple[list[psutil.Process], list[psutil.Process]]:
+        """The front processes and the other children (the workers, named by `/system/status`)."""
+        import json
+        import urllib.request
+
+        with urllib.request.urlopen(f"{self.url}/system/status", timeout=10) as answer:  # noqa: S310
+            worker_pids = {worker["pid"] for worker in json.loads(answer.read())["workers"]}
+        fronts, others = [], []
+        for child in psutil.Process(self.process.pid).children():
+            with contextlib.suppress(psutil.Error):
+                if "resource_tracker" in " ".join(child.cmdline()):
+                    continue
+                (others if child.pid in worker_pids else fronts).append(child)
+        return fronts, others
+
+
+def _main_thread_cpu(process: psutil.Process) -> float:
+    """CPU seconds of the process's main thread (the event loop), its other threads left out."""
+    with contextlib.suppress(psutil.Error):
+        for thread in process.threads():
+            if thread.id == process.pid:
+                return thread.user_time + thread.system_time
+    return 0.0
+
+
+def _cpu(processes: list[psutil.Process]) -> float:
+    total = 0.0
+    for process in processes:
+        with contextlib.suppress(psutil.Error):
+            times = process.cpu_times()
+            total += times.user + times.system
+    return total
+
+
+@contextlib.contextmanager
+def running_daemon(fronts: int, profile_path: Path | None = None, repo: Path = REPO) -> Iterator[Daemon]:
+    """`modelsched serve --preset dev --http-workers N` on a free loopback port, its own journal."""
+    port = free_port()
+    folder = Path(tempfile.mkdtemp(prefix="modelsched-bench-front-"))
+    env = {
+        **os.environ,
+        "MODELSCHED_JOURNAL_PATH": str(folder / "journal.db"),
+        "MODELSCHED_LOG_LEVEL": "warning",
+        "MODELSCHED_RENDER_ENABLED": "0",
+        "MODELSCHED_HTTP_WORKERS": str(fronts),
+        "MODELSCHED_HOST": "127.0.0.1",
+        "MODELSCHED_PORT": str(port),
+        "HF_HUB_OFFLINE": "1",
+    }
+    env.setdefault("MODELSCHED_TORCH_THREADS", "1")
+    command = [sys.executable, "-m", "server", "serve", "--preset", "dev"]
+    if profile_path is not None:
+        command = [sys.executable, "-c", PROFILER.format(path=str(profile_path))]
+    log_path = folder / "daemon.log"
+    with open(log_path, "wb") as log_file:
+        process = subprocess.Popen(
+            command, cwd=repo, env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while _get_status(f"{url}/readyz") != 200:
+            if process.poll() is not None:
+                raise RuntimeError(f"the daemon exited with {process.returncode}:\n{log_path.read_text()}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the daemon was not ready within {READY_TIMEOUT_S:g} s")
+            time.sleep(0.1)
+        yield Daemon(url, process, log_path)
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(60)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                process.wait(10)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def measure(
+    daemon: Daemon, model: str, clients: int, duration_s: float, profiled: bool = False
+) -> dict[str, Any]:
+    url = f"{daemon.url}/models/{model}/infer"
+    body = BODIES[model]
+    status, answer = post_once(url, body)  # loads the model before the clock starts
+    if status != 200:
+        raise RuntimeError(f"warm-up request to {model} answered {status}: {answer}")
+    main = psutil.Process(daemon.process.pid)
+    fronts, others = daemon.fronts_and_others()
+    before = (_cpu([main]), _cpu(fronts), _cpu(others), _main_thread_cpu(main))
+    if profiled:
+        main.send_signal(signal.SIGUSR1)
+    figures = parse_wrk(wrk_report(url, lua_script(body), clients, duration_s, 1))
+    if profiled:
+        main.send_signal(signal.SIGUSR2)
+    after = (_cpu([main]), _cpu(fronts), _cpu(others), _main_thread_cpu(main))
+    requests = max(1.0, figures["requests"])
+    return {
+        "model": model,
+        "clients": clients,
+        **figures,
+        "main_cpu_us": 1e6 * (after[0] - before[0]) / requests,
+        "loop_cpu_us": 1e6 * (after[3] - before[3]) / requests,
+        "fronts_cpu_us": 1e6 * (after[1] - before[1]) / requests,
+        "others_cpu_us": 1e6 * (after[2] - before[2]) / requests,
+    }
+
+
+def format_row(fronts: int, row: dict[str, Any]) -> str:
+    return (
+        f"fronts {fronts}  {row['model']:>4} c={row['clients']}: {row['requests_per_s']:>7,.0f} req/s  "
+        f"p99 {row.get('p99_ms', float('nan')):6.1f} ms  main CPU {row['main_cpu_us']:6.1f} µs/req "
+        f"(loop {row['loop_cpu_us']:5.1f})  "
+        f"fronts {row['fronts_cpu_us']:6.1f} µs/req  workers {row['others_cpu_us']:6.1f} µs/req  "
+        f"non-2xx {row['non_2xx']:.0f}  errors {row['socket_errors']:.0f}"
+    )
+
+
+def print_profile(path: Path, requests: float, top: int = 25) -> None:
+    import pstats
+
+    stats = pstats.Stats(str(path))
+    entries: list[tuple[float, int, str]] = []
+    raw: dict[Any, Any] = vars(stats)["stats"]
+    for (filename, line, function), (_, calls, own, _, _) in raw.items():
+        where = f"{Path(filename).name}:{line} {function}" if filename != "~" else function
+        entries.append((own, calls, where))
+    entries.sort(reverse=True)
+    total = sum(own for own, _, _ in entries)
+    groups: dict[str, float] = {}
+    for (filename, _, _), (_, _, own, _, _) in raw.items():
+        group = next((name for marker, name in PROFILE_GROUPS if marker in filename), "other")
+        groups[group] = groups.get(group, 0.0) + own
+    print("  by where (share of the main thread's profiled time):")
+    for group, own in sorted(groups.items(), key=lambda item: -item[1]):
+        print(f"  {1e6 * own / requests:7.1f} µs/req  {own / total:6.1%}  {group}")
+    print(f"  main process: {1e6 * total / requests:.1f} µs of profiled own time per request; top functions:")
+    for own, calls, where in entries[:top]:
+        print(
+            f"  {1e6 * own / requests:7.1f} µs/req  {own / total:6.1%}  {calls / requests:6.2f} calls/req  {where}"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--models", default="echo,mlp")
+    parser.add_argument("--fronts", default="0,1,2", help="http_workers values to run (default 0,1,2)")
+    parser.add_argument("--clients", type=int, default=64)
+    parser.add_argument("--duration", type=float, default=10.0)
+    parser.add_argument("--rounds", type=int, default=1, help="repeat the whole sweep (rounds alternate)")
+    parser.add_argument(
+        "--profile", default="", help="http_workers values to profile with cProfile (the first model)"
+    )
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="another checkout (e.g. the commit before the fronts) run first in each round, without fronts",
+    )
+    args = parser.parse_args()
+    if WRK is None:
+        raise SystemExit("bench_front.py needs wrk on the PATH")
+    counts = [int(value) for value in args.fronts.split(",") if value]
+    for round_index in range(args.rounds):
+        print(f"round {round_index + 1}")
+        if args.baseline is not None:
+            with running_daemon(0, repo=args.baseline.resolve()) as daemon:
+                for model in args.models.split(","):
+                    row = measure(daemon, model, args.clients, args.duration)
+                    print(format_row(0, row).replace("fronts 0", "baseline"), flush=True)
+        for fronts in counts:
+            with running_daemon(fronts) as daemon:
+                for model in args.models.split(","):
+                    print(format_row(fronts, measure(daemon, model, args.clients, args.duration)), flush=True)
+    for fronts in [int(value) for value in args.profile.split(",") if value]:
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / "main.prof"
+            with running_daemon(fronts, path) as daemon:
+                row = measure(daemon, args.models.split(",")[0], args.clients, args.duration, profiled=True)
+                until = time.monotonic() + 30
+                while not path.exists() and time.monotonic() < until:
+                    time.sleep(0.1)
+                print("profiled (cProfile slows it):", format_row(fronts, row))
+                print_profile(path, row["requests"] + 1)
+
+
+if __name__ == "__main__":
+    main()
