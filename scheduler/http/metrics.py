@@ -10,7 +10,6 @@ the counters the scheduler's parts keep themselves are read at scrape time (`met
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -24,6 +23,7 @@ from prometheus_client import (
 from scheduler.core.jobs import Job
 from scheduler.http.metrics_scrape import StatusCollector
 from scheduler.http.request_tally import LATENCY_BUCKETS, RequestCollector, RequestTally, TallySnapshot
+from scheduler.http.tally import CounterTally, HistogramTally, TallyCollector
 from scheduler.render.model import RENDER_MODEL
 from scheduler.scheduler import Scheduler
 
@@ -34,69 +34,54 @@ ATTEMPT_BUCKETS = (0, 1, 2, 3, 5, 10)
 LOAD_BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 
 
-class Labelled:
-    """A metric's children by label values, each looked up once: prometheus_client's `labels()`
-    checks its arguments and takes a lock on every call, a cost paid per job on the hot path."""
-
-    def __init__(self, metric: Counter | Histogram) -> None:
-        self.metric = metric
-        self.children: dict[tuple[str, ...], Any] = {}
-
-    def __call__(self, *values: str) -> Any:
-        child = self.children.get(values)
-        if child is None:
-            child = self.children[values] = self.metric.labels(*values)
-        return child
-
-
 class SchedulerMetrics:
     """The daemon's metrics registry; `render()` is the `/metrics` page."""
 
     def __init__(self, scheduler: Scheduler) -> None:
         disable_created_metrics()  # no `*_created` series beside each counter and histogram
         self.registry = registry = CollectorRegistry()
-        self.submitted = Counter("modelsched_jobs_submitted", "Jobs accepted", ["model"], registry=registry)
-        self.ended = Counter("modelsched_jobs_ended", "Jobs ended", ["model", "status"], registry=registry)
-        self.queue_wait = Histogram(
+        # counted per job or per batch: tallies (plain dicts), shown by `TallyCollector`
+        self.submitted = CounterTally("modelsched_jobs_submitted", "Jobs accepted", ("model",))
+        self.ended = CounterTally("modelsched_jobs_ended", "Jobs ended", ("model", "status"))
+        self.queue_wait = HistogramTally(
             "modelsched_job_queue_wait_seconds",
             "From submission to the start of its run",
-            ["model"],
-            buckets=LATENCY_BUCKETS,
-            registry=registry,
+            ("model",),
+            LATENCY_BUCKETS,
         )
-        self.run_time = Histogram(
-            "modelsched_job_run_seconds",
-            "From the start of its run to its end",
-            ["model"],
-            buckets=LATENCY_BUCKETS,
-            registry=registry,
+        self.run_time = HistogramTally(
+            "modelsched_job_run_seconds", "From the start of its run to its end", ("model",), LATENCY_BUCKETS
         )
-        self.attempts = Histogram(
+        self.attempts = HistogramTally(
             "modelsched_job_attempts",
             "Tries an ended job took (a try is counted when it goes to a worker)",
-            ["model"],
-            buckets=ATTEMPT_BUCKETS,
-            registry=registry,
+            ("model",),
+            ATTEMPT_BUCKETS,
+        )
+        self.batch_size = HistogramTally(
+            "modelsched_batch_size", "Items per batch a worker ran", ("model",), BATCH_BUCKETS
+        )
+        self.batch_time = HistogramTally(
+            "modelsched_batch_seconds", "Time a worker spent on one batch", ("model",), LATENCY_BUCKETS
+        )
+        registry.register(
+            TallyCollector(
+                [
+                    self.submitted,
+                    self.ended,
+                    self.queue_wait,
+                    self.run_time,
+                    self.attempts,
+                    self.batch_size,
+                    self.batch_time,
+                ]
+            )
         )
         self.requeued = Counter(
             "modelsched_jobs_requeued",
             "Jobs queued again because their worker went away (`worker_died`: a try counted; "
             "`worker_stopped`: restarted or stopped on purpose, no try counted)",
             ["model", "reason"],
-            registry=registry,
-        )
-        self.batch_size = Histogram(
-            "modelsched_batch_size",
-            "Items per batch a worker ran",
-            ["model"],
-            buckets=BATCH_BUCKETS,
-            registry=registry,
-        )
-        self.batch_time = Histogram(
-            "modelsched_batch_seconds",
-            "Time a worker spent on one batch",
-            ["model"],
-            buckets=LATENCY_BUCKETS,
             registry=registry,
         )
         self.stage_time = Histogram(
@@ -122,13 +107,9 @@ class SchedulerMetrics:
             ["outcome"],
             registry=registry,
         )
-        self.submitted_for, self.ended_for = Labelled(self.submitted), Labelled(self.ended)
-        self.queue_wait_for, self.run_time_for = Labelled(self.queue_wait), Labelled(self.run_time)
-        self.batch_size_for, self.batch_time_for = Labelled(self.batch_size), Labelled(self.batch_time)
-        self.attempts_for = Labelled(self.attempts)
         self.requests = RequestTally()  # answered here; the fronts' come from `request_sources`
         self.request_sources: list[Callable[[], Iterable[TallySnapshot]]] = []
-        registry.register(RequestCollector(self.request_tallies))
+        registry.register(RequestCollector(self.requests, self.front_requests))
         ProcessCollector(registry=registry)  # process_* of the main process
         registry.register(StatusCollector(scheduler))
         scheduler.admission.admitted_observers.append(self.job_admitted)
@@ -139,7 +120,7 @@ class SchedulerMetrics:
         scheduler.pipelines.stage_observers.append(self.stage_ended)
 
     def job_admitted(self, job: Job) -> None:
-        self.submitted_for(job.model).inc()
+        self.submitted.inc((job.model,))
 
     def stage_ended(self, pipeline: str, stage: str, seconds: float) -> None:
         self.stage_time.labels(pipeline, stage).observe(seconds)
@@ -147,15 +128,16 @@ class SchedulerMetrics:
     def job_ended(self, job: Job) -> None:
         if job.parent_id is not None:
             return  # a stage's or a CPU call's job: `modelsched_stage_seconds` and the batch metrics
-        self.ended_for(job.model, job.status.value).inc()
-        self.attempts_for(job.model).observe(job.attempts)
+        model = (job.model,)
+        self.ended.inc((job.model, job.status.value))
+        self.attempts.observe(model, job.attempts)
         if job.model == RENDER_MODEL and job.pipeline is None:
             outcome = job.status.value if job.status.value != "error" else (job.error_kind or "error")
             self.render_jobs.labels(outcome).inc()
         if job.started_at is not None:
-            self.queue_wait_for(job.model).observe(max(0.0, job.started_at - job.created_at))
+            self.queue_wait.observe(model, max(0.0, job.started_at - job.created_at))
             if job.ended_at is not None:
-                self.run_time_for(job.model).observe(max(0.0, job.ended_at - job.started_at))
+                self.run_time.observe(model, max(0.0, job.ended_at - job.started_at))
 
     def job_requeued(self, job: Job, worker_died: bool) -> None:
         self.requeued.labels(job.model, "worker_died" if worker_died else "worker_stopped").inc()
@@ -167,15 +149,15 @@ class SchedulerMetrics:
             self.load_time.labels(model).observe(seconds)
 
     def batch_ran(self, worker_id: str, model: str, size: int, run_s: float) -> None:
-        self.batch_size_for(model).observe(size)
-        self.batch_time_for(model).observe(run_s)
+        self.batch_size.observe((model,), size)
+        self.batch_time.observe((model,), run_s)
 
     def request_answered(self, route: str, method: str, code: int, seconds: float) -> None:
         """One request answered by this process (the fronts tally their own)."""
         self.requests.observe(route, method, code, seconds)
 
-    def request_tallies(self) -> list[RequestTally | TallySnapshot]:
-        return [self.requests, *(tally for source in self.request_sources for tally in source())]
+    def front_requests(self) -> list[TallySnapshot]:
+        return [snapshot for source in self.request_sources for snapshot in source()]
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -1,21 +1,18 @@
-"""HTTP requests answered, tallied as plain dicts: a count by (route template, method, status code) and
-a duration histogram by (route, method). One tally per process that answers requests: the main
+"""HTTP requests answered, tallied (`tally`): a count by (route template, method, status code) and a
+duration histogram by (route, method). One tally per process that answers requests: the main
 process's (`RequestMetrics` feeds it) and each HTTP front's, which the front sends whole in its
 heartbeats (`snapshot`). `RequestCollector` shows their sum as `modelsched_http_requests_total` and
-`modelsched_http_request_seconds`, so the figures do not depend on which process answered.
-
-A dict and a list are cheaper per request than prometheus_client's labelled children (a lock and a
-label check on every `inc` and `observe`), and a tally travels as one msgpack value."""
+`modelsched_http_request_seconds`, so the figures do not depend on which process answered."""
 
 from __future__ import annotations
 
-from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator
 
 import msgspec
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
-from prometheus_client.utils import floatToGoString
+
+from scheduler.http.tally import CounterTally, HistogramTally
 
 HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
 LATENCY_BUCKETS = (
@@ -41,80 +38,59 @@ LATENCY_BUCKETS = (
 
 class TallySnapshot(msgspec.Struct, array_like=True):
     """A tally as msgpack-able lists: counts `[route, method, code, n]`; times `[route, method,
-    per-bucket counts (the last is +Inf), sum of seconds]`."""
+    per-bucket counts then the sum of seconds]`."""
 
-    counts: list[tuple[str, str, int, int]]
-    times: list[tuple[str, str, list[int], float]]
+    counts: list[tuple[str, str, str, float]]
+    times: list[tuple[str, str, list[float]]]
 
 
 class RequestTally:
-    def __init__(self, buckets: tuple[float, ...] = LATENCY_BUCKETS) -> None:
-        self.buckets = buckets
-        self.counts: dict[tuple[str, str, int], int] = {}
-        self.times: dict[tuple[str, str], tuple[list[int], list[float]]] = {}
+    def __init__(self) -> None:
+        self.requests = CounterTally(
+            "modelsched_http_requests",
+            "HTTP requests answered, by route template, method and status code",
+            ("route", "method", "code"),
+        )
+        self.seconds = HistogramTally(
+            "modelsched_http_request_seconds",
+            "From a request's arrival to the end of its answer, by route template",
+            ("route", "method"),
+            LATENCY_BUCKETS,
+        )
 
     def observe(self, route: str, method: str, code: int, seconds: float) -> None:
         if method not in HTTP_METHODS:
             method = "other"  # the label's values stay few, whatever a client sends
-        key = (route, method, code)
-        self.counts[key] = self.counts.get(key, 0) + 1
-        times = self.times.get((route, method))
-        if times is None:
-            times = self.times[(route, method)] = ([0] * (len(self.buckets) + 1), [0.0])
-        times[0][bisect_left(self.buckets, seconds)] += 1
-        times[1][0] += seconds
+        self.requests.inc((route, method, str(code)))
+        self.seconds.observe((route, method), seconds)
 
     def snapshot(self) -> TallySnapshot:
         return TallySnapshot(
-            [(route, method, code, n) for (route, method, code), n in self.counts.items()],
-            [(route, method, list(bins), total[0]) for (route, method), (bins, total) in self.times.items()],
+            [(route, method, code, n) for (route, method, code), n in self.requests.counts.items()],
+            [(route, method, list(bins)) for (route, method), bins in self.seconds.bins.items()],
         )
 
     def add(self, snapshot: TallySnapshot) -> None:
-        """Another process's tally added to this one (buckets must be the same)."""
+        """Another process's tally added to this one."""
         for route, method, code, n in snapshot.counts:
-            self.counts[(route, method, code)] = self.counts.get((route, method, code), 0) + n
-        for route, method, bins, seconds in snapshot.times:
-            times = self.times.get((route, method))
-            if times is None:
-                times = self.times[(route, method)] = ([0] * (len(self.buckets) + 1), [0.0])
-            for index, n in enumerate(bins[: len(times[0])]):
-                times[0][index] += n
-            times[1][0] += seconds
-
-
-def summed(tallies: Iterable[RequestTally | TallySnapshot]) -> RequestTally:
-    total = RequestTally()
-    for tally in tallies:
-        total.add(tally.snapshot() if isinstance(tally, RequestTally) else tally)
-    return total
+            self.requests.inc((route, method, code), n)
+        for route, method, bins in snapshot.times:
+            mine = self.seconds.bins.setdefault((route, method), [0.0] * (len(LATENCY_BUCKETS) + 2))
+            for index, n in enumerate(bins[: len(mine)]):
+                mine[index] += n
 
 
 class RequestCollector(Collector):
-    """`/metrics`' request series: the sum of the tallies `sources()` gives at scrape time."""
+    """`/metrics`' request series: this process's tally plus the snapshots `others()` gives at scrape
+    time (the fronts')."""
 
-    def __init__(self, sources: Callable[[], Iterable[RequestTally | TallySnapshot]]) -> None:
-        self.sources = sources
+    def __init__(self, tally: RequestTally, others: Callable[[], Iterable[TallySnapshot]]) -> None:
+        self.tally = tally
+        self.others = others
 
     def collect(self) -> Iterator[CounterMetricFamily | HistogramMetricFamily]:
-        total = summed(self.sources())
-        requests = CounterMetricFamily(
-            "modelsched_http_requests",
-            "HTTP requests answered, by route template, method and status code",
-            labels=["route", "method", "code"],
-        )
-        for (route, method, code), n in sorted(total.counts.items()):
-            requests.add_metric([route, method, str(code)], n)
-        yield requests
-        seconds = HistogramMetricFamily(
-            "modelsched_http_request_seconds",
-            "From a request's arrival to the end of its answer, by route template",
-            labels=["route", "method"],
-        )
-        for (route, method), (bins, sum_s) in sorted(total.times.items()):
-            cumulative, running = [], 0
-            for bound, n in zip([*map(floatToGoString, total.buckets), "+Inf"], bins, strict=True):
-                running += n
-                cumulative.append((bound, float(running)))
-            seconds.add_metric([route, method], cumulative, sum_s[0])
-        yield seconds
+        others = RequestTally()
+        for snapshot in self.others():
+            others.add(snapshot)
+        yield self.tally.requests.family([others.requests.counts])
+        yield self.tally.seconds.family([others.seconds.bins])
