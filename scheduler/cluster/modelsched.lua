@@ -1,0 +1,272 @@
+#!lua name=modelsched
+-- The cluster's job functions (see scheduler/cluster/store.py and docs/architecture.md, "Cluster").
+-- Every function takes the key prefix first (ARGV[1], "ms:<cluster>:") and runs atomically: a job's
+-- hash, its stream entry, its idempotency key and its deadline change together or not at all.
+-- A job's hash: id model status priority created_at started_at ended_at attempts host worker device
+-- deadline timeout_s inputs result error error_kind idem stream entry cost_usd callback_url.
+
+local GROUP = 'hosts'
+local LEVELS = {'rq', '0', '1', '2'} -- the re-queue stream first, then high, normal, low
+
+local function stream_of(p, model, level)
+  if level == 'rq' then return p .. 'rq:' .. model end
+  return p .. 'q:' .. model .. ':' .. level
+end
+
+local function ensure_group(stream)
+  local ok = pcall(redis.call, 'XGROUP', 'CREATE', stream, GROUP, '0', 'MKSTREAM')
+  return ok
+end
+
+local function drop_entry(jk)
+  local stream, entry = unpack(redis.call('HMGET', jk, 'stream', 'entry'))
+  if stream and entry and entry ~= '' then
+    redis.call('XACK', stream, GROUP, entry)
+    redis.call('XDEL', stream, entry)
+  end
+end
+
+-- the end of a job: written once (the callers check its status first), kept `retention` seconds
+local function write_end(p, id, status, now, fields, retention)
+  local jk = p .. 'job:' .. id
+  drop_entry(jk)
+  redis.call('HSET', jk, 'status', status, 'ended_at', now, 'entry', '', unpack(fields))
+  if retention > 0 then
+    redis.call('EXPIRE', jk, retention)
+    local idem = redis.call('HGET', jk, 'idem')
+    if idem and idem ~= '' then redis.call('EXPIRE', p .. 'key:' .. idem, retention) end
+  end
+  redis.call('ZREM', p .. 'deadlines', id)
+  redis.call('PUBLISH', p .. 'ends', id)
+end
+
+-- submit(p, id, model, priority, created_at, timeout_s, deadline, idem, inputs, callback_url)
+-- -> {1, id} new, or {0, existing id} when the idempotency key named an earlier job
+local function submit(keys, args)
+  local p, id, model, prio = args[1], args[2], args[3], args[4]
+  local idem = args[8]
+  if idem ~= '' then
+    local ok = redis.call('SET', p .. 'key:' .. idem, id, 'NX')
+    if not ok then
+      local existing = redis.call('GET', p .. 'key:' .. idem)
+      if redis.call('EXISTS', p .. 'job:' .. existing) == 1 then return {0, existing} end
+      redis.call('SET', p .. 'key:' .. idem, id) -- the earlier job expired: this key is free again
+    end
+  end
+  local stream = stream_of(p, model, prio)
+  if redis.call('SISMEMBER', p .. 'models', model) == 0 then
+    for _, level in ipairs(LEVELS) do ensure_group(stream_of(p, model, level)) end
+    redis.call('SADD', p .. 'models', model)
+  end
+  local entry = redis.call('XADD', stream, '*', 'job', id)
+  redis.call('HSET', p .. 'job:' .. id, 'id', id, 'model', model, 'status', 'queued', 'priority', prio,
+    'created_at', args[5], 'timeout_s', args[6], 'deadline', args[7], 'idem', idem, 'inputs', args[9],
+    'callback_url', args[10], 'attempts', 0, 'stream', stream, 'entry', entry, 'host', '')
+  if args[7] ~= '' then redis.call('ZADD', p .. 'deadlines', args[7], id) end
+  redis.call('PUBLISH', p .. 'queued', model)
+  return {1, id}
+end
+
+-- the next undelivered entry's time (ms) of a stream, or nil
+local function head_ms(stream)
+  local groups = redis.call('XINFO', 'GROUPS', stream)
+  for _, group in ipairs(groups) do
+    local info = {}
+    for i = 1, #group, 2 do info[group[i]] = group[i + 1] end
+    if info['name'] == GROUP then
+      local next_entry = redis.call('XRANGE', stream, '(' .. info['last-delivered-id'], '+', 'COUNT', 1)
+      if #next_entry == 0 then return nil end
+      return tonumber(string.match(next_entry[1][1], '^(%d+)'))
+    end
+  end
+  return nil
+end
+
+-- claim(p, host, now, now_ms, total, cold_delay_ms, model, room, cold, model, room, cold, ...)
+-- Strict priority: the re-queue streams, then every model's high, normal, low. A cold model (no
+-- worker of the caller has it loaded) is taken only once its head job has waited `cold_delay_ms`.
+-- -> a flat list, 10 values per job taken
+local function claim(keys, args)
+  local p, host, now, now_ms = args[1], args[2], args[3], tonumber(args[4])
+  local total, cold_delay = tonumber(args[5]), tonumber(args[6])
+  local models = {}
+  for i = 7, #args, 3 do
+    models[#models + 1] = {name = args[i], room = tonumber(args[i + 1]), cold = args[i + 2] == '1'}
+  end
+  local taken = {}
+  for _, level in ipairs(LEVELS) do
+    for _, model in ipairs(models) do
+      local stream = stream_of(p, model.name, level)
+      local wanted = math.min(model.room, total)
+      if wanted > 0 and model.cold and cold_delay > 0 and redis.call('EXISTS', stream) == 1 then
+        local head = head_ms(stream)
+        if head == nil or now_ms - head < cold_delay then wanted = 0 end
+      end
+      while wanted > 0 and redis.call('EXISTS', stream) == 1 do
+        local read = redis.call('XREADGROUP', 'GROUP', GROUP, host, 'COUNT', wanted, 'STREAMS', stream, '>')
+        if not read or #read == 0 or #read[1][2] == 0 then break end
+        for _, item in ipairs(read[1][2]) do
+          local entry, id = item[1], item[2][2]
+          local jk = p .. 'job:' .. id
+          local status = redis.call('HGET', jk, 'status')
+          if status == 'queued' then
+            redis.call('HSET', jk, 'status', 'processing', 'host', host, 'started_at', now,
+              'stream', stream, 'entry', entry)
+            local f = redis.call('HMGET', jk, 'model', 'priority', 'created_at', 'timeout_s', 'deadline',
+              'idem', 'inputs', 'attempts', 'callback_url')
+            taken[#taken + 1] = id
+            for _, value in ipairs(f) do taken[#taken + 1] = value or '' end
+            model.room = model.room - 1
+            total = total - 1
+            wanted = wanted - 1
+          else -- cancelled or ended while it waited: its entry goes
+            redis.call('XACK', stream, GROUP, entry)
+            redis.call('XDEL', stream, entry)
+          end
+        end
+      end
+    end
+  end
+  return taken
+end
+
+-- finish(p, id, host, status, now, retention, field, value, ...): the end, written only while the job
+-- is `processing` on `host` (a compare-and-set) -> 1 written, 0 not (cancelled, timed out, reclaimed)
+local function finish(keys, args)
+  local p, id, host = args[1], args[2], args[3]
+  local jk = p .. 'job:' .. id
+  local status, owner = unpack(redis.call('HMGET', jk, 'status', 'host'))
+  if status ~= 'processing' or owner ~= host then return 0 end
+  local fields = {}
+  for i = 7, #args do fields[#fields + 1] = args[i] end
+  write_end(p, id, args[4], args[5], fields, tonumber(args[6]))
+  return 1
+end
+
+-- cancel(p, id, now, retention) -> {1, host that ran it or ''} cancelled; {0, status} it had ended;
+-- {-1, ''} no such job
+local function cancel(keys, args)
+  local p, id = args[1], args[2]
+  local jk = p .. 'job:' .. id
+  local status, owner = unpack(redis.call('HMGET', jk, 'status', 'host'))
+  if not status then return {-1, ''} end
+  if status ~= 'queued' and status ~= 'processing' then return {0, status} end
+  write_end(p, id, 'cancelled', args[3], {'error', 'cancelled by request', 'error_kind', 'cancelled'},
+    tonumber(args[4]))
+  return {1, owner or ''}
+end
+
+-- a held job whose host is gone (or restarted): its entry goes; it is queued again on the re-queue
+-- stream with one attempt more, or ends as poison at `max_attempts`
+local function requeue(p, stream, entry, id, now, max_attempts, retention, why)
+  redis.call('XACK', stream, GROUP, entry)
+  redis.call('XDEL', stream, entry)
+  local jk = p .. 'job:' .. id
+  local status, model = unpack(redis.call('HMGET', jk, 'status', 'model'))
+  if status ~= 'processing' and status ~= 'queued' then return 0 end
+  local attempts = redis.call('HINCRBY', jk, 'attempts', 1)
+  if attempts >= max_attempts then
+    redis.call('HSET', jk, 'entry', '')
+    write_end(p, id, 'error', now, {'error', 'poison job: ' .. attempts .. ' host(s) or worker(s) died while running it'
+      .. ' (max_attempts ' .. max_attempts .. ')', 'error_kind', 'poison'}, retention)
+    return 1
+  end
+  local again = stream_of(p, model, 'rq')
+  local new_entry = redis.call('XADD', again, '*', 'job', id)
+  redis.call('HSET', jk, 'status', 'queued', 'host', '', 'stream', again, 'entry', new_entry)
+  redis.call('PUBLISH', p .. 'queued', model)
+  redis.call('PUBLISH', p .. 'reclaimed', id .. ' ' .. why)
+  return 1
+end
+
+-- reclaim(p, idle_ms, now, max_attempts, retention, consumer): entries idle past `idle_ms` (any
+-- host's), or every entry `consumer` holds (a restarted host's old identity) -> jobs re-queued or ended
+local function reclaim(keys, args)
+  local p, idle, now = args[1], tonumber(args[2]), args[3]
+  local max_attempts, retention, consumer = tonumber(args[4]), tonumber(args[5]), args[6]
+  local count = 0
+  for _, model in ipairs(redis.call('SMEMBERS', p .. 'models')) do
+    for _, level in ipairs(LEVELS) do
+      local stream = stream_of(p, model, level)
+      local entries = {}
+      if consumer ~= '' then
+        for _, pending in ipairs(redis.call('XPENDING', stream, GROUP, '-', '+', 1000, consumer)) do
+          entries[#entries + 1] = pending[1]
+        end
+      else
+        local claimed = redis.call('XAUTOCLAIM', stream, GROUP, '(reclaim)', idle, '0-0', 'COUNT', 1000, 'JUSTID')
+        entries = claimed[2]
+        for _, gone in ipairs(claimed[3] or {}) do redis.call('XACK', stream, GROUP, gone) end
+      end
+      for _, entry in ipairs(entries) do
+        local item = redis.call('XRANGE', stream, entry, entry)
+        if #item == 1 then
+          count = count + requeue(p, stream, entry, item[1][2][2], now, max_attempts, retention,
+            consumer ~= '' and 'restart' or 'idle')
+        else
+          redis.call('XACK', stream, GROUP, entry)
+        end
+      end
+    end
+  end
+  return count
+end
+
+-- refresh(p, host, stream, entry, stream, entry, ...): the held entries' idle time back to 0 (XCLAIM
+-- JUSTID counts no delivery); an entry no longer pending (reclaimed, ended) is left alone -> how many
+local function refresh(keys, args)
+  local p, host = args[1], args[2]
+  local count = 0
+  for i = 3, #args, 2 do
+    local done = redis.call('XCLAIM', args[i], GROUP, host, 0, args[i + 1], 'JUSTID')
+    count = count + #done
+  end
+  return count
+end
+
+-- expire(p, now, retention, grace_s): queued jobs past their deadline end as timeouts; so do
+-- processing ones `grace_s` past it (their host should have ended them) -> how many
+local function expire(keys, args)
+  local p, now, retention, grace = args[1], tonumber(args[2]), tonumber(args[3]), tonumber(args[4])
+  local count = 0
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', p .. 'deadlines', '-inf', now, 'LIMIT', 0, 1000)) do
+    local jk = p .. 'job:' .. id
+    local status, deadline = unpack(redis.call('HMGET', jk, 'status', 'deadline'))
+    if status == 'queued' or (status == 'processing' and now >= tonumber(deadline) + grace) then
+      write_end(p, id, 'error', now, {'error', 'timeout: the job did not end within its timeout_s',
+        'error_kind', 'timeout'}, retention)
+      count = count + 1
+    elseif status ~= 'processing' then
+      redis.call('ZREM', p .. 'deadlines', id)
+    end
+  end
+  return count
+end
+
+-- depth(p) -> model, level, waiting (not delivered yet), held (delivered, not ended), ...
+-- (ended entries are deleted, so the stream's length less its pending entries is what waits)
+local function depth(keys, args)
+  local p = args[1]
+  local out = {}
+  for _, model in ipairs(redis.call('SMEMBERS', p .. 'models')) do
+    for _, level in ipairs(LEVELS) do
+      local stream = stream_of(p, model, level)
+      local length = redis.call('XLEN', stream)
+      local held = redis.call('XPENDING', stream, GROUP)[1]
+      out[#out + 1] = model
+      out[#out + 1] = level
+      out[#out + 1] = length - held
+      out[#out + 1] = held
+    end
+  end
+  return out
+end
+
+redis.register_function('modelsched_submit', submit)
+redis.register_function('modelsched_claim', claim)
+redis.register_function('modelsched_finish', finish)
+redis.register_function('modelsched_cancel', cancel)
+redis.register_function('modelsched_reclaim', reclaim)
+redis.register_function('modelsched_refresh', refresh)
+redis.register_function('modelsched_expire', expire)
+redis.register_function{function_name = 'modelsched_depth', callback = depth, flags = {'no-writes'}}

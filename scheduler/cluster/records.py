@@ -1,0 +1,120 @@
+"""Pure conversions between the scheduler's `Job` and the cluster's Redis records: the arguments of
+the submit and finish functions, a claimed job back into a `Job`, a job's hash into the view a client
+sees (the same fields as `JobEndings.view`). Inputs and results travel as msgpack."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import msgspec
+
+from scheduler.core.jobs import Job, JobStatus, Priority
+
+CLAIM_FIELDS = 10  # values per job in a claim's answer: id and the nine `modelsched_claim` reads
+
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder()
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _number(value: Any) -> float | None:
+    text = _text(value) if value is not None else ""
+    return float(text) if text else None
+
+
+def submit_args(job: Job) -> tuple[Any, ...]:
+    """`modelsched_submit`'s arguments after the prefix: the deadline is wall-clock time."""
+    deadline = job.created_at + job.timeout_s if job.timeout_s is not None else None
+    return (
+        job.id,
+        job.model,
+        int(job.priority),
+        repr(job.created_at),
+        "" if job.timeout_s is None else repr(job.timeout_s),
+        "" if deadline is None else repr(deadline),
+        job.idempotency_key or "",
+        _encoder.encode(job.inputs),
+        job.callback_url or "",
+    )
+
+
+def finish_args(job: Job, host: str, retention_s: float) -> tuple[Any, ...]:
+    """`modelsched_finish`'s arguments after the prefix: the end as the job's host saw it."""
+    fields: list[Any] = [
+        "result",
+        _encoder.encode(job.result),
+        "error",
+        job.error or "",
+        "error_kind",
+        job.error_kind or "",
+        "worker",
+        job.worker_id or "",
+        "device",
+        job.device or "",
+        "cost_usd",
+        repr(job.cost_usd),
+        "attempts",
+        job.attempts,
+    ]
+    ended_at = job.ended_at if job.ended_at is not None else time.time()
+    return (job.id, host, job.status.value, repr(ended_at), int(retention_s), *fields)
+
+
+def claimed_jobs(values: list[Any]) -> list[Job]:
+    """The jobs of a claim's flat answer, queued (this host's dispatch pass runs them)."""
+    jobs: list[Job] = []
+    for start in range(0, len(values), CLAIM_FIELDS):
+        job_id, model, priority, created, timeout, _deadline, idem, inputs, attempts, callback = values[
+            start : start + CLAIM_FIELDS
+        ]
+        jobs.append(
+            Job(
+                id=_text(job_id),
+                model=_text(model),
+                inputs=_decoder.decode(inputs) if inputs else None,
+                priority=Priority(int(_text(priority))),
+                timeout_s=_number(timeout),
+                idempotency_key=_text(idem) or None,
+                callback_url=_text(callback) or None,
+                created_at=_number(created) or time.time(),
+                attempts=int(_text(attempts) or 0),
+            )
+        )
+    return jobs
+
+
+def remaining_s(job: Job, now: float | None = None) -> float | None:
+    """Seconds left before a claimed job's cluster-wide deadline (its timeout from its creation)."""
+    if job.timeout_s is None:
+        return None
+    return job.created_at + job.timeout_s - (time.time() if now is None else now)
+
+
+def view_of(fields: dict[bytes, bytes]) -> dict[str, Any]:
+    """A job's hash as the client sees it (`GET /jobs/{id}`)."""
+    get = {_text(key): value for key, value in fields.items()}
+    status = _text(get.get("status", b"queued"))
+    result = get.get("result")
+    return {
+        "job_id": _text(get["id"]),
+        "model": _text(get.get("model", b"")),
+        "status": status,
+        "priority": Priority(int(_text(get.get("priority", b"1")))).name.lower(),
+        "created_at": _number(get.get("created_at")),
+        "started_at": _number(get.get("started_at")) if status != JobStatus.QUEUED else None,
+        "ended_at": _number(get.get("ended_at")),
+        "attempts": int(_text(get.get("attempts", b"0")) or 0),
+        "worker": _text(get.get("worker", b"")) or None,
+        "device": _text(get.get("device", b"")) or None,
+        "timeout_s": _number(get.get("timeout_s")),
+        "result": _decoder.decode(result) if result else None,
+        "error": _text(get.get("error", b"")) or None,
+        "cost_usd": _number(get.get("cost_usd")) or 0.0,
+        "host": _text(get.get("host", b"")) or None,
+        "error_kind": _text(get.get("error_kind", b"")) or None,
+        "queue_position": None,
+    }

@@ -1,0 +1,155 @@
+"""`ClusterStore`: the one connection of a daemon's main process to the cluster's Redis.
+
+It loads the job functions (`modelsched.lua`, `FUNCTION LOAD REPLACE`) and calls them grouped per
+event-loop turn: every call made in one turn goes out in one pipeline (one round trip, no
+transaction: each function is atomic on its own), the way the SQLite journal groups its commits.
+A call marked `retry` (an end, an attempt) waits for Redis to come back and is sent again; any other
+fails at once with `JournalError` while Redis is unreachable (a submission answers 503).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from scheduler.errors import JournalError
+
+log = logging.getLogger("modelsched.cluster")
+
+RETRY_S = 0.25  # between tries of the held calls while Redis is unreachable
+UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError)
+
+
+def functions_source() -> str:
+    return resources.files("scheduler.cluster").joinpath("modelsched.lua").read_text()
+
+
+@dataclass
+class _Call:
+    function: str
+    args: tuple[Any, ...]
+    future: asyncio.Future[Any]
+    retry: bool
+    queued_at: float = field(default_factory=time.monotonic)
+
+
+class ClusterStore:
+    """url: `redis://host:port/db` or `unix:///path/to/socket`; cluster: the name that prefixes every
+    key (`ms:<cluster>:`), so that clusters may share one Redis."""
+
+    def __init__(self, url: str, cluster: str = "default") -> None:
+        self.url = url
+        self.prefix = f"ms:{cluster}:"
+        self.redis: aioredis.Redis = aioredis.from_url(url, socket_timeout=5.0, socket_connect_timeout=2.0)
+        self.up = False  # the last round trip reached Redis
+        self.down_since: float | None = None
+        self.round_trips = 0
+        self.calls = 0
+        self._pending: list[_Call] = []
+        self._flusher: asyncio.Task[None] | None = None
+        self._closed = False
+
+    async def open(self) -> None:
+        """Load the functions (raises JournalError when Redis cannot be reached)."""
+        try:
+            await self.redis.function_load(functions_source(), replace=True)
+        except UNREACHABLE as exc:
+            raise JournalError(f"the cluster's Redis at {self.url} cannot be reached: {exc}") from None
+        self._mark(True)
+
+    async def close(self) -> None:
+        """Send what is waiting (one try), then close the connections."""
+        if self._flusher is not None and self._pending:
+            await asyncio.wait({self._flusher}, timeout=2.0)
+        self._closed = True
+        for call in self._pending:
+            if not call.future.done():
+                call.future.set_exception(JournalError("the cluster connection closed"))
+        self._pending.clear()
+        if self._flusher is not None:
+            self._flusher.cancel()
+        await self.redis.aclose()
+
+    def call(self, function: str, *args: Any, retry: bool = False) -> asyncio.Future[Any]:
+        """`FCALL modelsched_<function> 0 <prefix> *args`, sent with the rest of this loop turn's calls."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        if self._closed:
+            future.set_exception(JournalError("the cluster connection is closed"))
+            return future
+        if not retry and not self.up and self.down_since is not None:
+            future.set_exception(self._down_error())
+            return future
+        self._pending.append(_Call(f"modelsched_{function}", args, future, retry))
+        if self._flusher is None:
+            self._flusher = loop.create_task(self._flush(), name="modelsched-cluster-calls")
+        return future
+
+    def _down_error(self) -> JournalError:
+        return JournalError(f"the cluster's Redis at {self.url} is unreachable; retry later")
+
+    def _mark(self, up: bool) -> None:
+        if up and not self.up:
+            if self.down_since is not None:
+                log.warning("the cluster's Redis is reachable again (%.1fs down)", time.monotonic() - self.down_since)
+            self.down_since = None
+        elif not up and self.up:
+            log.error("the cluster's Redis at %s is unreachable: submissions are refused, ends wait", self.url)
+            self.down_since = time.monotonic()
+        elif not up and self.down_since is None:
+            self.down_since = time.monotonic()
+        self.up = up
+
+    async def _flush(self) -> None:
+        try:
+            while self._pending:
+                batch, self._pending = self._pending, []
+                pipe = self.redis.pipeline(transaction=False)
+                for call in batch:
+                    pipe.fcall(call.function, 0, self.prefix, *call.args)
+                try:
+                    results = await pipe.execute(raise_on_error=False)
+                except UNREACHABLE as exc:
+                    self._mark(False)
+                    log.debug("cluster round trip failed: %s", exc)
+                    held = [call for call in batch if call.retry]
+                    for call in batch:
+                        if not call.retry and not call.future.done():
+                            call.future.set_exception(self._down_error())
+                    if held:
+                        self._pending[:0] = held
+                        await asyncio.sleep(RETRY_S)
+                    continue
+                self._mark(True)
+                self.round_trips += 1
+                self.calls += len(batch)
+                for call, result in zip(batch, results, strict=True):
+                    if call.future.done():
+                        continue
+                    if isinstance(result, ResponseError):
+                        call.future.set_exception(JournalError(f"{call.function}: {result}"))
+                    elif isinstance(result, BaseException):
+                        call.future.set_exception(result)
+                    else:
+                        call.future.set_result(result)
+        finally:
+            self._flusher = None
+
+    async def direct(self, coroutine: Any) -> Any:
+        """An ad-hoc read (a job's hash, the hosts): JournalError while Redis is unreachable."""
+        try:
+            result = await coroutine
+        except UNREACHABLE:
+            self._mark(False)
+            raise self._down_error() from None
+        self._mark(True)
+        return result
