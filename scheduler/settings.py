@@ -76,6 +76,13 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     journal_path: str = "var/modelsched.db"  # "" or ":memory:" keeps no journal
     journal_synchronous: str = "NORMAL"
     journal_max_mb: int = 10_240  # 0: no bound
+    # cluster: many daemons on one Redis (scheduler/cluster); "" keeps the single-host journal
+    cluster_url: str = ""  # redis://host:port/db or unix:///path/to/redis.sock
+    cluster_name: str = "default"
+    cluster_host: str = ""  # this daemon's identity in the cluster ("": hostname:port)
+    cluster_heartbeat_s: float = 1.0
+    reclaim_idle_s: float = 15.0
+    cold_claim_delay_ms: float = 500.0
     # server
     host: str = "127.0.0.1"
     port: int = 8000
@@ -142,7 +149,12 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         for device, rate in self.costs.items():
             if not rate >= 0:
                 raise ValueError(f"costs.{device}: must be a number of dollars per second, not negative")
-        _check_non_negative(self, "journal_max_mb")
+        _check_non_negative(self, "journal_max_mb", "cold_claim_delay_ms")
+        _check_positive(self, "cluster_heartbeat_s", "reclaim_idle_s")
+        if self.reclaim_idle_s < 3 * self.cluster_heartbeat_s:
+            raise ValueError("reclaim_idle_s: must be at least 3 times cluster_heartbeat_s")
+        if self.cluster_url and not self.cluster_url.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("cluster_url: must start with redis://, rediss:// or unix://")
         if self.journal_synchronous.upper() not in {"OFF", "NORMAL", "FULL", "EXTRA"}:
             raise ValueError("journal_synchronous: must be one of OFF, NORMAL, FULL, EXTRA")
         if not 0 < self.port < 65536:
@@ -279,6 +291,12 @@ SETTING_MEANINGS: dict[str, str] = {
     "journal_path": 'the SQLite journal file (`""` or `:memory:`: no journal, nothing survives a restart)',
     "journal_synchronous": "SQLite `synchronous`: `NORMAL` survives a process crash, `FULL` a power loss",
     "journal_max_mb": "bound on the journal's pages in use: past it the oldest ended jobs are pruned first (never an unfinished one); with only unfinished jobs left, submissions get 503 (0: no bound)",
+    "cluster_url": 'the Redis that daemons share as their queue and journal (`redis://…` or `unix://…`; `""`: one host, the SQLite journal); `modelsched serve --cluster URL` sets it',
+    "cluster_name": "the name that prefixes the cluster's keys, so that clusters may share one Redis",
+    "cluster_host": 'this daemon\'s identity in the cluster; a restarted daemon reclaims the jobs of its identity at once (`""`: hostname:port)',
+    "cluster_heartbeat_s": "how often a daemon tells the cluster its models, free VRAM and room, and refreshes the jobs it holds",
+    "reclaim_idle_s": "a held job not refreshed this long (its daemon died) is queued again by any daemon, counting an attempt",
+    "cold_claim_delay_ms": "a job waits this long for a daemon with its model loaded before one that must load it claims it (none waits when no live daemon has it loaded)",
     "host": "address the daemon binds (loopback by default)",
     "port": "port the daemon listens on",
     "token": "when set, every endpoint but `/healthz` wants `Authorization: Bearer <token>`",

@@ -85,7 +85,7 @@ end
 -- claim(p, host, now, now_ms, total, cold_delay_ms, model, room, cold, model, room, cold, ...)
 -- Strict priority: the re-queue streams, then every model's high, normal, low. A cold model (no
 -- worker of the caller has it loaded) is taken only once its head job has waited `cold_delay_ms`.
--- -> a flat list, 10 values per job taken
+-- -> a flat list, 12 values per job taken (id, the nine fields read, its stream and entry)
 local function claim(keys, args)
   local p, host, now, now_ms = args[1], args[2], args[3], tonumber(args[4])
   local total, cold_delay = tonumber(args[5]), tonumber(args[6])
@@ -116,6 +116,8 @@ local function claim(keys, args)
               'idem', 'inputs', 'attempts', 'callback_url')
             taken[#taken + 1] = id
             for _, value in ipairs(f) do taken[#taken + 1] = value or '' end
+            taken[#taken + 1] = stream
+            taken[#taken + 1] = entry
             model.room = model.room - 1
             total = total - 1
             wanted = wanted - 1
@@ -158,14 +160,14 @@ end
 
 -- a held job whose host is gone (or restarted): its entry goes; it is queued again on the re-queue
 -- stream with one attempt more, or ends as poison at `max_attempts`
-local function requeue(p, stream, entry, id, now, max_attempts, retention, why)
+local function requeue(p, stream, entry, id, now, max_attempts, retention, why, penalize)
   redis.call('XACK', stream, GROUP, entry)
   redis.call('XDEL', stream, entry)
   local jk = p .. 'job:' .. id
   local status, model = unpack(redis.call('HMGET', jk, 'status', 'model'))
   if status ~= 'processing' and status ~= 'queued' then return 0 end
-  local attempts = redis.call('HINCRBY', jk, 'attempts', 1)
-  if attempts >= max_attempts then
+  local attempts = redis.call('HINCRBY', jk, 'attempts', penalize)
+  if penalize > 0 and attempts >= max_attempts then
     redis.call('HSET', jk, 'entry', '')
     write_end(p, id, 'error', now, {'error', 'poison job: ' .. attempts .. ' host(s) or worker(s) died while running it'
       .. ' (max_attempts ' .. max_attempts .. ')', 'error_kind', 'poison'}, retention)
@@ -179,11 +181,13 @@ local function requeue(p, stream, entry, id, now, max_attempts, retention, why)
   return 1
 end
 
--- reclaim(p, idle_ms, now, max_attempts, retention, consumer): entries idle past `idle_ms` (any
--- host's), or every entry `consumer` holds (a restarted host's old identity) -> jobs re-queued or ended
+-- reclaim(p, idle_ms, now, max_attempts, retention, consumer, penalize): entries idle past `idle_ms`
+-- (any host's), or every entry `consumer` holds (a restarted host's old identity; a host that stops
+-- hands its jobs back with penalize 0: no attempt counted) -> jobs re-queued or ended
 local function reclaim(keys, args)
   local p, idle, now = args[1], tonumber(args[2]), args[3]
   local max_attempts, retention, consumer = tonumber(args[4]), tonumber(args[5]), args[6]
+  local penalize = tonumber(args[7] or '1')
   local count = 0
   for _, model in ipairs(redis.call('SMEMBERS', p .. 'models')) do
     for _, level in ipairs(LEVELS) do
@@ -202,7 +206,7 @@ local function reclaim(keys, args)
         local item = redis.call('XRANGE', stream, entry, entry)
         if #item == 1 then
           count = count + requeue(p, stream, entry, item[1][2][2], now, max_attempts, retention,
-            consumer ~= '' and 'restart' or 'idle')
+            consumer ~= '' and 'restart' or 'idle', penalize)
         else
           redis.call('XACK', stream, GROUP, entry)
         end
@@ -210,6 +214,15 @@ local function reclaim(keys, args)
     end
   end
   return count
+end
+
+-- attempts(p, id, host, n): a worker of `host` died under the job: its try count, while it holds it
+local function attempts(keys, args)
+  local jk = args[1] .. 'job:' .. args[2]
+  local status, owner = unpack(redis.call('HMGET', jk, 'status', 'host'))
+  if status ~= 'processing' or owner ~= args[3] then return 0 end
+  redis.call('HSET', jk, 'attempts', args[4])
+  return 1
 end
 
 -- refresh(p, host, stream, entry, stream, entry, ...): the held entries' idle time back to 0 (XCLAIM
@@ -268,5 +281,6 @@ redis.register_function('modelsched_finish', finish)
 redis.register_function('modelsched_cancel', cancel)
 redis.register_function('modelsched_reclaim', reclaim)
 redis.register_function('modelsched_refresh', refresh)
+redis.register_function('modelsched_attempts', attempts)
 redis.register_function('modelsched_expire', expire)
 redis.register_function{function_name = 'modelsched_depth', callback = depth, flags = {'no-writes'}}

@@ -11,7 +11,7 @@ import msgspec
 
 from scheduler.core.jobs import Job, JobStatus, Priority
 
-CLAIM_FIELDS = 10  # values per job in a claim's answer: id and the nine `modelsched_claim` reads
+CLAIM_FIELDS = 12  # values per job in a claim's answer: id, the nine fields read, its stream and entry
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder()
@@ -66,24 +66,29 @@ def finish_args(job: Job, host: str, retention_s: float) -> tuple[Any, ...]:
 
 def claimed_jobs(values: list[Any]) -> list[Job]:
     """The jobs of a claim's flat answer, queued (this host's dispatch pass runs them)."""
-    jobs: list[Job] = []
+    return [job for job, _ in claimed_entries(values)]
+
+
+def claimed_entries(values: list[Any]) -> list[tuple[Job, tuple[bytes, bytes]]]:
+    """The jobs of a claim's flat answer, each with its (stream, entry): what the host refreshes."""
+    jobs: list[tuple[Job, tuple[bytes, bytes]]] = []
     for start in range(0, len(values), CLAIM_FIELDS):
         job_id, model, priority, created, timeout, _deadline, idem, inputs, attempts, callback = values[
-            start : start + CLAIM_FIELDS
+            start : start + CLAIM_FIELDS - 2
         ]
-        jobs.append(
-            Job(
-                id=_text(job_id),
-                model=_text(model),
-                inputs=_decoder.decode(inputs) if inputs else None,
-                priority=Priority(int(_text(priority))),
-                timeout_s=_number(timeout),
-                idempotency_key=_text(idem) or None,
-                callback_url=_text(callback) or None,
-                created_at=_number(created) or time.time(),
-                attempts=int(_text(attempts) or 0),
-            )
+        stream, entry = values[start + CLAIM_FIELDS - 2 : start + CLAIM_FIELDS]
+        job = Job(
+            id=_text(job_id),
+            model=_text(model),
+            inputs=_decoder.decode(inputs) if inputs else None,
+            priority=Priority(int(_text(priority))),
+            timeout_s=_number(timeout),
+            idempotency_key=_text(idem) or None,
+            callback_url=_text(callback) or None,
+            created_at=_number(created) or time.time(),
+            attempts=int(_text(attempts) or 0),
         )
+        jobs.append((job, (stream, entry)))
     return jobs
 
 
@@ -94,27 +99,40 @@ def remaining_s(job: Job, now: float | None = None) -> float | None:
     return job.created_at + job.timeout_s - (time.time() if now is None else now)
 
 
-def view_of(fields: dict[bytes, bytes]) -> dict[str, Any]:
-    """A job's hash as the client sees it (`GET /jobs/{id}`)."""
+def job_from_hash(fields: dict[bytes, bytes]) -> tuple[Job, str | None]:
+    """A job's hash as a `Job` (what a front shows), and the host that holds or ran it."""
     get = {_text(key): value for key, value in fields.items()}
-    status = _text(get.get("status", b"queued"))
+    status = JobStatus(_text(get.get("status", b"queued")))
     result = get.get("result")
-    return {
-        "job_id": _text(get["id"]),
-        "model": _text(get.get("model", b"")),
-        "status": status,
-        "priority": Priority(int(_text(get.get("priority", b"1")))).name.lower(),
-        "created_at": _number(get.get("created_at")),
-        "started_at": _number(get.get("started_at")) if status != JobStatus.QUEUED else None,
-        "ended_at": _number(get.get("ended_at")),
-        "attempts": int(_text(get.get("attempts", b"0")) or 0),
-        "worker": _text(get.get("worker", b"")) or None,
-        "device": _text(get.get("device", b"")) or None,
-        "timeout_s": _number(get.get("timeout_s")),
-        "result": _decoder.decode(result) if result else None,
-        "error": _text(get.get("error", b"")) or None,
-        "cost_usd": _number(get.get("cost_usd")) or 0.0,
-        "host": _text(get.get("host", b"")) or None,
-        "error_kind": _text(get.get("error_kind", b"")) or None,
-        "queue_position": None,
-    }
+    job = Job(
+        id=_text(get["id"]),
+        model=_text(get.get("model", b"")),
+        inputs=None,
+        status=status,
+        priority=Priority(int(_text(get.get("priority", b"1")))),
+        created_at=_number(get.get("created_at")) or 0.0,
+        started_at=_number(get.get("started_at")) if status is not JobStatus.QUEUED else None,
+        ended_at=_number(get.get("ended_at")),
+        attempts=int(_text(get.get("attempts", b"0")) or 0),
+        worker_id=_text(get.get("worker", b"")) or None,
+        device=_text(get.get("device", b"")) or None,
+        timeout_s=_number(get.get("timeout_s")),
+        result=_decoder.decode(result) if result else None,
+        error=_text(get.get("error", b"")) or None,
+        error_kind=_text(get.get("error_kind", b"")) or None,
+        cost_usd=_number(get.get("cost_usd")) or 0.0,
+        idempotency_key=_text(get.get("idem", b"")) or None,
+    )
+    return job, _text(get.get("host", b"")) or None
+
+
+def view_of_job(job: Job, host: str | None) -> dict[str, Any]:
+    """What a client sees of a cluster job (`GET /jobs/{id}`): `JobEndings.view`'s fields and the host."""
+    shown = job.to_dict()
+    shown.update(error_kind=job.error_kind, queue_position=None, host=host)
+    return shown
+
+
+def view_of(fields: dict[bytes, bytes]) -> dict[str, Any]:
+    """A job's hash as the client sees it."""
+    return view_of_job(*job_from_hash(fields))

@@ -35,8 +35,7 @@ def functions_source() -> str:
 
 @dataclass
 class _Call:
-    function: str
-    args: tuple[Any, ...]
+    command: tuple[Any, ...]
     future: asyncio.Future[Any]
     retry: bool
     queued_at: float = field(default_factory=time.monotonic)
@@ -49,6 +48,7 @@ class ClusterStore:
     def __init__(self, url: str, cluster: str = "default") -> None:
         self.url = url
         self.prefix = f"ms:{cluster}:"
+        # one connection carries the grouped calls (and one the pub/sub): a pipeline at a time
         self.redis: aioredis.Redis = aioredis.from_url(url, socket_timeout=5.0, socket_connect_timeout=2.0)
         self.up = False  # the last round trip reached Redis
         self.down_since: float | None = None
@@ -81,6 +81,10 @@ class ClusterStore:
 
     def call(self, function: str, *args: Any, retry: bool = False) -> asyncio.Future[Any]:
         """`FCALL modelsched_<function> 0 <prefix> *args`, sent with the rest of this loop turn's calls."""
+        return self.command("FCALL", f"modelsched_{function}", 0, self.prefix, *args, retry=retry)
+
+    def command(self, *command: Any, retry: bool = False) -> asyncio.Future[Any]:
+        """Any command (a read: `HGETALL`), sent with the rest of this loop turn's calls."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         if self._closed:
@@ -89,7 +93,7 @@ class ClusterStore:
         if not retry and not self.up and self.down_since is not None:
             future.set_exception(self._down_error())
             return future
-        self._pending.append(_Call(f"modelsched_{function}", args, future, retry))
+        self._pending.append(_Call(command, future, retry))
         if self._flusher is None:
             self._flusher = loop.create_task(self._flush(), name="modelsched-cluster-calls")
         return future
@@ -100,10 +104,14 @@ class ClusterStore:
     def _mark(self, up: bool) -> None:
         if up and not self.up:
             if self.down_since is not None:
-                log.warning("the cluster's Redis is reachable again (%.1fs down)", time.monotonic() - self.down_since)
+                log.warning(
+                    "the cluster's Redis is reachable again (%.1fs down)", time.monotonic() - self.down_since
+                )
             self.down_since = None
         elif not up and self.up:
-            log.error("the cluster's Redis at %s is unreachable: submissions are refused, ends wait", self.url)
+            log.error(
+                "the cluster's Redis at %s is unreachable: submissions are refused, ends wait", self.url
+            )
             self.down_since = time.monotonic()
         elif not up and self.down_since is None:
             self.down_since = time.monotonic()
@@ -115,12 +123,12 @@ class ClusterStore:
                 batch, self._pending = self._pending, []
                 pipe = self.redis.pipeline(transaction=False)
                 for call in batch:
-                    pipe.fcall(call.function, 0, self.prefix, *call.args)
+                    pipe.execute_command(*call.command)
                 try:
                     results = await pipe.execute(raise_on_error=False)
                 except UNREACHABLE as exc:
                     self._mark(False)
-                    log.debug("cluster round trip failed: %s", exc)
+                    log.debug("cluster round trip failed: %r", exc)
                     held = [call for call in batch if call.retry]
                     for call in batch:
                         if not call.retry and not call.future.done():
@@ -136,20 +144,10 @@ class ClusterStore:
                     if call.future.done():
                         continue
                     if isinstance(result, ResponseError):
-                        call.future.set_exception(JournalError(f"{call.function}: {result}"))
+                        call.future.set_exception(JournalError(f"{call.command[1]}: {result}"))
                     elif isinstance(result, BaseException):
                         call.future.set_exception(result)
                     else:
                         call.future.set_result(result)
         finally:
             self._flusher = None
-
-    async def direct(self, coroutine: Any) -> Any:
-        """An ad-hoc read (a job's hash, the hosts): JournalError while Redis is unreachable."""
-        try:
-            result = await coroutine
-        except UNREACHABLE:
-            self._mark(False)
-            raise self._down_error() from None
-        self._mark(True)
-        return result

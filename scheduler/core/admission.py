@@ -86,24 +86,9 @@ class Admission:
                 return existing, False
         if request.pipeline:
             return self._admit_pipeline(request), True
-        model_name = request.model_name
-        registered = self.registry.validate(model_name, request.inputs)
-        if registered.no_fit is not None:
-            raise NoFitError(f"model {model_name!r} cannot run here: {registered.no_fit}")
-        if self.executors:
-            executor = self.executors.get(model_name)
-            if executor is not None:
-                executor.check_room()
-        priority, timeout_s = self._checked(request)
-        job = Job(
-            id=new_job_id(),
-            model=model_name,
-            inputs=request.inputs,
-            priority=priority,
-            timeout_s=timeout_s,
-            idempotency_key=key,
-            callback_url=request.callback_url,
-        )
+        job = self.new_job(request)
+        model_name = job.model
+        registered = self.registry.models[model_name]
         self.table.add(job)
         now = time.monotonic()
         if registered.failed_error is not None and now < registered.failed_until:
@@ -114,10 +99,32 @@ class Admission:
                 error_kind=ErrorKind.LOAD,
             )
             return job, True
-        if timeout_s is not None:
-            self.deadlines.watch(job, now + timeout_s)
+        if job.timeout_s is not None:
+            self.deadlines.watch(job, now + job.timeout_s)
         self.on_admitted()
         return job, True
+
+    def new_job(self, request: JobRequest, check_fit: bool = True) -> Job:
+        """The checked job of a model's request, not recorded anywhere yet (the cluster front records
+        it in Redis, and checks the fit against the cluster's hosts instead: `check_fit` False)."""
+        model_name = request.model_name
+        registered = self.registry.validate(model_name, request.inputs)
+        if check_fit and registered.no_fit is not None:
+            raise NoFitError(f"model {model_name!r} cannot run here: {registered.no_fit}")
+        if self.executors:
+            executor = self.executors.get(model_name)
+            if executor is not None:
+                executor.check_room()
+        priority, timeout_s = self._checked(request)
+        return Job(
+            id=new_job_id(),
+            model=model_name,
+            inputs=request.inputs,
+            priority=priority,
+            timeout_s=timeout_s,
+            idempotency_key=request.idempotency_key,
+            callback_url=request.callback_url,
+        )
 
     def _admit_pipeline(self, request: JobRequest) -> Job:
         pipeline = self.pipelines.validate(request.pipeline, request.inputs)

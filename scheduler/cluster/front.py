@@ -1,0 +1,163 @@
+"""`ClusterFront`: the front of a daemon in a cluster. Any daemon answers any job id: a submission is
+checked here as on a single host (`Admission.new_job`), then recorded in Redis (`modelsched_submit`:
+the job's hash, its stream entry and its idempotency key at once) and acknowledged once Redis has
+it; reads, waits and cancels go to the job's hash. A wait wakes when the job's end is published
+(pub/sub) and re-reads the job then, at its deadline and after a reconnect (pub/sub may drop a
+message). The jobs a front has seen are kept (bounded) for the synchronous reads of the API."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+from scheduler.cluster.hosts import Hosts
+from scheduler.cluster.records import job_from_hash, submit_args, view_of_job
+from scheduler.cluster.store import ClusterStore
+from scheduler.core.admission import Admission
+from scheduler.core.jobs import ENDED, Job, JobRequest
+from scheduler.errors import (
+    InvalidInputError,
+    JobEndedError,
+    JobNotFoundError,
+    NoFitError,
+    NotRunningError,
+    SchedulerError,
+)
+
+KNOWN_JOBS = 20_000  # jobs a front remembers for the synchronous reads (`Scheduler.get_job`)
+ENDED_NAMES = frozenset(status.value for status in ENDED)
+
+
+class ClusterFront:
+    """store: Redis; admission: the checks of a submission; hosts: which live host can run a model;
+    precheck: the checks that may do I/O (a callback URL's DNS); retention_s: how long an end is kept."""
+
+    def __init__(
+        self,
+        store: ClusterStore,
+        admission: Admission,
+        hosts: Hosts,
+        retention_s: float,
+        unsupported: Callable[[str], str | None],
+    ) -> None:
+        self.store = store
+        self.admission = admission
+        self.hosts = hosts
+        self.retention_s = retention_s
+        self.unsupported = unsupported  # why a model cannot run through the cluster (render), or None
+        self.known: OrderedDict[str, tuple[Job, str | None]] = OrderedDict()
+        self._waiters: dict[str, list[asyncio.Future[None]]] = {}
+        self.closed = False  # the daemon stops: waits return the job as it stands
+
+    # ---- submissions ---------------------------------------------------------------------------
+
+    async def schedule(self, request: JobRequest) -> str:
+        if not self.admission.accepting:
+            raise NotRunningError("the scheduler is not accepting jobs (not started, or shutting down)")
+        if request.pipeline:
+            raise InvalidInputError("pipelines run on one host: not in cluster mode", field="pipeline")
+        why = self.unsupported(request.model_name)
+        if why is not None:
+            raise InvalidInputError(why, field="model")
+        job = self.admission.new_job(request, check_fit=False)
+        refusal = self.hosts.refusal(job.model)
+        if refusal is not None:
+            raise NoFitError(f"model {job.model!r} cannot run in this cluster: {refusal}")
+        created, job_id = await self.store.call("submit", *submit_args(job))
+        job_id = job_id.decode()
+        if int(created) == 1:
+            self._remember(job, None)
+        elif job_id not in self.known:
+            await self.read(job_id)
+        return str(job_id)
+
+    async def schedule_many(self, requests: list[JobRequest]) -> list[str | SchedulerError]:
+        """Each alone; their calls go to Redis in one round trip (made in one loop turn)."""
+        outcomes = await asyncio.gather(*(self.schedule(one) for one in requests), return_exceptions=True)
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException) and not isinstance(outcome, SchedulerError):
+                raise outcome
+        return [one if isinstance(one, str | SchedulerError) else str(one) for one in outcomes]
+
+    # ---- reads, waits, cancels -------------------------------------------------------------------
+
+    def cached(self, job_id: str) -> Job:
+        """The job as this front last read it (JobNotFoundError when it has not seen it)."""
+        known = self.known.get(job_id)
+        if known is None:
+            raise JobNotFoundError(f"no job with id {job_id!r} (read it with GET /jobs/{job_id})")
+        return known[0]
+
+    def cached_view(self, job_id: str) -> dict[str, Any]:
+        self.cached(job_id)
+        return view_of_job(*self.known[job_id])
+
+    async def read(self, job_id: str) -> dict[str, Any]:
+        fields = await self.store.command("HGETALL", f"{self.store.prefix}job:{job_id}")
+        if not fields:
+            self.known.pop(job_id, None)
+            raise JobNotFoundError(f"no job with id {job_id!r}")
+        job, host = job_from_hash(fields)
+        self._remember(job, host)
+        return view_of_job(job, host)
+
+    async def wait(self, job_id: str, timeout: float | None) -> dict[str, Any]:
+        """The job once it has ended, or as it stands when `timeout` seconds have passed."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        loop = asyncio.get_running_loop()
+        while True:
+            future: asyncio.Future[None] = loop.create_future()
+            self._waiters.setdefault(job_id, []).append(future)  # before the read: no end is missed
+            try:
+                view = await self.read(job_id)
+                left = None if deadline is None else deadline - time.monotonic()
+                if view["status"] in ENDED_NAMES or (left is not None and left <= 0) or self.closed:
+                    return view
+                try:
+                    await asyncio.wait_for(future, left)
+                except TimeoutError:
+                    return await self.read(job_id)
+            finally:
+                self._forget(job_id, future)
+
+    async def cancel(self, job_id: str) -> dict[str, Any]:
+        outcome = await self.store.call("cancel", job_id, repr(time.time()), int(self.retention_s))
+        code, detail = int(outcome[0]), outcome[1].decode()
+        if code < 0:
+            raise JobNotFoundError(f"no job with id {job_id!r}")
+        if code == 0:
+            raise JobEndedError(f"job {job_id} already ended ({detail})")
+        return await self.read(job_id)
+
+    # ---- pub/sub -------------------------------------------------------------------------------
+
+    def ended(self, job_id: str) -> None:
+        waiters = self._waiters.pop(job_id, None)
+        for future in waiters or ():
+            if not future.done():
+                future.set_result(None)
+
+    def wake_all(self) -> None:
+        """After a reconnect: every waiter re-reads its job."""
+        for job_id in list(self._waiters):
+            self.ended(job_id)
+
+    def release_all(self) -> None:
+        self.closed = True
+        self.wake_all()
+
+    def _forget(self, job_id: str, future: asyncio.Future[None]) -> None:
+        waiters = self._waiters.get(job_id)
+        if waiters and future in waiters:
+            waiters.remove(future)
+            if not waiters:
+                del self._waiters[job_id]
+
+    def _remember(self, job: Job, host: str | None) -> None:
+        self.known[job.id] = (job, host)
+        self.known.move_to_end(job.id)
+        while len(self.known) > KNOWN_JOBS:
+            self.known.popitem(last=False)
