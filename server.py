@@ -129,6 +129,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     serve_parser.add_argument("--host")
     serve_parser.add_argument("--port", type=int)
+    serve_parser.add_argument(
+        "--cluster",
+        help="join the cluster on this Redis (redis://… or unix://…; default $MODELSCHED_CLUSTER_URL)",
+    )
     journal_parser = commands.add_parser("journal", help="check or back up the journal file")
     journal_actions = journal_parser.add_subparsers(dest="action", required=True)
     check_parser = journal_actions.add_parser("check", help="SQLite's quick_check of a journal, read-only")
@@ -165,7 +169,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.command == "serve":
         overrides = {
-            key: value for key, value in (("host", args.host), ("port", args.port)) if value is not None
+            key: value
+            for key, value in (("host", args.host), ("port", args.port), ("cluster_url", args.cluster))
+            if value is not None
         }
         try:
             settings = load_settings(args.preset, config_file=args.config, overrides=overrides)

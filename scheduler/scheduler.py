@@ -174,7 +174,8 @@ class Scheduler:
             [gpu.index for gpu in self.inventory.gpus],
             self.settings.max_workers_per_gpu,
             self.settings.cpu_pool_bounds,
-            needs_cpu_workers=self.catalog.needs_cpu_workers(bool(self.inventory.gpus)),
+            needs_cpu_workers=self.catalog.needs_cpu_workers(bool(self.inventory.gpus))
+            and (self.cluster is None or self.settings.cpu_workers > 0),  # else a cluster's pure front
         )
         self.worker_set.start(self.loop, plan, self.inventory.simulated, parked)
         self.catalog.refresh_fit()

@@ -22,12 +22,14 @@ from scheduler.errors import (
     InvalidInputError,
     JobEndedError,
     JobNotFoundError,
+    JournalError,
     NoFitError,
     NotRunningError,
     SchedulerError,
 )
 
 KNOWN_JOBS = 20_000  # jobs a front remembers for the synchronous reads (`Scheduler.get_job`)
+REREAD_S = 0.5  # a wait re-reads its job this often while Redis is away
 ENDED_NAMES = frozenset(status.value for status in ENDED)
 
 
@@ -112,8 +114,14 @@ class ClusterFront:
             future: asyncio.Future[None] = loop.create_future()
             self._waiters.setdefault(job_id, []).append(future)  # before the read: no end is missed
             try:
-                view = await self.read(job_id)
                 left = None if deadline is None else deadline - time.monotonic()
+                try:
+                    view = await self.read(job_id)
+                except JournalError:  # Redis away: wait for the reconnect (or the deadline), read again
+                    if (left is not None and left <= 0) or self.closed:
+                        raise
+                    await asyncio.wait({future}, timeout=REREAD_S if left is None else min(left, REREAD_S))
+                    continue
                 if view["status"] in ENDED_NAMES or (left is not None and left <= 0) or self.closed:
                     return view
                 try:

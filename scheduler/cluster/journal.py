@@ -84,7 +84,8 @@ class RedisJournal:
 
     def record_attempts(self, job: Job) -> None:
         if self.opened:
-            self.store.call("attempts", job.id, self.host, job.attempts, retry=True)
+            sent = self.store.call("attempts", job.id, self.host, job.attempts, retry=True)
+            sent.add_done_callback(lambda done: done.cancelled() or done.exception())
 
     def record_stage(self, job: Job) -> None:
         """Pipelines run on one host; in cluster mode they are refused at submission."""

@@ -134,8 +134,12 @@ class Cluster:
             self.store.command("HSET", f"{self.store.prefix}hosts", self.host, msgspec.json.encode(info))
         )
         hosts = self.store.command("HGETALL", f"{self.store.prefix}hosts")
-        self.hosts.update(await hosts)
-        values = await depth
+        outcomes = await asyncio.gather(hosts, depth, *calls, return_exceptions=True)  # each one retrieved
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+        self.hosts.update(outcomes[0])
+        values = outcomes[1]
         self.depth = [
             QueueDepth(
                 model=values[index].decode(),
@@ -145,9 +149,6 @@ class Cluster:
             )
             for index in range(0, len(values), 4)
         ]
-        for outcome in await asyncio.gather(*calls, return_exceptions=True):
-            if isinstance(outcome, BaseException) and not isinstance(outcome, SchedulerError):
-                raise outcome
 
     def _on_end(self, job_id: str) -> None:
         self.front.ended(job_id)

@@ -4,7 +4,7 @@ It loads the job functions (`modelsched.lua`, `FUNCTION LOAD REPLACE`) and calls
 event-loop turn: every call made in one turn goes out in one pipeline (one round trip, no
 transaction: each function is atomic on its own), the way the SQLite journal groups its commits.
 A call marked `retry` (an end, an attempt) waits for Redis to come back and is sent again; any other
-fails at once with `JournalError` while Redis is unreachable (a submission answers 503).
+fails with `JournalError` when its round trip cannot reach Redis (a submission answers 503).
 """
 
 from __future__ import annotations
@@ -89,9 +89,6 @@ class ClusterStore:
         future: asyncio.Future[Any] = loop.create_future()
         if self._closed:
             future.set_exception(JournalError("the cluster connection is closed"))
-            return future
-        if not retry and not self.up and self.down_since is not None:
-            future.set_exception(self._down_error())
             return future
         self._pending.append(_Call(command, future, retry))
         if self._flusher is None:
