@@ -138,8 +138,8 @@ class Cluster:
         for outcome in outcomes:
             if isinstance(outcome, BaseException):
                 raise outcome
-        self.hosts.update(outcomes[0])
-        values = outcomes[1]
+        self.hosts.update(hosts.result())
+        values: list[Any] = depth.result()
         self.depth = [
             QueueDepth(
                 model=values[index].decode(),
