@@ -135,7 +135,7 @@ def router(scheduler: Scheduler, on_submitted: Callable[[str], None]) -> APIRout
     ) -> Answer:
         if wait:
             return json_answer(await scheduler.wait_for(job_id, wait))
-        return json_answer(scheduler.job_status(job_id))
+        return json_answer(await scheduler.get_job_status(job_id))  # in a cluster: read afresh
 
     @routes.delete("/jobs/{job_id}", responses=answers_doc(200, JobView, 404, 409))
     async def cancel_job(job_id: str) -> Answer:
