@@ -221,6 +221,7 @@ def assemble(
             store,
             admission,
             hosts,
+            journal.host,
             settings.result_retention_s,
             lambda model: (
                 f"model {model!r} runs on one host: not in cluster mode" if model in executors else None

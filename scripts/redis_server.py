@@ -15,8 +15,9 @@ from pathlib import Path
 
 
 class RedisServer:
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, appendfsync: str = "always") -> None:
         self.folder = folder
+        self.appendfsync = appendfsync
         self.socket = folder / "redis.sock"
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -42,7 +43,7 @@ class RedisServer:
                 "--appendonly",
                 "yes",
                 "--appendfsync",
-                "always",
+                self.appendfsync,
                 "--maxmemory-policy",
                 "noeviction",
                 "--save",

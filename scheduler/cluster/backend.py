@@ -169,9 +169,9 @@ class ClusterBackend:
         if job.id in self.held:
             self.schedule_claim()
 
-    def forget(self, job_id: str, written: bool) -> None:
+    def forget(self, job: Job, written: bool) -> None:
         """The end of a job this host held reached Redis (`written`: by this host): nothing to refresh."""
-        self.held.pop(job_id, None)
+        self.held.pop(job.id, None)
 
     def ended_elsewhere(self, job_id: str, why: str) -> None:
         """Another host (a cancel, a deadline, a reclaim) ended or took back a job this host holds."""

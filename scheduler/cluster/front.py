@@ -14,10 +14,10 @@ from collections.abc import Callable
 from typing import Any
 
 from scheduler.cluster.hosts import Hosts
-from scheduler.cluster.records import job_from_hash, submit_args, view_of_job
+from scheduler.cluster.records import as_dict, job_from_hash, submit_args, view_of_job
 from scheduler.cluster.store import ClusterStore
 from scheduler.core.admission import Admission
-from scheduler.core.jobs import ENDED, Job, JobRequest
+from scheduler.core.jobs import ENDED, Job, JobRequest, JobStatus
 from scheduler.errors import (
     InvalidInputError,
     JobEndedError,
@@ -42,16 +42,22 @@ class ClusterFront:
         store: ClusterStore,
         admission: Admission,
         hosts: Hosts,
+        host: str,
         retention_s: float,
         unsupported: Callable[[str], str | None],
     ) -> None:
         self.store = store
         self.admission = admission
         self.hosts = hosts
+        self.host = host
         self.retention_s = retention_s
         self.unsupported = unsupported  # why a model cannot run through the cluster (render), or None
         self.known: OrderedDict[str, tuple[Job, str | None]] = OrderedDict()
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
+        # Round trips saved: a job this front just submitted is known to be queued until an end of it
+        # is heard (`heard_ends`), and one that ended on this host is known as it was written (`final`)
+        self.heard_ends: OrderedDict[str, None] = OrderedDict()
+        self.final: set[str] = set()
         self.closed = False  # the daemon stops: waits return the job as it stands
 
     # ---- submissions ---------------------------------------------------------------------------
@@ -98,11 +104,12 @@ class ClusterFront:
         return view_of_job(*self.known[job_id])
 
     async def read(self, job_id: str) -> dict[str, Any]:
-        fields = await self.store.command("HGETALL", f"{self.store.prefix}job:{job_id}")
+        fields = as_dict(await self.store.command("HGETALL", f"{self.store.prefix}job:{job_id}"))
         if not fields:
             self.known.pop(job_id, None)
             raise JobNotFoundError(f"no job with id {job_id!r}")
         job, host = job_from_hash(fields)
+        self.final.discard(job_id)
         self._remember(job, host)
         return view_of_job(job, host)
 
@@ -116,7 +123,7 @@ class ClusterFront:
             try:
                 left = None if deadline is None else deadline - time.monotonic()
                 try:
-                    view = await self.read(job_id)
+                    view = self._known_view(job_id) or await self.read(job_id)
                 except JournalError:  # Redis away: wait for the reconnect (or the deadline), read again
                     if (left is not None and left <= 0) or self.closed:
                         raise
@@ -131,6 +138,15 @@ class ClusterFront:
             finally:
                 self._forget(job_id, future)
 
+    def _known_view(self, job_id: str) -> dict[str, Any] | None:
+        """The job's view without a read: one that ended here, or one submitted here and not ended."""
+        known = self.known.get(job_id)
+        if known is None:
+            return None
+        if job_id in self.final or (known[0].status is JobStatus.QUEUED and job_id not in self.heard_ends):
+            return view_of_job(*known)
+        return None
+
     async def cancel(self, job_id: str) -> dict[str, Any]:
         outcome = await self.store.call("cancel", job_id, repr(time.time()), int(self.retention_s))
         code, detail = int(outcome[0]), outcome[1].decode()
@@ -142,7 +158,17 @@ class ClusterFront:
 
     # ---- pub/sub -------------------------------------------------------------------------------
 
+    def ended_here(self, job: Job, written: bool) -> None:
+        """This host wrote the end of `job` (`written`; else another end came first): no read needed."""
+        if written and job.parent_id is None:
+            self._remember(job, self.host)
+            self.final.add(job.id)
+        self.ended(job.id)
+
     def ended(self, job_id: str) -> None:
+        self.heard_ends[job_id] = None
+        while len(self.heard_ends) > KNOWN_JOBS:
+            self.heard_ends.popitem(last=False)
         waiters = self._waiters.pop(job_id, None)
         for future in waiters or ():
             if not future.done():
@@ -168,4 +194,4 @@ class ClusterFront:
         self.known[job.id] = (job, host)
         self.known.move_to_end(job.id)
         while len(self.known) > KNOWN_JOBS:
-            self.known.popitem(last=False)
+            self.final.discard(self.known.popitem(last=False)[0])

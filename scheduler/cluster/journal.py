@@ -34,7 +34,7 @@ class RedisJournal:
         self.retention_s = retention_s
         self.max_attempts = max_attempts
         self.on_ends_committed: Callable[[list[str]], None] = lambda ids: None
-        self.on_end_written: list[Callable[[str, bool], None]] = []  # (job id, written by this host)
+        self.on_end_written: list[Callable[[Job, bool], None]] = []  # (the job, its end written by this host)
         self.ends_written = 0
         self.ends_dropped = 0  # results that came after a cancel, timeout or reclaim
         self.opened = False
@@ -74,7 +74,7 @@ class RedisJournal:
             else:
                 self.ends_dropped += 1
             for observer in self.on_end_written:
-                observer(job.id, ok)
+                observer(job, ok)
             self.on_ends_committed([job.id])
             if not done.done():
                 done.set_result(None)

@@ -23,6 +23,7 @@ from scheduler.cluster.front import ClusterFront
 from scheduler.cluster.hosts import Hosts
 from scheduler.cluster.journal import RedisJournal
 from scheduler.cluster.listener import Listener
+from scheduler.cluster.records import as_dict
 from scheduler.cluster.store import ClusterStore
 from scheduler.core.jobs import Priority
 from scheduler.core.status import ClusterStatus, QueueDepth
@@ -63,7 +64,7 @@ class Cluster:
         self.depth: list[QueueDepth] = []
         self.listener = Listener(store, self._on_end, self._on_queued, self._on_reclaimed, front.wake_all)
         journal.on_end_written.append(backend.forget)
-        journal.on_end_written.append(lambda job_id, written: front.ended(job_id))
+        journal.on_end_written.append(front.ended_here)
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -138,7 +139,7 @@ class Cluster:
         for outcome in outcomes:
             if isinstance(outcome, BaseException):
                 raise outcome
-        self.hosts.update(hosts.result())
+        self.hosts.update(as_dict(hosts.result()))
         values: list[Any] = depth.result()
         self.depth = [
             QueueDepth(

@@ -26,6 +26,13 @@ def _number(value: Any) -> float | None:
     return float(text) if text else None
 
 
+def as_dict(reply: Any) -> dict[bytes, bytes]:
+    """A hash's raw reply as a dict: a map under RESP3, a flat list (field, value, ...) under RESP2."""
+    if isinstance(reply, dict):
+        return reply
+    return dict(zip(reply[::2], reply[1::2], strict=True))
+
+
 def submit_args(job: Job) -> tuple[Any, ...]:
     """`modelsched_submit`'s arguments after the prefix: the deadline is wall-clock time."""
     deadline = job.created_at + job.timeout_s if job.timeout_s is not None else None

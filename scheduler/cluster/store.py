@@ -2,7 +2,9 @@
 
 It loads the job functions (`modelsched.lua`, `FUNCTION LOAD REPLACE`) and calls them grouped per
 event-loop turn: every call made in one turn goes out in one pipeline (one round trip, no
-transaction: each function is atomic on its own), the way the SQLite journal groups its commits.
+transaction: each function is atomic on its own), the way the SQLite journal groups its commits; up
+to `MAX_IN_FLIGHT` pipelines are under way at once (a caller that needs an order awaits the first
+call before it makes the next).
 A call marked `retry` (an end, an attempt) waits for Redis to come back and is sent again; any other
 fails with `JournalError` when its round trip cannot reach Redis (a submission answers 503).
 """
@@ -16,6 +18,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
+import hiredis
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
@@ -25,6 +28,7 @@ from scheduler.errors import JournalError
 
 log = logging.getLogger("modelsched.cluster")
 
+MAX_IN_FLIGHT = 8  # pipelines under way at once (each on its own connection): round trips overlap
 RETRY_S = 0.25  # between tries of the held calls while Redis is unreachable
 UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError)
 
@@ -55,7 +59,8 @@ class ClusterStore:
         self.round_trips = 0
         self.calls = 0
         self._pending: list[_Call] = []
-        self._flusher: asyncio.Task[None] | None = None
+        self._trips: set[asyncio.Task[None]] = set()  # pipelines under way
+        self._send_scheduled = False
         self._closed = False
 
     async def open(self) -> None:
@@ -68,15 +73,16 @@ class ClusterStore:
 
     async def close(self) -> None:
         """Send what is waiting (one try), then close the connections."""
-        if self._flusher is not None and self._pending:
-            await asyncio.wait({self._flusher}, timeout=2.0)
+        deadline = time.monotonic() + 2.0
+        while (self._pending or self._trips) and time.monotonic() < deadline and self.up:
+            await asyncio.sleep(0.01)
         self._closed = True
         for call in self._pending:
             if not call.future.done():
                 call.future.set_exception(JournalError("the cluster connection closed"))
         self._pending.clear()
-        if self._flusher is not None:
-            self._flusher.cancel()
+        for trip in list(self._trips):
+            trip.cancel()
         await self.redis.aclose()
 
     def call(self, function: str, *args: Any, retry: bool = False) -> asyncio.Future[Any]:
@@ -91,8 +97,9 @@ class ClusterStore:
             future.set_exception(JournalError("the cluster connection is closed"))
             return future
         self._pending.append(_Call(command, future, retry))
-        if self._flusher is None:
-            self._flusher = loop.create_task(self._flush(), name="modelsched-cluster-calls")
+        if not self._send_scheduled:
+            self._send_scheduled = True
+            loop.call_soon(self._send)
         return future
 
     def _down_error(self) -> JournalError:
@@ -114,37 +121,66 @@ class ClusterStore:
             self.down_since = time.monotonic()
         self.up = up
 
-    async def _flush(self) -> None:
+    async def _exchange(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        """The commands written at once (packed by hiredis), then their replies read in order: redis-py's
+        pipeline packs each command in Python, which costs more than the round trip it saves."""
+        pool = self.redis.connection_pool
+        connection = await pool.get_connection()
         try:
-            while self._pending:
-                batch, self._pending = self._pending, []
-                pipe = self.redis.pipeline(transaction=False)
-                for call in batch:
-                    pipe.execute_command(*call.command)
+            await connection.send_packed_command(b"".join(map(hiredis.pack_command, commands)), False)
+            replies: list[Any] = []
+            for _ in commands:
                 try:
-                    results = await pipe.execute(raise_on_error=False)
-                except UNREACHABLE as exc:
-                    self._mark(False)
-                    log.debug("cluster round trip failed: %r", exc)
-                    held = [call for call in batch if call.retry]
-                    for call in batch:
-                        if not call.retry and not call.future.done():
-                            call.future.set_exception(self._down_error())
-                    if held:
-                        self._pending[:0] = held
-                        await asyncio.sleep(RETRY_S)
-                    continue
-                self._mark(True)
-                self.round_trips += 1
-                self.calls += len(batch)
-                for call, result in zip(batch, results, strict=True):
-                    if call.future.done():
-                        continue
-                    if isinstance(result, ResponseError):
-                        call.future.set_exception(JournalError(f"{call.command[1]}: {result}"))
-                    elif isinstance(result, BaseException):
-                        call.future.set_exception(result)
-                    else:
-                        call.future.set_result(result)
+                    replies.append(await connection.read_response())
+                except ResponseError as exc:  # one call's error (a script error): the rest go on
+                    replies.append(exc)
+            return replies
+        except BaseException:
+            await connection.disconnect()  # replies may be left unread: never reuse it
+            raise
         finally:
-            self._flusher = None
+            await pool.release(connection)
+
+    def _send(self) -> None:
+        """This loop turn's calls, in one pipeline, unless `MAX_IN_FLIGHT` are under way (then the next
+        one to come back sends them, with what came meanwhile)."""
+        self._send_scheduled = False
+        if not self._pending or len(self._trips) >= MAX_IN_FLIGHT or self._closed:
+            return
+        batch, self._pending = self._pending, []
+        trip = asyncio.get_running_loop().create_task(self._round_trip(batch))
+        self._trips.add(trip)
+        trip.add_done_callback(self._trip_done)
+
+    def _trip_done(self, trip: asyncio.Task[None]) -> None:
+        self._trips.discard(trip)
+        if self._pending and not self._send_scheduled:
+            self._send_scheduled = True
+            asyncio.get_running_loop().call_soon(self._send)
+
+    async def _round_trip(self, batch: list[_Call]) -> None:
+        try:
+            results = await self._exchange([call.command for call in batch])
+        except UNREACHABLE as exc:
+            self._mark(False)
+            log.debug("cluster round trip failed: %r", exc)
+            held = [call for call in batch if call.retry]
+            for call in batch:
+                if not call.retry and not call.future.done():
+                    call.future.set_exception(self._down_error())
+            if held:
+                self._pending[:0] = held
+                await asyncio.sleep(RETRY_S)  # this trip counts as under way meanwhile
+            return
+        self._mark(True)
+        self.round_trips += 1
+        self.calls += len(batch)
+        for call, result in zip(batch, results, strict=True):
+            if call.future.done():
+                continue
+            if isinstance(result, ResponseError):
+                call.future.set_exception(JournalError(f"{call.command[1]}: {result}"))
+            elif isinstance(result, BaseException):
+                call.future.set_exception(result)
+            else:
+                call.future.set_result(result)
