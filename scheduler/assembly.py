@@ -226,6 +226,7 @@ def assemble(
             lambda model: (
                 f"model {model!r} runs on one host: not in cluster mode" if model in executors else None
             ),
+            endings.events,
         )
         submissions = ClusterSubmissions(front, admission, endings, journal, executors, webhooks)
         cluster = Cluster(

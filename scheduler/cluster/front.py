@@ -17,6 +17,7 @@ from scheduler.cluster.hosts import Hosts
 from scheduler.cluster.records import as_dict, job_from_hash, submit_args, view_of_job
 from scheduler.cluster.store import ClusterStore
 from scheduler.core.admission import Admission
+from scheduler.core.events import JobEvents
 from scheduler.core.jobs import ENDED, Job, JobRequest, JobStatus
 from scheduler.errors import (
     InvalidInputError,
@@ -45,6 +46,7 @@ class ClusterFront:
         host: str,
         retention_s: float,
         unsupported: Callable[[str], str | None],
+        events: JobEvents,
     ) -> None:
         self.store = store
         self.admission = admission
@@ -52,6 +54,8 @@ class ClusterFront:
         self.host = host
         self.retention_s = retention_s
         self.unsupported = unsupported  # why a model cannot run through the cluster (render), or None
+        self.events = events  # the job event streams (SSE) of this daemon: told of ends heard here
+        self._reads: set[asyncio.Task[None]] = set()
         self.known: OrderedDict[str, tuple[Job, str | None]] = OrderedDict()
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
         # Round trips saved: a job this front just submitted is known to be queued until an end of it
@@ -166,6 +170,10 @@ class ClusterFront:
         self.ended(job.id)
 
     def ended(self, job_id: str) -> None:
+        if self.events.listened(job_id):
+            read = asyncio.ensure_future(self._settle_listeners(job_id))
+            self._reads.add(read)
+            read.add_done_callback(self._reads.discard)
         self.heard_ends[job_id] = None
         while len(self.heard_ends) > KNOWN_JOBS:
             self.heard_ends.popitem(last=False)
@@ -173,6 +181,16 @@ class ClusterFront:
         for future in waiters or ():
             if not future.done():
                 future.set_result(None)
+
+    async def _settle_listeners(self, job_id: str) -> None:
+        """The job's event streams on this daemon get its end (read from Redis: any host may have run it)."""
+        try:
+            await self.read(job_id)
+        except (JournalError, JobNotFoundError):
+            return
+        job = self.known[job_id][0]
+        if job.ended:
+            self.events.settled(job)
 
     def wake_all(self) -> None:
         """After a reconnect: every waiter re-reads its job."""

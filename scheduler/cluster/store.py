@@ -20,6 +20,7 @@ from typing import Any
 
 import hiredis
 import redis.asyncio as aioredis
+from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -60,6 +61,7 @@ class ClusterStore:
         self.calls = 0
         self._pending: list[_Call] = []
         self._trips: set[asyncio.Task[None]] = set()  # pipelines under way
+        self._idle: list[AbstractConnection] = []  # connections of the round trips, between trips
         self._send_scheduled = False
         self._closed = False
 
@@ -83,6 +85,9 @@ class ClusterStore:
         self._pending.clear()
         for trip in list(self._trips):
             trip.cancel()
+        for connection in self._idle:
+            await connection.disconnect()
+        self._idle.clear()
         await self.redis.aclose()
 
     def call(self, function: str, *args: Any, retry: bool = False) -> asyncio.Future[Any]:
@@ -123,9 +128,10 @@ class ClusterStore:
 
     async def _exchange(self, commands: list[tuple[Any, ...]]) -> list[Any]:
         """The commands written at once (packed by hiredis), then their replies read in order: redis-py's
-        pipeline packs each command in Python, which costs more than the round trip it saves."""
+        pipeline packs each command in Python, which costs more than the round trip it saves. Each
+        round trip under way has a connection of its own (kept for the next one)."""
         pool = self.redis.connection_pool
-        connection = await pool.get_connection()
+        connection = self._idle.pop() if self._idle else pool.connection_class(**pool.connection_kwargs)
         try:
             await connection.send_packed_command(b"".join(map(hiredis.pack_command, commands)), False)
             replies: list[Any] = []
@@ -134,12 +140,11 @@ class ClusterStore:
                     replies.append(await connection.read_response())
                 except ResponseError as exc:  # one call's error (a script error): the rest go on
                     replies.append(exc)
-            return replies
         except BaseException:
             await connection.disconnect()  # replies may be left unread: never reuse it
             raise
-        finally:
-            await pool.release(connection)
+        self._idle.append(connection)
+        return replies
 
     def _send(self) -> None:
         """This loop turn's calls, in one pipeline, unless `MAX_IN_FLIGHT` are under way (then the next
