@@ -117,6 +117,23 @@ class ClusterFront:
         self._remember(job, host)
         return view_of_job(job, host)
 
+    async def views(self, job_ids: list[str]) -> dict[str, Any]:
+        """`GET /jobs?ids=`: the jobs' views in order (read in one round trip), and the ids not found."""
+        found: list[dict[str, Any]] = []
+        missing: list[str] = []
+        for job_id, outcome in zip(
+            job_ids,
+            await asyncio.gather(*(self.read(one) for one in job_ids), return_exceptions=True),
+            strict=True,
+        ):
+            if isinstance(outcome, JobNotFoundError):
+                missing.append(job_id)
+            elif isinstance(outcome, BaseException):
+                raise outcome
+            else:
+                found.append(outcome)
+        return {"jobs": found, "not_found": missing}
+
     async def wait(self, job_id: str, timeout: float | None) -> dict[str, Any]:
         """The job once it has ended, or as it stands when `timeout` seconds have passed."""
         deadline = None if timeout is None else time.monotonic() + timeout

@@ -148,14 +148,20 @@ def router(scheduler: Scheduler, on_submitted: Callable[[str], None]) -> APIRout
         limit: int = Query(50, ge=1, le=1000),
         ids: list[str] | None = IDS_QUERY,
     ) -> Answer:
+        if ids is not None and scheduler.cluster is not None:  # any host's jobs, read afresh from Redis
+            return json_answer(await scheduler.cluster.front.views(wanted_ids(ids)))
         if ids is not None:
             return json_answer(jobs_by_id(ids))
         return json_answer({"jobs": scheduler.list_jobs(status, model, limit)})
 
-    def jobs_by_id(ids: list[str]) -> dict[str, Any]:
+    def wanted_ids(ids: list[str]) -> list[str]:
         wanted = list(dict.fromkeys(one.strip() for text in ids for one in text.split(",") if one.strip()))
         if len(wanted) > settings.max_batch_submit:
             raise HttpError(422, "invalid_request", f"at most {settings.max_batch_submit} ids at once", "ids")
+        return wanted
+
+    def jobs_by_id(ids: list[str]) -> dict[str, Any]:
+        wanted = wanted_ids(ids)
         found: list[Job] = []
         missing: list[str] = []
         for job_id in wanted:
