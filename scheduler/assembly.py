@@ -228,6 +228,7 @@ def assemble(
             ),
             endings.events,
         )
+        front.runs_here = backend
         submissions = ClusterSubmissions(front, admission, endings, journal, executors, webhooks)
         cluster = Cluster(
             settings.cluster_name,

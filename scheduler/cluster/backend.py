@@ -74,6 +74,8 @@ class ClusterBackend:
         self._scheduled = False
         self._running = False
         self._again = False
+        self._reserved: dict[str, int] = {}  # jobs being submitted here to run here at once, per model
+        self._spare: dict[str, int] | None = None  # this loop turn's room for them, per model (warm only)
         endings.observers.append(self._ended)
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -107,6 +109,41 @@ class ClusterBackend:
         task = asyncio.ensure_future(self._claim(total, rooms))
         task.add_done_callback(self._claim_done)
 
+    # ---- jobs submitted here that run here at once (no claim round trip) ----------------------
+
+    def reserve(self, model: str) -> bool:
+        """Room now for a job of `model` submitted on this daemon, on a worker that has it loaded."""
+        if not self.enabled or self._loop is None:
+            return False
+        if self._spare is None:
+            total, rooms = self.rooms()
+            self._spare = {room.model: min(room.room, total) for room in rooms if not room.cold}
+            self._loop.call_soon(self._forget_spare)
+        if self._spare.get(model, 0) <= 0:
+            return False
+        self._spare[model] -= 1
+        self._reserved[model] = self._reserved.get(model, 0) + 1
+        return True
+
+    def unreserve(self, model: str) -> None:
+        self._reserved[model] -= 1
+
+    def _forget_spare(self) -> None:
+        self._spare = None
+
+    def take_direct(self, job: Job, entry: tuple[bytes, bytes]) -> None:
+        """A job submitted here and held here at once (`modelsched_submit` found nothing before it)."""
+        self._add(job, entry)
+        self.claimed += 1
+        self.dispatcher.schedule()
+
+    def _add(self, job: Job, entry: tuple[bytes, bytes]) -> None:
+        self.held[job.id] = entry
+        self.table.add(job)
+        left = remaining_s(job)
+        if left is not None:
+            self.deadlines.watch(job, time.monotonic() + max(0.0, left))
+
     def rooms(self) -> tuple[int, list[ClaimRoom]]:
         models = [
             Claimable(demand_of(registered), registered.spec.max_batch_size * PIPELINE_BATCHES)
@@ -114,11 +151,14 @@ class ClusterBackend:
             if registered.no_fit is None
             and not (registered.failed_error is not None and time.monotonic() < registered.failed_until)
         ]
+        waiting = dict(self.table.queued_count_by_model)
+        for model, count in self._reserved.items():
+            waiting[model] = waiting.get(model, 0) + count
         return claim_rooms(
             models,
             list(self.workers.values()),
             self.inventory.capacities(),
-            self.table.queued_count_by_model,
+            waiting,
             max_models_per_worker=self.max_models_per_worker,
         )
 
@@ -139,15 +179,9 @@ class ClusterBackend:
         taken = claimed_entries(values)
         if not taken:
             return
-        now = time.monotonic()
         for job, entry in taken:
-            if job.model not in self.registry.models:  # cannot happen with one configuration
-                continue
-            self.held[job.id] = entry
-            self.table.add(job)
-            left = remaining_s(job)
-            if left is not None:
-                self.deadlines.watch(job, now + max(0.0, left))
+            if job.model in self.registry.models:  # (always, with one model configuration)
+                self._add(job, entry)
         self.claimed += len(taken)
         self.dispatcher.schedule()
 

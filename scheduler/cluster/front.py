@@ -11,7 +11,7 @@ import asyncio
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from scheduler.cluster.hosts import Hosts
 from scheduler.cluster.records import as_dict, job_from_hash, submit_args, view_of_job
@@ -32,6 +32,16 @@ from scheduler.errors import (
 KNOWN_JOBS = 20_000  # jobs a front remembers for the synchronous reads (`Scheduler.get_job`)
 REREAD_S = 0.5  # a wait re-reads its job this often while Redis is away
 ENDED_NAMES = frozenset(status.value for status in ENDED)
+
+
+class DirectRuns(Protocol):
+    """The back end of the front's own daemon: room for a job now, and the job it runs at once."""
+
+    def reserve(self, model: str) -> bool: ...
+
+    def unreserve(self, model: str) -> None: ...
+
+    def take_direct(self, job: Job, entry: tuple[bytes, bytes]) -> None: ...
 
 
 class ClusterFront:
@@ -55,6 +65,7 @@ class ClusterFront:
         self.retention_s = retention_s
         self.unsupported = unsupported  # why a model cannot run through the cluster (render), or None
         self.events = events  # the job event streams (SSE) of this daemon: told of ends heard here
+        self.runs_here: DirectRuns | None = None  # this daemon's back end, which may run a job at once
         self._reads: set[asyncio.Task[None]] = set()
         self.known: OrderedDict[str, tuple[Job, str | None]] = OrderedDict()
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
@@ -78,9 +89,16 @@ class ClusterFront:
         refusal = self.hosts.refusal(job.model)
         if refusal is not None:
             raise NoFitError(f"model {job.model!r} cannot run in this cluster: {refusal}")
-        created, job_id = await self.store.call("submit", *submit_args(job))
-        job_id = job_id.decode()
-        if int(created) == 1:
+        direct = self.runs_here is not None and self.runs_here.reserve(job.model)
+        try:
+            answer = await self.store.call("submit", *submit_args(job, self.host if direct else ""))
+        finally:
+            if direct and self.runs_here is not None:
+                self.runs_here.unreserve(job.model)
+        created, job_id = int(answer[0]), answer[1].decode()
+        if created == 1 and len(answer) == 4 and self.runs_here is not None:  # held here at once
+            self.runs_here.take_direct(job, (answer[2], answer[3]))
+        if created == 1:
             self._remember(job, None)
         elif job_id not in self.known:
             await self.read(job_id)

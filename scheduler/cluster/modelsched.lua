@@ -40,8 +40,20 @@ local function write_end(p, id, status, now, fields, retention)
   redis.call('PUBLISH', p .. 'ends', id)
 end
 
--- submit(p, id, model, priority, created_at, timeout_s, deadline, idem, inputs, callback_url)
--- -> {1, id} new, or {0, existing id} when the idempotency key named an earlier job
+-- jobs of `model` not delivered yet at `prio` or before it (the re-queue stream first)
+local function waiting_before(p, model, prio)
+  for _, level in ipairs(LEVELS) do
+    local stream = stream_of(p, model, level)
+    if redis.call('XLEN', stream) > redis.call('XPENDING', stream, GROUP)[1] then return true end
+    if level == prio then break end
+  end
+  return false
+end
+
+-- submit(p, id, model, priority, created_at, timeout_s, deadline, idem, inputs, callback_url, host)
+-- -> {1, id} new, {1, id, stream, entry} new and held by `host` at once (the submitting host has room
+-- for it and nothing of its model waits before it: no claim round trip), or {0, existing id} when the
+-- idempotency key named an earlier job
 local function submit(keys, args)
   local p, id, model, prio = args[1], args[2], args[3], args[4]
   local idem = args[8]
@@ -58,11 +70,20 @@ local function submit(keys, args)
     for _, level in ipairs(LEVELS) do ensure_group(stream_of(p, model, level)) end
     redis.call('SADD', p .. 'models', model)
   end
+  local host = args[11] or ''
+  local direct = host ~= '' and not waiting_before(p, model, prio)
   local entry = redis.call('XADD', stream, '*', 'job', id)
   redis.call('HSET', p .. 'job:' .. id, 'id', id, 'model', model, 'status', 'queued', 'priority', prio,
     'created_at', args[5], 'timeout_s', args[6], 'deadline', args[7], 'idem', idem, 'inputs', args[9],
     'callback_url', args[10], 'attempts', 0, 'stream', stream, 'entry', entry, 'host', '')
   if args[7] ~= '' then redis.call('ZADD', p .. 'deadlines', args[7], id) end
+  if direct then -- nothing else waits in its stream: the next undelivered entry is this one
+    local read = redis.call('XREADGROUP', 'GROUP', GROUP, host, 'COUNT', 1, 'STREAMS', stream, '>')
+    if read and #read > 0 and read[1][2][1][1] == entry then
+      redis.call('HSET', p .. 'job:' .. id, 'status', 'processing', 'host', host, 'started_at', args[5])
+      return {1, id, stream, entry}
+    end
+  end
   redis.call('PUBLISH', p .. 'queued', model)
   return {1, id}
 end

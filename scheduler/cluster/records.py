@@ -33,8 +33,9 @@ def as_dict(reply: Any) -> dict[bytes, bytes]:
     return dict(zip(reply[::2], reply[1::2], strict=True))
 
 
-def submit_args(job: Job) -> tuple[Any, ...]:
-    """`modelsched_submit`'s arguments after the prefix: the deadline is wall-clock time."""
+def submit_args(job: Job, host: str = "") -> tuple[Any, ...]:
+    """`modelsched_submit`'s arguments after the prefix: the deadline is wall-clock time; `host`: the
+    submitting host, when it has room to run the job at once ("": queue it)."""
     deadline = job.created_at + job.timeout_s if job.timeout_s is not None else None
     return (
         job.id,
@@ -46,6 +47,7 @@ def submit_args(job: Job) -> tuple[Any, ...]:
         job.idempotency_key or "",
         _encoder.encode(job.inputs),
         job.callback_url or "",
+        host,
     )
 
 
