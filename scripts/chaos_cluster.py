@@ -194,6 +194,7 @@ class ClusterChaos:
         assert daemon.pid is not None
         os.kill(daemon.pid, signal.SIGSTOP)
         self.killed_at = time.time()
+        await asyncio.sleep(0.3)  # what it sent before it froze reaches Redis first
         self.killed_at = time.time()
         self.dead.add(victim)
         client = aioredis.from_url(self.redis.url)
