@@ -14,7 +14,8 @@ import msgspec
 from scheduler.core.status import HostStatus
 from scheduler.settings import Settings
 
-LIVE_BEATS = 3  # a host whose last heartbeat is older than this many intervals is not live
+LIVE_BEATS = 3  # a host whose last heartbeat is older than this many intervals (and LIVE_SLACK_S) is not live
+LIVE_SLACK_S = 2.0  # a loaded machine's late beats do not make its host look dead
 
 
 class HostInfo(msgspec.Struct, kw_only=True):
@@ -59,7 +60,11 @@ class Hosts:
 
     def live(self, now: float | None = None) -> list[HostInfo]:
         now = time.time() if now is None else now
-        return [info for info in self.known.values() if now - info.at <= LIVE_BEATS * self.interval_s]
+        return [info for info in self.known.values() if now - info.at <= self.live_window_s]
+
+    @property
+    def live_window_s(self) -> float:
+        return LIVE_BEATS * self.interval_s + LIVE_SLACK_S
 
     def other_config(self, me: str, config: str) -> HostInfo | None:
         """A live host with another model configuration, or None."""
@@ -85,7 +90,7 @@ class Hosts:
             HostStatus(
                 host=info.host,
                 heartbeat_age_s=round(max(0.0, now - info.at), 3),
-                live=now - info.at <= LIVE_BEATS * self.interval_s,
+                live=now - info.at <= self.live_window_s,
                 models_loaded=info.warm,
                 models_fit=info.fits,
                 free_vram_mb=info.free_vram_mb,
