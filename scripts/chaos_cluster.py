@@ -187,19 +187,12 @@ class ClusterChaos:
         if job.first_end is None and view.get("status") in ENDED:
             job.first_end = view
 
-    async def kill_one(self, victim: int = 1) -> None:
-        """Freeze the daemon, read what it holds, SIGKILL it and its workers."""
-        daemon = self.daemons[victim]
-        workers = daemon.worker_pids()
-        assert daemon.pid is not None
-        os.kill(daemon.pid, signal.SIGSTOP)
-        self.killed_at = time.time()
-        await asyncio.sleep(0.3)  # what it sent before it froze reaches Redis first
-        self.killed_at = time.time()
-        self.dead.add(victim)
+    async def _held(self, victim: int) -> list[bytes]:
+        """The jobs the frozen daemon holds (its pending entries), into `held_by_killed`."""
+        self.dead.add(victim)  # no client sends it anything from now on
         client = aioredis.from_url(self.redis.url)
         try:
-            models = await client.smembers(PREFIX + "models")
+            models = list(await client.smembers(PREFIX + "models"))
             for model in models:
                 for level in ("rq", "0", "1", "2"):
                     stream = PREFIX + (
@@ -213,6 +206,23 @@ class ClusterChaos:
                             self.held_by_killed.add(found[0][1][b"job"].decode())
         finally:
             await client.aclose()
+        return models
+
+    async def kill_one(self, victim: int = 1) -> None:
+        """Freeze the daemon, read what it holds, SIGKILL it and its workers."""
+        daemon = self.daemons[victim]
+        workers = daemon.worker_pids()
+        assert daemon.pid is not None
+        models: list[bytes] = []
+        for _ in range(40):  # freeze it at a moment it holds jobs (else thaw it and try again)
+            os.kill(daemon.pid, signal.SIGSTOP)
+            self.killed_at = time.time()
+            await asyncio.sleep(0.3)  # what it sent before it froze reaches Redis first
+            models = await self._held(victim)
+            if self.held_by_killed:
+                break
+            os.kill(daemon.pid, signal.SIGCONT)
+            await asyncio.sleep(0.05)
         print(f"held by host{victim} at its kill: {len(self.held_by_killed)} ({len(models)} models)")
         daemon.kill()
         for pid in workers:

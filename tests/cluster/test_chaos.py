@@ -20,6 +20,7 @@ def test_cluster_chaos_nothing_lost_one_end_each(tmp_path: Path) -> None:
     assert figures["duplicate_ends"] == 0, figures
     assert figures["keys_split"] == 0, figures  # a key sent twice (to two fronts) named one job
     assert figures["reclaimed_not_held"] == 0, figures  # re-runs only of what the killed host held
+    assert figures["held_by_killed"] > 0, figures  # frozen at a moment it held jobs
     assert figures["reclaimed"] == figures["held_by_killed"], figures
     assert figures["poison_status"] == "error" and figures["poison_error_kind"] == "poison", figures
     assert figures["completed"] == figures["acknowledged"] - 1, figures  # all but the poison job
