@@ -24,10 +24,12 @@ from scheduler.core.deadlines import Deadlines
 from scheduler.core.devices import Inventory
 from scheduler.core.dispatch import Dispatcher
 from scheduler.core.endings import JobEndings
+from scheduler.core.history import History
 from scheduler.core.jobs import Job
 from scheduler.core.models import ModelRegistry
 from scheduler.core.pipelines import Pipelines
 from scheduler.core.ports import JobExecutor, JobJournal
+from scheduler.core.readiness import Preloader, Readiness
 from scheduler.core.table import JobTable
 from scheduler.core.worker_events import WorkerEvents
 from scheduler.core.workers import Launcher, Worker, WorkerSet
@@ -69,7 +71,10 @@ class Parts:
     pipelines     pipeline definitions, and their jobs moved from stage to stage
     cpu_calls     `run_cpu`/`map_cpu` on the CPU workers, `run_in_thread`/`map_threads`
     cpu_pool      the elastic CPU stage pool, and idle models unloaded
-    supervision   the one supervision tick
+    preloader     keeps the models with `preload` loaded
+    readiness     whether the daemon is ready for traffic, and each model's state
+    supervision   the one supervision tick (it samples `history`)
+    history       the last 15 minutes, sampled every 2 s, for the dashboard's charts
     webhooks      the callbacks of jobs with a `callback_url`, once their ends are durable
     submissions   how jobs come in: one, many in one journal group, or submitted and waited for
     cluster       this daemon's part in a cluster on Redis (None without `cluster_url`): its
@@ -94,9 +99,12 @@ class Parts:
     pipelines: Pipelines
     cpu_calls: CpuCalls
     cpu_pool: CpuPool
+    preloader: Preloader
+    readiness: Readiness
     supervision: Supervision
     webhooks: Webhooks
     submissions: Submissions
+    history: History
     cluster: Cluster | None = None
 
 
@@ -119,7 +127,7 @@ def assemble(
         )
     if journal == FROM_SETTINGS:
         journal = journal_from(settings)
-    inventory = Inventory(settings.gpu_reserve_mb)
+    inventory = Inventory(settings.gpu_reserve_mb, settings.gpus)
     workers: dict[str, Worker] = {}
     endings = JobEndings(table, journal)
     costs = CostLedger(settings.costs)
@@ -129,6 +137,8 @@ def assemble(
             costs.ended(job.cost_usd, job.pipeline)
 
     endings.observers.append(count_cost)
+    history = History(table, workers, inventory, costs)
+    endings.observers.append(history.on_job_end)
     render = RenderExecutor(table, endings, settings) if settings.render_enabled else None
     executors: dict[str, JobExecutor] = {RENDER_MODEL: render} if render is not None else {}
     deadlines = Deadlines(table, endings, workers)
@@ -179,13 +189,15 @@ def assemble(
             settings.torch_threads,
             settings.log_level,
             settings.model_load_timeout_s,
+            settings.log_format,
+            inventory.pin_of,
         )
     timeouts = Timeouts(settings.worker_start_timeout_s, settings.heartbeat_timeout_s)
     worker_set = WorkerSet(
         workers, launcher, registry.specs, worker_events.on_message, worker_events.on_exit, timeouts
     )
     vram_scale = REDUCED_VRAM_SCALE if settings.reduce_vram_requirements else 1.0
-    catalog = ModelCatalog(registry, workers, dispatcher, inventory, executors, vram_scale)
+    catalog = ModelCatalog(registry, workers, dispatcher, inventory, executors, vram_scale, settings.preload)
     cpu_calls.register = catalog.register
     cpu_pool = CpuPool(
         worker_set,
@@ -196,6 +208,16 @@ def assemble(
         settings.cpu_idle_timeout_s,
         settings.model_idle_unload_s,
         lambda: bool(inventory.gpus),
+    )
+    preloader = Preloader(registry, workers, dispatcher, lambda: dispatcher.enabled)
+    readiness = Readiness(
+        lambda: admission.accepting,
+        # a cluster's pure front (no worker) has none to wait for
+        lambda: worker_set.any_ready() or (store is not None and not workers),
+        journal.problem if journal is not None else lambda: None,
+        registry,
+        workers,
+        executors,
     )
     webhooks = Webhooks(settings, endings.view)
     endings.settle_observers.append(webhooks.on_settled)
@@ -261,17 +283,22 @@ def assemble(
         pipelines,
         cpu_calls,
         cpu_pool,
+        preloader,
+        readiness,
         Supervision(
             worker_set,
             cpu_pool,
+            preloader,
             render.service if render is not None else None,
             deadlines,
             table,
             journal,
             settings.result_retention_s,
+            history,
         ),
         webhooks,
         submissions,
+        history,
         cluster,
     )
 

@@ -47,7 +47,7 @@ class Scheduler:
     event loop it was started on. Its parts (`scheduler.assembly.Parts` lists each one's job) are its attributes: `registry`,
     `table`, `journal`, `inventory`, `workers`, `endings`, `deadlines`, `catalog`, `admission`,
     `dispatcher`, `worker_events`, `worker_set`, `costs`, `pipelines`, `cpu_calls`, `cpu_pool`,
-    `submissions`; `supervision` runs the tick; `render` is the render process (None unless `render_enabled`).
+    `submissions`, `readiness`; `supervision` runs the tick; `render` is the render process (None unless `render_enabled`).
     """
 
     def __init__(
@@ -80,6 +80,7 @@ class Scheduler:
         self.cpu_calls = parts.cpu_calls
         self.cpu_pool = parts.cpu_pool
         self.submissions = parts.submissions  # and its `webhooks`
+        self.readiness = parts.readiness  # ready for traffic? each model's state (preload)
         self.cluster = parts.cluster  # None: one host
         self.reads: JobReads = (
             parts.cluster.front
@@ -98,6 +99,7 @@ class Scheduler:
             self.costs,
             self.cpu_pool,
             max_queue=settings.max_queue,
+            readiness=parts.readiness,
             journal=self.journal,
         )
         self._status.cluster = self.cluster.status if self.cluster is not None else None
@@ -141,16 +143,8 @@ class Scheduler:
 
     @property
     def ready(self) -> bool:
-        return self.not_ready_reason() is None
-
-    def not_ready_reason(self) -> str | None:
-        """Why a load balancer should send jobs elsewhere now, or None: not accepting (not started, or
-        shutting down), no worker ready yet, or the journal cannot take jobs (commits fail, or full)."""
-        if not self.accepting:
-            return "not accepting"
-        if not self.worker_set.any_ready() and (self.cluster is None or self._workers):
-            return "starting"  # (a cluster's pure front has no worker to wait for)
-        return self.journal.problem() if self.journal is not None else None
+        """Ready for traffic; else `readiness.problem()` says why (`scheduler.core.readiness.Unready`)."""
+        return self.readiness.problem() is None
 
     # ---- life cycle ----------------------------------------------------------------------------
 

@@ -27,6 +27,7 @@ class ModelConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     max_batch_size: int | None = None
     max_delay_ms: float | None = None
     batch_policy: str | None = None  # adaptive | fixed
+    preload: bool = False  # load it at start; `/readyz` waits for it
     options: dict[str, Any] = {}
 
 
@@ -66,6 +67,8 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     model_load_backoff_s: float = 5.0
     model_load_timeout_s: float = 300.0
     torch_threads: int = 0  # 0: leave torch's default
+    gpus: list[int | str] = []  # the cards to use, by index or UUID ([]: every card allowed)
+    preload: bool = True  # False: models marked `preload` load on their first job like the others
     # jobs
     max_queue: int = 10_000
     default_timeout_s: float = 0.0  # 0: no timeout unless the job sets one
@@ -89,6 +92,8 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     token: str = ""
     max_body_bytes: int = 8 * 1024 * 1024
     log_level: str = "info"
+    log_format: str = "text"  # text | json
+    access_log: bool = False
     # render process
     render_enabled: bool = False
     render_browser_path: str = "/usr/bin/chromium"
@@ -157,6 +162,10 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
             raise ValueError("cluster_url: must start with redis://, rediss:// or unix://")
         if self.journal_synchronous.upper() not in {"OFF", "NORMAL", "FULL", "EXTRA"}:
             raise ValueError("journal_synchronous: must be one of OFF, NORMAL, FULL, EXTRA")
+        if self.log_level.lower() not in LOG_LEVELS:
+            raise ValueError(f"log_level: must be one of {', '.join(LOG_LEVELS)} (got {self.log_level!r})")
+        if self.log_format not in LOG_FORMATS:
+            raise ValueError(f"log_format: must be text or json (got {self.log_format!r})")
         if not 0 < self.port < 65536:
             raise ValueError("port: must be between 1 and 65535")
         names = [model.name for model in self.models]
@@ -188,11 +197,13 @@ def _check_non_negative(settings: Settings, *keys: str) -> None:
             raise ValueError(f"{key}: must not be negative")
 
 
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+LOG_FORMATS = ("text", "json")
 ENV_PREFIX = "MODELSCHED_"
 _SCALAR_FIELDS = {
     field.name: field.type
     for field in msgspec.structs.fields(Settings)
-    if field.name not in {"models", "render_allow_hosts", "webhook_allow_hosts", "pipelines", "costs"}
+    if field.name not in {"models", "render_allow_hosts", "webhook_allow_hosts", "pipelines", "costs", "gpus"}
 }
 
 
@@ -253,7 +264,7 @@ def env_overrides(environ: dict[str, str] | os._Environ[str]) -> dict[str, Any]:
         key = name[len(ENV_PREFIX) :].lower()
         if key in _SCALAR_FIELDS:
             values[key] = value
-        elif key in ("render_allow_hosts", "webhook_allow_hosts"):
+        elif key in ("render_allow_hosts", "webhook_allow_hosts", "gpus"):
             values[key] = [host.strip() for host in value.split(",") if host.strip()]
     return values
 
@@ -283,6 +294,7 @@ SETTING_MEANINGS: dict[str, str] = {
     "model_load_backoff_s": "after a model fails to load, its jobs fail at once for this long, doubling per failure in a row (at most 300 s)",
     "model_load_timeout_s": "a model's load may take this long (heartbeats go on while it loads); a load that hangs longer gets its worker replaced",
     "torch_threads": "torch threads per worker (0: torch's default)",
+    "preload": "load the models marked `preload = true` at start and keep them loaded, `/readyz` waiting for them; `false`: they load on their first job like the others",
     "max_queue": "jobs waiting at most; a submission past it gets 429 with `Retry-After`",
     "default_timeout_s": "timeout of a job that sets none (0: none)",
     "shutdown_grace_s": "on SIGTERM/SIGINT, how long running jobs may take to finish",
@@ -299,9 +311,11 @@ SETTING_MEANINGS: dict[str, str] = {
     "cold_claim_delay_ms": "a job waits this long for a daemon with its model loaded before one that must load it claims it (none waits when no live daemon has it loaded)",
     "host": "address the daemon binds (loopback by default)",
     "port": "port the daemon listens on",
-    "token": "when set, every endpoint but `/healthz` wants `Authorization: Bearer <token>`",
+    "token": "when set, every endpoint but the probes (`/healthz`, `/readyz`) wants `Authorization: Bearer <token>`",
     "max_body_bytes": "largest request body accepted; a larger one gets 413",
-    "log_level": "`debug`, `info`, `warning` or `error`",
+    "log_level": "`debug`, `info`, `warning`, `error` or `critical`",
+    "log_format": "`text` (one line: time, level, logger, message, `job=<id>`) or `json` (one object a line, `job_id` a field); uvicorn's lines too",
+    "access_log": "one log line per HTTP request: method, path, status, duration (through the same format)",
     "render_enabled": "start the render process (Chromium) for the `render` model and `POST /render`",
     "render_browser_path": "the Chromium binary the render process launches",
     "render_max_pages": "browser pages rendering at once",

@@ -32,6 +32,7 @@ from scheduler.errors import InvalidInputError
 from scheduler.render.guard import refuse_unless_allowed
 from scheduler.settings import Settings
 from workers.backoff import Backoff
+from workers.logs import about_job, job_context
 from workers.render.fetch import GuardedFetcher, RefusedUrl, ResponseTooLarge
 from workers.render.ssrf import check_url_offline
 
@@ -83,7 +84,7 @@ class Webhooks:
         if len(self._tasks) >= MAX_PENDING:
             self.given_up += 1
             log.warning(
-                "callback of job %s given up: %d deliveries pending already", job.id, len(self._tasks)
+                "callback given up: %d deliveries pending already", len(self._tasks), extra=about_job(job.id)
             )
             return
         body = _encode(self.view(job))
@@ -103,9 +104,20 @@ class Webhooks:
         if self.secret:
             headers[SIGNATURE_HEADER] = signature(self.secret, body)
         fetcher = GuardedFetcher(self.allow_hosts, MAX_ANSWER_BYTES, self.timeout_s)
+        with job_context(job_id):  # every line of this delivery (the fetcher's too) names the job
+            await self._deliver(fetcher, self._slots, url, body, headers)
+
+    async def _deliver(
+        self,
+        fetcher: GuardedFetcher,
+        slots: asyncio.Semaphore,
+        url: str,
+        body: bytes,
+        headers: dict[str, str],
+    ) -> None:
         try:
             for attempt in range(1, self.tries + 1):
-                async with self._slots:  # a slot per try: a back-off holds none
+                async with slots:  # a slot per try: a back-off holds none
                     try:
                         async with asyncio.timeout(self.timeout_s):  # the whole try, not each read
                             why = await self._post(
@@ -118,9 +130,7 @@ class Webhooks:
                     return
                 if why.startswith("refused") or attempt == self.tries:
                     self.given_up += 1
-                    log.warning(
-                        "callback of job %s to %s given up after %d tries: %s", job_id, url, attempt, why
-                    )
+                    log.warning("callback to %s given up after %d tries: %s", url, attempt, why)
                     return
                 await asyncio.sleep(RETRY_BACKOFF.delay(attempt))
         finally:

@@ -94,6 +94,7 @@ class Daemon:
             "MODELSCHED_LOG_LEVEL": "warning",
             "MODELSCHED_SHUTDOWN_GRACE_S": "5",
             "MODELSCHED_RENDER_ENABLED": "false",
+            "MODELSCHED_PRELOAD": "false",  # workers die every 2 s: a preload (minilm) would never end
             **extra_env,
         }
         self.process: subprocess.Popen[bytes] | None = None

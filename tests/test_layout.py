@@ -54,6 +54,13 @@ ALLOWED: dict[str, set[str]] = {
         "workers",
     },
     "scheduler.client": set(),  # the remote client: httpx and msgspec, nothing of the daemon
+    "scheduler.cli": {
+        "scheduler.client",
+        "scheduler.settings",
+        "scheduler.errors",
+        "scheduler.core",
+        "scheduler.journal",
+    },  # the command line: the client for the daemon's commands; settings, models and the journal file
     "scheduler.webhooks": {
         "scheduler.core",
         "scheduler.errors",
@@ -218,6 +225,11 @@ def test_a_wheel_ships_every_sub_package_and_imports_from_it(tmp_path: Path) -> 
     expected = {str(path.relative_to(REPO)) for _, path in modules()} | {
         "configs/dev.toml",
         "configs/prod.toml",
+        "scheduler/http/dashboard/static/index.html",
+        "scheduler/http/dashboard/static/dashboard.js",
+        "scheduler/http/dashboard/static/login.html",
+        "scheduler/http/dashboard/static/vendor/uplot/uPlot.iife.min.js",
+        "scheduler/http/dashboard/static/vendor/uplot/LICENSE",
     }
     assert expected - names == set()
     site_packages = [entry for entry in sys.path if entry.endswith("site-packages")]

@@ -5,11 +5,12 @@ name. Also the reserved exit codes that tell the supervisor how a child ended.""
 from __future__ import annotations
 
 import ctypes
-import logging
 import os
 import signal
 import sys
 import threading
+
+from workers.logs import configure_logging
 
 PR_SET_PDEATHSIG = 1
 EXIT_BOOT_FAILED = 3  # reserved: the child could not start (so the supervisor backs off)
@@ -39,14 +40,10 @@ def watch_parent(parent_pid: int, interval_s: float = 1.0) -> None:
     threading.Thread(target=loop, name="parent-watch", daemon=True).start()
 
 
-def begin_child(parent_pid: int, name: str, log_level: str) -> None:
+def begin_child(parent_pid: int, name: str, log_level: str, log_format: str = "text") -> None:
     """Die with the parent, ignore SIGINT (Ctrl-C reaches the whole group: the parent decides) and
-    log to stderr as `[name]`."""
+    log to stderr in the daemon's format (`workers.logs`) as `[name]`."""
     die_with_parent(parent_pid)
     watch_parent(parent_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    logging.basicConfig(
-        level=log_level.upper(),
-        stream=sys.stderr,
-        format=f"%(asctime)s %(levelname)s [{name}] %(name)s: %(message)s",
-    )
+    configure_logging(log_level, log_format, name, sys.stderr)

@@ -1,8 +1,9 @@
 """The entry point of a model worker process (started with the `spawn` context by
 `scheduler.pool.child.ChildProcess`).
 
-It is pinned to its GPU (`CUDA_VISIBLE_DEVICES` is also set in the environment it is spawned with,
-so it holds before torch is imported), dies with the main process (`workers.child`), and runs the
+It is pinned to its GPU by UUID (`CUDA_VISIBLE_DEVICES=GPU-…` or `MIG-…`, with
+`CUDA_DEVICE_ORDER=PCI_BUS_ID`; also set in the environment it is spawned with, so it holds before
+torch is imported), dies with the main process (`workers.child`), and runs the
 `WorkerRuntime` loop over its two pipes.
 """
 
@@ -28,8 +29,9 @@ def worker_main(config_bytes: bytes, inbox: Connection, outbox: Connection) -> N
         print(f"modelsched worker: unreadable config: {exc}", file=sys.stderr, flush=True)
         os._exit(EXIT_BOOT_FAILED)
     if config.gpu_index is not None:
-        os.environ["CUDA_VISIBLE_DEVICES"] = str(config.gpu_index)
-    begin_child(config.parent_pid, config.worker_id, config.log_level)
+        os.environ["CUDA_VISIBLE_DEVICES"] = config.cuda_device or str(config.gpu_index)
+        os.environ["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
+    begin_child(config.parent_pid, config.worker_id, config.log_level, config.log_format)
     try:
         from workers.runtime import WorkerRuntime
 

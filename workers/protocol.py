@@ -56,9 +56,11 @@ class WorkerConfig(msgspec.Struct, kw_only=True):
     gpu_index: int | None
     simulated_gpu: bool
     heartbeat_interval_s: float
+    cuda_device: str | None = None  # its card's UUID (GPU-…, MIG-…): CUDA_VISIBLE_DEVICES in the worker
     load_timeout_s: float = 300.0  # a model load may take this long; its heartbeats go on meanwhile
     torch_threads: int = 0
     log_level: str = "INFO"
+    log_format: str = "text"  # text | json
     specs: list[ModelSpec] = []
 
 

@@ -199,7 +199,7 @@ class AsyncClient:
         if not isinstance(body, dict) or "job_id" not in body:
             raise api_error(answer)
         handle = AsyncJobHandle(self, body["job_id"])
-        if body.get("status") in ("error", "cancelled"):
+        if body.get("job_status") in ("error", "cancelled"):
             outcome(await handle.info())
         remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
         return await handle.result(remaining)

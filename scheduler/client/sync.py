@@ -220,7 +220,7 @@ class Client:
         if not isinstance(body, dict) or "job_id" not in body:
             raise api_error(answer)
         handle = JobHandle(self, body["job_id"])
-        if body.get("status") in ("error", "cancelled"):
+        if body.get("job_status") in ("error", "cancelled"):
             outcome(handle.info())  # raises, with the error's kind
         remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
         return handle.result(remaining)

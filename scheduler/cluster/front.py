@@ -14,10 +14,11 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from scheduler.cluster.hosts import Hosts
-from scheduler.cluster.records import as_dict, job_from_hash, submit_args, view_of_job
+from scheduler.cluster.records import as_dict, job_from_hash, page_args, page_of, submit_args, view_of_job
 from scheduler.cluster.store import ClusterStore
 from scheduler.core.admission import Admission
 from scheduler.core.events import JobEvents
+from scheduler.core.job_pages import JobFilter
 from scheduler.core.jobs import ENDED, Job, JobRequest, JobStatus
 from scheduler.errors import (
     InvalidInputError,
@@ -100,6 +101,7 @@ class ClusterFront:
             self.runs_here.take_direct(job, (answer[2], answer[3]))
         if created == 1:
             self._remember(job, None)
+            self.admission.announce(job)  # counted once (the metrics), as `Admission.admit` does
         elif job_id not in self.known:
             await self.read(job_id)
         return str(job_id)
@@ -151,6 +153,16 @@ class ClusterFront:
             else:
                 found.append(outcome)
         return {"jobs": found, "not_found": missing}
+
+    async def page(self, where: JobFilter, limit: int) -> dict[str, Any]:
+        """`GET /jobs` in a cluster: every host's jobs as Redis holds them, newest first. A page that
+        looked at `MAX_SCAN` ids without filling up ends early; its `next_before` pages on."""
+        reply = await self.store.call(
+            "jobs", *page_args(where.before, where.since, where.status, where.model, limit, False)
+        )
+        cursor, jobs = page_of(reply)
+        next_before = jobs[-1][0].id if len(jobs) == limit else cursor
+        return {"jobs": [view_of_job(*one) for one in jobs], "not_found": [], "next_before": next_before}
 
     async def wait(self, job_id: str, timeout: float | None) -> dict[str, Any]:
         """The job once it has ended, or as it stands when `timeout` seconds have passed."""

@@ -15,7 +15,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from scheduler.cluster.records import finish_args
+from scheduler.cluster.records import finish_args, page_args, page_of
 from scheduler.cluster.store import ClusterStore
 from scheduler.core.jobs import Job
 from scheduler.core.ports import JournalStatus
@@ -95,6 +95,23 @@ class RedisJournal:
 
     def find_by_key(self, idempotency_key: str) -> Job | None:
         return None  # `modelsched_submit` answers a known key
+
+    async def page_ended(
+        self, before: str | None, since: str | None, status: str | None, model: str | None, limit: int
+    ) -> list[Job]:
+        """Every host's ended jobs, from Redis (`modelsched_jobs`, ended only); the job list of a cluster
+        reads Redis itself (`ClusterFront.page`), queued and running jobs too."""
+        jobs: list[Job] = []
+        while len(jobs) < limit:
+            reply = await self.store.call(
+                "jobs", *page_args(before, since, status, model, limit - len(jobs), True)
+            )
+            cursor, found = page_of(reply)
+            jobs.extend(job for job, _ in found)
+            if cursor is None:
+                break
+            before = cursor
+        return jobs
 
     def prune(self) -> None:
         """Redis expires ended jobs (`result_retention_s`) itself."""

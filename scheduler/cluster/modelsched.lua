@@ -77,6 +77,7 @@ local function submit(keys, args)
     'created_at', args[5], 'timeout_s', args[6], 'deadline', args[7], 'idem', idem, 'inputs', args[9],
     'callback_url', args[10], 'attempts', 0, 'stream', stream, 'entry', entry, 'host', '')
   if args[7] ~= '' then redis.call('ZADD', p .. 'deadlines', args[7], id) end
+  redis.call('ZADD', p .. 'jobs', 0, id) -- every job's id, in id (creation) order: the job list's index
   if direct then -- nothing else waits in its stream: the next undelivered entry is this one
     local read = redis.call('XREADGROUP', 'GROUP', GROUP, host, 'COUNT', 1, 'STREAMS', stream, '>')
     if read and #read > 0 and read[1][2][1][1] == entry then
@@ -277,6 +278,67 @@ local function expire(keys, args)
   return count
 end
 
+-- jobs(p, before, since, status, model, limit, ended_only, max_scan): the job list's page, newest
+-- first by id (`GET /jobs`): ids below `before` and at or above `since` ('' : no bound), of `status`
+-- and `model` ('' : any; `ended_only` '1': completed, error or cancelled only). Ids whose hash has
+-- expired leave the index. -> {cursor, hash, hash, ...}: at most `limit` hashes (flat field lists);
+-- cursor '' when the walk reached the end, else the last id looked at (it looked at `max_scan` ids
+-- and the page is not full: the next page begins below the cursor)
+local ENDED = {completed = true, error = true, cancelled = true}
+local function jobs(keys, args)
+  local p, before, since, status, model = args[1], args[2], args[3], args[4], args[5]
+  local limit, ended_only, max_scan = tonumber(args[6]), args[7] == '1', tonumber(args[8])
+  local index = p .. 'jobs'
+  local upper = before ~= '' and '(' .. before or '+'
+  local lower = since ~= '' and '[' .. since or '-'
+  local out = {''}
+  local scanned = 0
+  while #out - 1 < limit do
+    local ids = redis.call('ZREVRANGEBYLEX', index, upper, lower, 'LIMIT', 0, 200)
+    if #ids == 0 then return out end
+    for _, id in ipairs(ids) do
+      local fields = redis.call('HGETALL', p .. 'job:' .. id)
+      if #fields == 0 then
+        redis.call('ZREM', index, id)
+      else
+        local info = {}
+        for i = 1, #fields, 2 do info[fields[i]] = fields[i + 1] end
+        if (status == '' or info['status'] == status) and (model == '' or info['model'] == model)
+            and (not ended_only or ENDED[info['status']]) then
+          out[#out + 1] = fields
+          if #out - 1 == limit then return out end
+        end
+      end
+      scanned = scanned + 1
+      upper = '(' .. id
+      if scanned >= max_scan then
+        out[1] = id
+        return out
+      end
+    end
+  end
+  return out
+end
+
+-- sweep(p, count): the next `count` ids of the job index (from where the last sweep stopped) whose
+-- hash has expired leave it -> how many left
+local function sweep(keys, args)
+  local p, count = args[1], tonumber(args[2])
+  local index, cursor_key = p .. 'jobs', p .. 'jobs:swept'
+  local cursor = redis.call('GET', cursor_key)
+  local lower = (cursor and cursor ~= '') and '(' .. cursor or '-'
+  local ids = redis.call('ZRANGEBYLEX', index, lower, '+', 'LIMIT', 0, count)
+  local gone = 0
+  for _, id in ipairs(ids) do
+    if redis.call('EXISTS', p .. 'job:' .. id) == 0 then
+      redis.call('ZREM', index, id)
+      gone = gone + 1
+    end
+  end
+  if #ids < count then redis.call('SET', cursor_key, '') else redis.call('SET', cursor_key, ids[#ids]) end
+  return gone
+end
+
 -- depth(p) -> model, level, waiting (not delivered yet), held (delivered, not ended), ...
 -- (ended entries are deleted, so the stream's length less its pending entries is what waits)
 local function depth(keys, args)
@@ -304,4 +366,6 @@ redis.register_function('modelsched_reclaim', reclaim)
 redis.register_function('modelsched_refresh', refresh)
 redis.register_function('modelsched_attempts', attempts)
 redis.register_function('modelsched_expire', expire)
+redis.register_function('modelsched_jobs', jobs)
+redis.register_function('modelsched_sweep', sweep)
 redis.register_function{function_name = 'modelsched_depth', callback = depth, flags = {'no-writes'}}

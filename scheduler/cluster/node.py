@@ -32,6 +32,7 @@ from scheduler.errors import ConfigError, SchedulerError
 log = logging.getLogger("modelsched.cluster")
 
 EXPIRE_GRACE_S = 2.0  # a running job past its deadline is its host's to end; after this, anyone's
+SWEEP_IDS = 1000  # ids of the job list's index checked per heartbeat (those of expired jobs leave it)
 LEVEL_NAMES = {"rq": "requeued", **{str(int(level)): level.name.lower() for level in Priority}}
 
 
@@ -130,6 +131,7 @@ class Cluster:
         retention = int(self.retention_s)
         calls.append(self.store.call("reclaim", reclaim_ms, now, self.max_attempts, retention, "", 1))
         calls.append(self.store.call("expire", now, retention, EXPIRE_GRACE_S))
+        calls.append(self.store.call("sweep", SWEEP_IDS))
         depth = self.store.call("depth")
         calls.append(
             self.store.command("HSET", f"{self.store.prefix}hosts", self.host, msgspec.json.encode(info))

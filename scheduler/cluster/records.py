@@ -11,6 +11,7 @@ import msgspec
 
 from scheduler.core.jobs import Job, JobStatus, Priority
 
+MAX_SCAN = 20_000  # ids a page of the job list looks at, at most, before it answers with a cursor
 CLAIM_FIELDS = 12  # values per job in a claim's answer: id, the nine fields read, its stream and entry
 
 _encoder = msgspec.msgpack.Encoder()
@@ -71,6 +72,19 @@ def finish_args(job: Job, host: str, retention_s: float) -> tuple[Any, ...]:
     ]
     ended_at = job.ended_at if job.ended_at is not None else time.time()
     return (job.id, host, job.status.value, repr(ended_at), int(retention_s), *fields)
+
+
+def page_args(
+    before: str | None, since: str | None, status: str | None, model: str | None, limit: int, ended_only: bool
+) -> tuple[Any, ...]:
+    """`modelsched_jobs`'s arguments after the prefix (`MAX_SCAN` ids looked at, at most, per call)."""
+    return (before or "", since or "", status or "", model or "", limit, int(ended_only), MAX_SCAN)
+
+
+def page_of(reply: list[Any]) -> tuple[str | None, list[tuple[Job, str | None]]]:
+    """`modelsched_jobs`'s answer: the cursor (None: the walk reached the end) and the jobs with their hosts."""
+    cursor = _text(reply[0]) or None
+    return cursor, [job_from_hash(as_dict(fields)) for fields in reply[1:]]
 
 
 def claimed_jobs(values: list[Any]) -> list[Job]:

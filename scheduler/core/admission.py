@@ -39,7 +39,9 @@ class Admission:
     """registry, table: models and jobs; endings: fails a job of a model in load back-off; deadlines:
     watches a job's timeout; journal: idempotency keys of jobs no longer in memory; executors: models
     run outside the workers (their queue room is checked here); on_admitted: called once per new job
-    (the dispatch pass is scheduled); max_queue, default_timeout_s: from the settings."""
+    (the dispatch pass is scheduled); max_queue, default_timeout_s: from the settings.
+    `admitted_observers` are told of each new client job once (not of a replayed idempotency key,
+    nor of a pipeline's stages or CPU calls, which do not come through here): the metrics count it."""
 
     def __init__(
         self,
@@ -66,6 +68,7 @@ class Admission:
         self.max_queue = max_queue
         self.default_timeout_s = default_timeout_s or None
         self.accepting = False
+        self.admitted_observers: list[Callable[[Job], None]] = []
 
     def open(self) -> None:
         """Accept submissions (the scheduler has started)."""
@@ -85,11 +88,14 @@ class Admission:
             if existing is not None:
                 return existing, False
         if request.pipeline:
-            return self._admit_pipeline(request), True
+            job = self._admit_pipeline(request)
+            self.announce(job)
+            return job, True
         job = self.new_job(request)
         model_name = job.model
         registered = self.registry.models[model_name]
         self.table.add(job)
+        self.announce(job)
         now = time.monotonic()
         if registered.failed_error is not None and now < registered.failed_until:
             self.endings.finish(
@@ -125,6 +131,11 @@ class Admission:
             idempotency_key=request.idempotency_key,
             callback_url=request.callback_url,
         )
+
+    def announce(self, job: Job) -> None:
+        """Tell the observers of a new client job (the cluster front calls it for jobs it records in Redis)."""
+        for observer in self.admitted_observers:
+            observer(job)
 
     def _admit_pipeline(self, request: JobRequest) -> Job:
         pipeline = self.pipelines.validate(request.pipeline, request.inputs)

@@ -4,24 +4,28 @@ ever run (`no_fit`: their submissions get `NoFitError`), and explicit loads and 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 
 from adapters.call import CPU_CALL_MODEL
 from scheduler.core.devices import Inventory
 from scheduler.core.dispatch import Dispatcher, demand_of
-from scheduler.core.models import ModelRegistry, resolve_spec
+from scheduler.core.models import ModelRegistry, model_config, resolve_spec
 from scheduler.core.placement import refusal
 from scheduler.core.workers import Worker
 from scheduler.errors import NoFitError, SchedulerError, WorkerState
 from scheduler.settings import ModelConfig
 from workers import protocol as m
 
+log = logging.getLogger("modelsched.scheduler")
+
 
 class ModelCatalog:
     """registry: the models; workers: the live worker records by id; dispatcher: places explicit
     loads and sends unloads; inventory: the cards; run_elsewhere: models whose jobs run outside the
-    workers (never refused here); vram_scale: what each declared `vram_mb` counts for in the ledger."""
+    workers (never refused here); vram_scale: what each declared `vram_mb` counts for in the ledger;
+    allow_preload: the `preload` setting (False: no model is preloaded)."""
 
     def __init__(
         self,
@@ -31,7 +35,9 @@ class ModelCatalog:
         inventory: Inventory,
         run_elsewhere: Mapping[str, Any],
         vram_scale: float,
+        allow_preload: bool = True,
     ) -> None:
+        self.allow_preload = allow_preload
         self.registry = registry
         self.workers = workers
         self.dispatcher = dispatcher
@@ -41,9 +47,11 @@ class ModelCatalog:
 
     def register(self, config: ModelConfig | dict[str, Any]) -> m.ModelSpec:
         """Register (or replace) a model; live workers learn of it at once, and unload the old one."""
+        config = model_config(config)
         spec, adapter = resolve_spec(config, self.vram_scale)
         replacing = spec.name in self.registry
-        self.registry.register(spec, adapter)
+        preload = config.preload and self.allow_preload and spec.name not in self.run_elsewhere
+        self.registry.register(spec, adapter, preload=preload)
         for worker in self.workers.values():
             if worker.state in (WorkerState.STARTING, WorkerState.READY):
                 worker.send(m.RegisterModel(spec))
@@ -75,6 +83,9 @@ class ModelCatalog:
         """Load `name` now, where placement would put its first job; returns the worker ids."""
         registered = self.registry.get(name)
         self._on_workers(name)
+        if registered.preload_paused:
+            registered.preload_paused = False
+            log.info("model %s is loaded by request: its preload is back on", name)
         holders = [worker_id for worker_id, worker in self.workers.items() if name in worker.models]
         if holders:
             return holders
@@ -93,8 +104,15 @@ class ModelCatalog:
 
     def unload(self, name: str) -> list[str]:
         """Unload `name` from every worker where it is idle; returns those workers' ids."""
-        self.registry.get(name)
+        registered = self.registry.get(name)
         self._on_workers(name)
+        if registered.preload and not registered.preload_paused:
+            registered.preload_paused = True
+            log.warning(
+                "model %s is preloaded and unloaded by request: it stays unloaded, and readiness no "
+                "longer waits for it, until it is loaded again",
+                name,
+            )
         unloaded = []
         for worker in self.workers.values():
             loaded = worker.models.get(name)

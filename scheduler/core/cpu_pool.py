@@ -89,7 +89,10 @@ def idle_models(workers: Mapping[str, Worker], idle_unload_s: float, now: float)
         for worker in workers.values()
         if worker.state is WorkerState.READY
         for name, loaded in worker.models.items()
-        if loaded.in_flight == 0 and not loaded.loading and now - loaded.last_used >= idle_unload_s
+        if loaded.in_flight == 0
+        and not loaded.loading
+        and not loaded.pinned
+        and now - loaded.last_used >= idle_unload_s
     ]
 
 

@@ -17,6 +17,7 @@ from scheduler.core.jobs import ENDED, Job, JobStatus
 from scheduler.core.table import JobTable
 from scheduler.core.workers import Worker
 from scheduler.errors import ErrorKind, WorkerState
+from workers.logs import about_job
 
 log = logging.getLogger("modelsched.scheduler")
 
@@ -57,7 +58,9 @@ class Deadlines:
                 and worker.channel is not None
                 and worker.channel.killable
             ):
-                log.warning("job %s timed out on %s; restarting that worker", job_id, worker.worker_id)
+                log.warning(
+                    "job timed out on %s; restarting that worker", worker.worker_id, extra=about_job(job_id)
+                )
                 worker.no_penalty = True
                 worker.kill()
         return expired

@@ -1,7 +1,9 @@
-"""The GPU inventory: NVML through nvidia-ml-py, torch as a fallback, simulated cards for tests.
+"""The GPU inventory: the cards found (NVML through nvidia-ml-py, torch as a fallback, simulated cards
+for tests), narrowed to those the daemon may use (`scheduler.core.gpu_selection`: an inherited
+`CUDA_VISIBLE_DEVICES`, the `gpus` setting), each with the UUID its workers are pinned with.
 
-`MODELSCHED_FORCE_CPU=1` ignores GPUs; `MODELSCHED_FORCE_GPU=1` makes start-up fail when there is
-none; `MODELSCHED_SIMULATED_GPUS=2x24GiB` (or `1x80GiB,1x16GiB`) reports simulated cards whose
+`MODELSCHED_FORCE_CPU=1` ignores GPUs; `MODELSCHED_FORCE_GPU=1` makes start-up fail when no card is
+left; `MODELSCHED_SIMULATED_GPUS=2x24GiB` (or `1x80GiB,1x16GiB`) reports simulated cards whose
 workers run on the CPU while the VRAM ledger behaves as on real ones.
 """
 
@@ -9,116 +11,63 @@ from __future__ import annotations
 
 import logging
 import os
-import re
-from typing import Any
+from collections.abc import Mapping, Sequence
 
 import msgspec
 
+from scheduler.core.cards import MIB, GpuInfo, parse_simulated, parse_size
+from scheduler.core.gpu_selection import select_cards
+from scheduler.core.nvml import nvml_gpus, nvml_usage
 from scheduler.core.placement import GpuCapacity
 from scheduler.errors import NoGpuError
 
+__all__ = [
+    "MIB",
+    "GpuInfo",
+    "Inventory",
+    "NoGpuError",
+    "discover_gpus",
+    "nvml_gpus",
+    "parse_simulated",
+    "parse_size",
+]
+
 log = logging.getLogger("modelsched.devices")
 
-MIB = 1024 * 1024
-_UNITS = {"": 1, "b": 1, "kib": 1024, "kb": 1000, "mib": MIB, "mb": 1000**2, "gib": 1024**3, "gb": 1000**3}
 
-
-class GpuInfo(msgspec.Struct, kw_only=True):
-    index: int
-    name: str
-    total_bytes: int
-    used_bytes: int = 0
-    free_bytes: int = 0
-    utilization_pct: float | None = None
-    simulated: bool = False
-
-
-def parse_size(text: str) -> int:
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", text)
-    if not match or match.group(2).lower() not in _UNITS:
-        raise ValueError(f"cannot read a memory size from {text!r} (try 24GiB)")
-    return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
-
-
-def parse_simulated(spec: str) -> list[GpuInfo]:
-    """`2x24GiB` or `1x80GiB,1x16GiB` -> simulated cards, indexed in order."""
-    cards: list[GpuInfo] = []
-    for part in filter(None, (piece.strip() for piece in spec.split(","))):
-        count_text, sep, size_text = part.partition("x")
-        if not sep or not count_text.strip().isdigit():
-            raise ValueError(f"MODELSCHED_SIMULATED_GPUS: {part!r} is not COUNTxSIZE (e.g. 2x24GiB)")
-        size = parse_size(size_text)
-        for _ in range(int(count_text)):
-            cards.append(
-                GpuInfo(
-                    index=len(cards),
-                    name=f"Simulated GPU {size // MIB} MiB",
-                    total_bytes=size,
-                    free_bytes=size,
-                    simulated=True,
-                )
-            )
-    return cards
-
-
-def _flag(environ: dict[str, str] | os._Environ[str], name: str) -> bool:
+def _flag(environ: Mapping[str, str], name: str) -> bool:
     return environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
 
 
-def discover_gpus(environ: dict[str, str] | os._Environ[str] | None = None) -> list[GpuInfo]:
-    """The cards this daemon schedules onto, by the rules in the module docstring."""
+def discover_gpus(environ: Mapping[str, str] | None = None, gpus: Sequence[int | str] = ()) -> list[GpuInfo]:
+    """The cards this daemon schedules onto, by the rules in the module docstring; a `gpus` entry
+    that names no usable card is a ConfigError."""
     environ = os.environ if environ is None else environ
     simulated = environ.get("MODELSCHED_SIMULATED_GPUS", "").strip()
+    visible = environ.get("CUDA_VISIBLE_DEVICES")
     if _flag(environ, "MODELSCHED_FORCE_CPU"):
-        cards: list[GpuInfo] = []
+        found: list[GpuInfo] = []
     elif simulated:
-        cards = parse_simulated(simulated)
+        found = parse_simulated(simulated)
     else:
-        cards = nvml_gpus()
-        if not cards:
-            cards = torch_gpus()
+        found = nvml_gpus()
+        if not found:
+            found = torch_gpus()
+            visible = None  # torch lists the cards CUDA_VISIBLE_DEVICES left it
+    selection = select_cards(found, visible, environ.get("CUDA_DEVICE_ORDER"), gpus)
+    for note in selection.notes:
+        log.warning("%s", note)
+    cards = [msgspec.structs.replace(card, index=index) for index, card in enumerate(selection.cards)]
     if _flag(environ, "MODELSCHED_FORCE_GPU") and not cards:
         raise NoGpuError(
-            "MODELSCHED_FORCE_GPU=1 but no GPU is visible (NVML and torch.cuda found none); "
-            "unset it to run on the CPU"
+            "MODELSCHED_FORCE_GPU=1 but no GPU is visible (NVML and torch.cuda found none, or "
+            "CUDA_VISIBLE_DEVICES and gpus left none); unset it to run on the CPU"
         )
     return cards
 
 
-def nvml_gpus() -> list[GpuInfo]:
-    try:
-        import pynvml
-
-        pynvml.nvmlInit()
-    except Exception as exc:  # no driver, no library: no GPU through NVML
-        log.debug("NVML unavailable: %s", exc)
-        return []
-    try:
-        return [_nvml_card(pynvml, index) for index in range(pynvml.nvmlDeviceGetCount())]
-    except Exception as exc:
-        log.warning("NVML failed while listing GPUs: %s", exc)
-        return []
-
-
-def _nvml_card(pynvml: Any, index: int) -> GpuInfo:
-    handle = pynvml.nvmlDeviceGetHandleByIndex(index)
-    memory = pynvml.nvmlDeviceGetMemoryInfo(handle)
-    name = pynvml.nvmlDeviceGetName(handle)
-    try:
-        utilization = float(pynvml.nvmlDeviceGetUtilizationRates(handle).gpu)
-    except Exception:
-        utilization = None
-    return GpuInfo(
-        index=index,
-        name=name.decode() if isinstance(name, bytes) else str(name),
-        total_bytes=int(memory.total),
-        used_bytes=int(memory.used),
-        free_bytes=int(memory.free),
-        utilization_pct=utilization,
-    )
-
-
 def torch_gpus() -> list[GpuInfo]:
+    """The cards torch sees (when NVML cannot be read), with their UUIDs where torch gives them."""
     try:
         import torch
 
@@ -128,6 +77,8 @@ def torch_gpus() -> list[GpuInfo]:
         for index in range(torch.cuda.device_count()):
             properties = torch.cuda.get_device_properties(index)
             free, total = torch.cuda.mem_get_info(index)
+            uuid = getattr(properties, "uuid", None)
+            pin = f"GPU-{uuid}" if uuid is not None else str(index)
             cards.append(
                 GpuInfo(
                     index=index,
@@ -135,6 +86,8 @@ def torch_gpus() -> list[GpuInfo]:
                     total_bytes=int(total),
                     used_bytes=int(total - free),
                     free_bytes=int(free),
+                    uuid=pin,
+                    gpu_uuid=pin,
                 )
             )
         return cards
@@ -144,14 +97,29 @@ def torch_gpus() -> list[GpuInfo]:
 
 
 class Inventory:
-    """The cards this daemon schedules onto (found at start) and what placement may use of each."""
+    """The cards this daemon schedules onto (found at start) and what placement may use of each.
+    reserve_mb: per card, never given to models; gpus: the `gpus` setting."""
 
-    def __init__(self, reserve_mb: int) -> None:
+    def __init__(self, reserve_mb: int, gpus: Sequence[int | str] = ()) -> None:
         self.reserve_mb = reserve_mb
+        self.wanted = list(gpus)
         self.gpus: list[GpuInfo] = []
 
-    def discover(self, environ: dict[str, str] | os._Environ[str]) -> list[GpuInfo]:
-        self.gpus = discover_gpus(environ)
+    def discover(self, environ: Mapping[str, str]) -> list[GpuInfo]:
+        found = discover_gpus(environ, self.wanted)
+        said = [gpu.uuid for gpu in self.gpus]
+        self.gpus = found
+        if [gpu.uuid for gpu in found] == said:
+            return found  # found again (the serve command's early check, then the start): said once
+        for gpu in found:
+            log.info(
+                "GPU %d: %s %s (%.0f MiB)%s",
+                gpu.index,
+                gpu.name,
+                gpu.uuid,
+                gpu.total_bytes / MIB,
+                "" if gpu.nvml_index is None else f", nvidia-smi index {gpu.nvml_index}",
+            )
         return self.gpus
 
     @property
@@ -160,6 +128,13 @@ class Inventory:
 
     def capacities(self) -> list[GpuCapacity]:
         return [GpuCapacity(gpu.index, gpu.total_bytes / MIB, self.reserve_mb) for gpu in self.gpus]
+
+    def pin_of(self, gpu_index: int) -> str | None:
+        """What the workers of card `gpu_index` get as CUDA_VISIBLE_DEVICES: its UUID."""
+        for gpu in self.gpus:
+            if gpu.index == gpu_index:
+                return gpu.uuid or None
+        return None
 
     def is_real(self, gpu_index: int | None) -> bool:
         """A real card (its measured memory counts in the ledger), not the CPU nor a simulated card."""
@@ -180,8 +155,19 @@ class Inventory:
 
 
 def refresh_usage(cards: list[GpuInfo]) -> list[GpuInfo]:
-    """Current memory use and utilization of real cards (simulated ones are returned as they are)."""
-    if not cards or all(card.simulated for card in cards):
+    """Current memory use and utilization of real cards, read by UUID (simulated ones as they are)."""
+    real = [card.uuid for card in cards if not card.simulated and card.uuid.startswith(("GPU-", "MIG-"))]
+    if not real:
         return cards
-    fresh = {card.index: card for card in nvml_gpus()}
-    return [fresh.get(card.index, card) if not card.simulated else card for card in cards]
+    usage = nvml_usage(real)
+    fresh = []
+    for card in cards:
+        now = usage.get(card.uuid)
+        if now is None:
+            fresh.append(card)
+        else:
+            used, free, utilization = now
+            fresh.append(
+                msgspec.structs.replace(card, used_bytes=used, free_bytes=free, utilization_pct=utilization)
+            )
+    return fresh

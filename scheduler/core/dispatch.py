@@ -36,6 +36,7 @@ from scheduler.core.table import JobTable
 from scheduler.core.workers import Worker
 from scheduler.errors import ErrorKind
 from workers import protocol as m
+from workers.logs import about_job
 
 log = logging.getLogger("modelsched.scheduler")
 
@@ -231,7 +232,12 @@ class Dispatcher:
                 self._prepare(decision, registered)
                 self.send_jobs(target, job.model, [job])
                 target.solo_job_id = job.id
-                log.info("job %s (attempts %d) runs alone on %s", job.id, job.attempts, target.worker_id)
+                log.info(
+                    "job (attempts %d) runs alone on %s",
+                    job.attempts,
+                    target.worker_id,
+                    extra=about_job(job.id),
+                )
                 continue
             if target is None:
                 candidates = eligible_workers(demand, [worker for worker in workers if worker.ready])

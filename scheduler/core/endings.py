@@ -18,6 +18,7 @@ from scheduler.core.jobs import ENDED, Job, JobStatus
 from scheduler.core.ports import JobJournal
 from scheduler.core.table import JobTable
 from scheduler.errors import ErrorKind, JobCancelledError, JobFailedError, JournalError, NotRunningError
+from workers.logs import about_job
 
 log = logging.getLogger("modelsched.scheduler")
 
@@ -56,12 +57,16 @@ class JobEndings:
             try:
                 observer(job)
             except Exception:  # one observer's bug must not stop the end, nor the batch it came in
-                log.exception("an observer of job %s's end failed", job.id)
+                log.exception("an observer of a job's end failed", extra=about_job(job.id))
         if self.journal is not None and job.parent_id is None:  # a stage's or CPU call's job is not journaled
             try:
                 future = self.journal.record_ended(job)
             except JournalError as exc:  # closed under a late end (stop() is under way): nothing to wait for
-                log.warning("job %s ended after the journal closed; its end is not recorded: %s", job.id, exc)
+                log.warning(
+                    "job ended after the journal closed; its end is not recorded: %s",
+                    exc,
+                    extra=about_job(job.id),
+                )
             else:
                 self._unsettled[job.id] = before  # waiters wake when it is committed (`ends_committed`)
                 self._unsettled_jobs[job.id] = job
@@ -168,7 +173,7 @@ class JobEndings:
                 try:
                     observer(job)
                 except Exception:  # a callback's bug must not keep the other jobs' ends from showing
-                    log.exception("an observer of job %s's durable end failed", job.id)
+                    log.exception("an observer of a job's durable end failed", extra=about_job(job.id))
 
     def _wake(self, job_id: str) -> None:
         waiters = self._waiters.pop(job_id, None)

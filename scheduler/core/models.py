@@ -19,11 +19,7 @@ def resolve_spec(
     config: ModelConfig | dict[str, Any], vram_scale: float = 1.0
 ) -> tuple[ModelSpec, BaseAdapter]:
     """A config (unset knobs None) -> a full spec using the adapter class's defaults, and the adapter."""
-    if isinstance(config, dict):
-        try:
-            config = ModelConfig(**config)
-        except TypeError as exc:
-            raise ConfigError(f"model config: {exc}") from None
+    config = model_config(config)
     try:
         adapter = build_adapter(config.adapter, config.options)
     except (ValueError, TypeError) as exc:
@@ -56,6 +52,15 @@ def resolve_spec(
     return spec, adapter
 
 
+def model_config(config: ModelConfig | dict[str, Any]) -> ModelConfig:
+    if isinstance(config, ModelConfig):
+        return config
+    try:
+        return ModelConfig(**config)
+    except TypeError as exc:
+        raise ConfigError(f"model config: {exc}") from None
+
+
 def _batch_policy(value: str, model: str) -> BatchPolicy:
     if value == "adaptive":
         return "adaptive"
@@ -74,6 +79,8 @@ class RegisteredModel:
     no_fit: str | None = None
     failed_error: str | None = None
     failed_until: float = 0.0
+    preload: bool = False  # kept loaded on some worker from the start (`scheduler.core.readiness`)
+    preload_paused: bool = False  # unloaded by request: not loaded again until a load is asked for
 
 
 class ModelRegistry:
@@ -82,8 +89,8 @@ class ModelRegistry:
     def __init__(self) -> None:
         self.models: dict[str, RegisteredModel] = {}
 
-    def register(self, spec: ModelSpec, adapter: BaseAdapter) -> None:
-        self.models[spec.name] = RegisteredModel(spec, adapter)
+    def register(self, spec: ModelSpec, adapter: BaseAdapter, preload: bool = False) -> None:
+        self.models[spec.name] = RegisteredModel(spec, adapter, preload=preload)
 
     def get(self, name: str) -> RegisteredModel:
         model = self.models.get(name)

@@ -22,6 +22,7 @@ class LoadedModel:
     last_used: float = 0.0
     in_flight: int = 0
     loading: bool = True
+    pinned: bool = False  # the copy that keeps a preloaded model loaded: never evicted nor unloaded when idle
 
 
 class Slot(Protocol):
@@ -146,8 +147,10 @@ def place(
     if not ready:
         return Wait("no worker is ready yet")
 
-    def busy(worker: Slot) -> tuple[int, str]:
-        return (worker.outstanding_items, worker.worker_id)
+    def busy(worker: Slot) -> tuple[int, int, str]:
+        # Of two equally busy workers, the one not loading a model (a load holds a worker as a job does).
+        loads = sum(1 for loaded in worker.models.values() if loaded.loading)
+        return (worker.outstanding_items, loads, worker.worker_id)
 
     holders = [worker for worker in ready if demand.name in worker.models]
     with_room = [worker for worker in holders if worker.outstanding_items < pipeline_items]
@@ -183,7 +186,7 @@ def place(
 
 
 def _idle(loaded: LoadedModel) -> bool:
-    return loaded.in_flight == 0 and not loaded.loading
+    return loaded.in_flight == 0 and not loaded.loading and not loaded.pinned
 
 
 def eviction_plan(

@@ -54,6 +54,12 @@ class JobJournal(Protocol):
 
     def find_by_key(self, idempotency_key: str) -> Job | None: ...
 
+    async def page_ended(
+        self, before: str | None, since: str | None, status: str | None, model: str | None, limit: int
+    ) -> list[Job]:
+        """The newest `limit` ended jobs within their retention, newest first by id: ids below `before`
+        and at or above `since` (either None: no bound), of `status` and `model` when given."""
+
     def prune(self) -> None: ...
 
     def problem(self) -> str | None:

@@ -15,6 +15,7 @@ from scheduler.core.devices import MIB, Inventory
 from scheduler.core.models import ModelRegistry
 from scheduler.core.pipelines import Pipelines
 from scheduler.core.ports import JobJournal, JournalStatus
+from scheduler.core.readiness import Readiness
 from scheduler.core.table import JobTable
 from scheduler.core.workers import Worker
 from scheduler.errors import WorkerState
@@ -30,7 +31,8 @@ class SchedulerInfo(msgspec.Struct):
 
 class GpuStatus(msgspec.Struct):
     """One card: memory as the card reports it (`memory_utilization`: used / total, 0 to 1), and
-    what the VRAM ledger assigns to models. `id` is its index (the seed API's name)."""
+    what the VRAM ledger assigns to models. `id` is its index (the seed API's name): the daemon's
+    number for it among the cards it uses."""
 
     id: int
     index: int
@@ -44,6 +46,10 @@ class GpuStatus(msgspec.Struct):
     ledger_used_mb: float
     workers: list[str]
     memory_utilization: float
+    uuid: str  # GPU-… or MIG-…: what its workers have as CUDA_VISIBLE_DEVICES
+    nvml_index: (
+        int | None
+    )  # the GPU's index in nvidia-smi (the daemon's `index` counts only the cards it uses)
 
 
 class LoadedModelStatus(msgspec.Struct):
@@ -92,7 +98,10 @@ class ModelInfo(msgspec.Struct):
     batch_policy: str
     loaded_on: list[str]
     queued: int
-    failed: str | None
+    failed: str | None  # the message of its last failed load (cleared by a load that succeeds)
+    state: str  # unloaded | loading | ready | failed (`scheduler.core.readiness`)
+    preload: bool  # kept loaded from the start; `/readyz` waits for it
+    ready_on: list[str]  # the workers that have it loaded (`loaded_on` counts loads under way too)
 
 
 class StageInfo(msgspec.Struct):
@@ -161,7 +170,7 @@ class SystemStatus(msgspec.Struct):
 class StatusBuilder:
     """registry, table, workers, inventory: what it reads; scheduler_info: the scheduler's own line;
     render_status: the render process's section (None when rendering is off); max_queue: from the settings;
-    journal: the journal, when there is one."""
+    readiness: each model's state; journal: the journal, when there is one."""
 
     def __init__(
         self,
@@ -176,8 +185,10 @@ class StatusBuilder:
         cpu_pool: CpuPool,
         *,
         max_queue: int,
+        readiness: Readiness,
         journal: JobJournal | None = None,
     ) -> None:
+        self.readiness = readiness
         self.pipelines = pipelines
         self.costs = costs
         self.cpu_pool = cpu_pool
@@ -228,6 +239,8 @@ class StatusBuilder:
                 ledger_used_mb=round(ledger_by_gpu.get(gpu.index, 0.0), 1),
                 workers=[w.worker_id for w in self.workers.values() if w.gpu_index == gpu.index],
                 memory_utilization=round(gpu.used_bytes / gpu.total_bytes, 4) if gpu.total_bytes else 0.0,
+                uuid=gpu.uuid,
+                nvml_index=gpu.nvml_index,
             )
             for gpu in self.inventory.current()
         ]
@@ -265,8 +278,12 @@ class StatusBuilder:
                 loaded_on=[w.worker_id for w in self.workers.values() if name in w.models],
                 queued=self.table.queued_count_by_model.get(name, 0),
                 failed=model.failed_error,
+                state=readiness.state.value,
+                preload=readiness.preload,
+                ready_on=readiness.ready_on,
             )
             for name, model in self.registry.models.items()
+            for readiness in [self.readiness.state_of(model)]
         ]
 
 

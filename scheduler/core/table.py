@@ -18,6 +18,7 @@ from collections import deque
 from typing import Any
 
 from scheduler.core.jobs import Job, JobStatus, Priority, can_transition
+from workers.logs import about_job
 
 log = logging.getLogger("modelsched.jobs")
 
@@ -167,7 +168,13 @@ class JobTable:
         self.finished_order.append(job.id)
         if log.isEnabledFor(logging.DEBUG):
             took = job.ended_at - (started or job.created_at)
-            log.debug("job %s %s after %.3fs%s", job.id, status.value, took, f": {error}" if error else "")
+            log.debug(
+                "job %s after %.3fs%s",
+                status.value,
+                took,
+                f": {error}" if error else "",
+                extra=about_job(job.id),
+            )
         self._trim()
 
     def mark_started(self, job: Job) -> None:

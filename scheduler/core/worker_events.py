@@ -31,10 +31,13 @@ from scheduler.errors import ErrorKind, WorkerState
 from scheduler.pool.supervisor import is_poison
 from workers import protocol as m
 from workers.backoff import Backoff
+from workers.logs import about_job
 
 log = logging.getLogger("modelsched.scheduler")
 
 BatchObserver = Callable[[str, str, int, float], None]  # (worker id, model, batch size, run seconds)
+LoadObserver = Callable[[str, str, float | None], None]  # (model, worker id, seconds it took; None: failed)
+RequeueObserver = Callable[[Job, bool], None]  # (the job queued again, whether its worker died)
 
 
 class WorkerEvents:
@@ -66,6 +69,8 @@ class WorkerEvents:
         self.costs = costs
         self.load_failures: dict[str, int] = {}  # model -> consecutive failed loads
         self.batch_observers: list[BatchObserver] = []
+        self.load_observers: list[LoadObserver] = []  # each model load a worker reports
+        self.requeue_observers: list[RequeueObserver] = []  # each job a gone worker gives back
 
     # ---- messages ------------------------------------------------------------------------------
 
@@ -137,6 +142,8 @@ class WorkerEvents:
         if registered is not None:
             registered.failed_error = None
         self.load_failures.pop(message.model, None)
+        for observer in self.load_observers:
+            observer(message.model, worker.worker_id, message.load_s)
 
     def _on_model_load_failed(self, worker: Worker, message: m.ModelLoadFailed) -> None:
         worker.models.pop(message.model, None)
@@ -154,6 +161,8 @@ class WorkerEvents:
             backoff_s,
             message.error,
         )
+        for observer in self.load_observers:
+            observer(message.model, worker.worker_id, None)
         error = f"model {message.model!r} failed to load: {message.error}"
         for job_id in message.job_ids:
             items = worker.in_flight.pop(job_id, None)
@@ -201,6 +210,11 @@ class WorkerEvents:
             if job is None or job.status is not JobStatus.PROCESSING or job.worker_id != worker.worker_id:
                 continue
             if penalize and is_poison(job.attempts, self.max_attempts):
+                log.warning(
+                    "poison job: %d worker process(es) died while running it; it fails",
+                    job.attempts,
+                    extra=about_job(job.id),
+                )
                 self.endings.finish(
                     job,
                     JobStatus.ERROR,
@@ -211,6 +225,9 @@ class WorkerEvents:
                 continue
             back.append(job)
         self.table.requeue_all(back, penalize)
+        for observer in self.requeue_observers:
+            for job in back:
+                observer(job, penalize)
         if penalize and self.journal is not None:
             for job in back:
                 if job.parent_id is None:  # a stage's job is not journaled (its pipeline job is)

@@ -1,11 +1,12 @@
 """HTTP answers: `Answer`, the one response type of the daemon (the routes return it, the raw-ASGI
-paths send it), the one map from a failure to its status code (`error_answer`: never a 500), and
-what `infer` answers for a job's end."""
+paths send it), the one map from a failure to its status code and problem body (`error_answer`: an
+unexpected exception is a 500 with an opaque `error_id`, logged with its traceback), the one body
+decoder (`decode`: 422 naming the field, bounds kept), and what `infer` answers for a job's end."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import msgspec
@@ -13,6 +14,8 @@ from starlette.responses import Response
 
 from scheduler import errors
 from scheduler.core.jobs import ENDED, JobRequest
+from scheduler.http.json_bounds import out_of_bounds
+from scheduler.http.problems import PROBLEM_JSON, new_error_id, problem
 from scheduler.http.schemas import ErrorBody, InferRequest, InferResult
 from scheduler.scheduler import Scheduler
 
@@ -23,11 +26,12 @@ RAW_MEDIA_TYPE = "application/octet-stream"
 MAX_WAIT_S = 300.0
 DEFAULT_INFER_WAIT_S = 60.0
 ENDED_NAMES = frozenset(status.value for status in ENDED)
-CODE_BY_KIND: dict[str, int] = {
-    errors.ErrorKind.INPUT: 422,
-    errors.ErrorKind.TIMEOUT: 504,
-    errors.ErrorKind.CANCELLED: 409,
-}  # a failed job's answer; any other kind: 502
+ANSWER_BY_KIND: dict[str, tuple[int, str]] = {
+    errors.ErrorKind.INPUT: (422, "invalid_input"),
+    errors.ErrorKind.TIMEOUT: (504, "job_timeout"),
+    errors.ErrorKind.CANCELLED: (409, "job_cancelled"),
+}  # a failed job's answer; any other kind: 502 job_failed
+JOB_FAILED = (502, "job_failed")
 encoder = msgspec.json.Encoder()
 infer_decoder = msgspec.json.Decoder(InferRequest)
 
@@ -54,6 +58,11 @@ class Answer(Response):
 
 def json_answer(content: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Answer:
     return Answer(status, encoder.encode(content), headers)
+
+
+def problem_answer(body: ErrorBody, headers: Mapping[str, str] | None = None) -> Answer:
+    """An error answer: the problem body, as `application/problem+json`, with its status."""
+    return Answer(body.status, encoder.encode(body), headers, PROBLEM_JSON)
 
 
 class HttpError(Exception):
@@ -85,44 +94,72 @@ _STATUS_BY_ERROR: list[tuple[type[Exception], int, str]] = [
 ]
 
 
-def error_parts(exc: Exception) -> tuple[int, ErrorBody, dict[str, str] | None]:
-    """The one place where failures become status codes (never 500): status, body, headers."""
+def error_parts(exc: Exception) -> tuple[ErrorBody, dict[str, str] | None]:
+    """The one place where failures become status codes: the problem body (its `status` is the
+    code) and headers. Only overload and unavailability (429, 503) say `Retry-After`; anything not
+    foreseen is a 500 whose `error_id` names the log line with its traceback (never its text)."""
     if isinstance(exc, HttpError):
-        return exc.status, ErrorBody(exc.error, exc.detail, exc.field), exc.headers
+        return problem(exc.status, exc.error, exc.detail, exc.field), exc.headers
     if isinstance(exc, errors.JobFailedError):  # `infer`-style waits: the job's end as its answer
-        return CODE_BY_KIND.get(exc.kind or "", 502), ErrorBody("job_failed", str(exc)), None
+        status, name = ANSWER_BY_KIND.get(exc.kind or "", JOB_FAILED)
+        return problem(status, name, str(exc)), None
     if isinstance(exc, TimeoutError):
-        return 504, ErrorBody("timeout", str(exc) or "the wait ended before the job"), None
+        return problem(504, "wait_ended", str(exc) or "the wait ended before the job"), None
     for kind, status, name in _STATUS_BY_ERROR:
         if isinstance(exc, kind):
             headers = {"Retry-After": "1"} if status in (429, 503) else None
-            return status, ErrorBody(name, str(exc), getattr(exc, "field", None)), headers
+            return problem(status, name, str(exc), getattr(exc, "field", None)), headers
     if isinstance(exc, errors.SchedulerError):
-        return 409, ErrorBody("conflict", str(exc)), None
-    log.exception("unexpected error", exc_info=exc)
-    return 503, ErrorBody("unavailable", f"{type(exc).__name__}: {exc}"), {"Retry-After": "1"}
+        return problem(409, "conflict", str(exc)), None
+    return unexpected_problem(exc), None
+
+
+def unexpected_problem(exc: BaseException) -> ErrorBody:
+    """A 500 for a failure nobody foresaw: logged with its traceback under a new error id, which the
+    answer carries instead of the exception's text."""
+    error_id = new_error_id()
+    log.error("unexpected error %s: %s", error_id, type(exc).__name__, exc_info=exc)
+    detail = f"an unexpected error; the daemon's log has it under {error_id}"
+    return problem(500, "internal_error", detail, error_id=error_id)
 
 
 def error_answer(exc: Exception) -> Answer:
-    status, body, headers = error_parts(exc)
-    return Answer(status, encoder.encode(body), headers)
+    body, headers = error_parts(exc)
+    return problem_answer(body, headers)
 
 
 def decode(data: bytes, decoder: msgspec.json.Decoder[Any]) -> Any:
-    """A body decoded into its struct; 422 naming the field at fault."""
+    """A body decoded into its struct; 422 naming the field at fault, also for a value nested deeper
+    or an integer larger than the daemon carries (`json_bounds`)."""
     try:
-        return decoder.decode(data)
+        decoded = decoder.decode(data)
+    except RecursionError:
+        raise HttpError(
+            422, "invalid_body", "the body nests arrays and objects too deeply to decode"
+        ) from None
     except msgspec.ValidationError as exc:
         message = str(exc)
-        if "`$." in message:
-            field: str | None = message.rpartition("`$.")[2].rstrip("`")
-        elif message.startswith("Object missing required field `"):
-            field = message.split("`")[1]  # a missing top-level field
-        else:
-            field = None
-        raise HttpError(422, "invalid_body", message, field) from None
+        raise HttpError(422, "invalid_body", message, field_of(message)) from None
     except msgspec.DecodeError as exc:
         raise HttpError(422, "malformed_json", f"the body is not valid JSON: {exc}") from None
+    fault = out_of_bounds(data if isinstance(data, bytes) else bytes(data), decoded)
+    if fault is not None:
+        raise HttpError(422, "invalid_body", f"{fault[1]} (at `{fault[0]}`)", fault[0])
+    return decoded
+
+
+def field_of(message: str) -> str | None:
+    """The field a msgspec validation message names: its path (`... - at `$.inputs[0]``), and the
+    field missing or unknown there (`Object missing required field `model``)."""
+    where = message.rpartition(" - at `$")[2].rstrip("`") if " - at `$" in message else ""
+    where = where.removeprefix(".")
+    name = None
+    for start in ("Object missing required field `", "Object contains unknown field `"):
+        if message.startswith(start):
+            name = message[len(start) :].partition("`")[0]
+    if name is not None:
+        return f"{where}.{name}" if where else name
+    return where or None
 
 
 def parse_timeout(text: str | None) -> float | None:
@@ -156,7 +193,6 @@ async def infer_answer(
     model: str,
     body: bytes,
     timeout: float | None,
-    on_submitted: Callable[[str], None] | None = None,
     raw: bool = False,
     pipeline: bool = False,
 ) -> Answer:
@@ -173,30 +209,22 @@ async def infer_answer(
             timeout_s=request.timeout_s,
         )
     )
-    if on_submitted is not None:
-        on_submitted(model)
     return await result_answer(scheduler, job_id, timeout or request.timeout_s or DEFAULT_INFER_WAIT_S, raw)
 
 
 async def result_answer(scheduler: Scheduler, job_id: str, wait_s: float, raw: bool = False) -> Answer:
-    """The job's result once it ends (200), or why there is none: 422 bad input, 409 cancelled, 504 a
-    timeout or a wait that ended first, 503 the daemon shutting down, 502 any other failure."""
+    """The job's result once it ends (200), or why there is none, as a problem naming the job
+    (`job_id`, `job_status`): 422 bad input, 409 cancelled, 504 the job's timeout or a wait that
+    ended first, 503 the daemon shutting down, 502 any other failure."""
     status = await scheduler.wait_for(job_id, min(wait_s, MAX_WAIT_S))
     state = status["status"]
     if state == "completed":
         if raw:
             packed = raw_vectors(status["result"])
             if packed is None:
-                return Answer(
-                    406,
-                    encoder.encode(
-                        ErrorBody(
-                            "not_acceptable",
-                            "the result is not an array of numbers; ask for application/json",
-                        )
-                    ),
-                    {"X-Job-Id": job_id},
-                )
+                detail = "the result is not an array of numbers; ask for application/json"
+                body = problem(406, "not_acceptable", detail, job_id=job_id, job_status=state)
+                return problem_answer(body, {"X-Job-Id": job_id})
             return Answer(
                 200,
                 packed[0],
@@ -209,9 +237,10 @@ async def result_answer(scheduler: Scheduler, job_id: str, wait_s: float, raw: b
             detail = (
                 f"the daemon is shutting down before the job ended; poll GET /jobs/{job_id} after its restart"
             )
-            return Answer(503, encoder.encode(InferResult(job_id, state, None, detail)), {"Retry-After": "1"})
+            body = problem(503, "shutting_down", detail, job_id=job_id, job_status=state)
+            return problem_answer(body, {"Retry-After": "1"})
         detail = f"the wait ended before the job; poll GET /jobs/{job_id}"
-        return Answer(504, encoder.encode(InferResult(job_id, state, None, detail)))
+        return problem_answer(problem(504, "wait_ended", detail, job_id=job_id, job_status=state))
     kind = scheduler.get_job(job_id).error_kind
-    code = CODE_BY_KIND.get(kind or "", 502)
-    return Answer(code, encoder.encode(InferResult(job_id, state, None, status["error"])))
+    code, name = ANSWER_BY_KIND.get(kind or "", JOB_FAILED)
+    return problem_answer(problem(code, name, str(status["error"]), job_id=job_id, job_status=state))

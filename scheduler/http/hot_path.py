@@ -5,7 +5,6 @@ app, which also documents this endpoint in the OpenAPI schema with the same beha
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from urllib.parse import parse_qs
 
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -23,12 +22,10 @@ class HotPath:
         app: ASGIApp,
         scheduler: Scheduler,
         body_limit: int,
-        on_submitted: Callable[[str], None] | None = None,
     ) -> None:
         self.app = app
         self.scheduler = scheduler
         self.body_limit = body_limit
-        self.on_submitted = on_submitted
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
@@ -49,6 +46,6 @@ class HotPath:
                 timeout = parse_timeout(values[-1] if values else None)
             body = await read_body(receive, scope["headers"], self.body_limit)
             raw = any(name == b"accept" and RAW_ACCEPT in value for name, value in scope["headers"])
-            return await infer_answer(self.scheduler, model, body, timeout, self.on_submitted, raw)
+            return await infer_answer(self.scheduler, model, body, timeout, raw)
         except Exception as exc:
             return error_answer(exc)

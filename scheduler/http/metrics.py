@@ -1,20 +1,26 @@
 """Prometheus metrics for `/metrics`, in a registry of their own.
 
-Counters and histograms are fed by the scheduler's observers (`on_job_end`, `on_batch`, the cost
-ledger's and the pipelines' stage observers) as things happen; gauges (queue depth, workers up, GPU memory, models loaded) are read from the system status
-when Prometheus scrapes.
+Counters and histograms are fed by the scheduler's observers as things happen: admission (a new
+client job, counted once: an idempotent replay is not a new job), job ends, batches, model loads,
+jobs a gone worker gave back, pipeline stages, and every HTTP answer (`RequestMetrics`). Gauges and
+the counters the scheduler's parts keep themselves are read at scrape time (`metrics_scrape`);
+`process_*` is prometheus_client's collector for the main process.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    ProcessCollector,
+    disable_created_metrics,
+    generate_latest,
+)
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-from prometheus_client.registry import Collector
-
-from scheduler.core.devices import MIB
 from scheduler.core.jobs import Job
+from scheduler.http.metrics_scrape import StatusCollector
+from scheduler.render.model import RENDER_MODEL
 from scheduler.scheduler import Scheduler
 
 PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
@@ -39,85 +45,9 @@ LATENCY_BUCKETS = (
     300,
 )
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
-
-
-class StatusCollector(Collector):
-    """Gauges read from the scheduler's status at scrape time."""
-
-    def __init__(self, scheduler: Scheduler) -> None:
-        self.scheduler = scheduler
-
-    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
-        status = self.scheduler.status()
-        queue = GaugeMetricFamily("modelsched_queue_jobs", "Jobs by state now", labels=["state"])
-        queue.add_metric(["queued"], status.queue.queued)
-        queue.add_metric(["processing"], status.queue.processing)
-        yield queue
-        workers_up = GaugeMetricFamily("modelsched_workers_up", "Workers alive and ready", labels=["device"])
-        up_by_device: dict[str, int] = {}
-        for worker in status.workers:
-            kind = "cpu" if worker.gpu_index is None else f"gpu{worker.gpu_index}"
-            up_by_device[kind] = up_by_device.get(kind, 0) + int(worker.alive and worker.state == "ready")
-        for device, count in up_by_device.items():
-            workers_up.add_metric([device], count)
-        yield workers_up
-        gpu_total = GaugeMetricFamily("modelsched_gpu_memory_total_bytes", "GPU memory", labels=["gpu"])
-        gpu_used = GaugeMetricFamily("modelsched_gpu_memory_used_bytes", "GPU memory in use", labels=["gpu"])
-        ledger = GaugeMetricFamily(
-            "modelsched_gpu_ledger_bytes", "GPU memory the ledger assigns to models", labels=["gpu"]
-        )
-        for gpu in status.gpu:
-            label = [str(gpu.index)]
-            gpu_total.add_metric(label, gpu.total_mb * MIB)
-            gpu_used.add_metric(label, gpu.used_mb * MIB)
-            ledger.add_metric(label, gpu.ledger_used_mb * MIB)
-        yield gpu_total
-        yield gpu_used
-        yield ledger
-        loaded = GaugeMetricFamily("modelsched_models_loaded", "Models loaded per worker", labels=["worker"])
-        for worker in status.workers:
-            loaded.add_metric([worker.worker_id], len(worker.loaded_models))
-        yield loaded
-        pool = GaugeMetricFamily("modelsched_cpu_pool_workers", "CPU stage pool workers", labels=["state"])
-        pool.add_metric(["running"], status.cpu_pool.running)
-        pool.add_metric(["ready"], status.cpu_pool.ready)
-        pool.add_metric(["max"], status.cpu_pool.max_workers)
-        yield pool
-        spent = CounterMetricFamily(
-            "modelsched_cost_usd",
-            "Dollars of worker time spent, by model and device class",
-            labels=["model", "device"],
-        )
-        for (model, device), dollars in self.scheduler.costs.by_model_device.items():
-            spent.add_metric([model, device], dollars)
-        yield spent
-        per_1000 = GaugeMetricFamily(
-            "modelsched_cost_per_1000_jobs_usd", "Mean cost of 1,000 ended jobs since the start"
-        )
-        per_1000.add_metric([], status.costs.per_1000_jobs_usd or 0.0)
-        yield per_1000
-        journal = status.journal
-        if journal is not None:
-            for name, help_text, value in (
-                ("size_bytes", "The journal's database and WAL on disk", journal.size_mb * MIB),
-                (
-                    "used_bytes",
-                    "The journal's pages in use (what journal_max_mb bounds)",
-                    journal.used_mb * MIB,
-                ),
-                ("max_bytes", "journal_max_mb (0: no bound)", journal.max_mb * MIB),
-                (
-                    "pruned_for_size",
-                    "Ended jobs pruned since the start to stay under the bound",
-                    journal.pruned_for_size,
-                ),
-                (
-                    "available",
-                    "1 while the journal takes jobs; 0 while its commits fail or it is full",
-                    journal.problem is None,
-                ),
-            ):
-                yield GaugeMetricFamily(f"modelsched_journal_{name}", help_text, value=float(value))
+ATTEMPT_BUCKETS = (0, 1, 2, 3, 5, 10)
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
+LOAD_BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 
 
 class SchedulerMetrics:
@@ -125,55 +55,99 @@ class SchedulerMetrics:
 
     def __init__(self, scheduler: Scheduler) -> None:
         disable_created_metrics()  # no `*_created` series beside each counter and histogram
-        self.registry = CollectorRegistry()
-        self.submitted = Counter(
-            "modelsched_jobs_submitted", "Jobs accepted", ["model"], registry=self.registry
-        )
-        self.ended = Counter(
-            "modelsched_jobs_ended", "Jobs ended", ["model", "status"], registry=self.registry
-        )
+        self.registry = registry = CollectorRegistry()
+        self.submitted = Counter("modelsched_jobs_submitted", "Jobs accepted", ["model"], registry=registry)
+        self.ended = Counter("modelsched_jobs_ended", "Jobs ended", ["model", "status"], registry=registry)
         self.queue_wait = Histogram(
             "modelsched_job_queue_wait_seconds",
             "From submission to the start of its run",
             ["model"],
             buckets=LATENCY_BUCKETS,
-            registry=self.registry,
+            registry=registry,
         )
         self.run_time = Histogram(
             "modelsched_job_run_seconds",
             "From the start of its run to its end",
             ["model"],
             buckets=LATENCY_BUCKETS,
-            registry=self.registry,
+            registry=registry,
+        )
+        self.attempts = Histogram(
+            "modelsched_job_attempts",
+            "Tries an ended job took (a try is counted when it goes to a worker)",
+            ["model"],
+            buckets=ATTEMPT_BUCKETS,
+            registry=registry,
+        )
+        self.requeued = Counter(
+            "modelsched_jobs_requeued",
+            "Jobs queued again because their worker went away (`worker_died`: a try counted; "
+            "`worker_stopped`: restarted or stopped on purpose, no try counted)",
+            ["model", "reason"],
+            registry=registry,
         )
         self.batch_size = Histogram(
             "modelsched_batch_size",
             "Items per batch a worker ran",
             ["model"],
             buckets=BATCH_BUCKETS,
-            registry=self.registry,
+            registry=registry,
         )
         self.batch_time = Histogram(
             "modelsched_batch_seconds",
             "Time a worker spent on one batch",
             ["model"],
             buckets=LATENCY_BUCKETS,
-            registry=self.registry,
+            registry=registry,
         )
         self.stage_time = Histogram(
             "modelsched_stage_seconds",
             "From a pipeline stage's start (its queue included) to its end",
             ["pipeline", "stage"],
             buckets=LATENCY_BUCKETS,
-            registry=self.registry,
+            registry=registry,
         )
-        self.registry.register(StatusCollector(scheduler))
+        self.load_time = Histogram(
+            "modelsched_model_load_seconds",
+            "Time a worker took to load a model",
+            ["model"],
+            buckets=LOAD_BUCKETS,
+            registry=registry,
+        )
+        self.load_failures = Counter(
+            "modelsched_model_load_failures", "Model loads that failed", ["model"], registry=registry
+        )
+        self.render_jobs = Counter(
+            "modelsched_render_jobs_ended",
+            "Render jobs ended, by outcome: `completed`, `cancelled`, or the error's kind",
+            ["outcome"],
+            registry=registry,
+        )
+        self.http_requests = Counter(
+            "modelsched_http_requests",
+            "HTTP requests answered, by route template, method and status code",
+            ["route", "method", "code"],
+            registry=registry,
+        )
+        self.http_time = Histogram(
+            "modelsched_http_request_seconds",
+            "From a request's arrival to the end of its answer, by route template",
+            ["route", "method"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.request_series: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+        ProcessCollector(registry=registry)  # process_* of the main process
+        registry.register(StatusCollector(scheduler))
+        scheduler.admission.admitted_observers.append(self.job_admitted)
         scheduler.on_job_end.append(self.job_ended)
         scheduler.on_batch.append(self.batch_ran)
+        scheduler.worker_events.load_observers.append(self.model_loaded)
+        scheduler.worker_events.requeue_observers.append(self.job_requeued)
         scheduler.pipelines.stage_observers.append(self.stage_ended)
 
-    def job_submitted(self, model: str) -> None:
-        self.submitted.labels(model).inc()
+    def job_admitted(self, job: Job) -> None:
+        self.submitted.labels(job.model).inc()
 
     def stage_ended(self, pipeline: str, stage: str, seconds: float) -> None:
         self.stage_time.labels(pipeline, stage).observe(seconds)
@@ -182,14 +156,41 @@ class SchedulerMetrics:
         if job.parent_id is not None:
             return  # a stage's or a CPU call's job: `modelsched_stage_seconds` and the batch metrics
         self.ended.labels(job.model, job.status.value).inc()
+        self.attempts.labels(job.model).observe(job.attempts)
+        if job.model == RENDER_MODEL and job.pipeline is None:
+            outcome = job.status.value if job.status.value != "error" else (job.error_kind or "error")
+            self.render_jobs.labels(outcome).inc()
         if job.started_at is not None:
             self.queue_wait.labels(job.model).observe(max(0.0, job.started_at - job.created_at))
             if job.ended_at is not None:
                 self.run_time.labels(job.model).observe(max(0.0, job.ended_at - job.started_at))
 
+    def job_requeued(self, job: Job, worker_died: bool) -> None:
+        self.requeued.labels(job.model, "worker_died" if worker_died else "worker_stopped").inc()
+
+    def model_loaded(self, model: str, worker_id: str, seconds: float | None) -> None:
+        if seconds is None:
+            self.load_failures.labels(model).inc()
+        else:
+            self.load_time.labels(model).observe(seconds)
+
     def batch_ran(self, worker_id: str, model: str, size: int, run_s: float) -> None:
         self.batch_size.labels(model).observe(size)
         self.batch_time.labels(model).observe(run_s)
+
+    def request_answered(self, route: str, method: str, code: int, seconds: float) -> None:
+        """One answered request. Its series are looked up once per (route, method, code): `labels()`
+        costs several times what `inc()` does, on every request of the hot path."""
+        if method not in HTTP_METHODS:
+            method = "other"  # the label's values stay few, whatever a client sends
+        series = self.request_series.get((route, method, code))
+        if series is None:
+            series = self.request_series[(route, method, code)] = (
+                self.http_requests.labels(route, method, str(code)),
+                self.http_time.labels(route, method),
+            )
+        series[0].inc()
+        series[1].observe(seconds)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

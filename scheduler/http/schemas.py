@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 import msgspec
 
+from scheduler.core.history import HistoryColumns
 from scheduler.core.jobs import StageRun
 from scheduler.core.status import ModelInfo, PipelineInfo, SystemStatus
 from workers.render.request import RenderRequest
@@ -89,10 +90,24 @@ class PipelineList(msgspec.Struct):
 
 
 class JobList(msgspec.Struct):
-    """`GET /jobs`; with `ids`, `not_found` lists the ids no job has."""
+    """`GET /jobs`; with `ids`, `not_found` lists the ids no job has. `next_before`: the cursor of the
+    next (older) page, `?before=<next_before>`; None when this page is the last."""
 
     jobs: list[JobView]
     not_found: list[str] = []
+    next_before: str | None = None
+
+
+class Login(msgspec.Struct, forbid_unknown_fields=True):
+    """`POST /login`: the daemon's token; answered with the dashboard's cookie."""
+
+    token: str
+
+
+class LoginState(msgspec.Struct):
+    """`/login`, `/logout`: whether the daemon wants a token."""
+
+    token_required: bool
 
 
 class BatchSubmit(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -121,18 +136,30 @@ class BatchAccepted(msgspec.Struct):
 
 
 class InferResult(msgspec.Struct):
+    """A job's result (`infer`, `render`): its id, `completed`, and what the model gave."""
+
     job_id: str
     status: str
     result: Any = None
-    error: str | None = None
 
 
-class ErrorBody(msgspec.Struct):
-    """Every error answer: what went wrong, and the field at fault where there is one."""
+class ErrorBody(msgspec.Struct, kw_only=True):
+    """Every error answer (`application/problem+json`, RFC 9457): `type` (a URI naming the kind of
+    problem: `tag:modelsched,2026:problem/<error>`), `title` (the same for every answer of that
+    type), `status` (the HTTP status code), `error` (the kind, a short code), `detail` (what is wrong
+    this time) and `field` (the request field at fault, or null). A job's answer (`infer`, `render`)
+    also has `job_id` and `job_status` (the job's state: poll `GET /jobs/{job_id}`); an unexpected
+    failure (500) has `error_id`, the id of the log line that holds its traceback."""
 
+    type: str
+    title: str
+    status: int
     error: str
     detail: str
     field: str | None = None
+    job_id: str | msgspec.UnsetType = msgspec.UNSET
+    job_status: str | msgspec.UnsetType = msgspec.UNSET
+    error_id: str | msgspec.UnsetType = msgspec.UNSET
 
 
 class ModelList(msgspec.Struct):
@@ -145,10 +172,24 @@ class ModelAction(msgspec.Struct):
 
 
 class Health(msgspec.Struct, omit_defaults=True):
-    """`/healthz` and `/readyz`; `reason` says why the daemon is not ready (`/readyz` 503)."""
+    """`/healthz` and `/readyz`; `reason` says why the daemon is not ready (`/readyz` 503): `status`
+    `starting`, `not accepting`, `journal unavailable`, or `models not ready` with `models`, the state
+    of each preloaded model that is not loaded yet (`loading`, `failed`, `unloaded`)."""
 
     status: str
     reason: str | None = None
+    models: dict[str, str] | None = None
+
+
+class ModelReady(msgspec.Struct):
+    """`GET /models/{model}/ready`: 200 when it is loaded on at least one worker, else 503."""
+
+    model: str
+    ready: bool
+    state: str  # unloaded | loading | ready | failed
+    workers: list[str]  # where it is loaded
+    preload: bool
+    error: str | None = None  # its last failed load
 
 
 SCHEMAS: tuple[type, ...] = (
@@ -166,16 +207,22 @@ SCHEMAS: tuple[type, ...] = (
     ModelList,
     ModelAction,
     Health,
+    ModelReady,
     ClassifyRequest,
     Classification,
     PipelineList,
     SystemStatus,
+    HistoryColumns,
+    Login,
+    LoginState,
 )
 
 
-def openapi_components() -> dict[str, Any]:
-    """OpenAPI component schemas for every body above."""
-    _, components = msgspec.json.schema_components(SCHEMAS, ref_template="#/components/schemas/{name}")
+def openapi_components(*more: type) -> dict[str, Any]:
+    """OpenAPI component schemas for every body above, and `more` (bodies a router defines)."""
+    _, components = msgspec.json.schema_components(
+        (*SCHEMAS, *more), ref_template="#/components/schemas/{name}"
+    )
     return components
 
 

@@ -1,5 +1,7 @@
-"""The daemon's HTTP server: uvicorn (uvloop, httptools, no access log) with the daemon's shutdown,
-drain first, then close.
+"""The daemon's HTTP server: uvicorn (uvloop, httptools) with the daemon's shutdown, drain first, then
+close; and the daemon's logging (`workers.logs`, `log_format` text or json): uvicorn gets no logging
+config of its own, so its lines (`uvicorn.error`) go through the same handler and format as ours;
+uvicorn's access log stays off, the daemon's own (`access_log`) has the duration.
 
 On the first SIGTERM or SIGINT the scheduler begins its shutdown (`begin_shutdown`): `/readyz` and
 new submissions answer 503 at once, while HTTP keeps answering; requests waiting on running jobs get
@@ -29,6 +31,7 @@ from scheduler.http.app import create_app
 from scheduler.journal import SqliteJournal
 from scheduler.scheduler import Scheduler
 from scheduler.settings import Settings
+from workers.logs import configure_logging
 
 log = logging.getLogger("modelsched.server")
 
@@ -83,19 +86,21 @@ class DrainingServer(uvicorn.Server):
 def serve(settings: Settings) -> int:
     """Run the daemon until a signal ends it; the exit status. A damaged journal raises
     JournalDamagedError before anything starts (the command line prints its one line)."""
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(settings.log_level, settings.log_format)
     scheduler = Scheduler(settings)
     if isinstance(scheduler.journal, SqliteJournal):
         scheduler.journal.check_file()  # a damaged journal: JournalDamagedError, before a socket is bound
+    scheduler.inventory.discover(
+        scheduler.environ
+    )  # a `gpus` entry that names no card: ConfigError, as early
     config = uvicorn.Config(
         create_app(scheduler),
         host=settings.host,
         port=settings.port,
         loop="uvloop",
         http="httptools",
-        access_log=False,
+        access_log=False,  # the daemon's own (`access_log`): with the duration, in our format
+        log_config=None,  # uvicorn's loggers propagate to the root handler `configure_logging` set
         log_level=settings.log_level.lower(),
         lifespan="on",
         timeout_graceful_shutdown=HTTP_CLOSE_GRACE_S,

@@ -13,7 +13,7 @@ from typing import Any
 import msgspec
 import numpy as np
 
-from scheduler.http.answers import HttpError
+from scheduler.http.answers import HttpError, decode
 
 NUMPY_TYPES = {
     "BOOL": "?",
@@ -67,12 +67,7 @@ def split_body(body: bytes, header_length: str | None) -> tuple[InferRequestV2, 
         if not header_length.isdigit() or int(header_length) > len(body):
             raise bad(f"Inference-Header-Content-Length {header_length!r} does not fit the body")
         json_part, binary = body[: int(header_length)], body[int(header_length) :]
-    try:
-        return _decoder.decode(json_part), binary
-    except msgspec.ValidationError as exc:
-        raise HttpError(422, "invalid_body", str(exc)) from None
-    except msgspec.DecodeError as exc:
-        raise HttpError(422, "malformed_json", f"the body is not valid JSON: {exc}") from None
+    return decode(json_part, _decoder), binary
 
 
 def read_tensors(request: InferRequestV2, binary: bytes) -> list[np.ndarray | list[str]]:

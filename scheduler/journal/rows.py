@@ -43,6 +43,9 @@ CREATE TABLE IF NOT EXISTS jobs (
 CREATE INDEX IF NOT EXISTS jobs_open ON jobs(n) WHERE ended_at IS NULL;
 CREATE INDEX IF NOT EXISTS jobs_ended ON jobs(ended_at) WHERE ended_at IS NOT NULL;
 CREATE INDEX IF NOT EXISTS jobs_by_key ON jobs(idempotency_key) WHERE idempotency_key IS NOT NULL;
+-- the job list's pages (`GET /jobs?before=&status=&model=`), newest id first, over ended jobs
+CREATE INDEX IF NOT EXISTS jobs_ended_by_model ON jobs(model, id) WHERE ended_at IS NOT NULL;
+CREATE INDEX IF NOT EXISTS jobs_ended_by_status ON jobs(status, id) WHERE ended_at IS NOT NULL;
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value);  -- the probe commit's one row
 """
 # Columns added since the first schema: a journal written by an older version gains them at open.
@@ -95,6 +98,33 @@ ENDED_FIELDS = (
 )  # fmt: skip
 OPEN_SQL = f"SELECT {', '.join(OPEN_FIELDS)} FROM jobs WHERE ended_at IS NULL ORDER BY n"
 ENDED_COLUMNS = ", ".join(ENDED_FIELDS)
+
+
+def page_query(
+    before: str | None,
+    since: str | None,
+    status: str | None,
+    model: str | None,
+    ended_since: float,
+    limit: int,
+) -> tuple[str, tuple[object, ...]]:
+    """The statement and parameters of a page of ended jobs (`JobJournal.page_ended`)."""
+    where = ["ended_at IS NOT NULL", "ended_at >= ?"]
+    params: list[object] = [ended_since]
+    for clause, value in (
+        ("id < ?", before),
+        ("id >= ?", since),
+        ("status = ?", status),
+        ("model = ?", model),
+    ):
+        if value is not None:
+            where.append(clause)
+            params.append(value)
+    params.append(limit)
+    return f"SELECT {ENDED_COLUMNS} FROM jobs WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT ?", tuple(
+        params
+    )
+
 
 # Record kinds. END carries the whole row: the writer turns it into an UPDATE of the submitted row,
 # or, when the submission is in the same commit, into one INSERT of the ended row (END_ROW).
@@ -198,7 +228,11 @@ def encode_or_none(value: Any, job_id: str) -> bytes | None:
     try:
         return _encode(value)
     except (TypeError, msgspec.EncodeError) as exc:
-        log.warning("journal: job %s holds a value msgpack cannot carry (%s); stored without it", job_id, exc)
+        log.warning(
+            "journal: the job holds a value msgpack cannot carry (%s); stored without it",
+            exc,
+            extra={"job_id": job_id},
+        )
         return None
 
 

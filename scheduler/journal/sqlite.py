@@ -27,6 +27,7 @@ import asyncio
 import logging
 import os
 import sqlite3
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -45,6 +46,7 @@ from scheduler.journal.rows import (
     SUBMIT,
     end_params,
     ended_job,
+    page_query,
     stage_params,
     submit_params,
 )
@@ -82,6 +84,8 @@ class SqliteJournal:
         self._group: Group | None = None
         self._writer: Writer | None = None
         self._reader: sqlite3.Connection | None = None
+        self._lister: sqlite3.Connection | None = None  # the job list's pages, read in a thread
+        self._lister_lock = threading.Lock()
         self._closed = True
 
     # ---- opening -------------------------------------------------------------------------------
@@ -241,6 +245,27 @@ class SqliteJournal:
             return None
         return None if row is None else ended_job(row)
 
+    async def page_ended(
+        self, before: str | None, since: str | None, status: str | None, model: str | None, limit: int
+    ) -> list[Job]:
+        """A page of ended jobs, newest id first (`ports.JobJournal.page_ended`). Read in a thread, on a
+        connection of its own: a filter may walk many rows of its index, and the loop never waits."""
+        if self._closed:
+            return []
+        sql, params = page_query(before, since, status, model, time.time() - self.retention_s, limit)
+        return await asyncio.to_thread(self._read_page, sql, params)
+
+    def _read_page(self, sql: str, params: tuple[object, ...]) -> list[Job]:
+        with self._lister_lock:
+            try:
+                if self._lister is None:
+                    self._lister = self._connect(check_same_thread=False)
+                rows = self._lister.execute(sql, params).fetchall()
+            except sqlite3.Error as exc:
+                log.error("journal read of a job list page failed: %s", exc)
+                return []
+        return [ended_job(row) for row in rows]
+
     # ---- closing -------------------------------------------------------------------------------
 
     async def close(self) -> None:
@@ -255,6 +280,10 @@ class SqliteJournal:
         if self._reader is not None:
             self._reader.close()
             self._reader = None
+        with self._lister_lock:
+            if self._lister is not None:
+                self._lister.close()
+                self._lister = None
         log.info(
             "journal %s closed after %d commit(s) of %d record(s)",
             self.path,

@@ -1,4 +1,4 @@
-"""Starting model workers: as a `ChildProcess` pinned to its GPU (the MULTIPROCESS type), or as a
+"""Starting model workers: as a `ChildProcess` pinned to its GPU by UUID (the MULTIPROCESS type), or as a
 thread of the main process that runs the same worker loop (the ASYNC type, for development)."""
 
 from __future__ import annotations
@@ -30,12 +30,22 @@ def start_worker_process(
     on_exit: Callable[[], None],
 ) -> ChildProcess:
     """A worker process running `workers.process.worker_main`; a GPU worker sees only its card."""
-    env = {} if config.gpu_index is None else {"CUDA_VISIBLE_DEVICES": str(config.gpu_index)}
+    env = gpu_environment(config)
     child = ChildProcess(
         config.worker_id, worker_main, msgspec.msgpack.encode(config), loop, on_message, on_exit, env
     )
     child.start()
     return child
+
+
+def gpu_environment(config: m.WorkerConfig) -> dict[str, str]:
+    """A GPU worker's pin, set before it is spawned: its card's UUID as CUDA_VISIBLE_DEVICES (the
+    index only when no UUID is known), and PCI bus order, so that what it sees is the card its ledger
+    entry describes."""
+    if config.gpu_index is None:
+        return {}
+    device = config.cuda_device or str(config.gpu_index)
+    return {"CUDA_VISIBLE_DEVICES": device, "CUDA_DEVICE_ORDER": "PCI_BUS_ID"}
 
 
 class ThreadChannel:
@@ -111,6 +121,8 @@ class WorkerLauncher:
         torch_threads: int,
         log_level: str,
         load_timeout_s: float = 300.0,
+        log_format: str = "text",
+        pin_of: Callable[[int], str | None] = lambda gpu_index: None,
     ) -> None:
         if scheduler_type not in (MULTIPROCESS, ASYNC):
             raise ValueError(f"scheduler_type must be {MULTIPROCESS!r} or {ASYNC!r} (got {scheduler_type!r})")
@@ -119,6 +131,8 @@ class WorkerLauncher:
         self.load_timeout_s = load_timeout_s
         self.torch_threads = torch_threads
         self.log_level = log_level.upper()
+        self.log_format = log_format
+        self.pin_of = pin_of  # a card's index -> its UUID (`Inventory.pin_of`)
 
     def label(self, gpu_index: int | None, simulated: bool) -> str:
         """The device a worker shows: "cuda:1", "sim-gpu0", "cpu", "cpu (in process)"."""
@@ -144,11 +158,13 @@ class WorkerLauncher:
             worker_id=worker_id,
             parent_pid=os.getpid(),
             gpu_index=gpu_index,
+            cuda_device=None if gpu_index is None else self.pin_of(gpu_index),
             simulated_gpu=simulated,
             heartbeat_interval_s=self.heartbeat_interval_s,
             load_timeout_s=self.load_timeout_s,
             torch_threads=self.torch_threads,
             log_level=self.log_level,
+            log_format=self.log_format,
             specs=specs,
         )
         return start_worker_process(config, loop, on_message, on_exit)

@@ -112,6 +112,7 @@ class RenderService:
             allow_hosts=list(settings.render_allow_hosts),
             max_response_bytes=settings.render_max_response_bytes,
             log_level=settings.log_level.upper(),
+            log_format=settings.log_format,
             heartbeat_interval_s=settings.heartbeat_interval_s,
         )
 

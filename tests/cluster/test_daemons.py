@@ -89,7 +89,7 @@ def test_front_and_back_end_on_one_redis(
                     await front.schedule_job(JobRequest(model="echo", inputs=1))
                     await asyncio.sleep(0.05)
             await until(lambda: back.table.jobs[slow].ended, timeout=10, message="the job ran to its end")
-            assert front.not_ready_reason() is not None
+            assert front.readiness.problem() is not None
             redis_server.start()
             view = await front.wait_for(slow, 15)
             assert view["status"] == "completed", view

@@ -9,7 +9,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from scheduler.cluster.records import claimed_jobs, finish_args, submit_args, view_of
+from scheduler.cluster.records import claimed_jobs, finish_args, page_args, page_of, submit_args, view_of
 from scheduler.cluster.store import ClusterStore
 from scheduler.core.jobs import Job, JobStatus, Priority
 from tests.support.redis_server import RedisServer
@@ -173,5 +173,36 @@ def test_deadline_of_a_job_nobody_claims(redis_server: RedisServer) -> None:
         view = await hash_of(store, "late")
         assert view["status"] == "error" and view["error_kind"] == "timeout"
         assert [one.id for one in await claim(store, "h1", {"echo": 5})] == ["later"]
+
+    run(redis_server, body)
+
+
+def test_job_list_pages_filters_and_forgets_expired_jobs(redis_server: RedisServer) -> None:
+    async def body(store: ClusterStore) -> None:
+        ids = [f"{n:032x}" for n in range(1, 8)]
+        for job_id in ids:
+            await submit(store, job(job_id, model="echo" if int(job_id, 16) % 2 else "mlp"))
+        for taken in await claim(store, "a", {"echo": 2}):
+            assert await finish(store, taken, "a") == 1
+        cursor, page = page_of(await store.call("jobs", *page_args(None, None, None, None, 3, False)))
+        assert cursor is None and [one.id for one, _ in page] == ids[::-1][:3]
+        cursor, page = page_of(await store.call("jobs", *page_args(ids[4], ids[1], None, "echo", 10, False)))
+        assert [one.id for one, _ in page] == [ids[2]]  # below ids[4], at or above ids[1], echo
+        cursor, page = page_of(await store.call("jobs", *page_args(None, None, "completed", None, 10, False)))
+        assert [one.id for one, _ in page] == [ids[2], ids[0]]
+        _, ended = page_of(await store.call("jobs", *page_args(None, None, None, None, 10, True)))
+        assert [one.id for one, _ in ended] == [ids[2], ids[0]]
+        # a walk that looked at its most ids answers a cursor to page on from
+        reply = await store.call("jobs", ids[6], "", "", "", 10, 0, 2)
+        cursor, page = page_of(reply)
+        assert cursor == ids[4] and [one.id for one, _ in page] == [ids[5], ids[4]]
+        # an expired job's id leaves the index (the sweep, and a page that meets it)
+        await store.redis.delete(f"{store.prefix}job:{ids[0]}", f"{store.prefix}job:{ids[1]}")
+        assert await store.call("sweep", 1000) == 2
+        assert await store.redis.zcard(f"{store.prefix}jobs") == 5
+        await store.redis.delete(f"{store.prefix}job:{ids[6]}")
+        _, page = page_of(await store.call("jobs", *page_args(None, None, None, None, 10, False)))
+        assert [one.id for one, _ in page] == ids[2:6][::-1]
+        assert await store.redis.zcard(f"{store.prefix}jobs") == 4
 
     run(redis_server, body)

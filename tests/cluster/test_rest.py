@@ -1,6 +1,6 @@
 """Two real daemons (`modelsched serve --cluster`) on one Redis, over REST: `/infer` on a pure front
 runs on the back end; a job submitted on one daemon is read, listed (`?ids=`), awaited, streamed
-(`/jobs/{id}/events`) and cancelled on the other; `/system/status` shows the cluster; with Redis gone a submission gets 503 with Retry-After and
+(`/jobs/{id}/events`) and cancelled on the other; the job list shows every host's jobs; `/system/status` shows the cluster; with Redis gone a submission gets 503 with Retry-After and
 readiness 503, both back once Redis is."""
 
 from __future__ import annotations
@@ -64,6 +64,20 @@ def test_two_daemons_over_rest(tmp_path: Path, redis_server: RedisServer) -> Non
         until_sync(lambda: to_front.get(f"/jobs/{running}").json()["status"] == "processing", timeout=20)
         assert to_front.delete(f"/jobs/{running}").json()["status"] == "cancelled"
         assert to_front.delete(f"/jobs/{running}").status_code == 409
+        # the job list on either daemon: every host's jobs from Redis, newest first, filtered, paged
+        for to_any in (to_front, to_back):
+            listed = to_any.get("/jobs").json()
+            assert [one["job_id"] for one in listed["jobs"]] == [running, slow, job_id], listed
+            assert listed["next_before"] is None
+        ended = to_front.get("/jobs", params={"status": "completed"}).json()["jobs"]
+        assert [one["job_id"] for one in ended] == [slow, job_id]
+        assert [one["job_id"] for one in to_back.get("/jobs", params={"model": "echo"}).json()["jobs"]] == [
+            job_id
+        ]
+        first = to_front.get("/jobs", params={"limit": 2}).json()
+        assert [one["job_id"] for one in first["jobs"]] == [running, slow] and first["next_before"] == slow
+        rest = to_back.get("/jobs", params={"limit": 2, "before": first["next_before"]}).json()
+        assert [one["job_id"] for one in rest["jobs"]] == [job_id] and rest["next_before"] is None
         status = to_front.get("/system/status").json()["cluster"]
         assert {host["host"] for host in status["hosts"] if host["live"]} == {"back", "front"}
         assert any(queue["model"] == "sleep" for queue in status["queues"])

@@ -34,7 +34,11 @@ def test_a_gpu_worker_runs_on_its_card_and_reports_cuda_memory() -> None:
             await scheduler.wait_ready(120)
             workers = scheduler.system_status()["workers"]
             gpu_workers = [w for w in workers if w["gpu_index"] is not None]
-            assert gpu_workers and all(w["cuda_visible_devices"] == str(w["gpu_index"]) for w in gpu_workers)
+            uuids = {gpu["index"]: gpu["uuid"] for gpu in scheduler.system_status()["gpu"]}
+            assert all(uuid.startswith(("GPU-", "MIG-")) for uuid in uuids.values())
+            assert gpu_workers and all(
+                w["cuda_visible_devices"] == uuids[w["gpu_index"]] for w in gpu_workers
+            )
             job_ids = [
                 await scheduler.schedule_job(JobRequest(feature="mlp", inputs=MLP_INPUT)) for _ in range(64)
             ]
@@ -44,5 +48,34 @@ def test_a_gpu_worker_runs_on_its_card_and_reports_cuda_memory() -> None:
             loaded = [m for w in status["workers"] for m in w["loaded_models"] if m["model"] == "mlp"]
             assert loaded and loaded[0]["measured_mb"] > 0  # the CUDA allocation delta of the weights
             assert any(gpu["used_mb"] > 0 for gpu in status["gpu"])
+
+    asyncio.run(scenario())
+
+
+def test_a_card_named_by_uuid_is_the_card_cuda_gives_the_worker() -> None:
+    """NVML's UUID of the last card, inherited as CUDA_VISIBLE_DEVICES: the daemon uses that card
+    alone, pins its worker with the UUID, and CUDA in a process so pinned sees that very card."""
+    import os
+    import subprocess
+    import sys
+
+    target = nvml_gpus()[-1]
+    probe = "import torch; print(torch.cuda.device_count(), torch.cuda.get_device_properties(0).uuid)"
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": target.uuid, "CUDA_DEVICE_ORDER": "PCI_BUS_ID"}
+    seen = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=120)
+    count, uuid = seen.stdout.split()
+    assert count == "1" and target.uuid.endswith(uuid)
+
+    async def scenario() -> None:
+        settings = Settings(journal_path="", models=[ModelConfig(name="mlp", adapter="mlp")])
+        async with Scheduler(settings, environ={"CUDA_VISIBLE_DEVICES": target.uuid}) as scheduler:
+            await scheduler.wait_ready(120)
+            status = scheduler.system_status()
+            assert [(gpu["index"], gpu["uuid"]) for gpu in status["gpu"]] == [(0, target.uuid)]
+            gpu_workers = [w for w in status["workers"] if w["gpu_index"] is not None]
+            assert gpu_workers and all(w["cuda_visible_devices"] == target.uuid for w in gpu_workers)
+            job_id = await scheduler.schedule_job(JobRequest(feature="mlp", inputs=MLP_INPUT))
+            assert (await scheduler.wait_for(job_id, 120))["status"] == "completed"
+            assert scheduler.system_status()["gpu"][0]["used_mb"] > 0  # read back by UUID
 
     asyncio.run(scenario())

@@ -113,10 +113,14 @@ def test_each_simulated_gpu_worker_sees_only_its_card(make_scheduler: Callable[.
             ]
             gpu_workers = {w["worker_id"]: w for w in status["workers"] if w["gpu_index"] is not None}
             assert set(gpu_workers) == {"gpu0-w0", "gpu1-w0"}
+            uuids = {g["index"]: g["uuid"] for g in status["gpu"]}
+            assert all(uuid.startswith("GPU-") for uuid in uuids.values()) and len(set(uuids.values())) == 2
             for worker in gpu_workers.values():
-                expected = str(worker["gpu_index"])
+                expected = uuids[worker["gpu_index"]]  # pinned by its card's UUID
                 assert worker["cuda_visible_devices"] == expected  # what the worker saw at start
-                assert psutil.Process(worker["pid"]).environ()["CUDA_VISIBLE_DEVICES"] == expected
+                environment = psutil.Process(worker["pid"]).environ()
+                assert environment["CUDA_VISIBLE_DEVICES"] == expected
+                assert environment["CUDA_DEVICE_ORDER"] == "PCI_BUS_ID"
             # mlp is an "auto" model: with GPUs present it runs on a (simulated) GPU worker.
             job_id = await scheduler.schedule_job(JobRequest(feature="mlp", inputs=MLP_INPUT))
             done = await scheduler.wait_for(job_id, 60)

@@ -44,3 +44,50 @@ def shared_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
         MODELSCHED_WEBHOOK_ALLOW_HOSTS="127.0.0.1",
     ) as daemon:
         yield daemon
+
+
+ERRORS_MODELS = """
+[[models]]
+name = "echo"
+adapter = "echo"
+
+[[models]]
+name = "sleep"
+adapter = "sleep"
+
+[[models]]
+name = "mlp"
+adapter = "mlp"
+
+[[models]]
+name = "buggy"
+adapter = "tests.support.fault_adapters:BuggyValidateAdapter"
+
+[[models]]
+name = "failing"
+adapter = "tests.support.fault_adapters:FailingLoadAdapter"
+options = {{ marker = "{marker}", attempts_log = "{attempts}" }}
+"""
+ERRORS_BODY_LIMIT = 1_000_000
+
+
+@pytest.fixture(scope="session")
+def errors_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+    """The daemon of the error, hostile-input and metrics tests: a token, a 1 MB body limit, a model
+    whose `validate` has a bug (`buggy`), one whose load always fails (`failing`), rendering on (the
+    plain-HTTP engine reaches 127.0.0.1)."""
+    tmp_path = tmp_path_factory.mktemp("errors")
+    marker = tmp_path / "no-weights"
+    marker.write_text("present: every load fails")
+    config = tmp_path / "models.toml"
+    config.write_text(ERRORS_MODELS.format(marker=marker, attempts=tmp_path / "attempts.log"))
+    with running_daemon(
+        tmp_path,
+        token=TOKEN,
+        MODELSCHED_CONFIG=str(config),
+        MODELSCHED_MAX_BODY_BYTES=str(ERRORS_BODY_LIMIT),
+        MODELSCHED_RENDER_ALLOW_HOSTS="127.0.0.1",
+        MODELSCHED_RENDER_RETRIES="1",
+        MODELSCHED_LOG_LEVEL="info",
+    ) as daemon:
+        yield daemon

@@ -30,7 +30,9 @@ def test_health_readiness_and_status_page(client: httpx.Client) -> None:
     assert client.get("/healthz").json() == {"status": "ok"}
     assert client.get("/readyz").status_code == 200
     page = client.get("/")
-    assert page.status_code == 200 and "modelsched" in page.text and "system/status" in page.text
+    assert page.status_code == 200 and "modelsched" in page.text and "/dashboard/dashboard.js" in page.text
+    script = client.get("/dashboard/dashboard.js")
+    assert script.status_code == 200 and "/system/history" in script.text
 
 
 def test_submit_long_poll_and_list(client: httpx.Client) -> None:
@@ -67,9 +69,12 @@ def test_synchronous_infer(client: httpx.Client) -> None:
     mlp = client.post("/models/mlp/infer", json={"inputs": MLP_INPUT})
     assert mlp.status_code == 200 and len(mlp.json()["result"]) == 16
     slow = client.post("/models/sleep/infer", params={"timeout": 0.2}, json={"inputs": {"ms": 2000}})
-    assert slow.status_code == 504 and slow.json()["status"] in {"queued", "processing"}
+    assert slow.status_code == 504 and slow.json()["job_status"] in {"queued", "processing"}
+    assert slow.json()["error"] == "wait_ended" and slow.json()["status"] == 504
     failing = client.post("/models/echo/infer", json={"inputs": {"fail": "broken"}})
-    assert failing.status_code == 502 and failing.json()["error"] == "ItemError: broken"
+    assert failing.status_code == 502 and failing.headers["content-type"] == "application/problem+json"
+    assert failing.json()["error"] == "job_failed" and failing.json()["detail"] == "ItemError: broken"
+    assert failing.json()["job_status"] == "error" and failing.json()["job_id"]
 
 
 def test_models_load_unload_and_system_status(client: httpx.Client) -> None:
@@ -102,7 +107,7 @@ def test_metrics_parse_and_count(client: httpx.Client) -> None:
         "modelsched_job_queue_wait_seconds",
         "modelsched_job_run_seconds",
         "modelsched_batch_size",
-        "modelsched_workers_up",
+        "modelsched_workers_ready",
         "modelsched_models_loaded",
     ):
         assert name in families, name
@@ -112,8 +117,8 @@ def test_metrics_parse_and_count(client: httpx.Client) -> None:
         if s.name.endswith("_total")
     }
     assert ended[("echo", "completed")] >= 1
-    workers_up = [s.value for s in families["modelsched_workers_up"].samples]
-    assert sum(workers_up) >= 1
+    workers_ready = [s.value for s in families["modelsched_workers_ready"].samples]
+    assert sum(workers_ready) >= 1
 
 
 def test_idempotency_key_returns_the_first_job(client: httpx.Client) -> None:
@@ -218,7 +223,7 @@ def test_full_queue_gets_429_with_retry_after(tmp_path: Path) -> None:
         assert all(wait_status(http, job_id, {"completed"})["status"] == "completed" for job_id in accepted)
 
 
-def test_auth_on_every_endpoint_but_healthz(tmp_path: Path) -> None:
+def test_auth_on_every_endpoint_but_the_probes(tmp_path: Path) -> None:
     with (
         running_daemon(tmp_path, token="s3cret") as daemon,
         daemon.client(token=None) as anonymous,
@@ -226,8 +231,8 @@ def test_auth_on_every_endpoint_but_healthz(tmp_path: Path) -> None:
         daemon.client() as good,
     ):
         assert anonymous.get("/healthz").status_code == 200
+        assert anonymous.get("/readyz").status_code == 200  # a load balancer's probe carries no secret
         for method, path in [
-            ("GET", "/readyz"),
             ("GET", "/system/status"),
             ("GET", "/metrics"),
             ("GET", "/jobs"),

@@ -152,6 +152,9 @@ def test_bad_requests_are_refused_without_a_job(client: httpx.Client) -> None:
     ):
         assert answer.status_code == 422, answer.text
         assert answer.json() == {
+            "type": "tag:modelsched,2026:problem/invalid_input",
+            "title": "The inputs are not valid for this model",
+            "status": 422,
             "error": "invalid_input",
             "detail": "inputs must be a non-empty string",
             "field": "inputs",

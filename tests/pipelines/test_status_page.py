@@ -1,5 +1,6 @@
-"""The status page at `/`, in real Chromium: after pipeline jobs have run it shows the pipeline with
-its stages, the costs (per device, model and pipeline, per 1,000 jobs) and the CPU stage pool."""
+"""The dashboard at `/`, in real Chromium: after pipeline jobs have run it shows the pipeline with its
+stages, the costs (per device, model and pipeline, per 1,000 jobs) and the CPU stage pool (the
+charts, the job list and the login are `tests/http/test_dashboard.py`'s)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 import httpx
 from playwright.sync_api import sync_playwright
 
+from tests.support.browser import wait_until
 from tests.support.daemon import running_daemon
 from tests.support.pages import CHROMIUM, needs_chromium
 
@@ -30,7 +32,7 @@ cpu = 0.5
 
 
 @needs_chromium
-def test_the_status_page_shows_pipelines_costs_and_the_cpu_pool(tmp_path: Path) -> None:
+def test_the_dashboard_shows_pipelines_costs_and_the_cpu_pool(tmp_path: Path) -> None:
     config = tmp_path / "config.toml"
     config.write_text(CONFIG)
     with running_daemon(tmp_path, MODELSCHED_CONFIG=str(config), MODELSCHED_RENDER_ENABLED="0") as daemon:
@@ -49,7 +51,7 @@ def test_the_status_page_shows_pipelines_costs_and_the_cpu_pool(tmp_path: Path) 
             try:
                 page = browser.new_page()
                 page.goto(daemon.url + "/")
-                page.wait_for_function("document.querySelector('#pipelines td')?.textContent === 'tidy'")
+                wait_until(page, "document.querySelector('#pipelines td')?.textContent === 'tidy'")
                 stages = page.inner_text("#pipelines")
                 assert "clean (clean, cpu) → infer (model, cpu)" in stages
                 summary = page.inner_text("#cost-summary")

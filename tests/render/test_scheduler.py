@@ -87,7 +87,7 @@ def test_post_render(server: PageServer, daemon: SchedulerThread) -> None:
     assert missing.status_code == 200 and missing.json()["result"]["status"] == 404
     # 127.0.0.2 is loopback but not on the allowlist: refused at the redirect hop, before any connection.
     hop = post_render(daemon, {"url": f"{server.base}/redirect?to=http://127.0.0.2:9/", "fallback": None})
-    assert hop.status_code == 422 and "127.0.0.2" in hop.json()["error"]
+    assert hop.status_code == 422 and "127.0.0.2" in hop.json()["detail"]
 
 
 @needs_chromium

@@ -64,3 +64,44 @@ class SplitAdapter(BaseAdapter):
             "doubled": [value for value, _ in outputs],
             "batches": sorted({batch for _, batch in outputs}),
         }
+
+
+class GatedLoadAdapter(BaseAdapter):
+    """A model whose load takes as long as the test wants: `load` returns once the file named by the
+    `gate` option exists (it gives up after 120 s). Echoes its inputs."""
+
+    name = "gated-load"
+    device = "cpu"
+    max_batch_size = 4
+    max_delay_ms = 0.0
+
+    def load(self, device: str) -> Any:
+        import time
+        from pathlib import Path
+
+        gate = Path(self.options["gate"])
+        deadline = time.monotonic() + 120
+        while not gate.exists():
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the test never opened {gate}")
+            time.sleep(0.02)
+        return {"opened": True}
+
+    def predict(self, state: Any, batch: list[Any]) -> list[Any]:
+        return list(batch)
+
+
+class EnvironmentAdapter(BaseAdapter):
+    """Answers with what the worker's environment says of its GPU (`CUDA_VISIBLE_DEVICES`,
+    `CUDA_DEVICE_ORDER`)."""
+
+    name = "environment"
+    device = "gpu"
+    max_batch_size = 4
+    max_delay_ms = 0.0
+
+    def predict(self, state: Any, batch: list[Any]) -> list[Any]:
+        import os
+
+        seen = {name: os.environ.get(name) for name in ("CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER")}
+        return [seen for _ in batch]

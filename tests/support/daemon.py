@@ -44,7 +44,11 @@ class Daemon:
 
 
 def daemon_env(tmp_path: Path, **settings: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MODELSCHED_")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("MODELSCHED_") and k not in ("CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER")
+    }
     env.update(
         {
             "MODELSCHED_FORCE_CPU": "1",
@@ -68,10 +72,12 @@ def running_daemon(
     token: str | None = None,
     ready_timeout: float = 120.0,
     command: list[str] | None = None,
+    ready_path: str = "/readyz",
     **settings: str,
 ) -> Iterator[Daemon]:
     """`command`: how the daemon is started (default `serve_command()`; a test may run it in a
-    namespace of its own, ending with `exec` of the daemon so that the pid is the daemon's)."""
+    namespace of its own, ending with `exec` of the daemon so that the pid is the daemon's);
+    `ready_path`: what must answer 200 before the test goes on (`/healthz`: only that it listens)."""
     port = free_port()
     env = daemon_env(tmp_path, MODELSCHED_PORT=str(port), **settings)
     if token:
@@ -95,7 +101,7 @@ def running_daemon(
             try:
                 return (
                     httpx.get(
-                        f"{daemon.url}/readyz",
+                        f"{daemon.url}{ready_path}",
                         timeout=2,
                         headers={"Authorization": f"Bearer {token}"} if token else {},
                     ).status_code

@@ -83,3 +83,23 @@ class SlowLoadAdapter(BaseAdapter):
 
     def predict(self, state: Any, batch: list[Any]) -> list[Any]:
         return list(batch)
+
+
+class BuggyValidateAdapter(BaseAdapter):
+    """A model with a bug in `validate`: for the input "bug" it raises KeyError (not the ValueError
+    that refuses an input), whose text must never reach a client; any other input is echoed."""
+
+    name = "buggy"
+    device = "cpu"
+    max_batch_size = 4
+    max_delay_ms = 0.0
+
+    def validate(self, inputs: Any) -> None:
+        if inputs == "bug":
+            raise KeyError("internal detail that must not leak")
+
+    def load(self, device: str) -> Any:
+        return None
+
+    def predict(self, state: Any, batch: list[Any]) -> list[Any]:
+        return list(batch)

@@ -20,7 +20,7 @@ from urllib.parse import urljoin
 
 import httpx
 
-from workers.render.html_text import extract
+from workers.render.html_text import PageText, header_charset, page_text
 from workers.render.ssrf import UrlVerdict, check_url, normalized_host
 
 MAX_REDIRECTS = 10
@@ -53,6 +53,8 @@ RESPONSE_HEADERS_DROPPED = frozenset(
         "upgrade",
     }
 )
+
+OFF_LOOP_BYTES = 256 * 1024  # a larger page is turned into text in a thread: heartbeats go on meanwhile
 
 Checker = Callable[[str], Awaitable[UrlVerdict]]
 
@@ -226,6 +228,14 @@ class GuardedFetcher:
         self.clients.clear()
 
 
+async def html_page(body: bytes, url: str, charset: str | None) -> PageText:
+    """`body` as text (`workers.render.html_text`): on the loop when small, in a thread past
+    `OFF_LOOP_BYTES`, so the render process's loop (its heartbeats, its other pages) is not held up."""
+    if len(body) > OFF_LOOP_BYTES:
+        return await asyncio.to_thread(page_text, body, url, charset)
+    return page_text(body, url, charset)
+
+
 async def fetch_page(
     url: str,
     allow_hosts: Iterable[str],
@@ -244,20 +254,18 @@ async def fetch_page(
     finally:
         await fetcher.aclose()
     content_type = fetched.headers.get("content-type", "")
-    charset = httpx.Response(200, headers={"content-type": content_type}).charset_encoding or "utf-8"
-    try:
-        html = fetched.body.decode(charset, errors="replace")
-    except LookupError:  # an unknown charset name
-        html = fetched.body.decode("utf-8", errors="replace")
+    charset = header_charset(content_type)
     if "html" in content_type.lower() or not content_type:
-        page = extract(html, fetched.url)
+        page = await html_page(fetched.body, fetched.url, charset)
+        html, found = page.html, {"title": page.title, "text": page.text, "links": page.links}
     else:
-        page = {"title": "", "text": html if is_text(content_type) else "", "links": []}
+        html = fetched.body.decode(charset or "utf-8", errors="replace")
+        found = {"title": "", "text": html if is_text(content_type) else "", "links": []}
     result: dict[str, Any] = {
         "url": url,
         "final_url": fetched.url,
         "status": fetched.status,
-        **page,
+        **found,
         "elapsed_ms": round((time.perf_counter() - started) * 1000, 1),
         "engine": "http",
     }

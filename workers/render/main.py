@@ -21,6 +21,7 @@ import msgspec
 
 from workers.backoff import Backoff
 from workers.child import begin_child
+from workers.logs import job_context
 from workers.protocol import ErrorKind
 from workers.render import protocol as rp
 from workers.render.browser import BrowserManager, render_in_browser
@@ -137,13 +138,14 @@ class RenderLoop:
             await asyncio.sleep(self.config.heartbeat_interval_s)
 
     async def serve(self, job: rp.RenderJob) -> None:
-        try:
-            result, error, kind = await self.render(job.request)
-        except asyncio.CancelledError:
-            return  # cancelled by the main process: it wants no answer
-        except Exception as exc:  # a bug here must still answer the job
-            log.exception("render of %s failed unexpectedly", job.request.url)
-            result, error, kind = None, f"render failed: {describe(exc)}", ErrorKind.FAILED
+        with job_context(job.job_id):  # this task's lines (the fetcher's, the browser's) name the job
+            try:
+                result, error, kind = await self.render(job.request)
+            except asyncio.CancelledError:
+                return  # cancelled by the main process: it wants no answer
+            except Exception as exc:  # a bug here must still answer the job
+                log.exception("render of %s failed unexpectedly", job.request.url)
+                result, error, kind = None, f"render failed: {describe(exc)}", ErrorKind.FAILED
         self.send(rp.RenderOutcome(job.job_id, result, error, kind))
 
     async def render(self, request: RenderRequest) -> Outcome:
@@ -216,7 +218,7 @@ class RenderLoop:
 def render_main(config_bytes: bytes, inbox: Connection, outbox: Connection) -> None:
     """The render process's entry (started with `spawn` by `scheduler.render.service`)."""
     config = msgspec.msgpack.decode(config_bytes, type=rp.RenderConfig)
-    begin_child(config.parent_pid, "render", config.log_level)
+    begin_child(config.parent_pid, "render", config.log_level, config.log_format)
     logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
         asyncio.run(RenderLoop(config, inbox, outbox).run())

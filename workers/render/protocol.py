@@ -24,6 +24,7 @@ class RenderConfig(msgspec.Struct, kw_only=True):
     max_response_bytes: int
     heartbeat_interval_s: float = 0.5
     log_level: str = "INFO"
+    log_format: str = "text"
     block_direct_network: bool = (
         True  # Chromium's own network goes to a dead proxy: only routed requests pass
     )

@@ -31,7 +31,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from scheduler.core.events import JobEvent, JobEvents, Listener
-from scheduler.http.schemas import ErrorBody, ref
+from scheduler.http.routers.docs import errors_doc
 from scheduler.scheduler import Scheduler
 
 KEEPALIVE_S = 15.0
@@ -99,12 +99,13 @@ def router(scheduler: Scheduler) -> APIRouter:
     @routes.get(
         "/jobs/{job_id}/events",
         summary="A job's events, as Server-Sent Events",
+        response_class=Response,  # no JSON: only the event stream is documented
         responses={
             200: {
                 "description": "the event stream",
                 "content": {EVENT_STREAM: {"schema": {"type": "string"}}},
             },
-            404: {"description": "error", "content": {"application/json": {"schema": ref(ErrorBody)}}},
+            **errors_doc(404),
         },
     )
     async def job_events(

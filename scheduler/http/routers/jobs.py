@@ -1,14 +1,16 @@
 """`/jobs`: submit a job (202 once it is in the journal) or many at once (`/jobs/batch`, one journal
-group), read one (optionally waiting for its end) or many (`?ids=`), cancel one, list recent ones."""
+group), read one (optionally waiting for its end) or many (`?ids=`), cancel one, list them newest
+first, page by page (`?before=<id>`, `scheduler.core.job_pages`)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import msgspec
 from fastapi import APIRouter, Query, Request
 
+from scheduler.core import job_pages
+from scheduler.core.job_pages import JobFilter, id_bound
 from scheduler.core.jobs import Job, JobRequest
 from scheduler.errors import JobNotFoundError, SchedulerError
 from scheduler.http.answers import MAX_WAIT_S, Answer, HttpError, decode, error_parts, json_answer
@@ -61,17 +63,20 @@ def job_request(body: SubmitJob) -> JobRequest:
 
 
 def refused_item(exc: Exception, index: int) -> BatchItem:
-    status, error, _ = error_parts(exc)
+    error, _ = error_parts(exc)
     field = f"jobs[{index}].{error.field}" if error.field else f"jobs[{index}]"
-    return BatchItem(error=error.error, detail=error.detail, field=field, code=status)
+    return BatchItem(error=error.error, detail=error.detail, field=field, code=error.status)
 
 
-def router(scheduler: Scheduler, on_submitted: Callable[[str], None]) -> APIRouter:
+def router(scheduler: Scheduler) -> APIRouter:
     routes = APIRouter(tags=["jobs"])
     settings = scheduler.settings
 
     def shown(job_id: str) -> str:
-        return scheduler.endings.shown_status(scheduler.get_job(job_id)).value
+        return shown_status_of(scheduler.get_job(job_id))
+
+    def shown_status_of(job: Job) -> str:
+        return scheduler.endings.shown_status(job).value
 
     @routes.post(
         "/jobs",
@@ -86,7 +91,6 @@ def router(scheduler: Scheduler, on_submitted: Callable[[str], None]) -> APIRout
         )
         job = job_request(body)
         job_id = await scheduler.schedule_job(job)
-        on_submitted(job.model or job.pipeline)
         return json_answer(JobAccepted(job_id, shown(job_id)), 202)
 
     @routes.post(
@@ -116,11 +120,10 @@ def router(scheduler: Scheduler, on_submitted: Callable[[str], None]) -> APIRout
             except HttpError as exc:
                 answers[index] = refused_item(exc, index)
         outcomes = await scheduler.schedule_jobs(requests)
-        for index, request_, outcome in zip(where, requests, outcomes, strict=True):
+        for index, outcome in zip(where, outcomes, strict=True):
             if isinstance(outcome, SchedulerError):
                 answers[index] = refused_item(outcome, index)
             else:
-                on_submitted(request_.model or request_.pipeline)
                 answers[index] = BatchItem(job_id=outcome, status=shown(outcome))
         done = [answer for answer in answers if answer is not None]
         accepted = sum(1 for answer in done if answer.job_id is not None)
@@ -137,7 +140,7 @@ def router(scheduler: Scheduler, on_submitted: Callable[[str], None]) -> APIRout
             return json_answer(await scheduler.wait_for(job_id, wait))
         return json_answer(await scheduler.get_job_status(job_id))  # in a cluster: read afresh
 
-    @routes.delete("/jobs/{job_id}", responses=answers_doc(200, JobView, 404, 409))
+    @routes.delete("/jobs/{job_id}", responses=answers_doc(200, JobView, 404, 409, 503))
     async def cancel_job(job_id: str) -> Answer:
         return json_answer(await scheduler.cancel_job(job_id))
 
@@ -147,12 +150,33 @@ def router(scheduler: Scheduler, on_submitted: Callable[[str], None]) -> APIRout
         model: str | None = None,
         limit: int = Query(50, ge=1, le=1000),
         ids: list[str] | None = IDS_QUERY,
+        before: str | None = Query(
+            None, max_length=64, description="older jobs than this id (the last page's `next_before`)"
+        ),
+        since: float | None = Query(
+            None, ge=0, le=1e11, description="jobs created at or after (epoch s, to the ms)"
+        ),
+        until: float | None = Query(
+            None, ge=0, le=1e11, description="jobs created before (epoch s, to the ms)"
+        ),
     ) -> Answer:
+        """Jobs newest first, from memory and the journal (ended jobs no longer in memory, and those
+        from before a restart; in a cluster, every host's jobs from Redis); `next_before` pages on."""
         if ids is not None and scheduler.cluster is not None:  # any host's jobs, read afresh from Redis
             return json_answer(await scheduler.cluster.front.views(wanted_ids(ids)))
         if ids is not None:
             return json_answer(jobs_by_id(ids))
-        return json_answer({"jobs": scheduler.list_jobs(status, model, limit)})
+        if until is not None:
+            before = min(before, id_bound(until)) if before is not None else id_bound(until)
+        where = JobFilter(status, model, before, id_bound(since) if since is not None else None)
+        if scheduler.cluster is not None:  # every host's jobs, as Redis holds them
+            return json_answer(await scheduler.cluster.front.page(where, limit))
+        jobs, next_before = await job_pages.page(
+            scheduler.table, scheduler.journal, shown_status_of, where, limit
+        )
+        return json_answer(
+            {"jobs": scheduler.endings.views(jobs), "not_found": [], "next_before": next_before}
+        )
 
     def wanted_ids(ids: list[str]) -> list[str]:
         wanted = list(dict.fromkeys(one.strip() for text in ids for one in text.split(",") if one.strip()))

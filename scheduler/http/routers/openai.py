@@ -15,7 +15,6 @@ import asyncio
 import base64
 import logging
 import time
-from collections.abc import Callable
 from typing import Any, Literal
 
 import msgspec
@@ -24,9 +23,18 @@ from fastapi import APIRouter, Request
 from scheduler.core.endings import result_of
 from scheduler.core.jobs import JobRequest
 from scheduler.errors import InvalidInputError, ModelNotFoundError
-from scheduler.http.answers import DEFAULT_INFER_WAIT_S, Answer, HttpError, decode, error_parts, json_answer
+from scheduler.http.answers import (
+    DEFAULT_INFER_WAIT_S,
+    JSON,
+    Answer,
+    HttpError,
+    decode,
+    error_parts,
+    json_answer,
+)
 from scheduler.http.body import read_body
-from scheduler.http.routers.docs import body_doc
+from scheduler.http.protocol_schemas import EmbeddingList, OpenAIError, OpenAIModel, OpenAIModelList
+from scheduler.http.routers.docs import body_doc, errors_doc, ok_doc
 from scheduler.scheduler import Scheduler
 
 
@@ -45,7 +53,8 @@ ERROR_TYPES = {401: "authentication_error", 404: "invalid_request_error", 422: "
 
 
 def openai_error(exc: Exception) -> Answer:
-    status, body, headers = error_parts(exc)
+    body, headers = error_parts(exc)
+    status = body.status
     kind = ERROR_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
     error = {"message": body.detail, "type": kind, "param": body.field, "code": body.error}
     return json_answer({"error": error}, status, headers)
@@ -77,7 +86,7 @@ def embedding_data(vectors: list[Any], encoding: str) -> list[dict[str, Any]]:
     ]
 
 
-def router(scheduler: Scheduler, on_submitted: Callable[[str], None]) -> APIRouter:
+def router(scheduler: Scheduler) -> APIRouter:
     routes = APIRouter(prefix="/v1", tags=["openai"])
 
     def embedding_adapter(model: str) -> Any:
@@ -89,7 +98,16 @@ def router(scheduler: Scheduler, on_submitted: Callable[[str], None]) -> APIRout
             raise InvalidInputError(f"model {model!r} is not an embedding model", field="model")
         return registered.adapter
 
-    @routes.post("/embeddings", openapi_extra=body_doc(EmbeddingsRequest))
+    @routes.post(
+        "/embeddings",
+        openapi_extra=body_doc(EmbeddingsRequest),
+        responses={
+            **ok_doc(200, EmbeddingList),
+            **errors_doc(
+                404, 409, 413, 422, 429, 500, 502, 503, 504, 507, error=OpenAIError, media_type=JSON
+            ),
+        },
+    )
     async def embeddings(request: Request) -> Answer:
         try:
             raw = await read_body(
@@ -104,7 +122,6 @@ def router(scheduler: Scheduler, on_submitted: Callable[[str], None]) -> APIRout
                     422, "invalid_body", f"{body.model} gives {dimension} dimensions", "dimensions"
                 )
             job_id = await scheduler.schedule_job(JobRequest(model=body.model, inputs=sentences))
-            on_submitted(body.model)
             tokens = asyncio.ensure_future(asyncio.to_thread(count_tokens, adapter, sentences))
             try:
                 vectors = result_of(
@@ -122,7 +139,7 @@ def router(scheduler: Scheduler, on_submitted: Callable[[str], None]) -> APIRout
         }
         return json_answer(answer, headers={"X-Job-Id": job_id})
 
-    @routes.get("/models")
+    @routes.get("/models", responses=ok_doc(200, OpenAIModelList))
     async def models() -> Answer:
         created = int(scheduler.started_at or time.time())
         data = [
@@ -131,7 +148,10 @@ def router(scheduler: Scheduler, on_submitted: Callable[[str], None]) -> APIRout
         ]
         return json_answer({"object": "list", "data": data})
 
-    @routes.get("/models/{model}")
+    @routes.get(
+        "/models/{model}",
+        responses={**ok_doc(200, OpenAIModel), **errors_doc(404, error=OpenAIError, media_type=JSON)},
+    )
     async def model(model: str) -> Answer:
         if model not in scheduler.registry.models:
             return openai_error(ModelNotFoundError(f"model {model!r} is not registered"))

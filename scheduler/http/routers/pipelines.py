@@ -3,14 +3,13 @@ the `classify` demo pipeline's own endpoint (`{"text": ...}` in, the label and i
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import msgspec
 from fastapi import APIRouter, Query, Request
 
 from scheduler.core.jobs import JobRequest
 from scheduler.http.answers import (
     DEFAULT_INFER_WAIT_S,
+    JSON,
     MAX_WAIT_S,
     Answer,
     decode,
@@ -19,13 +18,14 @@ from scheduler.http.answers import (
     result_answer,
 )
 from scheduler.http.body import read_body
-from scheduler.http.routers.docs import answers_doc, body_doc
+from scheduler.http.routers.docs import answers_doc, body_doc, errors_doc
 from scheduler.http.schemas import (
     Classification,
     ClassifyRequest,
     InferRequest,
     InferResult,
     PipelineList,
+    ref,
 )
 from scheduler.scheduler import Scheduler
 
@@ -33,7 +33,7 @@ CLASSIFY = "classify"
 _classify_decoder = msgspec.json.Decoder(ClassifyRequest)
 
 
-def router(scheduler: Scheduler, on_submitted: Callable[[str], None]) -> APIRouter:
+def router(scheduler: Scheduler) -> APIRouter:
     routes = APIRouter(tags=["pipelines"])
     body_limit = scheduler.settings.max_body_bytes
 
@@ -46,7 +46,7 @@ def router(scheduler: Scheduler, on_submitted: Callable[[str], None]) -> APIRout
         openapi_extra=body_doc(InferRequest),
         responses=answers_doc(200, InferResult, 404, 409, 413, 422, 429, 502, 503, 504, 507),
     )
-    async def infer(
+    async def infer_pipeline(
         pipeline: str,
         request: Request,
         timeout: float | None = Query(
@@ -54,12 +54,18 @@ def router(scheduler: Scheduler, on_submitted: Callable[[str], None]) -> APIRout
         ),
     ) -> Answer:
         body = await read_body(request.receive, request.scope["headers"], body_limit)
-        return await infer_answer(scheduler, pipeline, body, timeout, on_submitted, pipeline=True)
+        return await infer_answer(scheduler, pipeline, body, timeout, pipeline=True)
 
     @routes.post(
         "/classify",
         openapi_extra=body_doc(ClassifyRequest),
-        responses=answers_doc(200, Classification, 404, 409, 413, 422, 429, 502, 503, 504, 507),
+        responses={
+            200: {
+                "description": "the label and its scores (a `classify` pipeline of another shape: its result as it is)",
+                "content": {JSON: {"schema": {"anyOf": [ref(Classification), ref(InferResult)]}}},
+            },
+            **errors_doc(404, 409, 413, 422, 429, 502, 503, 504, 507),
+        },
     )
     async def classify(request: Request) -> Answer:
         """The `classify` pipeline on one text: its label, confidence and per-label scores."""
@@ -69,7 +75,6 @@ def router(scheduler: Scheduler, on_submitted: Callable[[str], None]) -> APIRout
         job_id = await scheduler.schedule_job(
             JobRequest(pipeline=CLASSIFY, inputs=body.text, priority=body.priority, timeout_s=body.timeout_s)
         )
-        on_submitted(CLASSIFY)
         answer = await result_answer(scheduler, job_id, body.timeout_s or DEFAULT_INFER_WAIT_S)
         if answer.status_code != 200:
             return answer

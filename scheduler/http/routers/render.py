@@ -33,7 +33,7 @@ def router(scheduler: Scheduler) -> APIRouter:
         "/render",
         summary="Render a web page and wait for it",
         openapi_extra=body_doc(RenderRequest),
-        responses=answers_doc(200, InferResult, 404, 413, 422, 429, 502, 503, 504),
+        responses=answers_doc(200, InferResult, 404, 409, 413, 422, 429, 502, 503, 504),
     )
     async def render(
         request: Request,

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -28,24 +27,64 @@ from fastapi import APIRouter, Request
 from scheduler.core.endings import result_of
 from scheduler.core.jobs import JobRequest, JobStatus
 from scheduler.errors import InvalidInputError, ModelNotFoundError, QueueFullError, SchedulerError
-from scheduler.http.answers import DEFAULT_INFER_WAIT_S, RAW_MEDIA_TYPE, Answer, error_parts, json_answer
+from scheduler.http.answers import (
+    DEFAULT_INFER_WAIT_S,
+    JSON,
+    RAW_MEDIA_TYPE,
+    Answer,
+    error_parts,
+    json_answer,
+)
 from scheduler.http.body import read_body
-from scheduler.http.tensors import HEADER_LENGTH, bad, read_tensors, response_body, split_body, wants_binary
+from scheduler.http.protocol_schemas import (
+    V2Error,
+    V2InferAnswer,
+    V2Live,
+    V2ModelMetadata,
+    V2ModelReady,
+    V2Ready,
+    V2Server,
+)
+from scheduler.http.routers.docs import body_doc, errors_doc, ok_doc
+from scheduler.http.schemas import ref
+from scheduler.http.tensors import (
+    HEADER_LENGTH,
+    InferRequestV2,
+    bad,
+    read_tensors,
+    response_body,
+    split_body,
+    wants_binary,
+)
 from scheduler.scheduler import Scheduler
 
 VERSION = "1"
+METADATA_DOC = {**ok_doc(200, V2ModelMetadata), **errors_doc(404, error=V2Error, media_type=JSON)}
+READY_DOC = {
+    **ok_doc(200, V2ModelReady),
+    **ok_doc(503, V2ModelReady),
+    **errors_doc(404, error=V2Error, media_type=JSON),
+}
+INFER_DOC = {
+    200: {
+        "description": "the outputs: JSON, or with the binary extension the JSON's "
+        "`Inference-Header-Content-Length` bytes and then the tensor's",
+        "content": {JSON: {"schema": ref(V2InferAnswer)}, RAW_MEDIA_TYPE: {"schema": {"type": "string"}}},
+    },
+    **errors_doc(404, 409, 413, 422, 429, 500, 502, 503, 504, 507, error=V2Error, media_type=JSON),
+}
 
 
 def v2_error(exc: Exception) -> Answer:
-    status, body, headers = error_parts(exc)
-    return json_answer({"error": body.detail}, status, headers)
+    body, headers = error_parts(exc)
+    return json_answer({"error": body.detail}, body.status, headers)
 
 
 def tensor_doc(tensor: Any) -> dict[str, Any]:
     return {"name": tensor.name, "datatype": tensor.datatype, "shape": list(tensor.shape)}
 
 
-def router(scheduler: Scheduler, on_submitted: Callable[[str], None]) -> APIRouter:
+def router(scheduler: Scheduler) -> APIRouter:
     routes = APIRouter(prefix="/v2", tags=["open inference protocol"])
 
     def signature_of(model: str) -> Any:  # the adapter's `adapters.base.Signature`
@@ -57,20 +96,20 @@ def router(scheduler: Scheduler, on_submitted: Callable[[str], None]) -> APIRout
             raise ModelNotFoundError(f"model {model!r} declares no tensors; use POST /models/{model}/infer")
         return signature
 
-    @routes.get("")
+    @routes.get("", responses=ok_doc(200, V2Server))
     async def server_metadata() -> Answer:
         return json_answer({"name": "modelsched", "version": "0.1.0", "extensions": ["binary_tensor_data"]})
 
-    @routes.get("/health/live")
+    @routes.get("/health/live", responses=ok_doc(200, V2Live))
     async def live() -> Answer:
         return json_answer({"live": True})
 
-    @routes.get("/health/ready")
+    @routes.get("/health/ready", responses={**ok_doc(200, V2Ready), **ok_doc(503, V2Ready)})
     async def ready() -> Answer:
         return json_answer({"ready": scheduler.ready}, 200 if scheduler.ready else 503)
 
-    @routes.get("/models/{model}")
-    @routes.get("/models/{model}/versions/{version}")
+    @routes.get("/models/{model}", responses=METADATA_DOC)
+    @routes.get("/models/{model}/versions/{version}", responses=METADATA_DOC)
     async def metadata(model: str, version: str = VERSION) -> Answer:
         try:
             signature = signature_of(model)
@@ -86,8 +125,8 @@ def router(scheduler: Scheduler, on_submitted: Callable[[str], None]) -> APIRout
             }
         )
 
-    @routes.get("/models/{model}/ready")
-    @routes.get("/models/{model}/versions/{version}/ready")
+    @routes.get("/models/{model}/ready", responses=READY_DOC)
+    @routes.get("/models/{model}/versions/{version}/ready", responses=READY_DOC)
     async def model_ready(model: str, version: str = VERSION) -> Answer:
         try:
             signature_of(model)
@@ -97,8 +136,12 @@ def router(scheduler: Scheduler, on_submitted: Callable[[str], None]) -> APIRout
         is_ready = scheduler.ready and registered.no_fit is None
         return json_answer({"name": model, "ready": is_ready}, 200 if is_ready else 503)
 
-    @routes.post("/models/{model}/infer")
-    @routes.post("/models/{model}/versions/{version}/infer")
+    @routes.post("/models/{model}/infer", responses=INFER_DOC, openapi_extra=body_doc(InferRequestV2))
+    @routes.post(
+        "/models/{model}/versions/{version}/infer",
+        responses=INFER_DOC,
+        openapi_extra=body_doc(InferRequestV2),
+    )
     async def infer(model: str, request: Request, version: str = VERSION) -> Answer:
         try:
             signature = signature_of(model)
@@ -130,7 +173,6 @@ def router(scheduler: Scheduler, on_submitted: Callable[[str], None]) -> APIRout
             if not tensor:
                 raise InvalidInputError("the input holds no strings")
             job_id = await scheduler.schedule_job(JobRequest(model=model, inputs=tensor))
-            on_submitted(model)
             vectors = result_of(await scheduler.wait_for(job_id, DEFAULT_INFER_WAIT_S), scheduler.accepting)
             return np.asarray(vectors, dtype="<f4").reshape(len(tensor), -1)
         width = signature.input.shape[-1]
@@ -157,8 +199,6 @@ def router(scheduler: Scheduler, on_submitted: Callable[[str], None]) -> APIRout
                     with contextlib.suppress(SchedulerError):
                         await scheduler.cancel_job(outcome)
             raise refused
-        for _ in ids:
-            on_submitted(model)
         views = await asyncio.gather(
             *(scheduler.wait_for(str(job_id), DEFAULT_INFER_WAIT_S) for job_id in ids)
         )
