@@ -231,7 +231,7 @@ def add_local_commands(commands: argparse._SubParsersAction[argparse.ArgumentPar
         "run the daemon",
         "Run the daemon in the foreground until SIGTERM or SIGINT (which drain it). Settings: the preset,\n"
         "then --config FILE, then MODELSCHED_* variables, then the flags below. With --cluster it joins\n"
-        "the cluster of the daemons on that Redis (README: \"Many hosts, one queue\").",
+        'the cluster of the daemons on that Redis (README: "Many hosts, one queue").',
         "  modelsched serve --preset dev\n"
         "  modelsched serve --preset prod --config /etc/modelsched.toml --host 0.0.0.0 --port 8080\n"
         "  MODELSCHED_TOKEN=s3cret modelsched serve\n"
