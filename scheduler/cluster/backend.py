@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import Mapping
 
 from scheduler.cluster.hosts import HostInfo, Hosts
@@ -76,6 +77,10 @@ class ClusterBackend:
         self._again = False
         self._reserved: dict[str, int] = {}  # jobs being submitted here to run here at once, per model
         self._spare: dict[str, int] | None = None  # this loop turn's room for them, per model (warm only)
+        # Jobs may wait in Redis for this host: set by a `queued` or `reclaimed` message and on every
+        # tick; cleared by a claim that got less than it asked for, none of it cold. A job ending here
+        # claims again only while it is set (else every end would cost a round trip for nothing).
+        self.maybe_waiting = True
         endings.observers.append(self._ended)
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -88,8 +93,9 @@ class ClusterBackend:
 
     # ---- claims --------------------------------------------------------------------------------
 
-    def schedule_claim(self) -> None:
-        """Claim soon (once per loop turn, one claim at a time)."""
+    def schedule_claim(self, maybe_waiting: bool = True) -> None:
+        """Claim soon (once per loop turn, one claim at a time); `maybe_waiting`: a job may wait."""
+        self.maybe_waiting = self.maybe_waiting or maybe_waiting
         if not self.enabled or self._loop is None:
             return
         if self._running:
@@ -172,18 +178,23 @@ class ClusterBackend:
         values = await self.store.call(
             "claim", self.host, repr(now), int(now * 1000), total, int(self.cold_claim_delay_ms), *args
         )
-        self.take(values)
+        taken = Counter(self.take(values))
+        if sum(taken.values()) < total and all(
+            not room.cold and taken[room.model] < room.room for room in rooms
+        ):
+            self.maybe_waiting = False  # it got less than it asked of each: nothing waits (for now)
 
-    def take(self, values: list[object]) -> None:
-        """The claimed jobs join the local table (queued); the dispatch pass runs them."""
+    def take(self, values: list[object]) -> list[str]:
+        """The claimed jobs join the local table (queued); the dispatch pass runs them. Their models."""
         taken = claimed_entries(values)
         if not taken:
-            return
+            return []
         for job, entry in taken:
             if job.model in self.registry.models:  # (always, with one model configuration)
                 self._add(job, entry)
         self.claimed += len(taken)
         self.dispatcher.schedule()
+        return [job.model for job, _ in taken]
 
     def _claim_done(self, task: asyncio.Future[None]) -> None:
         self._running = False
@@ -200,8 +211,8 @@ class ClusterBackend:
     # ---- ends ----------------------------------------------------------------------------------
 
     def _ended(self, job: Job) -> None:
-        if job.id in self.held:
-            self.schedule_claim()
+        if job.id in self.held and self.maybe_waiting:
+            self.schedule_claim(maybe_waiting=False)
 
     def forget(self, job: Job, written: bool) -> None:
         """The end of a job this host held reached Redis (`written`: by this host): nothing to refresh."""

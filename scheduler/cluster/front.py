@@ -92,7 +92,9 @@ class ClusterFront:
             raise NoFitError(f"model {job.model!r} cannot run in this cluster: {refusal}")
         direct = self.runs_here is not None and self.runs_here.reserve(job.model)
         try:
-            answer = await self.store.call("submit", *submit_args(job, self.host if direct else ""))
+            answer = await self.store.call(
+                "submit", *submit_args(job, self.host if direct else "", self.host)
+            )
         finally:
             if direct and self.runs_here is not None:
                 self.runs_here.unreserve(job.model)
@@ -127,8 +129,14 @@ class ClusterFront:
         self.cached(job_id)
         return view_of_job(*self.known[job_id])
 
-    async def read(self, job_id: str) -> dict[str, Any]:
-        fields = as_dict(await self.store.command("HGETALL", f"{self.store.prefix}job:{job_id}"))
+    async def read(self, job_id: str, watch: bool = True) -> dict[str, Any]:
+        """The job as Redis holds it; `watch`: and, while it has not ended, this host is told of its
+        end (`modelsched_watch`: the read and the watch in one step, so no end falls between)."""
+        if watch:
+            reply = await self.store.call("watch", job_id, self.host)
+        else:
+            reply = await self.store.command("HGETALL", f"{self.store.prefix}job:{job_id}")
+        fields = as_dict(reply)
         if not fields:
             self.known.pop(job_id, None)
             raise JobNotFoundError(f"no job with id {job_id!r}")
@@ -143,7 +151,7 @@ class ClusterFront:
         missing: list[str] = []
         for job_id, outcome in zip(
             job_ids,
-            await asyncio.gather(*(self.read(one) for one in job_ids), return_exceptions=True),
+            await asyncio.gather(*(self.read(one, watch=False) for one in job_ids), return_exceptions=True),
             strict=True,
         ):
             if isinstance(outcome, JobNotFoundError):

@@ -1,7 +1,9 @@
-"""`Listener`: the cluster's pub/sub on this daemon. `ends` carries the id of every job whose end was
-written (waiters wake, a host drops a job ended elsewhere), `queued` the model of every job queued
-(back ends claim), `reclaimed` "id why" of every job taken back from a silent host. Pub/sub may drop
-messages (a reconnect): after one, `on_reconnect` runs, and waiters re-read their jobs."""
+"""`Listener`: the cluster's pub/sub on this daemon. `ends:<host>` carries the id of each job whose end
+another host wrote and this one wants (it submitted the job, read it while it ran, or held it):
+waiters wake, a host drops a job ended elsewhere; an end this host wrote itself sends it nothing.
+`queued` carries the model of every job queued (back ends claim), `reclaimed` "id why" of every job
+taken back from a silent host. Pub/sub may drop messages (a reconnect): after one, `on_reconnect`
+runs, and waiters re-read their jobs."""
 
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ class Listener:
     def __init__(
         self,
         store: ClusterStore,
+        host: str,
         on_end: Callable[[str], None],
         on_queued: Callable[[str], None],
         on_reclaimed: Callable[[str, str], None],
@@ -34,7 +37,7 @@ class Listener:
         self.messages = 0
         prefix = store.prefix
         self._channels = {
-            f"{prefix}ends".encode(): self._end,
+            f"{prefix}ends:{host}".encode(): self._end,
             f"{prefix}queued".encode(): self._queued,
             f"{prefix}reclaimed".encode(): self._reclaimed,
         }

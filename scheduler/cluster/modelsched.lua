@@ -26,10 +26,14 @@ local function drop_entry(jk)
   end
 end
 
--- the end of a job: written once (the callers check its status first), kept `retention` seconds
-local function write_end(p, id, status, now, fields, retention)
+-- the end of a job: written once (the callers check its status first), kept `retention` seconds.
+-- Told (PUBLISH of its id) on `ends` (every end: for observers) and on `ends:<host>` of the hosts that
+-- want it: its watchers (the front that submitted it, the fronts that read it while it ran) and the
+-- host that holds it, except `writer`, the host that wrote the end (it knows: no message to itself)
+local function write_end(p, id, status, now, fields, retention, writer)
   local jk = p .. 'job:' .. id
   drop_entry(jk)
+  local owner, watchers = unpack(redis.call('HMGET', jk, 'host', 'watchers'))
   redis.call('HSET', jk, 'status', status, 'ended_at', now, 'entry', '', unpack(fields))
   if retention > 0 then
     redis.call('EXPIRE', jk, retention)
@@ -38,6 +42,17 @@ local function write_end(p, id, status, now, fields, retention)
   end
   redis.call('ZREM', p .. 'deadlines', id)
   redis.call('PUBLISH', p .. 'ends', id)
+  local told = {[writer] = true, [''] = true}
+  if owner and not told[owner] then
+    redis.call('PUBLISH', p .. 'ends:' .. owner, id)
+    told[owner] = true
+  end
+  for watcher in string.gmatch(watchers or '', '[^\n]+') do
+    if not told[watcher] then
+      redis.call('PUBLISH', p .. 'ends:' .. watcher, id)
+      told[watcher] = true
+    end
+  end
 end
 
 -- jobs of `model` not delivered yet at `prio` or before it (the re-queue stream first)
@@ -50,8 +65,8 @@ local function waiting_before(p, model, prio)
   return false
 end
 
--- submit(p, id, model, priority, created_at, timeout_s, deadline, idem, inputs, callback_url, host)
--- -> {1, id} new, {1, id, stream, entry} new and held by `host` at once (the submitting host has room
+-- submit(p, id, model, priority, created_at, timeout_s, deadline, idem, inputs, callback_url, host,
+-- submitter) -> {1, id} new, {1, id, stream, entry} new and held by `host` at once (the submitting host has room
 -- for it and nothing of its model waits before it: no claim round trip), or {0, existing id} when the
 -- idempotency key named an earlier job
 local function submit(keys, args)
@@ -75,7 +90,8 @@ local function submit(keys, args)
   local entry = redis.call('XADD', stream, '*', 'job', id)
   redis.call('HSET', p .. 'job:' .. id, 'id', id, 'model', model, 'status', 'queued', 'priority', prio,
     'created_at', args[5], 'timeout_s', args[6], 'deadline', args[7], 'idem', idem, 'inputs', args[9],
-    'callback_url', args[10], 'attempts', 0, 'stream', stream, 'entry', entry, 'host', '')
+    'callback_url', args[10], 'attempts', 0, 'stream', stream, 'entry', entry, 'host', '',
+    'watchers', args[12] or '')
   if args[7] ~= '' then redis.call('ZADD', p .. 'deadlines', args[7], id) end
   redis.call('ZADD', p .. 'jobs', 0, id) -- every job's id, in id (creation) order: the job list's index
   if direct then -- nothing else waits in its stream: the next undelivered entry is this one
@@ -163,7 +179,7 @@ local function finish(keys, args)
   if status ~= 'processing' or owner ~= host then return 0 end
   local fields = {}
   for i = 7, #args do fields[#fields + 1] = args[i] end
-  write_end(p, id, args[4], args[5], fields, tonumber(args[6]))
+  write_end(p, id, args[4], args[5], fields, tonumber(args[6]), host)
   return 1
 end
 
@@ -176,7 +192,7 @@ local function cancel(keys, args)
   if not status then return {-1, ''} end
   if status ~= 'queued' and status ~= 'processing' then return {0, status} end
   write_end(p, id, 'cancelled', args[3], {'error', 'cancelled by request', 'error_kind', 'cancelled'},
-    tonumber(args[4]))
+    tonumber(args[4]), '')
   return {1, owner or ''}
 end
 
@@ -192,7 +208,7 @@ local function requeue(p, stream, entry, id, now, max_attempts, retention, why, 
   if penalize > 0 and attempts >= max_attempts then
     redis.call('HSET', jk, 'entry', '')
     write_end(p, id, 'error', now, {'error', 'poison job: ' .. attempts .. ' host(s) or worker(s) died while running it'
-      .. ' (max_attempts ' .. max_attempts .. ')', 'error_kind', 'poison'}, retention)
+      .. ' (max_attempts ' .. max_attempts .. ')', 'error_kind', 'poison'}, retention, '')
     return 1
   end
   local again = stream_of(p, model, 'rq')
@@ -238,6 +254,23 @@ local function reclaim(keys, args)
   return count
 end
 
+-- watch(p, id, host) -> the job's hash (flat; empty: no such job); while it has not ended, `host` is
+-- told of its end (`ends:<host>`): a wait reads and watches in one step, so no end is missed
+local function watch(keys, args)
+  local p, id, host = args[1], args[2], args[3]
+  local jk = p .. 'job:' .. id
+  local fields = redis.call('HGETALL', jk)
+  if #fields == 0 then return fields end
+  local status, watchers = unpack(redis.call('HMGET', jk, 'status', 'watchers'))
+  if status == 'queued' or status == 'processing' then
+    watchers = watchers or ''
+    if not string.find('\n' .. watchers .. '\n', '\n' .. host .. '\n', 1, true) then
+      redis.call('HSET', jk, 'watchers', watchers == '' and host or watchers .. '\n' .. host)
+    end
+  end
+  return fields
+end
+
 -- attempts(p, id, host, n): a worker of `host` died under the job: its try count, while it holds it
 local function attempts(keys, args)
   local jk = args[1] .. 'job:' .. args[2]
@@ -269,7 +302,7 @@ local function expire(keys, args)
     local status, deadline = unpack(redis.call('HMGET', jk, 'status', 'deadline'))
     if status == 'queued' or (status == 'processing' and now >= tonumber(deadline) + grace) then
       write_end(p, id, 'error', now, {'error', 'timeout: the job did not end within its timeout_s',
-        'error_kind', 'timeout'}, retention)
+        'error_kind', 'timeout'}, retention, '')
       count = count + 1
     elseif status ~= 'processing' then
       redis.call('ZREM', p .. 'deadlines', id)
@@ -367,5 +400,6 @@ redis.register_function('modelsched_refresh', refresh)
 redis.register_function('modelsched_attempts', attempts)
 redis.register_function('modelsched_expire', expire)
 redis.register_function('modelsched_jobs', jobs)
+redis.register_function('modelsched_watch', watch)
 redis.register_function('modelsched_sweep', sweep)
 redis.register_function{function_name = 'modelsched_depth', callback = depth, flags = {'no-writes'}}

@@ -63,7 +63,9 @@ class Cluster:
         self.retention_s = retention_s
         self.host = backend.host
         self.depth: list[QueueDepth] = []
-        self.listener = Listener(store, self._on_end, self._on_queued, self._on_reclaimed, front.wake_all)
+        self.listener = Listener(
+            store, backend.host, self._on_end, self._on_queued, self._on_reclaimed, front.wake_all
+        )
         journal.on_end_written.append(backend.forget)
         journal.on_end_written.append(front.ended_here)
         self._tasks: list[asyncio.Task[None]] = []

@@ -34,9 +34,10 @@ def as_dict(reply: Any) -> dict[bytes, bytes]:
     return dict(zip(reply[::2], reply[1::2], strict=True))
 
 
-def submit_args(job: Job, host: str = "") -> tuple[Any, ...]:
+def submit_args(job: Job, host: str = "", submitter: str = "") -> tuple[Any, ...]:
     """`modelsched_submit`'s arguments after the prefix: the deadline is wall-clock time; `host`: the
-    submitting host, when it has room to run the job at once ("": queue it)."""
+    submitting host, when it has room to run the job at once ("": queue it); `submitter`: the host
+    told of the job's end when another writes it (its waits)."""
     deadline = job.created_at + job.timeout_s if job.timeout_s is not None else None
     return (
         job.id,
@@ -49,6 +50,7 @@ def submit_args(job: Job, host: str = "") -> tuple[Any, ...]:
         _encoder.encode(job.inputs),
         job.callback_url or "",
         host,
+        submitter,
     )
 
 

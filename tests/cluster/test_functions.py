@@ -206,3 +206,32 @@ def test_job_list_pages_filters_and_forgets_expired_jobs(redis_server: RedisServ
         assert await store.redis.zcard(f"{store.prefix}jobs") == 4
 
     run(redis_server, body)
+
+
+def test_an_end_is_told_to_the_hosts_that_want_it_and_not_to_its_writer(redis_server: RedisServer) -> None:
+    async def body(store: ClusterStore) -> None:
+        heard: list[tuple[str, str]] = []
+        pubsub = store.redis.pubsub(ignore_subscribe_messages=True)
+        await pubsub.subscribe(*(f"{store.prefix}ends:{host}" for host in ("a", "b", "c")))
+
+        async def drain(count: int) -> None:
+            while len(heard) < count:
+                message = await asyncio.wait_for(pubsub.get_message(timeout=None), 5)
+                if message is not None and message["type"] == "message":
+                    heard.append((message["channel"].decode().rsplit(":", 1)[1], message["data"].decode()))
+
+        for job_id in ("j1", "j2", "j3"):
+            await store.call("submit", *submit_args(job(job_id), "", "b"))  # submitted on front b
+        taken = {one.id: one for one in await claim(store, "a", {"echo": 3})}  # held by a
+        assert (await store.call("watch", "j2", "c"))[:2] == [b"id", b"j2"]  # c reads j2 while it runs
+        assert await store.call("watch", "nope", "c") == []
+        assert await finish(store, taken["j1"], "a") == 1  # a wrote it: b is told, a is not
+        assert await finish(store, taken["j2"], "a") == 1  # b and c are told
+        await store.call("cancel", "j3", repr(time.time()), RETENTION)  # a (its holder) and b are told
+        await drain(5)
+        assert sorted(heard) == sorted([("b", "j1"), ("b", "j2"), ("c", "j2"), ("a", "j3"), ("b", "j3")])
+        await store.call("watch", "j1", "c")  # an ended job: watching it adds no watcher
+        assert await store.redis.hget(f"{store.prefix}job:j1", "watchers") == b"b"
+        await pubsub.aclose()
+
+    run(redis_server, body)
