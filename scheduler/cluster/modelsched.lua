@@ -18,36 +18,42 @@ local function ensure_group(stream)
   return ok
 end
 
-local function drop_entry(jk)
-  local stream, entry = unpack(redis.call('HMGET', jk, 'stream', 'entry'))
-  if stream and entry and entry ~= '' then
-    redis.call('XACK', stream, GROUP, entry)
-    redis.call('XDEL', stream, entry)
-  end
+-- what ending a job needs of its hash, read in one call (finish reads its status and holder with it)
+local END_FIELDS = {'stream', 'entry', 'host', 'watchers', 'idem', 'deadline'}
+local function end_fields(jk, ...)
+  local names = {...}
+  local first = #names
+  for _, name in ipairs(END_FIELDS) do names[#names + 1] = name end
+  local values = redis.call('HMGET', jk, unpack(names))
+  local known = {}
+  for i, name in ipairs(END_FIELDS) do known[name] = values[first + i] or '' end
+  return known, values
 end
 
--- the end of a job: written once (the callers check its status first), kept `retention` seconds.
--- Told (PUBLISH of its id) on `ends` (every end: for observers) and on `ends:<host>` of the hosts that
--- want it: its watchers (the front that submitted it, the fronts that read it while it ran) and the
--- host that holds it, except `writer`, the host that wrote the end (it knows: no message to itself)
-local function write_end(p, id, status, now, fields, retention, writer)
+-- the end of a job: written once (the callers check its status first), kept `retention` seconds;
+-- `known`: its `end_fields`. Told (PUBLISH of its id) on `ends` (every end: for observers) and on
+-- `ends:<host>` of the hosts that want it: its watchers (the front that submitted it, the fronts that
+-- read it while it ran) and the host that holds it, except `writer`, the host that wrote the end (it
+-- knows: no message to itself)
+local function write_end(p, id, status, now, fields, retention, writer, known)
   local jk = p .. 'job:' .. id
-  drop_entry(jk)
-  local owner, watchers = unpack(redis.call('HMGET', jk, 'host', 'watchers'))
+  if known.stream ~= '' and known.entry ~= '' then
+    redis.call('XACK', known.stream, GROUP, known.entry)
+    redis.call('XDEL', known.stream, known.entry)
+  end
   redis.call('HSET', jk, 'status', status, 'ended_at', now, 'entry', '', unpack(fields))
   if retention > 0 then
     redis.call('EXPIRE', jk, retention)
-    local idem = redis.call('HGET', jk, 'idem')
-    if idem and idem ~= '' then redis.call('EXPIRE', p .. 'key:' .. idem, retention) end
+    if known.idem ~= '' then redis.call('EXPIRE', p .. 'key:' .. known.idem, retention) end
   end
-  redis.call('ZREM', p .. 'deadlines', id)
+  if known.deadline ~= '' then redis.call('ZREM', p .. 'deadlines', id) end
   redis.call('PUBLISH', p .. 'ends', id)
   local told = {[writer] = true, [''] = true}
-  if owner and not told[owner] then
-    redis.call('PUBLISH', p .. 'ends:' .. owner, id)
-    told[owner] = true
+  if not told[known.host] then
+    redis.call('PUBLISH', p .. 'ends:' .. known.host, id)
+    told[known.host] = true
   end
-  for watcher in string.gmatch(watchers or '', '[^\n]+') do
+  for watcher in string.gmatch(known.watchers, '[^\n]+') do
     if not told[watcher] then
       redis.call('PUBLISH', p .. 'ends:' .. watcher, id)
       told[watcher] = true
@@ -59,7 +65,8 @@ end
 local function waiting_before(p, model, prio)
   for _, level in ipairs(LEVELS) do
     local stream = stream_of(p, model, level)
-    if redis.call('XLEN', stream) > redis.call('XPENDING', stream, GROUP)[1] then return true end
+    local length = redis.call('XLEN', stream)
+    if length > 0 and length > redis.call('XPENDING', stream, GROUP)[1] then return true end
     if level == prio then break end
   end
   return false
@@ -88,19 +95,20 @@ local function submit(keys, args)
   local host = args[11] or ''
   local direct = host ~= '' and not waiting_before(p, model, prio)
   local entry = redis.call('XADD', stream, '*', 'job', id)
-  redis.call('HSET', p .. 'job:' .. id, 'id', id, 'model', model, 'status', 'queued', 'priority', prio,
-    'created_at', args[5], 'timeout_s', args[6], 'deadline', args[7], 'idem', idem, 'inputs', args[9],
-    'callback_url', args[10], 'attempts', 0, 'stream', stream, 'entry', entry, 'host', '',
-    'watchers', args[12] or '')
-  if args[7] ~= '' then redis.call('ZADD', p .. 'deadlines', args[7], id) end
-  redis.call('ZADD', p .. 'jobs', 0, id) -- every job's id, in id (creation) order: the job list's index
+  local status, holder, started = 'queued', '', ''
   if direct then -- nothing else waits in its stream: the next undelivered entry is this one
     local read = redis.call('XREADGROUP', 'GROUP', GROUP, host, 'COUNT', 1, 'STREAMS', stream, '>')
     if read and #read > 0 and read[1][2][1][1] == entry then
-      redis.call('HSET', p .. 'job:' .. id, 'status', 'processing', 'host', host, 'started_at', args[5])
-      return {1, id, stream, entry}
+      status, holder, started = 'processing', host, args[5]
     end
   end
+  redis.call('HSET', p .. 'job:' .. id, 'id', id, 'model', model, 'status', status, 'priority', prio,
+    'created_at', args[5], 'timeout_s', args[6], 'deadline', args[7], 'idem', idem, 'inputs', args[9],
+    'callback_url', args[10], 'attempts', 0, 'stream', stream, 'entry', entry, 'host', holder,
+    'started_at', started, 'watchers', args[12] or '')
+  if args[7] ~= '' then redis.call('ZADD', p .. 'deadlines', args[7], id) end
+  redis.call('ZADD', p .. 'jobs', 0, id) -- every job's id, in id (creation) order: the job list's index
+  if status == 'processing' then return {1, id, stream, entry} end
   redis.call('PUBLISH', p .. 'queued', model)
   return {1, id}
 end
@@ -175,11 +183,11 @@ end
 local function finish(keys, args)
   local p, id, host = args[1], args[2], args[3]
   local jk = p .. 'job:' .. id
-  local status, owner = unpack(redis.call('HMGET', jk, 'status', 'host'))
-  if status ~= 'processing' or owner ~= host then return 0 end
+  local known, values = end_fields(jk, 'status')
+  if values[1] ~= 'processing' or known.host ~= host then return 0 end
   local fields = {}
   for i = 7, #args do fields[#fields + 1] = args[i] end
-  write_end(p, id, args[4], args[5], fields, tonumber(args[6]), host)
+  write_end(p, id, args[4], args[5], fields, tonumber(args[6]), host, known)
   return 1
 end
 
@@ -188,12 +196,13 @@ end
 local function cancel(keys, args)
   local p, id = args[1], args[2]
   local jk = p .. 'job:' .. id
-  local status, owner = unpack(redis.call('HMGET', jk, 'status', 'host'))
+  local known, values = end_fields(jk, 'status')
+  local status = values[1]
   if not status then return {-1, ''} end
   if status ~= 'queued' and status ~= 'processing' then return {0, status} end
   write_end(p, id, 'cancelled', args[3], {'error', 'cancelled by request', 'error_kind', 'cancelled'},
-    tonumber(args[4]), '')
-  return {1, owner or ''}
+    tonumber(args[4]), '', known)
+  return {1, known.host}
 end
 
 -- a held job whose host is gone (or restarted): its entry goes; it is queued again on the re-queue
@@ -208,7 +217,7 @@ local function requeue(p, stream, entry, id, now, max_attempts, retention, why, 
   if penalize > 0 and attempts >= max_attempts then
     redis.call('HSET', jk, 'entry', '')
     write_end(p, id, 'error', now, {'error', 'poison job: ' .. attempts .. ' host(s) or worker(s) died while running it'
-      .. ' (max_attempts ' .. max_attempts .. ')', 'error_kind', 'poison'}, retention, '')
+      .. ' (max_attempts ' .. max_attempts .. ')', 'error_kind', 'poison'}, retention, '', (end_fields(jk)))
     return 1
   end
   local again = stream_of(p, model, 'rq')
@@ -302,7 +311,7 @@ local function expire(keys, args)
     local status, deadline = unpack(redis.call('HMGET', jk, 'status', 'deadline'))
     if status == 'queued' or (status == 'processing' and now >= tonumber(deadline) + grace) then
       write_end(p, id, 'error', now, {'error', 'timeout: the job did not end within its timeout_s',
-        'error_kind', 'timeout'}, retention, '')
+        'error_kind', 'timeout'}, retention, '', (end_fields(jk)))
       count = count + 1
     elseif status ~= 'processing' then
       redis.call('ZREM', p .. 'deadlines', id)

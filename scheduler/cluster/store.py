@@ -1,12 +1,16 @@
 """`ClusterStore`: the one connection of a daemon's main process to the cluster's Redis.
 
-It loads the job functions (`modelsched.lua`, `FUNCTION LOAD REPLACE`) and calls them grouped per
-event-loop turn: every call made in one turn goes out in one pipeline (one round trip, no
-transaction: each function is atomic on its own), the way the SQLite journal groups its commits; up
-to `MAX_IN_FLIGHT` pipelines are under way at once (a caller that needs an order awaits the first
-call before it makes the next).
+It loads the job functions (`modelsched.lua`, `FUNCTION LOAD REPLACE`) and calls them grouped: the
+calls made in one event-loop turn go out in one write on one connection (Redis answers a
+connection's commands in order; no transaction: each function is atomic on its own), the way the
+SQLite journal groups its commits. A turn that makes `EAGER_CALLS` calls writes them at once, so
+Redis works on the first ones while this process makes the rest. Commands are packed and replies
+parsed by hiredis on an asyncio protocol of its own (`_Link`): redis-py's per-command machinery cost
+more than the round trip it saves. A caller that needs an order awaits the first call before it makes
+the next.
 A call marked `retry` (an end, an attempt) waits for Redis to come back and is sent again; any other
-fails with `JournalError` when its round trip cannot reach Redis (a submission answers 503).
+fails with `JournalError` when Redis cannot be reached or does not answer within `ANSWER_TIMEOUT_S`
+(a submission answers 503).
 """
 
 from __future__ import annotations
@@ -14,23 +18,25 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Any
+from typing import Any, cast
 
 import hiredis
 import redis.asyncio as aioredis
-from redis.asyncio.connection import AbstractConnection
+from redis.asyncio.connection import parse_url
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from scheduler.errors import JournalError
 
 log = logging.getLogger("modelsched.cluster")
 
-MAX_IN_FLIGHT = 8  # pipelines under way at once (each on its own connection): round trips overlap
+EAGER_CALLS = 32  # calls made in one turn that are written before the turn ends
 RETRY_S = 0.25  # between tries of the held calls while Redis is unreachable
+ANSWER_TIMEOUT_S = 5.0  # a Redis that has not answered a call for this long is taken as gone
+CONNECT_TIMEOUT_S = 2.0
 UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError)
 
 
@@ -46,6 +52,49 @@ class _Call:
     queued_at: float = field(default_factory=time.monotonic)
 
 
+class _Link(asyncio.Protocol):
+    """One connection: commands written as they come, replies resolved in order (`waiting`)."""
+
+    def __init__(self, on_lost: Any) -> None:
+        self.reader = hiredis.Reader()
+        self.waiting: deque[_Call] = deque()
+        self.transport: asyncio.Transport | None = None
+        self.on_lost = on_lost
+        self.last_answer = time.monotonic()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(
+            asyncio.Transport, transport
+        )  # (uvloop's are not asyncio.Transport's subclasses)
+
+    def send(self, calls: list[_Call]) -> None:
+        assert self.transport is not None
+        if not self.waiting:
+            self.last_answer = time.monotonic()  # (the answer clock starts with the first call waiting)
+        self.waiting.extend(calls)
+        self.transport.write(b"".join(hiredis.pack_command(call.command) for call in calls))
+
+    def data_received(self, data: bytes) -> None:
+        self.reader.feed(data)
+        while (reply := self.reader.gets()) is not False:
+            self.last_answer = time.monotonic()
+            call = self.waiting.popleft()
+            if call.future.done():
+                continue
+            if isinstance(reply, hiredis.ReplyError):
+                call.future.set_exception(JournalError(f"{call.command[1]}: {reply}"))
+            else:
+                call.future.set_result(reply)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        self.on_lost(self)
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+
 class ClusterStore:
     """url: `redis://host:port/db` or `unix:///path/to/socket`; cluster: the name that prefixes every
     key (`ms:<cluster>:`), so that clusters may share one Redis."""
@@ -53,15 +102,17 @@ class ClusterStore:
     def __init__(self, url: str, cluster: str = "default") -> None:
         self.url = url
         self.prefix = f"ms:{cluster}:"
-        # one connection carries the grouped calls (and one the pub/sub): a pipeline at a time
+        # redis-py for the rest: loading the functions, the pub/sub, scripts' and tests' own commands
         self.redis: aioredis.Redis = aioredis.from_url(url, socket_timeout=5.0, socket_connect_timeout=2.0)
-        self.up = False  # the last round trip reached Redis
+        self.address = parse_url(url)
+        self.up = False  # the last exchange reached Redis
         self.down_since: float | None = None
-        self.round_trips = 0
+        self.round_trips = 0  # writes
         self.calls = 0
         self._pending: list[_Call] = []
-        self._trips: set[asyncio.Task[None]] = set()  # pipelines under way
-        self._idle: list[AbstractConnection] = []  # connections of the round trips, between trips
+        self._link: _Link | None = None
+        self._connecting: asyncio.Task[None] | None = None
+        self._watchdog: asyncio.TimerHandle | None = None
         self._send_scheduled = False
         self._closed = False
 
@@ -76,18 +127,23 @@ class ClusterStore:
     async def close(self) -> None:
         """Send what is waiting (one try), then close the connections."""
         deadline = time.monotonic() + 2.0
-        while (self._pending or self._trips) and time.monotonic() < deadline and self.up:
+        while (
+            (self._pending or (self._link and self._link.waiting)) and time.monotonic() < deadline and self.up
+        ):
             await asyncio.sleep(0.01)
         self._closed = True
-        for call in self._pending:
+        left = self._pending + (list(self._link.waiting) if self._link else [])
+        for call in left:
             if not call.future.done():
                 call.future.set_exception(JournalError("the cluster connection closed"))
         self._pending.clear()
-        for trip in list(self._trips):
-            trip.cancel()
-        for connection in self._idle:
-            await connection.disconnect()
-        self._idle.clear()
+        if self._connecting is not None:
+            self._connecting.cancel()
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+        if self._link is not None:
+            self._link.waiting.clear()
+            self._link.close()
         await self.redis.aclose()
 
     def call(self, function: str, *args: Any, retry: bool = False) -> asyncio.Future[Any]:
@@ -102,7 +158,9 @@ class ClusterStore:
             future.set_exception(JournalError("the cluster connection is closed"))
             return future
         self._pending.append(_Call(command, future, retry))
-        if not self._send_scheduled:
+        if len(self._pending) >= EAGER_CALLS:
+            self._send()
+        elif not self._send_scheduled:
             self._send_scheduled = True
             loop.call_soon(self._send)
         return future
@@ -126,66 +184,99 @@ class ClusterStore:
             self.down_since = time.monotonic()
         self.up = up
 
-    async def _exchange(self, commands: list[tuple[Any, ...]]) -> list[Any]:
-        """The commands written at once (packed by hiredis), then their replies read in order: redis-py's
-        pipeline packs each command in Python, which costs more than the round trip it saves. Each
-        round trip under way has a connection of its own (kept for the next one)."""
-        pool = self.redis.connection_pool
-        connection = self._idle.pop() if self._idle else pool.connection_class(**pool.connection_kwargs)
-        try:
-            await connection.send_packed_command(b"".join(map(hiredis.pack_command, commands)), False)
-            replies: list[Any] = []
-            for _ in commands:
-                try:
-                    replies.append(await connection.read_response())
-                except ResponseError as exc:  # one call's error (a script error): the rest go on
-                    replies.append(exc)
-        except BaseException:
-            await connection.disconnect()  # replies may be left unread: never reuse it
-            raise
-        self._idle.append(connection)
-        return replies
-
     def _send(self) -> None:
-        """This loop turn's calls, in one pipeline, unless `MAX_IN_FLIGHT` are under way (then the next
-        one to come back sends them, with what came meanwhile)."""
+        """What is pending, in one write (connecting first when there is no connection)."""
         self._send_scheduled = False
-        if not self._pending or len(self._trips) >= MAX_IN_FLIGHT or self._closed:
+        if not self._pending or self._closed:
+            return
+        if self._link is None or self._link.transport is None:
+            if self._connecting is None:
+                self._connecting = asyncio.get_running_loop().create_task(self._connect())
             return
         batch, self._pending = self._pending, []
-        trip = asyncio.get_running_loop().create_task(self._round_trip(batch))
-        self._trips.add(trip)
-        trip.add_done_callback(self._trip_done)
-
-    def _trip_done(self, trip: asyncio.Task[None]) -> None:
-        self._trips.discard(trip)
-        if self._pending and not self._send_scheduled:
-            self._send_scheduled = True
-            asyncio.get_running_loop().call_soon(self._send)
-
-    async def _round_trip(self, batch: list[_Call]) -> None:
-        try:
-            results = await self._exchange([call.command for call in batch])
-        except UNREACHABLE as exc:
-            self._mark(False)
-            log.debug("cluster round trip failed: %r", exc)
-            held = [call for call in batch if call.retry]
-            for call in batch:
-                if not call.retry and not call.future.done():
-                    call.future.set_exception(self._down_error())
-            if held:
-                self._pending[:0] = held
-                await asyncio.sleep(RETRY_S)  # this trip counts as under way meanwhile
-            return
-        self._mark(True)
+        self._link.send(batch)
         self.round_trips += 1
         self.calls += len(batch)
-        for call, result in zip(batch, results, strict=True):
-            if call.future.done():
-                continue
-            if isinstance(result, ResponseError):
-                call.future.set_exception(JournalError(f"{call.command[1]}: {result}"))
-            elif isinstance(result, BaseException):
-                call.future.set_exception(result)
-            else:
-                call.future.set_result(result)
+        self._arm_watchdog()
+
+    async def _connect(self, pause: float = 0.0) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            if pause:
+                await asyncio.sleep(pause)
+            link = _Link(self._lost)
+            path = self.address.get("path")
+            async with asyncio.timeout(CONNECT_TIMEOUT_S):
+                if path:
+                    await loop.create_unix_connection(lambda: link, path)
+                else:
+                    await loop.create_connection(
+                        lambda: link, self.address.get("host", "localhost"), self.address.get("port", 6379)
+                    )
+                for setup in self._setup_commands():
+                    future: asyncio.Future[Any] = loop.create_future()
+                    link.send([_Call(setup, future, False)])
+                    await future
+        except (OSError, TimeoutError, JournalError) as exc:
+            self._connecting = None
+            log.debug("cluster connection failed: %r", exc)
+            self._mark(False)
+            self._fail(self._pending)
+            if self._pending and not self._closed:  # calls held for Redis: try again
+                self._connecting = loop.create_task(self._connect(RETRY_S))
+            return
+        self._connecting = None
+        self._link = link
+        self._mark(True)
+        self._send()
+
+    def _setup_commands(self) -> list[tuple[Any, ...]]:
+        commands: list[tuple[Any, ...]] = []
+        password = self.address.get("password")
+        if password:
+            username = self.address.get("username")
+            commands.append(("AUTH", username, password) if username else ("AUTH", password))
+        if self.address.get("db"):
+            commands.append(("SELECT", self.address["db"]))
+        return commands
+
+    def _lost(self, link: _Link) -> None:
+        """The connection broke (or the watchdog cut it): its calls fail or wait to be sent again."""
+        if link is self._link:
+            self._link = None
+        unanswered = list(link.waiting)
+        link.waiting.clear()
+        if self._closed:
+            return
+        self._mark(False)
+        held = self._fail(unanswered)
+        self._pending[:0] = held
+        self._fail(self._pending)
+        if self._pending and self._connecting is None:
+            self._connecting = asyncio.get_running_loop().create_task(self._connect(RETRY_S))
+
+    def _fail(self, calls: list[_Call]) -> list[_Call]:
+        """Fail the calls that are not held for Redis (in place, for `_pending`); the held ones."""
+        held = [call for call in calls if call.retry and not call.future.done()]
+        for call in calls:
+            if not call.retry and not call.future.done():
+                call.future.set_exception(self._down_error())
+        calls[:] = held
+        return held
+
+    def _arm_watchdog(self) -> None:
+        if self._watchdog is None:
+            self._watchdog = asyncio.get_running_loop().call_later(1.0, self._watch_answers)
+
+    def _watch_answers(self) -> None:
+        """Cut a connection whose calls have waited `ANSWER_TIMEOUT_S` without an answer (a frozen or
+        gone Redis): its calls fail, or wait for Redis if held."""
+        self._watchdog = None
+        link = self._link
+        if link is None or not link.waiting or self._closed:
+            return
+        if time.monotonic() - link.last_answer > ANSWER_TIMEOUT_S:
+            log.debug("the cluster's Redis has not answered for %.1fs", time.monotonic() - link.last_answer)
+            link.close()
+            return
+        self._arm_watchdog()
