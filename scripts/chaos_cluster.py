@@ -18,7 +18,8 @@ Figures: acknowledged; lost (acknowledged, not ended or gone at the end); duplic
 published twice on the cluster's `ends` channel while Redis lived, or an end a client saw that later
 changed); keys_split (one idempotency key answered with two ids); reclaimed_not_held (a job taken back
 from a dead host that the killed host did not hold); the poison job's end; wake_late (long polls
-that returned more than 1 s after the job's end) and the slowest wake.
+that returned more than 1 s after the job's end) and the slowest wake; this client's own longest
+event-loop delay and Redis's longest stalls (its latency monitor), which a late wake may come from.
 """
 
 from __future__ import annotations
@@ -269,6 +270,30 @@ class ClusterChaos:
             await client.aclose()
 
 
+async def loop_lag(stop: asyncio.Event, tick_s: float = 0.05) -> float:
+    """The longest this client's event loop was late for a tick, until `stop`."""
+    worst = 0.0
+    while not stop.is_set():
+        asked = time.monotonic()
+        await asyncio.sleep(tick_s)
+        worst = max(worst, time.monotonic() - asked - tick_s)
+    return worst
+
+
+async def redis_stalls(redis: RedisServer, threshold_ms: int | None = None) -> dict[str, int]:
+    """Redis's latency monitor: with `threshold_ms`, turned on; else the longest stall of each kind it
+    saw (`aof-fsync-always`: an append-only file sync that held every client), in ms."""
+    client = aioredis.from_url(redis.url)
+    try:
+        if threshold_ms is not None:
+            await client.config_set("latency-monitor-threshold", threshold_ms)
+            return {}
+        latest = await client.execute_command("LATENCY", "LATEST")
+        return {event[0].decode(): int(event[3]) for event in latest}
+    finally:
+        await client.aclose()
+
+
 async def _run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     started = time.monotonic()
     run_id = f"{args.seed}-{int(time.time())}"
@@ -297,6 +322,8 @@ async def _run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         ready_s = time.monotonic() - started
         stop = asyncio.Event()
         listener = asyncio.create_task(chaos.listen(stop))
+        lag = asyncio.create_task(loop_lag(stop))  # this client's own delays (a late wake may be its)
+        await redis_stalls(redis, threshold_ms=100)
         first = make_jobs(args.jobs, args.seed, run_id)
         chaos.kill_at = max(1, args.jobs // 3)
         phase_began = time.monotonic()
@@ -304,6 +331,8 @@ async def _run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         phase1_s = time.monotonic() - phase_began
         stop.set()
         await listener
+        client_lag_max_s = await lag
+        stalls = await redis_stalls(redis)
         # Redis SIGKILLed while a second batch runs, restarted on its append-only file
         second = make_jobs(args.jobs // 10, args.seed, run_id, start=args.jobs, poison=False)
         for job in second:
@@ -345,6 +374,8 @@ async def _run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             "wake_max_s": round(max(wakes, default=0.0), 3),
             "wake_median_s": round(sorted(wakes)[len(wakes) // 2], 3) if wakes else None,
             "late_wakes": chaos.late[:10],
+            "client_loop_lag_max_s": round(client_lag_max_s, 3),
+            "redis_stalls_max_ms": stalls,
             "killed_at_s": round(chaos.killed_at - chaos.began, 2),
             "ready_s": round(ready_s, 1),
             "phase1_s": round(phase1_s, 1),

@@ -19,9 +19,8 @@ import asyncio
 import logging
 import time
 from collections import deque
-from dataclasses import dataclass, field
 from importlib import resources
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import hiredis
 import redis.asyncio as aioredis
@@ -44,12 +43,10 @@ def functions_source() -> str:
     return resources.files("scheduler.cluster").joinpath("modelsched.lua").read_text()
 
 
-@dataclass
-class _Call:
+class _Call(NamedTuple):
     command: tuple[Any, ...]
     future: asyncio.Future[Any]
     retry: bool
-    queued_at: float = field(default_factory=time.monotonic)
 
 
 class _Link(asyncio.Protocol):
