@@ -35,6 +35,11 @@ REREAD_S = 0.5  # a wait re-reads its job this often while Redis is away
 ENDED_NAMES = frozenset(status.value for status in ENDED)
 
 
+def _time_out(future: asyncio.Future[bool]) -> None:
+    if not future.done():
+        future.set_result(False)
+
+
 class DirectRuns(Protocol):
     """The back end of the front's own daemon: room for a job now, and the job it runs at once."""
 
@@ -69,7 +74,7 @@ class ClusterFront:
         self.runs_here: DirectRuns | None = None  # this daemon's back end, which may run a job at once
         self._reads: set[asyncio.Task[None]] = set()
         self.known: OrderedDict[str, tuple[Job, str | None]] = OrderedDict()
-        self._waiters: dict[str, list[asyncio.Future[None]]] = {}
+        self._waiters: dict[str, list[asyncio.Future[bool]]] = {}
         # Round trips saved: a job this front just submitted is known to be queued until an end of it
         # is heard (`heard_ends`), and one that ended on this host is known as it was written (`final`)
         self.heard_ends: OrderedDict[str, None] = OrderedDict()
@@ -177,33 +182,43 @@ class ClusterFront:
         deadline = None if timeout is None else time.monotonic() + timeout
         loop = asyncio.get_running_loop()
         while True:
-            future: asyncio.Future[None] = loop.create_future()
+            future: asyncio.Future[bool] = loop.create_future()  # True: an end was heard (or a reconnect)
             self._waiters.setdefault(job_id, []).append(future)  # before the read: no end is missed
             try:
                 left = None if deadline is None else deadline - time.monotonic()
                 try:
-                    view = self._known_view(job_id) or await self.read(job_id)
+                    known = self._known(job_id)
+                    view = await self.read(job_id) if known is None else None
                 except JournalError:  # Redis away: wait for the reconnect (or the deadline), read again
                     if (left is not None and left <= 0) or self.closed:
                         raise
                     await asyncio.wait({future}, timeout=REREAD_S if left is None else min(left, REREAD_S))
                     continue
-                if view["status"] in ENDED_NAMES or (left is not None and left <= 0) or self.closed:
+                if view is None and known is not None and (known[0].ended or self.closed):
+                    view = view_of_job(*known)  # (built only when it is the answer)
+                if view is None:
+                    pass  # known, queued here: wait
+                elif view["status"] in ENDED_NAMES or self.closed:
                     return view
-                try:
-                    await asyncio.wait_for(future, left)
-                except TimeoutError:
-                    return await self.read(job_id)
+                if left is not None and left <= 0:
+                    return view if view is not None else await self.read(job_id)
+                if left is not None:  # (a timer, not `wait_for`: this is every waiter's path)
+                    timer = loop.call_later(left, _time_out, future)
+                    if not await future:
+                        return await self.read(job_id)
+                    timer.cancel()
+                else:
+                    await future
             finally:
                 self._forget(job_id, future)
 
-    def _known_view(self, job_id: str) -> dict[str, Any] | None:
-        """The job's view without a read: one that ended here, or one submitted here and not ended."""
+    def _known(self, job_id: str) -> tuple[Job, str | None] | None:
+        """The job as known without a read: one that ended here, or one submitted here and not ended."""
         known = self.known.get(job_id)
         if known is None:
             return None
         if job_id in self.final or (known[0].status is JobStatus.QUEUED and job_id not in self.heard_ends):
-            return view_of_job(*known)
+            return known
         return None
 
     async def cancel(self, job_id: str) -> dict[str, Any]:
@@ -235,7 +250,7 @@ class ClusterFront:
         waiters = self._waiters.pop(job_id, None)
         for future in waiters or ():
             if not future.done():
-                future.set_result(None)
+                future.set_result(True)
 
     async def _settle_listeners(self, job_id: str) -> None:
         """The job's event streams on this daemon get its end (read from Redis: any host may have run it)."""
@@ -256,7 +271,7 @@ class ClusterFront:
         self.closed = True
         self.wake_all()
 
-    def _forget(self, job_id: str, future: asyncio.Future[None]) -> None:
+    def _forget(self, job_id: str, future: asyncio.Future[bool]) -> None:
         waiters = self._waiters.get(job_id)
         if waiters and future in waiters:
             waiters.remove(future)

@@ -4,7 +4,8 @@ local table and journal, and the wait done on the cluster (any host may run it).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import asyncio
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from scheduler.cluster.front import ClusterFront
@@ -33,6 +34,22 @@ class ClusterSubmissions(Submissions):
     async def schedule(self, request: JobRequest) -> str:
         await self.precheck(request)
         return await self.front.schedule(request)
+
+    def schedule_then(
+        self, request: JobRequest, done: Callable[[str | None, BaseException | None], None]
+    ) -> None:
+        """A submission told through `done(id, None)` or `done(None, error)` (the HTTP fronts' path):
+        in a cluster always through Redis (`schedule`), never the local table and journal."""
+
+        def told(ran: asyncio.Future[str]) -> None:
+            if ran.cancelled():
+                done(None, asyncio.CancelledError())
+            elif ran.exception() is not None:
+                done(None, ran.exception())
+            else:
+                done(ran.result(), None)
+
+        asyncio.ensure_future(self.schedule(request)).add_done_callback(told)
 
     def submit(self, request: JobRequest) -> str:
         raise SchedulerError("in cluster mode a submission waits for Redis: use schedule_job")

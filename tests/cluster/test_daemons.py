@@ -60,6 +60,15 @@ def test_front_and_back_end_on_one_redis(
             first = await front.schedule_job(JobRequest(model="echo", inputs=1, idempotency_key="k"))
             again = await back.schedule_job(JobRequest(model="echo", inputs=2, idempotency_key="k"))
             assert first == again
+            told: asyncio.Future[tuple[str | None, BaseException | None]] = (
+                asyncio.get_running_loop().create_future()
+            )
+            front.submissions.schedule_then(  # (the HTTP fronts' path): through Redis too
+                JobRequest(model="echo", inputs=3), lambda job_id, error: told.set_result((job_id, error))
+            )
+            then_id, then_error = await asyncio.wait_for(told, 10)
+            assert then_error is None and then_id is not None
+            assert (await back.wait_for(then_id, 20))["result"] == 3
             view = await back.wait_for(first, 20)
             assert view["status"] == "completed" and view["result"] == 1 and view["host"] == "back"
             # cancel of a running job, from the front: the back end drops it at once

@@ -85,6 +85,8 @@ def test_two_daemons_over_rest(tmp_path: Path, redis_server: RedisServer) -> Non
         redis_server.kill()
         gone = to_front.post("/jobs", json={"model": "echo", "inputs": 1})
         assert gone.status_code == 503 and gone.headers["retry-after"], gone.text
+        assert gone.headers["content-type"] == "application/problem+json", gone.headers
+        assert gone.json()["type"].endswith("/journal_unavailable") and gone.json()["status"] == 503
         assert to_front.get("/readyz").status_code == 503
         redis_server.start()
         until_sync(
