@@ -181,6 +181,16 @@ def rest_run(urls: list[str], model: str, clients: int, seconds: float) -> dict[
     }
 
 
+def redis_command(url: str, *command: str) -> Any:
+    import redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        return client.execute_command(*command)
+    finally:
+        client.close()
+
+
 def run(models: list[str], seconds: float, clients: int, rest: bool) -> dict[str, Any]:
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="bench-cluster-") as scratch:
@@ -195,9 +205,14 @@ def run(models: list[str], seconds: float, clients: int, rest: bool) -> dict[str
                 for setup in SETUPS:
                     url = lazy.url if setup.endswith("everysec") else redis.url
                     row: dict[str, Any] = {}
+                    if setup != "sqlite":
+                        redis_command(url, "CONFIG", "RESETSTAT")
                     row["api_jobs_per_s"] = round(
                         asyncio.run(api_run(setup, model, clients, seconds, url, folder)), 1
                     )
+                    if setup != "sqlite":  # what Redis spent in the job functions, per call
+                        stats = redis_command(url, "INFO", "commandstats")
+                        row["redis_us_per_fcall"] = stats.get("cmdstat_fcall", {}).get("usec_per_call")
                     if setup != "redis-2":  # the latency of one job: one daemon
                         row["api_p50_ms_1_client"] = round(
                             asyncio.run(api_latency(setup, model, 200, url, folder)), 3

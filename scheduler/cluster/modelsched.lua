@@ -3,7 +3,9 @@
 -- Every function takes the key prefix first (ARGV[1], "ms:<cluster>:") and runs atomically: a job's
 -- hash, its stream entry, its idempotency key and its deadline change together or not at all.
 -- A job's hash: id model status priority created_at started_at ended_at attempts host worker device
--- deadline timeout_s inputs result error error_kind idem stream entry cost_usd callback_url.
+-- deadline timeout_s inputs result error error_kind idem stream entry cost_usd callback_url watchers
+-- (the hosts told of its end: newline-separated). `jobs` indexes every job's id (a sorted set, one
+-- score: in id order, so in creation order).
 
 local GROUP = 'hosts'
 local LEVELS = {'rq', '0', '1', '2'} -- the re-queue stream first, then high, normal, low
