@@ -342,6 +342,11 @@ async def _run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             "poison_status": (poison.first_end or {}).get("status"),
             "poison_error_kind": (poison.first_end or {}).get("error_kind"),
             "completed": sum(1 for job in acknowledged if (job.first_end or {}).get("status") == "completed"),
+            "not_completed": [  # (the poison job aside) what ended otherwise, and why
+                f"{job.job_id}: {end.get('status')} {end.get('error_kind')} {end.get('error')}"
+                for job in acknowledged
+                if not job.poison and (end := job.first_end or {}).get("status") not in (None, "completed")
+            ][:10],
             "second_batch_completed": sum(
                 1 for job in second if (job.first_end or {}).get("status") == "completed"
             ),
