@@ -179,7 +179,7 @@ class ClusterChaos:
                     if job.wake_s[-1] > 1.0:
                         self.late.append(
                             f"{job.wake_s[-1]:.2f}s at +{view['ended_at'] - self.began:.2f}s on host{front} "
-                            f"(ran on {view.get('host')})"
+                            f"(ran on {view.get('host')}; the poll took {time.time() - asked:.2f}s of 5)"
                         )
                 return
 
