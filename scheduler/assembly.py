@@ -4,9 +4,17 @@ API over them). Reading `assemble` top to bottom is reading how the rooms connec
 
 from __future__ import annotations
 
+import socket
 from dataclasses import dataclass
 from typing import Literal
 
+from scheduler.cluster.backend import ClusterBackend
+from scheduler.cluster.front import ClusterFront
+from scheduler.cluster.hosts import Hosts, config_hash
+from scheduler.cluster.journal import RedisJournal
+from scheduler.cluster.node import Cluster
+from scheduler.cluster.store import ClusterStore
+from scheduler.cluster.submissions import ClusterSubmissions
 from scheduler.core.admission import Admission
 from scheduler.core.catalog import ModelCatalog
 from scheduler.core.costs import CostLedger
@@ -69,6 +77,8 @@ class Parts:
     history       the last 15 minutes, sampled every 2 s, for the dashboard's charts
     webhooks      the callbacks of jobs with a `callback_url`, once their ends are durable
     submissions   how jobs come in: one, many in one journal group, or submitted and waited for
+    cluster       this daemon's part in a cluster on Redis (None without `cluster_url`): its
+                  journal is then the `RedisJournal`, its submissions the `ClusterSubmissions`
     """
 
     registry: ModelRegistry
@@ -95,6 +105,7 @@ class Parts:
     webhooks: Webhooks
     submissions: Submissions
     history: History
+    cluster: Cluster | None = None
 
 
 def assemble(
@@ -109,6 +120,11 @@ def assemble(
     tests give fakes, so they test the very wiring the daemon runs."""
     registry = ModelRegistry()
     table = JobTable(settings.max_finished_in_memory)
+    store = ClusterStore(settings.cluster_url, settings.cluster_name) if settings.cluster_url else None
+    if store is not None and journal == FROM_SETTINGS:
+        journal = RedisJournal(
+            store, host_identity(settings), settings.result_retention_s, settings.max_attempts
+        )
     if journal == FROM_SETTINGS:
         journal = journal_from(settings)
     inventory = Inventory(settings.gpu_reserve_mb, settings.gpus)
@@ -196,7 +212,8 @@ def assemble(
     preloader = Preloader(registry, workers, dispatcher, lambda: dispatcher.enabled)
     readiness = Readiness(
         lambda: admission.accepting,
-        worker_set.any_ready,
+        # a cluster's pure front (no worker) has none to wait for
+        lambda: worker_set.any_ready() or (store is not None and not workers),
         journal.problem if journal is not None else lambda: None,
         registry,
         workers,
@@ -205,6 +222,48 @@ def assemble(
     webhooks = Webhooks(settings, endings.view)
     endings.settle_observers.append(webhooks.on_settled)
     submissions = Submissions(admission, endings, journal, executors, webhooks)
+    cluster = None
+    if store is not None and isinstance(journal, RedisJournal):
+        hosts = Hosts(settings.cluster_heartbeat_s)
+        backend = ClusterBackend(
+            store,
+            journal.host,
+            hosts,
+            registry,
+            table,
+            workers,
+            inventory,
+            dispatcher,
+            deadlines,
+            endings,
+            cold_claim_delay_ms=settings.cold_claim_delay_ms,
+            max_models_per_worker=settings.max_models_per_worker,
+        )
+        front = ClusterFront(
+            store,
+            admission,
+            hosts,
+            journal.host,
+            settings.result_retention_s,
+            lambda model: (
+                f"model {model!r} runs on one host: not in cluster mode" if model in executors else None
+            ),
+            endings.events,
+        )
+        front.runs_here = backend
+        submissions = ClusterSubmissions(front, admission, endings, journal, executors, webhooks)
+        cluster = Cluster(
+            settings.cluster_name,
+            store,
+            journal,
+            hosts,
+            backend,
+            front,
+            config=config_hash(settings),
+            reclaim_idle_s=settings.reclaim_idle_s,
+            max_attempts=settings.max_attempts,
+            retention_s=settings.result_retention_s,
+        )
     return Parts(
         registry,
         table,
@@ -240,7 +299,14 @@ def assemble(
         webhooks,
         submissions,
         history,
+        cluster,
     )
+
+
+def host_identity(settings: Settings) -> str:
+    """This daemon's name in the cluster: `cluster_host`, or hostname:port (stable across restarts,
+    so a restarted daemon reclaims the jobs it held at once)."""
+    return settings.cluster_host or f"{socket.gethostname()}:{settings.port}"
 
 
 def journal_from(settings: Settings) -> SqliteJournal | None:

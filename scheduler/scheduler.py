@@ -19,12 +19,13 @@ from typing import Any, TypeVar
 import msgspec
 
 from scheduler.assembly import assemble
-from scheduler.core.jobs import ENDED, Job, JobRequest, JobStatus
+from scheduler.core.jobs import Job, JobRequest, JobStatus
 from scheduler.core.pipelines import Pipeline
+from scheduler.core.reads import JobReads, LocalReads
 from scheduler.core.status import SchedulerInfo, StatusBuilder, SystemStatus, keyed_by_worker
 from scheduler.core.worker_events import BatchObserver
 from scheduler.core.workers import Worker
-from scheduler.errors import JobEndedError, JobNotFoundError, JournalError, NotRunningError, SchedulerError
+from scheduler.errors import SchedulerError
 from scheduler.journal.recovery import queue_again
 from scheduler.pool.supervisor import worker_plan
 from scheduler.pool.workers import ASYNC, MULTIPROCESS
@@ -79,9 +80,13 @@ class Scheduler:
         self.cpu_calls = parts.cpu_calls
         self.cpu_pool = parts.cpu_pool
         self.submissions = parts.submissions  # and its `webhooks`
-        self.readiness = (
-            parts.readiness
-        )  # ready for traffic? each model's state (`preloader` keeps some loaded)
+        self.readiness = parts.readiness  # ready for traffic? each model's state (preload)
+        self.cluster = parts.cluster  # None: one host
+        self.reads: JobReads = (
+            parts.cluster.front
+            if parts.cluster is not None
+            else LocalReads(self.table, self.journal, self.endings, lambda: self.running)
+        )
         self.cpu_calls.accepting = lambda: self.accepting
         self._status = StatusBuilder(
             self.registry,
@@ -97,6 +102,7 @@ class Scheduler:
             readiness=parts.readiness,
             journal=self.journal,
         )
+        self._status.cluster = self.cluster.status if self.cluster is not None else None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.running = False
         self.started_at: float | None = None
@@ -162,12 +168,15 @@ class Scheduler:
             [gpu.index for gpu in self.inventory.gpus],
             self.settings.max_workers_per_gpu,
             self.settings.cpu_pool_bounds,
-            needs_cpu_workers=self.catalog.needs_cpu_workers(bool(self.inventory.gpus)),
+            needs_cpu_workers=self.catalog.needs_cpu_workers(bool(self.inventory.gpus))
+            and (self.cluster is None or self.settings.cpu_workers > 0),  # else a cluster's pure front
         )
         self.worker_set.start(self.loop, plan, self.inventory.simulated, parked)
         self.catalog.refresh_fit()
         if self.render is not None:
             self.render.start(self.loop)
+        if self.cluster is not None:
+            await self.cluster.start(self.loop)  # ConfigError: another model configuration
         self.admission.open()
         log.info(
             "scheduler started: %d GPU(s)%s, %d worker(s), models: %s",
@@ -230,6 +239,8 @@ class Scheduler:
         self.table.requeue_all(
             [job for job in self.table.jobs.values() if job.status is JobStatus.PROCESSING], penalize=False
         )
+        if self.cluster is not None:
+            await self.cluster.stop()  # what this host holds goes back to the cluster
         if self.journal is not None:
             await self.journal.close()
         self.endings.release_all()
@@ -327,42 +338,24 @@ class Scheduler:
         return await self.submissions.infer_many(model, inputs, **options)
 
     def get_job(self, job_id: str) -> Job:
-        job = self.table.get(job_id)
-        if job is not None and job.parent_id is not None:
-            job = None  # a stage's or a CPU call's job: not a client's
-        if job is None and self.journal is not None:
-            job = self.journal.lookup(job_id)  # ended, and no longer in memory (or before a restart)
-        if job is None:
-            raise JobNotFoundError(f"no job with id {job_id!r}")
-        return job
+        return self.reads.cached(job_id)  # in a cluster: as this daemon last read it
 
     def job_status(self, job_id: str) -> dict[str, Any]:
-        """The job as a client sees it (`GET /jobs/{id}`); `await get_job_status(id)` is the same."""
-        return self.endings.view(self.get_job(job_id))
+        """The job as a client sees it (`GET /jobs/{id}`); `await get_job_status(id)` reads it afresh in a cluster."""
+        return self.reads.cached_view(job_id)
 
     async def get_job_status(self, job_id: str) -> dict[str, Any]:
-        return self.job_status(job_id)
+        return await self.reads.read(job_id)
 
     async def wait_for(self, job_id: str, timeout: float | None = None) -> dict[str, Any]:
         """The job's status once it has ended, or as it stands when `timeout` seconds have passed."""
-        return await self.endings.wait(self.get_job(job_id), timeout)
+        return await self.reads.wait(job_id, timeout)
 
     async def cancel_job(self, job_id: str) -> dict[str, Any]:
         """Cancel a queued or running job (JobEndedError once it has ended); answered once the
         cancellation is durable, so a restart will not run it. A running job's worker keeps its slot
-        until its batch ends; the result is dropped."""
-        job = self.get_job(job_id)
-        if job.status in ENDED:
-            raise JobEndedError(f"job {job_id} already ended ({job.status.value})")
-        if not self.running:  # stopped, or stopping: a cancel the journal cannot keep would not hold
-            raise NotRunningError("the scheduler is stopping or stopped; cancel the job after its restart")
-        durable = self.endings.finish(
-            job, JobStatus.CANCELLED, error="cancelled by request", error_kind=m.ErrorKind.CANCELLED
-        )
-        if durable is not None:
-            with contextlib.suppress(JournalError):
-                await durable
-        return self.endings.view(job)
+        until its batch ends; the result is dropped. In a cluster its host hears of it by pub/sub."""
+        return await self.reads.cancel(job_id)
 
     def list_jobs(
         self, status: str | None = None, model: str | None = None, limit: int = 50

@@ -79,6 +79,13 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     journal_path: str = "var/modelsched.db"  # "" or ":memory:" keeps no journal
     journal_synchronous: str = "NORMAL"
     journal_max_mb: int = 10_240  # 0: no bound
+    # cluster: many daemons on one Redis (scheduler/cluster); "" keeps the single-host journal
+    cluster_url: str = ""  # redis://host:port/db or unix:///path/to/redis.sock
+    cluster_name: str = "default"
+    cluster_host: str = ""  # this daemon's identity in the cluster ("": hostname:port)
+    cluster_heartbeat_s: float = 1.0
+    reclaim_idle_s: float = 15.0
+    cold_claim_delay_ms: float = 500.0
     # server
     host: str = "127.0.0.1"
     port: int = 8000
@@ -150,7 +157,12 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         for device, rate in self.costs.items():
             if not rate >= 0:
                 raise ValueError(f"costs.{device}: must be a number of dollars per second, not negative")
-        _check_non_negative(self, "journal_max_mb")
+        _check_non_negative(self, "journal_max_mb", "cold_claim_delay_ms")
+        _check_positive(self, "cluster_heartbeat_s", "reclaim_idle_s")
+        if self.reclaim_idle_s < 3 * self.cluster_heartbeat_s:
+            raise ValueError("reclaim_idle_s: must be at least 3 times cluster_heartbeat_s")
+        if self.cluster_url and not self.cluster_url.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("cluster_url: must start with redis://, rediss:// or unix://")
         if self.journal_synchronous.upper() not in {"OFF", "NORMAL", "FULL", "EXTRA"}:
             raise ValueError("journal_synchronous: must be one of OFF, NORMAL, FULL, EXTRA")
         if self.log_level.lower() not in LOG_LEVELS:
@@ -170,7 +182,11 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
     @property
     def front_count(self) -> int:
-        """How many front processes serve HTTP (`http_workers`, with `auto` resolved)."""
+        """How many front processes serve HTTP (`http_workers`, with `auto` resolved); none in a
+        cluster (`cluster_url`): the fronts' hot path reads and waits on the local table, which holds
+        only this host's jobs, so a cluster daemon serves HTTP in its main process."""
+        if self.cluster_url:
+            return 0
         if self.http_workers == "auto":
             return auto_http_workers(os.cpu_count() or 1)
         return self.http_workers
@@ -311,6 +327,12 @@ SETTING_MEANINGS: dict[str, str] = {
     "journal_path": 'the SQLite journal file (`""` or `:memory:`: no journal, nothing survives a restart)',
     "journal_synchronous": "SQLite `synchronous`: `NORMAL` survives a process crash, `FULL` a power loss",
     "journal_max_mb": "bound on the journal's pages in use: past it the oldest ended jobs are pruned first (never an unfinished one); with only unfinished jobs left, submissions get 503 (0: no bound)",
+    "cluster_url": 'the Redis that daemons share as their queue and journal (`redis://…` or `unix://…`; `""`: one host, the SQLite journal); `modelsched serve --cluster URL` sets it',
+    "cluster_name": "the name that prefixes the cluster's keys, so that clusters may share one Redis",
+    "cluster_host": 'this daemon\'s identity in the cluster; a restarted daemon reclaims the jobs of its identity at once (`""`: hostname:port)',
+    "cluster_heartbeat_s": "how often a daemon tells the cluster its models, free VRAM and room, and refreshes the jobs it holds",
+    "reclaim_idle_s": "a held job not refreshed this long (its daemon died) is queued again by any daemon, counting an attempt",
+    "cold_claim_delay_ms": "a job waits this long for a daemon with its model loaded before one that must load it claims it (none waits when no live daemon has it loaded)",
     "host": "address the daemon binds (loopback by default)",
     "port": "port the daemon listens on",
     "token": "when set, every endpoint but the probes (`/healthz`, `/readyz`) wants `Authorization: Bearer <token>`",
@@ -318,7 +340,7 @@ SETTING_MEANINGS: dict[str, str] = {
     "log_level": "`debug`, `info`, `warning`, `error` or `critical`",
     "log_format": "`text` (one line: time, level, logger, message, `job=<id>`) or `json` (one object a line, `job_id` a field); uvicorn's lines too",
     "access_log": "one log line per HTTP request: method, path, status, duration (through the same format)",
-    "http_workers": "front processes that share the port and do the HTTP work (parsing, JSON, auth), handing jobs to the main process over pipes; 0: the main process serves HTTP itself; `auto`: 0 below 6 cores, else a third of the cores (at most 16)",
+    "http_workers": "front processes that share the port and do the HTTP work (parsing, JSON, auth), handing jobs to the main process over pipes; 0: the main process serves HTTP itself; `auto`: 0 below 6 cores, else a third of the cores (at most 16); none in a cluster (`cluster_url`)",
     "render_enabled": "start the render process (Chromium) for the `render` model and `POST /render`",
     "render_browser_path": "the Chromium binary the render process launches",
     "render_max_pages": "browser pages rendering at once",

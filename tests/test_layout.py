@@ -69,7 +69,16 @@ ALLOWED: dict[str, set[str]] = {
         "workers",
     },  # job callbacks, through the render's SSRF guard
     "scheduler.submissions": {"scheduler.core", "scheduler.errors", "scheduler.webhooks"},
+    "scheduler.cluster": {
+        "scheduler.core",
+        "scheduler.errors",
+        "scheduler.settings",
+        "scheduler.submissions",
+        "scheduler.webhooks",
+        "workers",
+    },  # Redis: the cluster's queue and journal (redis-py), from the main process's loop only
     "scheduler.assembly": {
+        "scheduler.cluster",
         "scheduler.supervision",
         "scheduler.webhooks",
         "scheduler.submissions",

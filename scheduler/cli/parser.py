@@ -18,6 +18,7 @@ SERVE_SETTINGS = (
     "port",
     "log_format",
     "http_workers",
+    "cluster_url",
 )  # `serve` flags that override the setting of the same name
 HELP_WIDTH = "100"  # help is wrapped at this width whatever the terminal, so the README's copy holds
 
@@ -230,10 +231,12 @@ def add_local_commands(commands: argparse._SubParsersAction[argparse.ArgumentPar
         "serve",
         "run the daemon",
         "Run the daemon in the foreground until SIGTERM or SIGINT (which drain it). Settings: the preset,\n"
-        "then --config FILE, then MODELSCHED_* variables, then --host/--port/--log-format/--http-workers.",
+        "then --config FILE, then MODELSCHED_* variables, then the flags below. With --cluster it joins\n"
+        'the cluster of the daemons on that Redis (README: "Many hosts, one queue").',
         "  modelsched serve --preset dev\n"
         "  modelsched serve --preset prod --config /etc/modelsched.toml --host 0.0.0.0 --port 8080\n"
-        "  MODELSCHED_TOKEN=s3cret modelsched serve",
+        "  MODELSCHED_TOKEN=s3cret modelsched serve\n"
+        "  modelsched serve --port 8001 --cluster unix:///run/redis/redis.sock",
         daemon=False,
     )
     add_config_flags(serve)
@@ -249,6 +252,12 @@ def add_local_commands(commands: argparse._SubParsersAction[argparse.ArgumentPar
         metavar="N|auto",
         help="front processes doing the HTTP work: a number (0: none, the main process serves HTTP) "
         "or auto (0 below 6 cores, else a third of them; default: the settings' http_workers, auto)",
+    )
+    serve.add_argument(
+        "--cluster",
+        dest="cluster_url",
+        metavar="URL",
+        help="join the cluster on this Redis (redis://… or unix://…; default: the settings' cluster_url, none)",
     )
 
     config = command(

@@ -89,28 +89,13 @@ class Admission:
                 return existing, False
         if request.pipeline:
             job = self._admit_pipeline(request)
-            self._admitted(job)
+            self.announce(job)
             return job, True
-        model_name = request.model_name
-        registered = self.registry.validate(model_name, request.inputs)
-        if registered.no_fit is not None:
-            raise NoFitError(f"model {model_name!r} cannot run here: {registered.no_fit}")
-        if self.executors:
-            executor = self.executors.get(model_name)
-            if executor is not None:
-                executor.check_room()
-        priority, timeout_s = self._checked(request)
-        job = Job(
-            id=new_job_id(),
-            model=model_name,
-            inputs=request.inputs,
-            priority=priority,
-            timeout_s=timeout_s,
-            idempotency_key=key,
-            callback_url=request.callback_url,
-        )
+        job = self.new_job(request)
+        model_name = job.model
+        registered = self.registry.models[model_name]
         self.table.add(job)
-        self._admitted(job)
+        self.announce(job)
         now = time.monotonic()
         if registered.failed_error is not None and now < registered.failed_until:
             self.endings.finish(
@@ -120,12 +105,35 @@ class Admission:
                 error_kind=ErrorKind.LOAD,
             )
             return job, True
-        if timeout_s is not None:
-            self.deadlines.watch(job, now + timeout_s)
+        if job.timeout_s is not None:
+            self.deadlines.watch(job, now + job.timeout_s)
         self.on_admitted()
         return job, True
 
-    def _admitted(self, job: Job) -> None:
+    def new_job(self, request: JobRequest, check_fit: bool = True) -> Job:
+        """The checked job of a model's request, not recorded anywhere yet (the cluster front records
+        it in Redis, and checks the fit against the cluster's hosts instead: `check_fit` False)."""
+        model_name = request.model_name
+        registered = self.registry.validate(model_name, request.inputs)
+        if check_fit and registered.no_fit is not None:
+            raise NoFitError(f"model {model_name!r} cannot run here: {registered.no_fit}")
+        if self.executors:
+            executor = self.executors.get(model_name)
+            if executor is not None:
+                executor.check_room()
+        priority, timeout_s = self._checked(request)
+        return Job(
+            id=new_job_id(),
+            model=model_name,
+            inputs=request.inputs,
+            priority=priority,
+            timeout_s=timeout_s,
+            idempotency_key=request.idempotency_key,
+            callback_url=request.callback_url,
+        )
+
+    def announce(self, job: Job) -> None:
+        """Tell the observers of a new client job (the cluster front calls it for jobs it records in Redis)."""
         for observer in self.admitted_observers:
             observer(job)
 

@@ -165,6 +165,10 @@ class JobEvents:
         """How many jobs have listeners."""
         return len(self._listeners)
 
+    def listened(self, job_id: str) -> bool:
+        """Whether somebody listens to `job_id` (a cluster's front then reads the job's end)."""
+        return job_id in self._listeners
+
     # ---- listeners ----------------------------------------------------------------------------
 
     def listen(self, job: Job, last_event_id: str | None = None) -> Listener:

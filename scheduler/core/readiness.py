@@ -185,7 +185,8 @@ class Readiness:
         problem = self.journal_problem()
         if problem is not None:
             return Unready("journal unavailable", problem)
-        awaited = awaited_models(self.registry, self.workers)
+        # (no worker past the check above: a cluster's pure front, which runs no model to preload)
+        awaited = awaited_models(self.registry, self.workers) if self.workers else []
         if awaited:
             return Unready(
                 "models not ready", "; ".join(model.describe() for model in awaited), tuple(awaited)

@@ -118,6 +118,38 @@ class PipelineInfo(msgspec.Struct):
     cost_usd: float  # what its ended jobs cost, in all
 
 
+class HostStatus(msgspec.Struct):
+    """One daemon of the cluster as its last heartbeat said (`scheduler.cluster`)."""
+
+    host: str
+    heartbeat_age_s: float
+    live: bool
+    models_loaded: list[str]
+    models_fit: list[str]
+    free_vram_mb: list[float]
+    room: int
+    workers: int
+
+
+class QueueDepth(msgspec.Struct):
+    """Jobs of one model and priority cluster-wide: waiting (not claimed) and held (claimed, running)."""
+
+    model: str
+    priority: str  # high | normal | low | requeued
+    waiting: int
+    held: int
+
+
+class ClusterStatus(msgspec.Struct):
+    """The cluster as this daemon sees it: its identity, every host, the queue per model and priority."""
+
+    name: str
+    host: str
+    redis_up: bool
+    hosts: list[HostStatus]
+    queues: list[QueueDepth]
+
+
 class SystemStatus(msgspec.Struct):
     """`GET /system/status`: the scheduler, each GPU, each worker, the render process, the queue,
     the models and pipelines, what jobs cost, the CPU stage pool, the journal."""
@@ -132,6 +164,7 @@ class SystemStatus(msgspec.Struct):
     costs: CostTotals
     cpu_pool: PoolStatus
     journal: JournalStatus | None = None  # None: no journal
+    cluster: ClusterStatus | None = None  # None: one host (no `cluster_url`)
 
 
 class StatusBuilder:
@@ -167,6 +200,7 @@ class StatusBuilder:
         self.render_status = render_status
         self.max_queue = max_queue
         self.journal = journal
+        self.cluster: Callable[[], ClusterStatus] | None = None  # set in cluster mode
 
     def build(self) -> SystemStatus:
         now = time.monotonic()
@@ -181,6 +215,7 @@ class StatusBuilder:
             costs=self.costs.totals(),
             cpu_pool=self.cpu_pool.status(),
             journal=self.journal.status() if self.journal is not None else None,
+            cluster=self.cluster() if self.cluster is not None else None,
         )
 
     def gpus(self) -> list[GpuStatus]:

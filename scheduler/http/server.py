@@ -115,6 +115,11 @@ def serve(settings: Settings) -> int:
     app = create_app(scheduler)
     fronts: FrontSet | None = None
     listener: socket.socket | None = None
+    if settings.cluster_url and settings.http_workers not in (0, "auto"):
+        log.warning(
+            "http_workers = %s ignored: a cluster daemon serves HTTP in its main process",
+            settings.http_workers,
+        )
     if settings.front_count:
         listener = bind_listener(settings.host, settings.port)
         requests = FrontRequests(scheduler, app, (settings.host, settings.port))

@@ -234,7 +234,13 @@ def test_a_job_is_found_by_filter_and_cancelled_from_the_page(
     page.select_option("#job-filter select[name=status]", "queued")
     page.click("#job-filter button[type=submit]")
     row = f"#jobs tr[data-job='{target}']"
-    page.wait_for_selector(row)
+    # the filtered page replaces the unfiltered one (which holds the running `hold` job too)
+    wait_until(
+        page,
+        "(() => { const rows = [...document.querySelectorAll('#jobs tbody tr[data-job]')];"
+        f" return rows.some(r => r.dataset.job === '{target}')"
+        " && rows.every(r => r.children[2].textContent === 'queued'); })()",
+    )
     assert all(
         status == "queued"
         for status in page.eval_on_selector_all(

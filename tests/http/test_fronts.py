@@ -23,6 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from scheduler import JobRequest, Scheduler
 from scheduler.core.jobs import JobStatus
 from scheduler.errors import JournalError
+from scheduler.settings import Settings, auto_http_workers
 from tests.journal.test_failed_commits import fail_once
 from tests.journal.test_failed_commits import settings as journal_settings
 from tests.support.daemon import Daemon, running_daemon, stop
@@ -193,3 +194,11 @@ def test_the_fronts_submission_path_withdraws_a_job_whose_record_was_not_committ
             assert scheduler.job_status(withdrawn.id)["status"] == "cancelled"  # and stays so
 
     asyncio.run(scenario())
+
+
+def test_how_many_fronts_auto_and_a_cluster_choose() -> None:
+    assert auto_http_workers(2) == 0 and auto_http_workers(5) == 0  # small machines: none
+    assert auto_http_workers(6) >= 1 and auto_http_workers(128) <= 16
+    assert Settings(http_workers=2).front_count == 2 and Settings(http_workers=0).front_count == 0
+    # a cluster daemon answers from Redis in its main process: no fronts, whatever was asked
+    assert Settings(http_workers=2, cluster_url="unix:///tmp/redis.sock").front_count == 0

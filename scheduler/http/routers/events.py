@@ -113,6 +113,7 @@ def router(scheduler: Scheduler) -> APIRouter:
         request: Request,
         last_event_id: str | None = Query(None, description="as the Last-Event-ID header: resume after it"),
     ) -> Response:
+        await scheduler.get_job_status(job_id)  # in a cluster: the job read afresh from Redis (or 404)
         job = scheduler.get_job(job_id)
         events = scheduler.endings.events
         listener = events.listen(job, request.headers.get("last-event-id") or last_event_id)

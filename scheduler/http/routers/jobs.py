@@ -138,7 +138,7 @@ def router(scheduler: Scheduler) -> APIRouter:
     ) -> Answer:
         if wait:
             return json_answer(await scheduler.wait_for(job_id, wait))
-        return json_answer(scheduler.job_status(job_id))
+        return json_answer(await scheduler.get_job_status(job_id))  # in a cluster: read afresh
 
     @routes.delete("/jobs/{job_id}", responses=answers_doc(200, JobView, 404, 409, 503))
     async def cancel_job(job_id: str) -> Answer:
@@ -161,12 +161,16 @@ def router(scheduler: Scheduler) -> APIRouter:
         ),
     ) -> Answer:
         """Jobs newest first, from memory and the journal (ended jobs no longer in memory, and those
-        from before a restart); `next_before` pages on."""
+        from before a restart; in a cluster, every host's jobs from Redis); `next_before` pages on."""
+        if ids is not None and scheduler.cluster is not None:  # any host's jobs, read afresh from Redis
+            return json_answer(await scheduler.cluster.front.views(wanted_ids(ids)))
         if ids is not None:
             return json_answer(jobs_by_id(ids))
         if until is not None:
             before = min(before, id_bound(until)) if before is not None else id_bound(until)
         where = JobFilter(status, model, before, id_bound(since) if since is not None else None)
+        if scheduler.cluster is not None:  # every host's jobs, as Redis holds them
+            return json_answer(await scheduler.cluster.front.page(where, limit))
         jobs, next_before = await job_pages.page(
             scheduler.table, scheduler.journal, shown_status_of, where, limit
         )
@@ -174,10 +178,14 @@ def router(scheduler: Scheduler) -> APIRouter:
             {"jobs": scheduler.endings.views(jobs), "not_found": [], "next_before": next_before}
         )
 
-    def jobs_by_id(ids: list[str]) -> dict[str, Any]:
+    def wanted_ids(ids: list[str]) -> list[str]:
         wanted = list(dict.fromkeys(one.strip() for text in ids for one in text.split(",") if one.strip()))
         if len(wanted) > settings.max_batch_submit:
             raise HttpError(422, "invalid_request", f"at most {settings.max_batch_submit} ids at once", "ids")
+        return wanted
+
+    def jobs_by_id(ids: list[str]) -> dict[str, Any]:
+        wanted = wanted_ids(ids)
         found: list[Job] = []
         missing: list[str] = []
         for job_id in wanted:

@@ -1,0 +1,416 @@
+#!lua name=modelsched
+-- The cluster's job functions (see scheduler/cluster/store.py and docs/architecture.md, "Cluster").
+-- Every function takes the key prefix first (ARGV[1], "ms:<cluster>:") and runs atomically: a job's
+-- hash, its stream entry, its idempotency key and its deadline change together or not at all.
+-- A job's hash: id model status priority created_at started_at ended_at attempts host worker device
+-- deadline timeout_s inputs result error error_kind idem stream entry cost_usd callback_url watchers
+-- (the hosts told of its end: newline-separated). `jobs` indexes every job's id (a sorted set, one
+-- score: in id order, so in creation order).
+
+local GROUP = 'hosts'
+local LEVELS = {'rq', '0', '1', '2'} -- the re-queue stream first, then high, normal, low
+
+local function stream_of(p, model, level)
+  if level == 'rq' then return p .. 'rq:' .. model end
+  return p .. 'q:' .. model .. ':' .. level
+end
+
+local function ensure_group(stream)
+  local ok = pcall(redis.call, 'XGROUP', 'CREATE', stream, GROUP, '0', 'MKSTREAM')
+  return ok
+end
+
+-- what ending a job needs of its hash, read in one call (finish reads its status and holder with it)
+local END_FIELDS = {'stream', 'entry', 'host', 'watchers', 'idem', 'deadline'}
+local function end_fields(jk, ...)
+  local names = {...}
+  local first = #names
+  for _, name in ipairs(END_FIELDS) do names[#names + 1] = name end
+  local values = redis.call('HMGET', jk, unpack(names))
+  local known = {}
+  for i, name in ipairs(END_FIELDS) do known[name] = values[first + i] or '' end
+  return known, values
+end
+
+-- the end of a job: written once (the callers check its status first), kept `retention` seconds;
+-- `known`: its `end_fields`. Told (PUBLISH of its id) on `ends` (every end: for observers) and on
+-- `ends:<host>` of the hosts that want it: its watchers (the front that submitted it, the fronts that
+-- read it while it ran) and the host that holds it, except `writer`, the host that wrote the end (it
+-- knows: no message to itself)
+local function write_end(p, id, status, now, fields, retention, writer, known)
+  local jk = p .. 'job:' .. id
+  if known.stream ~= '' and known.entry ~= '' then
+    redis.call('XACK', known.stream, GROUP, known.entry)
+    redis.call('XDEL', known.stream, known.entry)
+  end
+  redis.call('HSET', jk, 'status', status, 'ended_at', now, 'entry', '', unpack(fields))
+  if retention > 0 then
+    redis.call('EXPIRE', jk, retention)
+    if known.idem ~= '' then redis.call('EXPIRE', p .. 'key:' .. known.idem, retention) end
+  end
+  if known.deadline ~= '' then redis.call('ZREM', p .. 'deadlines', id) end
+  redis.call('PUBLISH', p .. 'ends', id)
+  local told = {[writer] = true, [''] = true}
+  if not told[known.host] then
+    redis.call('PUBLISH', p .. 'ends:' .. known.host, id)
+    told[known.host] = true
+  end
+  for watcher in string.gmatch(known.watchers, '[^\n]+') do
+    if not told[watcher] then
+      redis.call('PUBLISH', p .. 'ends:' .. watcher, id)
+      told[watcher] = true
+    end
+  end
+end
+
+-- jobs of `model` not delivered yet at `prio` or before it (the re-queue stream first)
+local function waiting_before(p, model, prio)
+  for _, level in ipairs(LEVELS) do
+    local stream = stream_of(p, model, level)
+    local length = redis.call('XLEN', stream)
+    if length > 0 and length > redis.call('XPENDING', stream, GROUP)[1] then return true end
+    if level == prio then break end
+  end
+  return false
+end
+
+-- submit(p, id, model, priority, created_at, timeout_s, deadline, idem, inputs, callback_url, host,
+-- submitter) -> {1, id} new, {1, id, stream, entry} new and held by `host` at once (the submitting host has room
+-- for it and nothing of its model waits before it: no claim round trip), or {0, existing id} when the
+-- idempotency key named an earlier job
+local function submit(keys, args)
+  local p, id, model, prio = args[1], args[2], args[3], args[4]
+  local idem = args[8]
+  if idem ~= '' then
+    local ok = redis.call('SET', p .. 'key:' .. idem, id, 'NX')
+    if not ok then
+      local existing = redis.call('GET', p .. 'key:' .. idem)
+      if redis.call('EXISTS', p .. 'job:' .. existing) == 1 then return {0, existing} end
+      redis.call('SET', p .. 'key:' .. idem, id) -- the earlier job expired: this key is free again
+    end
+  end
+  local stream = stream_of(p, model, prio)
+  if redis.call('SISMEMBER', p .. 'models', model) == 0 then
+    for _, level in ipairs(LEVELS) do ensure_group(stream_of(p, model, level)) end
+    redis.call('SADD', p .. 'models', model)
+  end
+  local host = args[11] or ''
+  local direct = host ~= '' and not waiting_before(p, model, prio)
+  local entry = redis.call('XADD', stream, '*', 'job', id)
+  local status, holder, started = 'queued', '', ''
+  if direct then -- nothing else waits in its stream: the next undelivered entry is this one
+    local read = redis.call('XREADGROUP', 'GROUP', GROUP, host, 'COUNT', 1, 'STREAMS', stream, '>')
+    if read and #read > 0 and read[1][2][1][1] == entry then
+      status, holder, started = 'processing', host, args[5]
+    end
+  end
+  redis.call('HSET', p .. 'job:' .. id, 'id', id, 'model', model, 'status', status, 'priority', prio,
+    'created_at', args[5], 'timeout_s', args[6], 'deadline', args[7], 'idem', idem, 'inputs', args[9],
+    'callback_url', args[10], 'attempts', 0, 'stream', stream, 'entry', entry, 'host', holder,
+    'started_at', started, 'watchers', args[12] or '')
+  if args[7] ~= '' then redis.call('ZADD', p .. 'deadlines', args[7], id) end
+  redis.call('ZADD', p .. 'jobs', 0, id) -- every job's id, in id (creation) order: the job list's index
+  if status == 'processing' then return {1, id, stream, entry} end
+  redis.call('PUBLISH', p .. 'queued', model)
+  return {1, id}
+end
+
+-- the next undelivered entry's time (ms) of a stream, or nil
+local function head_ms(stream)
+  local groups = redis.call('XINFO', 'GROUPS', stream)
+  for _, group in ipairs(groups) do
+    local info = {}
+    for i = 1, #group, 2 do info[group[i]] = group[i + 1] end
+    if info['name'] == GROUP then
+      local next_entry = redis.call('XRANGE', stream, '(' .. info['last-delivered-id'], '+', 'COUNT', 1)
+      if #next_entry == 0 then return nil end
+      return tonumber(string.match(next_entry[1][1], '^(%d+)'))
+    end
+  end
+  return nil
+end
+
+-- claim(p, host, now, now_ms, total, cold_delay_ms, model, room, cold, model, room, cold, ...)
+-- Strict priority: the re-queue streams, then every model's high, normal, low. A cold model (no
+-- worker of the caller has it loaded) is taken only once its head job has waited `cold_delay_ms`.
+-- -> a flat list, 12 values per job taken (id, the nine fields read, its stream and entry)
+local function claim(keys, args)
+  local p, host, now, now_ms = args[1], args[2], args[3], tonumber(args[4])
+  local total, cold_delay = tonumber(args[5]), tonumber(args[6])
+  local models = {}
+  for i = 7, #args, 3 do
+    models[#models + 1] = {name = args[i], room = tonumber(args[i + 1]), cold = args[i + 2] == '1'}
+  end
+  local taken = {}
+  for _, level in ipairs(LEVELS) do
+    for _, model in ipairs(models) do
+      local stream = stream_of(p, model.name, level)
+      local wanted = math.min(model.room, total)
+      if wanted > 0 and model.cold and cold_delay > 0 and redis.call('EXISTS', stream) == 1 then
+        local head = head_ms(stream)
+        if head == nil or now_ms - head < cold_delay then wanted = 0 end
+      end
+      while wanted > 0 and redis.call('EXISTS', stream) == 1 do
+        local read = redis.call('XREADGROUP', 'GROUP', GROUP, host, 'COUNT', wanted, 'STREAMS', stream, '>')
+        if not read or #read == 0 or #read[1][2] == 0 then break end
+        for _, item in ipairs(read[1][2]) do
+          local entry, id = item[1], item[2][2]
+          local jk = p .. 'job:' .. id
+          local status = redis.call('HGET', jk, 'status')
+          if status == 'queued' then
+            redis.call('HSET', jk, 'status', 'processing', 'host', host, 'started_at', now,
+              'stream', stream, 'entry', entry)
+            local f = redis.call('HMGET', jk, 'model', 'priority', 'created_at', 'timeout_s', 'deadline',
+              'idem', 'inputs', 'attempts', 'callback_url')
+            taken[#taken + 1] = id
+            for _, value in ipairs(f) do taken[#taken + 1] = value or '' end
+            taken[#taken + 1] = stream
+            taken[#taken + 1] = entry
+            model.room = model.room - 1
+            total = total - 1
+            wanted = wanted - 1
+          else -- cancelled or ended while it waited: its entry goes
+            redis.call('XACK', stream, GROUP, entry)
+            redis.call('XDEL', stream, entry)
+          end
+        end
+      end
+    end
+  end
+  return taken
+end
+
+-- finish(p, id, host, status, now, retention, field, value, ...): the end, written only while the job
+-- is `processing` on `host` (a compare-and-set) -> 1 written, 0 not (cancelled, timed out, reclaimed)
+local function finish(keys, args)
+  local p, id, host = args[1], args[2], args[3]
+  local jk = p .. 'job:' .. id
+  local known, values = end_fields(jk, 'status')
+  if values[1] ~= 'processing' or known.host ~= host then return 0 end
+  local fields = {}
+  for i = 7, #args do fields[#fields + 1] = args[i] end
+  write_end(p, id, args[4], args[5], fields, tonumber(args[6]), host, known)
+  return 1
+end
+
+-- cancel(p, id, now, retention) -> {1, host that ran it or ''} cancelled; {0, status} it had ended;
+-- {-1, ''} no such job
+local function cancel(keys, args)
+  local p, id = args[1], args[2]
+  local jk = p .. 'job:' .. id
+  local known, values = end_fields(jk, 'status')
+  local status = values[1]
+  if not status then return {-1, ''} end
+  if status ~= 'queued' and status ~= 'processing' then return {0, status} end
+  write_end(p, id, 'cancelled', args[3], {'error', 'cancelled by request', 'error_kind', 'cancelled'},
+    tonumber(args[4]), '', known)
+  return {1, known.host}
+end
+
+-- a held job whose host is gone (or restarted): its entry goes; it is queued again on the re-queue
+-- stream with one attempt more, or ends as poison at `max_attempts`
+local function requeue(p, stream, entry, id, now, max_attempts, retention, why, penalize)
+  redis.call('XACK', stream, GROUP, entry)
+  redis.call('XDEL', stream, entry)
+  local jk = p .. 'job:' .. id
+  local status, model = unpack(redis.call('HMGET', jk, 'status', 'model'))
+  if status ~= 'processing' and status ~= 'queued' then return 0 end
+  local attempts = redis.call('HINCRBY', jk, 'attempts', penalize)
+  if penalize > 0 and attempts >= max_attempts then
+    redis.call('HSET', jk, 'entry', '')
+    write_end(p, id, 'error', now, {'error', 'poison job: ' .. attempts .. ' host(s) or worker(s) died while running it'
+      .. ' (max_attempts ' .. max_attempts .. ')', 'error_kind', 'poison'}, retention, '', (end_fields(jk)))
+    return 1
+  end
+  local again = stream_of(p, model, 'rq')
+  local new_entry = redis.call('XADD', again, '*', 'job', id)
+  redis.call('HSET', jk, 'status', 'queued', 'host', '', 'stream', again, 'entry', new_entry)
+  redis.call('PUBLISH', p .. 'queued', model)
+  redis.call('PUBLISH', p .. 'reclaimed', id .. ' ' .. why)
+  return 1
+end
+
+-- reclaim(p, idle_ms, now, max_attempts, retention, consumer, penalize): entries idle past `idle_ms`
+-- (any host's), or every entry `consumer` holds (a restarted host's old identity; a host that stops
+-- hands its jobs back with penalize 0: no attempt counted) -> jobs re-queued or ended
+local function reclaim(keys, args)
+  local p, idle, now = args[1], tonumber(args[2]), args[3]
+  local max_attempts, retention, consumer = tonumber(args[4]), tonumber(args[5]), args[6]
+  local penalize = tonumber(args[7] or '1')
+  local count = 0
+  for _, model in ipairs(redis.call('SMEMBERS', p .. 'models')) do
+    for _, level in ipairs(LEVELS) do
+      local stream = stream_of(p, model, level)
+      local entries = {}
+      if consumer ~= '' then
+        for _, pending in ipairs(redis.call('XPENDING', stream, GROUP, '-', '+', 1000, consumer)) do
+          entries[#entries + 1] = pending[1]
+        end
+      else
+        local claimed = redis.call('XAUTOCLAIM', stream, GROUP, '(reclaim)', idle, '0-0', 'COUNT', 1000, 'JUSTID')
+        entries = claimed[2]
+        for _, gone in ipairs(claimed[3] or {}) do redis.call('XACK', stream, GROUP, gone) end
+      end
+      for _, entry in ipairs(entries) do
+        local item = redis.call('XRANGE', stream, entry, entry)
+        if #item == 1 then
+          count = count + requeue(p, stream, entry, item[1][2][2], now, max_attempts, retention,
+            consumer ~= '' and 'restart' or 'idle', penalize)
+        else
+          redis.call('XACK', stream, GROUP, entry)
+        end
+      end
+    end
+  end
+  return count
+end
+
+-- watch(p, id, host) -> the job's hash (flat; empty: no such job); while it has not ended, `host` is
+-- told of its end (`ends:<host>`): a wait reads and watches in one step, so no end is missed
+local function watch(keys, args)
+  local p, id, host = args[1], args[2], args[3]
+  local jk = p .. 'job:' .. id
+  local fields = redis.call('HGETALL', jk)
+  if #fields == 0 then return fields end
+  local status, watchers = unpack(redis.call('HMGET', jk, 'status', 'watchers'))
+  if status == 'queued' or status == 'processing' then
+    watchers = watchers or ''
+    if not string.find('\n' .. watchers .. '\n', '\n' .. host .. '\n', 1, true) then
+      redis.call('HSET', jk, 'watchers', watchers == '' and host or watchers .. '\n' .. host)
+    end
+  end
+  return fields
+end
+
+-- attempts(p, id, host, n): a worker of `host` died under the job: its try count, while it holds it
+local function attempts(keys, args)
+  local jk = args[1] .. 'job:' .. args[2]
+  local status, owner = unpack(redis.call('HMGET', jk, 'status', 'host'))
+  if status ~= 'processing' or owner ~= args[3] then return 0 end
+  redis.call('HSET', jk, 'attempts', args[4])
+  return 1
+end
+
+-- refresh(p, host, stream, entry, stream, entry, ...): the held entries' idle time back to 0 (XCLAIM
+-- JUSTID counts no delivery); an entry no longer pending (reclaimed, ended) is left alone -> how many
+local function refresh(keys, args)
+  local p, host = args[1], args[2]
+  local count = 0
+  for i = 3, #args, 2 do
+    local done = redis.call('XCLAIM', args[i], GROUP, host, 0, args[i + 1], 'JUSTID')
+    count = count + #done
+  end
+  return count
+end
+
+-- expire(p, now, retention, grace_s): queued jobs past their deadline end as timeouts; so do
+-- processing ones `grace_s` past it (their host should have ended them) -> how many
+local function expire(keys, args)
+  local p, now, retention, grace = args[1], tonumber(args[2]), tonumber(args[3]), tonumber(args[4])
+  local count = 0
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', p .. 'deadlines', '-inf', now, 'LIMIT', 0, 1000)) do
+    local jk = p .. 'job:' .. id
+    local status, deadline = unpack(redis.call('HMGET', jk, 'status', 'deadline'))
+    if status == 'queued' or (status == 'processing' and now >= tonumber(deadline) + grace) then
+      write_end(p, id, 'error', now, {'error', 'timeout: the job did not end within its timeout_s',
+        'error_kind', 'timeout'}, retention, '', (end_fields(jk)))
+      count = count + 1
+    elseif status ~= 'processing' then
+      redis.call('ZREM', p .. 'deadlines', id)
+    end
+  end
+  return count
+end
+
+-- jobs(p, before, since, status, model, limit, ended_only, max_scan): the job list's page, newest
+-- first by id (`GET /jobs`): ids below `before` and at or above `since` ('' : no bound), of `status`
+-- and `model` ('' : any; `ended_only` '1': completed, error or cancelled only). Ids whose hash has
+-- expired leave the index. -> {cursor, hash, hash, ...}: at most `limit` hashes (flat field lists);
+-- cursor '' when the walk reached the end, else the last id looked at (it looked at `max_scan` ids
+-- and the page is not full: the next page begins below the cursor)
+local ENDED = {completed = true, error = true, cancelled = true}
+local function jobs(keys, args)
+  local p, before, since, status, model = args[1], args[2], args[3], args[4], args[5]
+  local limit, ended_only, max_scan = tonumber(args[6]), args[7] == '1', tonumber(args[8])
+  local index = p .. 'jobs'
+  local upper = before ~= '' and '(' .. before or '+'
+  local lower = since ~= '' and '[' .. since or '-'
+  local out = {''}
+  local scanned = 0
+  while #out - 1 < limit do
+    local ids = redis.call('ZREVRANGEBYLEX', index, upper, lower, 'LIMIT', 0, 200)
+    if #ids == 0 then return out end
+    for _, id in ipairs(ids) do
+      local fields = redis.call('HGETALL', p .. 'job:' .. id)
+      if #fields == 0 then
+        redis.call('ZREM', index, id)
+      else
+        local info = {}
+        for i = 1, #fields, 2 do info[fields[i]] = fields[i + 1] end
+        if (status == '' or info['status'] == status) and (model == '' or info['model'] == model)
+            and (not ended_only or ENDED[info['status']]) then
+          out[#out + 1] = fields
+          if #out - 1 == limit then return out end
+        end
+      end
+      scanned = scanned + 1
+      upper = '(' .. id
+      if scanned >= max_scan then
+        out[1] = id
+        return out
+      end
+    end
+  end
+  return out
+end
+
+-- sweep(p, count): the next `count` ids of the job index (from where the last sweep stopped) whose
+-- hash has expired leave it -> how many left
+local function sweep(keys, args)
+  local p, count = args[1], tonumber(args[2])
+  local index, cursor_key = p .. 'jobs', p .. 'jobs:swept'
+  local cursor = redis.call('GET', cursor_key)
+  local lower = (cursor and cursor ~= '') and '(' .. cursor or '-'
+  local ids = redis.call('ZRANGEBYLEX', index, lower, '+', 'LIMIT', 0, count)
+  local gone = 0
+  for _, id in ipairs(ids) do
+    if redis.call('EXISTS', p .. 'job:' .. id) == 0 then
+      redis.call('ZREM', index, id)
+      gone = gone + 1
+    end
+  end
+  if #ids < count then redis.call('SET', cursor_key, '') else redis.call('SET', cursor_key, ids[#ids]) end
+  return gone
+end
+
+-- depth(p) -> model, level, waiting (not delivered yet), held (delivered, not ended), ...
+-- (ended entries are deleted, so the stream's length less its pending entries is what waits)
+local function depth(keys, args)
+  local p = args[1]
+  local out = {}
+  for _, model in ipairs(redis.call('SMEMBERS', p .. 'models')) do
+    for _, level in ipairs(LEVELS) do
+      local stream = stream_of(p, model, level)
+      local length = redis.call('XLEN', stream)
+      local held = redis.call('XPENDING', stream, GROUP)[1]
+      out[#out + 1] = model
+      out[#out + 1] = level
+      out[#out + 1] = length - held
+      out[#out + 1] = held
+    end
+  end
+  return out
+end
+
+redis.register_function('modelsched_submit', submit)
+redis.register_function('modelsched_claim', claim)
+redis.register_function('modelsched_finish', finish)
+redis.register_function('modelsched_cancel', cancel)
+redis.register_function('modelsched_reclaim', reclaim)
+redis.register_function('modelsched_refresh', refresh)
+redis.register_function('modelsched_attempts', attempts)
+redis.register_function('modelsched_expire', expire)
+redis.register_function('modelsched_jobs', jobs)
+redis.register_function('modelsched_watch', watch)
+redis.register_function('modelsched_sweep', sweep)
+redis.register_function{function_name = 'modelsched_depth', callback = depth, flags = {'no-writes'}}

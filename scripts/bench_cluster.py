@@ -1,0 +1,265 @@
+#!/usr/bin/env python
+"""The cluster benchmark: what running on Redis costs per job, against the single host on SQLite.
+
+    .venv/bin/python scripts/bench_cluster.py                    # echo and mlp, API and REST
+    .venv/bin/python scripts/bench_cluster.py --models echo --seconds 5 --json out.json
+
+Three set-ups, each with one CPU worker per daemon: `sqlite` (one daemon, its SQLite journal),
+`redis-1` (one daemon on a Redis: Redis is its queue and journal), `redis-2` (two daemons on one
+Redis, the load split over both fronts). The Python API figures are jobs/s of 64 clients in a
+closed loop (submit, wait for the end) in one process (for `redis-2`, two schedulers in that process);
+the REST figures are `wrk` at 64 connections on `POST /models/{model}/infer` (for `redis-2`, 32 on
+each daemon at once). At 1 client, the median latency of a job, and what Redis adds to it. On this
+2-core machine the point is the per-job overhead, not scaling: two daemons share the same cores.
+Redis runs on a unix socket with `appendfsync always` (the durability promise: every write on disk
+before its answer, as SQLite's `synchronous=FULL`); `redis-1-everysec` is one daemon on a Redis with
+`appendfsync everysec`, whose promise matches the SQLite journal's default `NORMAL` (a crash of the
+process loses nothing; a power loss may lose the last second).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from scripts.bench import ECHO_INPUT, MLP_ROW  # noqa: E402 - after the path is set
+from scripts.bench_rest import WRK, lua_script, parse_wrk, wrk_report  # noqa: E402
+from scripts.chaos import Daemon, free_port  # noqa: E402
+from scripts.redis_server import RedisServer  # noqa: E402
+
+INPUTS: dict[str, Any] = {"echo": ECHO_INPUT, "mlp": MLP_ROW}
+SETUPS = ("sqlite", "redis-1", "redis-2", "redis-1-everysec")
+
+
+def settings_for(setup: str, model: str, redis_url: str, host: str, folder: Path) -> Any:
+    from scheduler.settings import ModelConfig, Settings
+
+    return Settings(
+        journal_path=str(folder / f"{host}.db") if setup == "sqlite" else "",
+        cluster_url="" if setup == "sqlite" else redis_url,
+        cluster_name=f"bench-{int(time.time() * 1000)}",
+        cluster_host=host,
+        cpu_workers=1,
+        torch_threads=1,
+        log_level="warning",
+        render_enabled=False,
+        models=[ModelConfig(name=model, adapter=model)],
+    )
+
+
+async def api_run(
+    setup: str, model: str, clients: int, seconds: float, redis_url: str, folder: Path
+) -> float:
+    """Jobs/s of `clients` closed-loop clients through the Python API (one scheduler, or two)."""
+    from scheduler import JobRequest, Scheduler
+
+    hosts = ["a", "b"] if setup == "redis-2" else ["a"]
+    schedulers = [
+        Scheduler(
+            settings_for(setup, model, redis_url, host, folder),
+            environ={**os.environ, "MODELSCHED_FORCE_CPU": "1"},
+        )
+        for host in hosts
+    ]
+    for scheduler in schedulers:
+        await scheduler.start()
+        await scheduler.wait_ready(120)
+    try:
+        for scheduler in schedulers:
+            await scheduler.infer(model, INPUTS[model], timeout=60)
+        done = 0
+        stop_at = time.perf_counter() + seconds
+
+        async def client(index: int) -> None:
+            nonlocal done
+            scheduler = schedulers[index % len(schedulers)]
+            while time.perf_counter() < stop_at:
+                job_id = await scheduler.schedule_job(JobRequest(model=model, inputs=INPUTS[model]))
+                await scheduler.wait_for(job_id, 60)
+                done += 1
+
+        started = time.perf_counter()
+        await asyncio.gather(*(client(index) for index in range(clients)))
+        return done / (time.perf_counter() - started)
+    finally:
+        for scheduler in schedulers:
+            await scheduler.stop()
+
+
+async def api_latency(setup: str, model: str, jobs: int, redis_url: str, folder: Path) -> float:
+    """Median ms of one job (submit, wait for its end) at 1 client, one daemon."""
+    from scheduler import Scheduler
+
+    scheduler = Scheduler(
+        settings_for("redis-1" if setup == "redis-2" else setup, model, redis_url, "a", folder),
+        environ={**os.environ, "MODELSCHED_FORCE_CPU": "1"},
+    )
+    async with scheduler:
+        await scheduler.wait_ready(120)
+        await scheduler.infer(model, INPUTS[model], timeout=60)
+        times = []
+        for _ in range(jobs):
+            started = time.perf_counter()
+            await scheduler.infer(model, INPUTS[model], timeout=60)
+            times.append((time.perf_counter() - started) * 1000)
+    return statistics.median(times)
+
+
+@contextlib.contextmanager
+def daemons(setup: str, model: str, redis_url: str, folder: Path) -> Iterator[list[str]]:
+    count = 2 if setup == "redis-2" else 1
+    started: list[Daemon] = []
+    try:
+        for index in range(count):
+            home = folder / f"{setup}-{model}-{index}"
+            home.mkdir(parents=True, exist_ok=True)
+            env = {"MODELSCHED_LOG_LEVEL": "warning", "HF_HUB_OFFLINE": "1", "MODELSCHED_TORCH_THREADS": "1"}
+            if setup != "sqlite":
+                env |= {
+                    "MODELSCHED_CLUSTER_URL": redis_url,
+                    "MODELSCHED_CLUSTER_NAME": f"bench-{model}",
+                    "MODELSCHED_CLUSTER_HOST": f"h{index}",
+                }
+            daemon = Daemon(home, free_port(), 1, env)
+            daemon.start()
+            started.append(daemon)
+        urls = [f"http://127.0.0.1:{daemon.port}" for daemon in started]
+        for daemon, url in zip(started, urls, strict=True):
+            _wait_ready(daemon, url)
+        yield urls
+    finally:
+        for daemon in started:
+            daemon.stop(30)
+
+
+def _wait_ready(daemon: Daemon, url: str) -> None:
+    from scripts.bench_rest import _get_status, post_once
+
+    deadline = time.monotonic() + 180
+    while _get_status(f"{url}/readyz") != 200:
+        if daemon.process is not None and daemon.process.poll() is not None:
+            raise RuntimeError(f"the daemon exited:\n{daemon.log_tail()}")
+        if time.monotonic() > deadline:
+            raise RuntimeError("the daemon was not ready in time")
+        time.sleep(0.1)
+    post_once(f"{url}/models/echo/infer", {"inputs": ECHO_INPUT})
+
+
+def rest_run(urls: list[str], model: str, clients: int, seconds: float) -> dict[str, float]:
+    """wrk on every daemon at once, `clients` connections in all: requests/s summed, p50 of the first."""
+    lua = lua_script({"inputs": INPUTS[model]})
+    reports: list[str] = [""] * len(urls)
+
+    def drive(index: int) -> None:
+        url = f"{urls[index]}/models/{model}/infer"
+        reports[index] = wrk_report(url, lua, max(1, clients // len(urls)), seconds, 1)
+
+    threads = [threading.Thread(target=drive, args=(index,)) for index in range(len(urls))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    figures = [parse_wrk(report) for report in reports]
+    return {
+        "requests_per_s": sum(one["requests_per_s"] for one in figures),
+        "p50_ms": figures[0].get("p50_ms", 0.0),
+        "errors": sum(one["non_2xx"] + one["socket_errors"] for one in figures),
+    }
+
+
+def redis_command(url: str, *command: str) -> Any:
+    import redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        return client.execute_command(*command)
+    finally:
+        client.close()
+
+
+def run(models: list[str], seconds: float, clients: int, rest: bool) -> dict[str, Any]:
+    results: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-cluster-") as scratch:
+        folder = Path(scratch)
+        redis = RedisServer(folder)
+        redis.start()
+        lazy = RedisServer(folder / "everysec", appendfsync="everysec")
+        (folder / "everysec").mkdir()
+        lazy.start()
+        try:
+            for model in models:
+                for setup in SETUPS:
+                    url = lazy.url if setup.endswith("everysec") else redis.url
+                    row: dict[str, Any] = {}
+                    if setup != "sqlite":
+                        redis_command(url, "CONFIG", "RESETSTAT")
+                    row["api_jobs_per_s"] = round(
+                        asyncio.run(api_run(setup, model, clients, seconds, url, folder)), 1
+                    )
+                    if setup != "sqlite":  # what Redis spent in the job functions, per call
+                        stats = redis_command(url, "INFO", "commandstats")
+                        row["redis_us_per_fcall"] = stats.get("cmdstat_fcall", {}).get("usec_per_call")
+                    if setup != "redis-2":  # the latency of one job: one daemon
+                        row["api_p50_ms_1_client"] = round(
+                            asyncio.run(api_latency(setup, model, 200, url, folder)), 3
+                        )
+                    if rest and WRK is not None:
+                        with daemons(setup, model, url, folder) as urls:
+                            row["rest_64"] = rest_run(urls, model, clients, seconds)
+                            if setup != "redis-2":  # (the latency of one job: one daemon)
+                                row["rest_1"] = rest_run(urls[:1], model, 1, seconds)
+                    results[f"{model}/{setup}"] = row
+                    print(model, setup, json.dumps(row), flush=True)
+                base = results[f"{model}/sqlite"]
+                one = results[f"{model}/redis-1"]
+                results[f"{model}/ratios"] = {
+                    "api_redis1_vs_sqlite": round(one["api_jobs_per_s"] / base["api_jobs_per_s"], 3),
+                    "api_ms_added_1_client": round(
+                        one["api_p50_ms_1_client"] - base["api_p50_ms_1_client"], 3
+                    ),
+                }
+                if "rest_64" in one:
+                    results[f"{model}/ratios"] |= {
+                        "rest_redis1_vs_sqlite": round(
+                            one["rest_64"]["requests_per_s"] / base["rest_64"]["requests_per_s"], 3
+                        ),
+                        "rest_ms_added_1_client": round(
+                            one["rest_1"]["p50_ms"] - base["rest_1"]["p50_ms"], 3
+                        ),
+                    }
+        finally:
+            redis.stop()
+            lazy.stop()
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", default="echo,mlp")
+    parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--clients", type=int, default=64)
+    parser.add_argument("--no-rest", action="store_true")
+    parser.add_argument("--json")
+    args = parser.parse_args()
+    results = run(args.models.split(","), args.seconds, args.clients, not args.no_rest)
+    print(json.dumps(results, indent=2))
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
