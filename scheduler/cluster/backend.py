@@ -218,10 +218,15 @@ class ClusterBackend:
         """The end of a job this host held reached Redis (`written`: by this host): nothing to refresh."""
         self.held.pop(job.id, None)
 
-    def ended_elsewhere(self, job_id: str, why: str) -> None:
-        """Another host (a cancel, a deadline, a reclaim) ended or took back a job this host holds."""
+    def ended_elsewhere(self, job_id: str, why: str, entry: str | None = None) -> None:
+        """Another host (a cancel, a deadline, a reclaim) ended or took back a job this host holds. A
+        reclaim names the stream entry it took back: a job this host has claimed again since (a new
+        entry on the re-queue stream) is not dropped by the news of an earlier hold's reclaim."""
         job = self.table.get(job_id)
         if job is None or job.ended or job_id not in self.held:
+            return
+        if entry is not None and self.held[job_id][1].decode() != entry:
+            log.debug("job %s: a reclaim of its entry %s, not of this host's hold", job_id, entry)
             return
         log.info("job %s %s; this host drops it", job_id, why)
         self.endings.finish(job, JobStatus.CANCELLED, error=why, error_kind=ErrorKind.CANCELLED)

@@ -1,7 +1,7 @@
 """`Listener`: the cluster's pub/sub on this daemon. `ends:<host>` carries the id of each job whose end
 another host wrote and this one wants (it submitted the job, read it while it ran, or held it):
 waiters wake, a host drops a job ended elsewhere; an end this host wrote itself sends it nothing.
-`queued` carries the model of every job queued (back ends claim), `reclaimed` "id why" of every job
+`queued` carries the model of every job queued (back ends claim), `reclaimed` "id entry why" of every job
 taken back from a silent host. Pub/sub may drop messages (a reconnect): after one, `on_reconnect`
 runs, and waiters re-read their jobs."""
 
@@ -25,7 +25,7 @@ class Listener:
         host: str,
         on_end: Callable[[str], None],
         on_queued: Callable[[str], None],
-        on_reclaimed: Callable[[str, str], None],
+        on_reclaimed: Callable[[str, str, str], None],
         on_reconnect: Callable[[], None],
     ) -> None:
         self.store = store
@@ -75,5 +75,5 @@ class Listener:
         self.on_queued(data)
 
     def _reclaimed(self, data: str) -> None:
-        job_id, _, why = data.partition(" ")
-        self.on_reclaimed(job_id, why)
+        job_id, entry, why = (data.split(" ", 2) + ["", ""])[:3]
+        self.on_reclaimed(job_id, entry, why)

@@ -226,7 +226,7 @@ local function requeue(p, stream, entry, id, now, max_attempts, retention, why, 
   local new_entry = redis.call('XADD', again, '*', 'job', id)
   redis.call('HSET', jk, 'status', 'queued', 'host', '', 'stream', again, 'entry', new_entry)
   redis.call('PUBLISH', p .. 'queued', model)
-  redis.call('PUBLISH', p .. 'reclaimed', id .. ' ' .. why)
+  redis.call('PUBLISH', p .. 'reclaimed', id .. ' ' .. entry .. ' ' .. why)  -- the entry: whose hold it was
   return 1
 end
 

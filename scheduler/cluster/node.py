@@ -164,8 +164,8 @@ class Cluster:
     def _on_queued(self, model: str) -> None:
         self.backend.schedule_claim()
 
-    def _on_reclaimed(self, job_id: str, why: str) -> None:
-        self.backend.ended_elsewhere(job_id, f"taken back by the cluster ({why})")
+    def _on_reclaimed(self, job_id: str, entry: str, why: str) -> None:
+        self.backend.ended_elsewhere(job_id, f"taken back by the cluster ({why})", entry)
         self.backend.schedule_claim()
 
     def status(self) -> ClusterStatus:

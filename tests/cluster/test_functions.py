@@ -129,6 +129,9 @@ def test_reclaim_after_idle_and_refresh_keeps_a_live_hosts_jobs(redis_server: Re
         live = (await claim(store, "alive", {"echo": 1}))[0]
         await claim(store, "gone", {"echo": 1})
         stream, entry = await store.redis.hmget(f"{store.prefix}job:{live.id}", "stream", "entry")
+        (dead_entry,) = await store.redis.hmget(f"{store.prefix}job:dead", "entry")
+        pubsub = store.redis.pubsub(ignore_subscribe_messages=True)
+        await pubsub.subscribe(f"{store.prefix}reclaimed")
         deadline = time.monotonic() + 10
         reclaimed = 0
         while reclaimed == 0:  # "gone" never refreshes; "alive" does, as its heartbeat would
@@ -137,6 +140,12 @@ def test_reclaim_after_idle_and_refresh_keeps_a_live_hosts_jobs(redis_server: Re
             reclaimed = await store.call("reclaim", 300, repr(time.time()), 3, RETENTION, "")
             await asyncio.sleep(0.05)
         assert reclaimed == 1
+        # the news names the entry taken back: a host that has claimed the job again since keeps it
+        told = None
+        while told is None:  # None: the subscription's own confirmation, skipped
+            told = await asyncio.wait_for(pubsub.get_message(timeout=None), 5)
+        assert told["data"] == b"dead " + dead_entry + b" idle"
+        await pubsub.aclose()
         assert (await hash_of(store, "live"))["status"] == "processing"
         dead = await hash_of(store, "dead")
         assert dead["status"] == "queued" and dead["attempts"] == 1
