@@ -47,6 +47,7 @@ from scripts.bench_rest import (  # noqa: E402 - after the path is set
     lua_script,
     parse_wrk,
     post_once,
+    stop_daemon,
     wrk_report,
 )
 
@@ -151,14 +152,7 @@ def running_daemon(fronts: int, profile_path: Path | None = None, repo: Path = R
             time.sleep(0.1)
         yield Daemon(url, process, log_path)
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(60)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGKILL)
-                process.wait(10)
+        stop_daemon(process)
         shutil.rmtree(folder, ignore_errors=True)
 
 

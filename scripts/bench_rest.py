@@ -43,6 +43,18 @@ READY_TIMEOUT_S = 180.0
 _UNIT_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0, "h": 3_600_000.0}
 
 
+def stop_daemon(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM (the daemon drains), then SIGKILL to its process group after 60 s."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(60)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait(10)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -106,14 +118,7 @@ def running_daemon(preset: str = "dev") -> Iterator[str]:
             time.sleep(0.1)
         yield url
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(60)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGKILL)
-                process.wait(10)
+        stop_daemon(process)
         shutil.rmtree(journal_dir, ignore_errors=True)
 
 

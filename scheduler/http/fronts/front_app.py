@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import time
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs
 
 import msgspec
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from scheduler.core.jobs import JobRequest
 from scheduler.http.access_log import FORWARDED
@@ -39,7 +38,7 @@ from scheduler.http.auth import BearerAuth
 from scheduler.http.body import read_body
 from scheduler.http.fronts import protocol as wire
 from scheduler.http.problems import PROBLEM_JSON
-from scheduler.http.request_metrics import INFER_TEMPLATE, UNMATCHED
+from scheduler.http.request_metrics import INFER_TEMPLATE, UNMATCHED, RequestMetrics
 from scheduler.http.request_tally import RequestTally
 from scheduler.http.routers.jobs import job_request, submit_decoder
 from scheduler.http.schemas import InferResult
@@ -55,11 +54,13 @@ class FrontApp:
     def __init__(self, config: wire.FrontConfig, send_to_main: Outbox) -> None:
         self.send_to_main = send_to_main
         self.body_limit = config.max_body_bytes
-        self.auth = BearerAuth(self.serve, config.token) if config.token else None
         self.pending: dict[int, asyncio.Queue[wire.ToFront | None]] = {}
         self.request_ids = itertools.count(1)
         self.answered = 0
         self.tally = RequestTally()  # the requests answered here (not the forwarded ones)
+        # the main app's own check (the bearer token or the session cookie), inside the request count
+        checked = BearerAuth(self.serve, config.token) if config.token else self.serve
+        self.measured = RequestMetrics(checked, self.tally.observe, front_template)
 
     def deliver(self, message: wire.ToFront) -> None:
         if isinstance(message, wire.Stop):
@@ -84,25 +85,7 @@ class FrontApp:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
-        began = time.perf_counter()
-        status = 0
-
-        async def counted(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            if self.auth is not None:  # the main app's own check: the bearer token or the session cookie
-                await self.auth(scope, receive, counted)
-            else:
-                await self.serve(scope, receive, counted)
-        finally:
-            if status and not scope.get(FORWARDED):  # a forwarded request: the main process counts it
-                took_s = time.perf_counter() - began
-                route = hot_template(scope["method"], scope["path"], status)
-                self.tally.observe(route, scope["method"], status, took_s)
+        await self.measured(scope, receive, send)
 
     async def serve(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
@@ -249,10 +232,13 @@ def wait_of(scope: Scope) -> float:
     return wait
 
 
-def hot_template(method: str, path: str, status: int) -> str:
+def front_template(scope: Scope, status: int) -> str | None:
     """The route template of a request a front answers itself, as `RequestMetrics` names it in the
     main process: an infer path is always its template; any other refused before routing (401) is
-    `unmatched`."""
+    `unmatched`. None for a forwarded request: the main process counts it."""
+    if scope.get(FORWARDED):
+        return None
+    path: str = scope["path"]
     if path.startswith("/models/") and path.endswith("/infer") and path.count("/") == 3:
         return INFER_TEMPLATE
     if status == 401:
