@@ -97,7 +97,7 @@ class ClusterFront:
             raise NoFitError(f"model {job.model!r} cannot run in this cluster: {refusal}")
         direct = self.runs_here is not None and self.runs_here.reserve(job.model)
         try:
-            answer = await self.store.call(
+            answer = await self.store.batched(
                 "submit", *submit_args(job, self.host if direct else "", self.host)
             )
         finally:

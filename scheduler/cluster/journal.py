@@ -64,7 +64,7 @@ class RedisJournal:
     def record_ended(self, job: Job) -> asyncio.Future[None]:
         if not self.opened:
             raise JournalError("the cluster journal is closed")
-        written = self.store.call("finish", *finish_args(job, self.host, self.retention_s), retry=True)
+        written = self.store.batched("finish", *finish_args(job, self.host, self.retention_s), retry=True)
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
         def settled(call: asyncio.Future[object]) -> None:

@@ -81,6 +81,10 @@ end
 local function submit(keys, args)
   local p, id, model, prio = args[1], args[2], args[3], args[4]
   local idem = args[8]
+  if #args < 10 or id == '' or model == '' or (prio ~= '0' and prio ~= '1' and prio ~= '2')
+      or not tonumber(args[5]) or (args[7] ~= '' and not tonumber(args[7])) then -- nothing written
+    return redis.error_reply('submit: bad arguments for job ' .. tostring(id))
+  end
   if idem ~= '' then
     local ok = redis.call('SET', p .. 'key:' .. idem, id, 'NX')
     if not ok then
@@ -402,6 +406,37 @@ local function depth(keys, args)
   return out
 end
 
+-- many(p, function, n, arg, ..., n, arg, ...): the calls of one event-loop turn to one function
+-- (submit, finish, watch, attempts), each with its own n arguments after the prefix, in one FCALL: the
+-- call's own overhead (its parsing, dispatch and reply, its MULTI/EXEC in the append-only file) is paid
+-- once per turn instead of once per job. Each call runs as it would alone (its checks and writes, its
+-- answer); one that fails (a Lua error) answers an error and the others still run.
+-- -> one answer per call, in order
+local BATCHED = {submit = submit, finish = finish, watch = watch, attempts = attempts}
+local function many(keys, args)
+  local p, run = args[1], BATCHED[args[2]]
+  if run == nil then return redis.error_reply('many: no such grouped function: ' .. tostring(args[2])) end
+  local out = {}
+  local at = 3
+  while at <= #args do
+    local n = tonumber(args[at])
+    if n == nil or at + n > #args then
+      return redis.error_reply('many: a bad argument count at ' .. at .. ' (the calls before it ran)')
+    end
+    local call = {p}
+    for i = 1, n do call[i + 1] = args[at + i] end
+    local ok, answer = pcall(run, keys, call)
+    if ok then
+      out[#out + 1] = answer
+    else
+      out[#out + 1] = redis.error_reply(type(answer) == 'table' and tostring(answer.err) or tostring(answer))
+    end
+    at = at + n + 1
+  end
+  return out
+end
+
+redis.register_function('modelsched_many', many)
 redis.register_function('modelsched_submit', submit)
 redis.register_function('modelsched_claim', claim)
 redis.register_function('modelsched_finish', finish)

@@ -20,7 +20,7 @@ import logging
 import time
 from collections import deque
 from importlib import resources
-from typing import Any, NamedTuple, cast
+from typing import Any, NamedTuple, TypeVar, cast
 
 import hiredis
 import redis.asyncio as aioredis
@@ -47,6 +47,54 @@ class _Call(NamedTuple):
     command: tuple[Any, ...]
     future: asyncio.Future[Any]
     retry: bool
+
+
+class _Batch:
+    """The calls to one function made in one loop turn, sent as one `FCALL modelsched_many` (each
+    call's arguments after a count); its answer (one per call) settles each call's future."""
+
+    def __init__(self, function: str, retry: bool, loop: asyncio.AbstractEventLoop) -> None:
+        self.function = function
+        self.retry = retry
+        self.args: list[tuple[Any, ...]] = []
+        self.futures: list[asyncio.Future[Any]] = []
+        self.future: asyncio.Future[Any] = loop.create_future()  # the FCALL's
+        self.future.add_done_callback(self._settle)
+        self.sealed = False  # sent (or sending): later calls start another batch
+
+    def add(self, args: tuple[Any, ...], loop: asyncio.AbstractEventLoop) -> asyncio.Future[Any]:
+        future: asyncio.Future[Any] = loop.create_future()
+        self.args.append(args)
+        self.futures.append(future)
+        return future
+
+    def as_call(self, prefix: str) -> _Call:
+        self.sealed = True
+        command: list[Any] = ["FCALL", "modelsched_many", 0, prefix, self.function]
+        for args in self.args:
+            command.append(len(args))
+            command.extend(args)
+        return _Call(tuple(command), self.future, self.retry)
+
+    def _settle(self, done: asyncio.Future[Any]) -> None:
+        self.sealed = True
+        error = JournalError("the cluster call was cancelled") if done.cancelled() else done.exception()
+        answers: list[Any] = [] if error is not None else done.result()
+        if error is None and len(answers) != len(self.futures):
+            error = JournalError(f"{self.function}: {len(answers)} answers for {len(self.futures)} calls")
+        for index, future in enumerate(self.futures):
+            if future.done():
+                continue
+            answer = answers[index] if error is None else None
+            if error is not None:
+                future.set_exception(error)
+            elif isinstance(answer, hiredis.ReplyError):
+                future.set_exception(JournalError(f"{self.function}: {answer}"))
+            else:
+                future.set_result(answer)
+
+
+_Held = TypeVar("_Held", bound=_Call | _Batch)  # a call, or a turn's batch of calls waiting to be sent
 
 
 class _Link(asyncio.Protocol):
@@ -106,7 +154,8 @@ class ClusterStore:
         self.down_since: float | None = None
         self.round_trips = 0  # writes
         self.calls = 0
-        self._pending: list[_Call] = []
+        self._pending: list[_Call | _Batch] = []
+        self._batches: dict[tuple[str, bool], _Batch] = {}  # this turn's open batch per function
         self._link: _Link | None = None
         self._connecting: asyncio.Task[None] | None = None
         self._watchdog: asyncio.TimerHandle | None = None
@@ -146,6 +195,30 @@ class ClusterStore:
     def call(self, function: str, *args: Any, retry: bool = False) -> asyncio.Future[Any]:
         """`FCALL modelsched_<function> 0 <prefix> *args`, sent with the rest of this loop turn's calls."""
         return self.command("FCALL", f"modelsched_{function}", 0, self.prefix, *args, retry=retry)
+
+    def batched(self, function: str, *args: Any, retry: bool = False) -> asyncio.Future[Any]:
+        """`modelsched_<function>(prefix, *args)` as `call` does, but run with the rest of this loop
+        turn's calls to `function` in one `FCALL modelsched_many` (each call atomic on its own, with
+        its own answer). A batch of `EAGER_CALLS` calls is written at once."""
+        loop = asyncio.get_running_loop()
+        if self._closed:
+            future: asyncio.Future[Any] = loop.create_future()
+            future.set_exception(JournalError("the cluster connection is closed"))
+            return future
+        key = (function, retry)
+        batch = self._batches.get(key)
+        if batch is None or batch.sealed or batch.future.done():
+            batch = self._batches[key] = _Batch(function, retry, loop)
+            self._pending.append(batch)
+            if not self._send_scheduled:
+                self._send_scheduled = True
+                loop.call_soon(self._send)
+        future = batch.add(args, loop)
+        if len(batch.args) >= EAGER_CALLS:
+            batch.sealed = True
+            del self._batches[key]
+            self._send()
+        return future
 
     def command(self, *command: Any, retry: bool = False) -> asyncio.Future[Any]:
         """Any command (a read: `HGETALL`), sent with the rest of this loop turn's calls."""
@@ -190,7 +263,9 @@ class ClusterStore:
             if self._connecting is None:
                 self._connecting = asyncio.get_running_loop().create_task(self._connect())
             return
-        batch, self._pending = self._pending, []
+        batch = [one if isinstance(one, _Call) else one.as_call(self.prefix) for one in self._pending]
+        self._pending = []
+        self._batches.clear()
         self._link.send(batch)
         self.round_trips += 1
         self.calls += len(batch)
@@ -252,7 +327,7 @@ class ClusterStore:
         if self._pending and self._connecting is None:
             self._connecting = asyncio.get_running_loop().create_task(self._connect(RETRY_S))
 
-    def _fail(self, calls: list[_Call]) -> list[_Call]:
+    def _fail(self, calls: list[_Held]) -> list[_Held]:
         """Fail the calls that are not held for Redis (in place, for `_pending`); the held ones."""
         held = [call for call in calls if call.retry and not call.future.done()]
         for call in calls:
