@@ -67,7 +67,8 @@ class ClusterBackend:
         self.endings = endings
         self.cold_claim_delay_ms = cold_claim_delay_ms
         self.max_models_per_worker = max_models_per_worker
-        self.held: dict[str, tuple[bytes, bytes]] = {}  # job id -> its (stream, entry), refreshed by beats
+        # job id -> its (stream, entry), refreshed by beats (entry b"": held where submitted, no entry)
+        self.held: dict[str, tuple[bytes, bytes]] = {}
         self.enabled = False
         self.claims = 0
         self.claimed = 0
@@ -255,8 +256,10 @@ class ClusterBackend:
             workers=len(workers),
         )
 
-    def refresh_args(self) -> list[bytes]:
-        args: list[bytes] = []
-        for stream, entry in self.held.values():
-            args += [stream, entry]
+    def refresh_args(self) -> list[bytes | str]:
+        """`modelsched_refresh`'s (stream, entry, job id) of every job held here (entry b"": a job
+        held where it was submitted, without a stream entry)."""
+        args: list[bytes | str] = []
+        for job_id, (stream, entry) in self.held.items():
+            args += [stream, entry, job_id]
         return args

@@ -15,6 +15,18 @@ local function stream_of(p, model, level)
   return p .. 'q:' .. model .. ':' .. level
 end
 
+-- a job run where it was submitted (`submit` with a host that has room) has no stream entry: it is a
+-- member of the sorted set beside its stream (`<stream>:held`), scored by when its host last said it
+-- holds it (Redis's clock, ms). The heartbeat's refresh raises the score; a reclaim takes members idle
+-- past `reclaim_idle_s`, as XAUTOCLAIM takes a stream's pending entries. (Four stream commands a job
+-- fewer: its XADD, the XREADGROUP that held it, the XACK and XDEL of its end.)
+local function held_of(stream) return stream .. ':held' end
+
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
 local function ensure_group(stream)
   local ok = pcall(redis.call, 'XGROUP', 'CREATE', stream, GROUP, '0', 'MKSTREAM')
   return ok
@@ -42,8 +54,11 @@ local function write_end(p, id, status, now, fields, retention, writer, known)
   if known.stream ~= '' and known.entry ~= '' then
     redis.call('XACK', known.stream, GROUP, known.entry)
     redis.call('XDEL', known.stream, known.entry)
+    redis.call('HSET', jk, 'status', status, 'ended_at', now, 'entry', '', unpack(fields))
+  else
+    if known.stream ~= '' and known.host ~= '' then redis.call('ZREM', held_of(known.stream), id) end
+    redis.call('HSET', jk, 'status', status, 'ended_at', now, unpack(fields))
   end
-  redis.call('HSET', jk, 'status', status, 'ended_at', now, 'entry', '', unpack(fields))
   if retention > 0 then
     redis.call('EXPIRE', jk, retention)
     if known.idem ~= '' then redis.call('EXPIRE', p .. 'key:' .. known.idem, retention) end
@@ -75,9 +90,10 @@ local function waiting_before(p, model, prio)
 end
 
 -- submit(p, id, model, priority, created_at, timeout_s, deadline, idem, inputs, callback_url, host,
--- submitter) -> {1, id} new, {1, id, stream, entry} new and held by `host` at once (the submitting host has room
--- for it and nothing of its model waits before it: no claim round trip), or {0, existing id} when the
--- idempotency key named an earlier job
+-- submitter) -> {1, id} new, {1, id, stream, ''} new and held by `host` at once (the submitting host has
+-- room for it and nothing of its model waits before it: no claim round trip, no stream entry: a member
+-- of `<stream>:held`), or {0, existing id} when the idempotency key named an earlier job. Fields with
+-- no value are not written (a missing field reads as empty).
 local function submit(keys, args)
   local p, id, model, prio = args[1], args[2], args[3], args[4]
   local idem = args[8]
@@ -100,21 +116,32 @@ local function submit(keys, args)
   end
   local host = args[11] or ''
   local direct = host ~= '' and not waiting_before(p, model, prio)
-  local entry = redis.call('XADD', stream, '*', 'job', id)
-  local status, holder, started = 'queued', '', ''
-  if direct then -- nothing else waits in its stream: the next undelivered entry is this one
-    local read = redis.call('XREADGROUP', 'GROUP', GROUP, host, 'COUNT', 1, 'STREAMS', stream, '>')
-    if read and #read > 0 and read[1][2][1][1] == entry then
-      status, holder, started = 'processing', host, args[5]
+  local fields = {'id', id, 'model', model, 'priority', prio, 'created_at', args[5], 'attempts', 0,
+    'stream', stream, 'inputs', args[9]}
+  local function put(name, value)
+    if value ~= nil and value ~= '' then
+      fields[#fields + 1] = name
+      fields[#fields + 1] = value
     end
   end
-  redis.call('HSET', p .. 'job:' .. id, 'id', id, 'model', model, 'status', status, 'priority', prio,
-    'created_at', args[5], 'timeout_s', args[6], 'deadline', args[7], 'idem', idem, 'inputs', args[9],
-    'callback_url', args[10], 'attempts', 0, 'stream', stream, 'entry', entry, 'host', holder,
-    'started_at', started, 'watchers', args[12] or '')
+  put('timeout_s', args[6])
+  put('deadline', args[7])
+  put('idem', idem)
+  put('callback_url', args[10])
+  put('watchers', args[12])
+  if direct then -- nothing of its model waits at its priority or before it: `host` runs it now
+    redis.call('ZADD', held_of(stream), now_ms(), id)
+    put('status', 'processing')
+    put('host', host)
+    put('started_at', args[5])
+  else
+    put('status', 'queued')
+    put('entry', redis.call('XADD', stream, '*', 'job', id))
+  end
+  redis.call('HSET', p .. 'job:' .. id, unpack(fields))
   if args[7] ~= '' then redis.call('ZADD', p .. 'deadlines', args[7], id) end
   redis.call('ZADD', p .. 'jobs', 0, id) -- every job's id, in id (creation) order: the job list's index
-  if status == 'processing' then return {1, id, stream, entry} end
+  if direct then return {1, id, stream, ''} end
   redis.call('PUBLISH', p .. 'queued', model)
   return {1, id}
 end
@@ -213,9 +240,14 @@ end
 
 -- a held job whose host is gone (or restarted): its entry goes; it is queued again on the re-queue
 -- stream with one attempt more, or ends as poison at `max_attempts`
+-- (`entry` '': a job held where it was submitted, a member of `<stream>:held`)
 local function requeue(p, stream, entry, id, now, max_attempts, retention, why, penalize)
-  redis.call('XACK', stream, GROUP, entry)
-  redis.call('XDEL', stream, entry)
+  if entry ~= '' then
+    redis.call('XACK', stream, GROUP, entry)
+    redis.call('XDEL', stream, entry)
+  else
+    redis.call('ZREM', held_of(stream), id)
+  end
   local jk = p .. 'job:' .. id
   local status, model = unpack(redis.call('HMGET', jk, 'status', 'model'))
   if status ~= 'processing' and status ~= 'queued' then return 0 end
@@ -230,13 +262,13 @@ local function requeue(p, stream, entry, id, now, max_attempts, retention, why, 
   local new_entry = redis.call('XADD', again, '*', 'job', id)
   redis.call('HSET', jk, 'status', 'queued', 'host', '', 'stream', again, 'entry', new_entry)
   redis.call('PUBLISH', p .. 'queued', model)
-  redis.call('PUBLISH', p .. 'reclaimed', id .. ' ' .. entry .. ' ' .. why)  -- the entry: whose hold it was
+  redis.call('PUBLISH', p .. 'reclaimed', id .. ' ' .. entry .. ' ' .. why)  -- the entry ('': a direct hold): whose hold it was
   return 1
 end
 
--- reclaim(p, idle_ms, now, max_attempts, retention, consumer, penalize): entries idle past `idle_ms`
--- (any host's), or every entry `consumer` holds (a restarted host's old identity; a host that stops
--- hands its jobs back with penalize 0: no attempt counted) -> jobs re-queued or ended
+-- reclaim(p, idle_ms, now, max_attempts, retention, consumer, penalize): entries and direct holds idle
+-- past `idle_ms` (any host's), or every one `consumer` holds (a restarted host's old identity; a host
+-- that stops hands its jobs back with penalize 0: no attempt counted) -> jobs re-queued or ended
 local function reclaim(keys, args)
   local p, idle, now = args[1], tonumber(args[2]), args[3]
   local max_attempts, retention, consumer = tonumber(args[4]), tonumber(args[5]), args[6]
@@ -262,6 +294,18 @@ local function reclaim(keys, args)
             consumer ~= '' and 'restart' or 'idle', penalize)
         else
           redis.call('XACK', stream, GROUP, entry)
+        end
+      end
+      local held = held_of(stream)
+      if consumer ~= '' then
+        for _, id in ipairs(redis.call('ZRANGE', held, 0, -1)) do
+          if redis.call('HGET', p .. 'job:' .. id, 'host') == consumer then
+            count = count + requeue(p, stream, '', id, now, max_attempts, retention, 'restart', penalize)
+          end
+        end
+      elseif redis.call('EXISTS', held) == 1 then
+        for _, id in ipairs(redis.call('ZRANGEBYSCORE', held, '-inf', now_ms() - idle, 'LIMIT', 0, 1000)) do
+          count = count + requeue(p, stream, '', id, now, max_attempts, retention, 'idle', penalize)
         end
       end
     end
@@ -295,14 +339,20 @@ local function attempts(keys, args)
   return 1
 end
 
--- refresh(p, host, stream, entry, stream, entry, ...): the held entries' idle time back to 0 (XCLAIM
--- JUSTID counts no delivery); an entry no longer pending (reclaimed, ended) is left alone -> how many
+-- refresh(p, host, stream, entry, id, stream, entry, id, ...): the held entries' idle time back to 0
+-- (XCLAIM JUSTID counts no delivery), and the direct holds' (entry ''); one no longer held (reclaimed,
+-- ended) is left alone -> how many
 local function refresh(keys, args)
   local p, host = args[1], args[2]
   local count = 0
-  for i = 3, #args, 2 do
-    local done = redis.call('XCLAIM', args[i], GROUP, host, 0, args[i + 1], 'JUSTID')
-    count = count + #done
+  local now = nil
+  for i = 3, #args, 3 do
+    if args[i + 1] ~= '' then
+      count = count + #redis.call('XCLAIM', args[i], GROUP, host, 0, args[i + 1], 'JUSTID')
+    else
+      now = now or now_ms()
+      count = count + redis.call('ZADD', held_of(args[i]), 'XX', 'CH', now, args[i + 2])
+    end
   end
   return count
 end
@@ -397,10 +447,11 @@ local function depth(keys, args)
       local stream = stream_of(p, model, level)
       local length = redis.call('XLEN', stream)
       local held = redis.call('XPENDING', stream, GROUP)[1]
+      local direct = redis.call('ZCARD', held_of(stream))
       out[#out + 1] = model
       out[#out + 1] = level
       out[#out + 1] = length - held
-      out[#out + 1] = held
+      out[#out + 1] = held + direct
     end
   end
   return out

@@ -55,7 +55,8 @@ def submit_args(job: Job, host: str = "", submitter: str = "") -> tuple[Any, ...
 
 
 def finish_args(job: Job, host: str, retention_s: float) -> tuple[Any, ...]:
-    """`modelsched_finish`'s arguments after the prefix: the end as the job's host saw it."""
+    """`modelsched_finish`'s arguments after the prefix: the end as the job's host saw it (fields
+    without a value are left out: they were never written before the end, and missing reads as empty)."""
     fields: list[Any] = [
         "result",
         _encoder.encode(job.result),
@@ -73,7 +74,8 @@ def finish_args(job: Job, host: str, retention_s: float) -> tuple[Any, ...]:
         job.attempts,
     ]
     ended_at = job.ended_at if job.ended_at is not None else time.time()
-    return (job.id, host, job.status.value, repr(ended_at), int(retention_s), *fields)
+    written = [item for pair in zip(fields[::2], fields[1::2], strict=True) if pair[1] != "" for item in pair]
+    return (job.id, host, job.status.value, repr(ended_at), int(retention_s), *written)
 
 
 def page_args(

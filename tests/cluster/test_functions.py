@@ -136,7 +136,7 @@ def test_reclaim_after_idle_and_refresh_keeps_a_live_hosts_jobs(redis_server: Re
         reclaimed = 0
         while reclaimed == 0:  # "gone" never refreshes; "alive" does, as its heartbeat would
             assert time.monotonic() < deadline, "nothing reclaimed"
-            assert await store.call("refresh", "alive", stream, entry) == 1
+            assert await store.call("refresh", "alive", stream, entry, "live") == 1
             reclaimed = await store.call("reclaim", 300, repr(time.time()), 3, RETENTION, "")
             await asyncio.sleep(0.05)
         assert reclaimed == 1
