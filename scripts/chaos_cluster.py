@@ -190,7 +190,8 @@ class ClusterChaos:
             job.first_end = view
 
     async def _held(self, victim: int) -> list[bytes]:
-        """The jobs the frozen daemon holds (its pending entries), into `held_by_killed`."""
+        """The jobs the frozen daemon holds (its pending entries, and its direct holds: the members of
+        `<stream>:held` whose host it is), into `held_by_killed`."""
         self.dead.add(victim)  # no client sends it anything from now on
         client = aioredis.from_url(self.redis.url)
         try:
@@ -206,6 +207,12 @@ class ClusterChaos:
                         found = await client.xrange(stream, entry["message_id"], entry["message_id"])
                         if found:
                             self.held_by_killed.add(found[0][1][b"job"].decode())
+                    for job_id in await client.zrange(stream + ":held", 0, -1):  # run where submitted
+                        if (
+                            await client.hget(PREFIX + "job:" + job_id.decode(), "host")
+                            == f"host{victim}".encode()
+                        ):
+                            self.held_by_killed.add(job_id.decode())
         finally:
             await client.aclose()
         return models

@@ -47,6 +47,9 @@ class Hosts:
     def __init__(self, interval_s: float) -> None:
         self.interval_s = interval_s
         self.known: dict[str, HostInfo] = {}
+        # `refusal`'s answers (every submission asks), good until a live host's beat grows too old
+        self._refusals: dict[str, str | None] = {}
+        self._refusals_until = 0.0
 
     def update(self, raw: dict[bytes, bytes]) -> None:
         known: dict[str, HostInfo] = {}
@@ -57,6 +60,7 @@ class Hosts:
                 continue
             known[info.host] = info
         self.known = known
+        self._refusals_until = 0.0
 
     def live(self, now: float | None = None) -> list[HostInfo]:
         now = time.time() if now is None else now
@@ -76,8 +80,18 @@ class Hosts:
         return {name for name in models if name in warm}
 
     def refusal(self, model: str) -> str | None:
-        """Why no live host can run `model`, or None."""
-        live = self.live()
+        """Why no live host can run `model`, or None (remembered until the heartbeats change or a live
+        host's last one grows too old)."""
+        now = time.time()
+        if now >= self._refusals_until:
+            self._refusals.clear()
+            window = self.live_window_s
+            self._refusals_until = min((info.at + window for info in self.live(now)), default=now + 0.1)
+        if model not in self._refusals:
+            self._refusals[model] = self._refusal(model, self.live(now))
+        return self._refusals[model]
+
+    def _refusal(self, model: str, live: list[HostInfo]) -> str | None:
         if any(model in info.fits for info in live):
             return None
         if not live:

@@ -64,11 +64,10 @@ class RedisJournal:
     def record_ended(self, job: Job) -> asyncio.Future[None]:
         if not self.opened:
             raise JournalError("the cluster journal is closed")
-        written = self.store.batched("finish", *finish_args(job, self.host, self.retention_s), retry=True)
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
-        def settled(call: asyncio.Future[object]) -> None:
-            ok = not call.cancelled() and call.exception() is None and call.result() == 1
+        def settled(answer: object, error: BaseException | None) -> None:
+            ok = error is None and answer == 1
             if ok:
                 self.ends_written += 1
             else:
@@ -79,7 +78,7 @@ class RedisJournal:
             if not done.done():
                 done.set_result(None)
 
-        written.add_done_callback(settled)
+        self.store.batched_then("finish", settled, *finish_args(job, self.host, self.retention_s), retry=True)
         return done
 
     def record_attempts(self, job: Job) -> None:

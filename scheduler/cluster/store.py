@@ -19,6 +19,7 @@ import asyncio
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from importlib import resources
 from typing import Any, NamedTuple, TypeVar, cast
 
@@ -49,6 +50,9 @@ class _Call(NamedTuple):
     retry: bool
 
 
+Told = Callable[[Any, BaseException | None], None]  # a grouped call's answer, or why it has none
+
+
 class _Batch:
     """The calls to one function made in one loop turn, sent as one `FCALL modelsched_many` (each
     call's arguments after a count); its answer (one per call) settles each call's future."""
@@ -57,16 +61,14 @@ class _Batch:
         self.function = function
         self.retry = retry
         self.args: list[tuple[Any, ...]] = []
-        self.futures: list[asyncio.Future[Any]] = []
+        self.futures: list[asyncio.Future[Any] | Told] = []  # each call's future, or its callback
         self.future: asyncio.Future[Any] = loop.create_future()  # the FCALL's
         self.future.add_done_callback(self._settle)
         self.sealed = False  # sent (or sending): later calls start another batch
 
-    def add(self, args: tuple[Any, ...], loop: asyncio.AbstractEventLoop) -> asyncio.Future[Any]:
-        future: asyncio.Future[Any] = loop.create_future()
+    def add(self, args: tuple[Any, ...], told: asyncio.Future[Any] | Told) -> None:
         self.args.append(args)
-        self.futures.append(future)
-        return future
+        self.futures.append(told)
 
     def as_call(self, prefix: str) -> _Call:
         self.sealed = True
@@ -83,13 +85,19 @@ class _Batch:
         if error is None and len(answers) != len(self.futures):
             error = JournalError(f"{self.function}: {len(answers)} answers for {len(self.futures)} calls")
         for index, future in enumerate(self.futures):
-            if future.done():
-                continue
             answer = answers[index] if error is None else None
-            if error is not None:
-                future.set_exception(error)
-            elif isinstance(answer, hiredis.ReplyError):
-                future.set_exception(JournalError(f"{self.function}: {answer}"))
+            failed: BaseException | None = error
+            if isinstance(answer, hiredis.ReplyError):
+                answer, failed = None, JournalError(f"{self.function}: {answer}")
+            if not isinstance(future, asyncio.Future):
+                try:
+                    future(answer, failed)
+                except Exception:  # one caller's bug must not keep the others' answers from them
+                    log.exception("a grouped %s call's callback failed", self.function)
+            elif future.done():
+                continue
+            elif failed is not None:
+                future.set_exception(failed)
             else:
                 future.set_result(answer)
 
@@ -200,11 +208,23 @@ class ClusterStore:
         """`modelsched_<function>(prefix, *args)` as `call` does, but run with the rest of this loop
         turn's calls to `function` in one `FCALL modelsched_many` (each call atomic on its own, with
         its own answer). A batch of `EAGER_CALLS` calls is written at once."""
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.batched_then(function, future, *args, retry=retry)
+        return future
+
+    def batched_then(
+        self, function: str, told: asyncio.Future[Any] | Told, *args: Any, retry: bool = False
+    ) -> None:
+        """`batched`, its answer set on the future `told` or passed to the callback `told(answer,
+        error)` (called as the answers are read: no future, no loop turn more per call)."""
         loop = asyncio.get_running_loop()
         if self._closed:
-            future: asyncio.Future[Any] = loop.create_future()
-            future.set_exception(JournalError("the cluster connection is closed"))
-            return future
+            error = JournalError("the cluster connection is closed")
+            if isinstance(told, asyncio.Future):
+                told.set_exception(error)
+            else:
+                loop.call_soon(told, None, error)
+            return
         key = (function, retry)
         batch = self._batches.get(key)
         if batch is None or batch.sealed or batch.future.done():
@@ -213,12 +233,11 @@ class ClusterStore:
             if not self._send_scheduled:
                 self._send_scheduled = True
                 loop.call_soon(self._send)
-        future = batch.add(args, loop)
+        batch.add(args, told)
         if len(batch.args) >= EAGER_CALLS:
             batch.sealed = True
             del self._batches[key]
             self._send()
-        return future
 
     def command(self, *command: Any, retry: bool = False) -> asyncio.Future[Any]:
         """Any command (a read: `HGETALL`), sent with the rest of this loop turn's calls."""
