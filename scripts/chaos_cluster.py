@@ -251,7 +251,8 @@ class ClusterChaos:
                     continue
                 data = message["data"].decode()
                 if message["channel"] == (PREFIX + "ends").encode():
-                    self.end_counts[data] += 1
+                    for job_id in data.split(" "):  # (a grouped call's ends come in one message)
+                        self.end_counts[job_id] += 1
                 else:
                     job_id, _, why = data.partition(" ")
                     self.reclaimed[job_id] = why

@@ -22,9 +22,17 @@ end
 -- fewer: its XADD, the XREADGROUP that held it, the XACK and XDEL of its end.)
 local function held_of(stream) return stream .. ':held' end
 
+-- what one `many` call learns once for all of its calls (nil outside one): Redis's clock, the models
+-- whose streams exist, whether jobs of a model wait before a priority (forgotten when a call queues a
+-- job), and the ids of the ends written, told on `ends` in one message when the call is done
+local turn = nil
+
 local function now_ms()
+  if turn and turn.clock then return turn.clock end
   local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  if turn then turn.clock = ms end
+  return ms
 end
 
 local function ensure_group(stream)
@@ -64,7 +72,7 @@ local function write_end(p, id, status, now, fields, retention, writer, known)
     if known.idem ~= '' then redis.call('EXPIRE', p .. 'key:' .. known.idem, retention) end
   end
   if known.deadline ~= '' then redis.call('ZREM', p .. 'deadlines', id) end
-  redis.call('PUBLISH', p .. 'ends', id)
+  if turn then turn.ends[#turn.ends + 1] = id else redis.call('PUBLISH', p .. 'ends', id) end
   local told = {[writer] = true, [''] = true}
   if not told[known.host] then
     redis.call('PUBLISH', p .. 'ends:' .. known.host, id)
@@ -80,13 +88,20 @@ end
 
 -- jobs of `model` not delivered yet at `prio` or before it (the re-queue stream first)
 local function waiting_before(p, model, prio)
+  local key = model .. ' ' .. prio
+  if turn and turn.waiting[key] ~= nil then return turn.waiting[key] end
+  local waiting = false
   for _, level in ipairs(LEVELS) do
     local stream = stream_of(p, model, level)
     local length = redis.call('XLEN', stream)
-    if length > 0 and length > redis.call('XPENDING', stream, GROUP)[1] then return true end
+    if length > 0 and length > redis.call('XPENDING', stream, GROUP)[1] then
+      waiting = true
+      break
+    end
     if level == prio then break end
   end
-  return false
+  if turn then turn.waiting[key] = waiting end
+  return waiting
 end
 
 -- submit(p, id, model, priority, created_at, timeout_s, deadline, idem, inputs, callback_url, host,
@@ -110,10 +125,11 @@ local function submit(keys, args)
     end
   end
   local stream = stream_of(p, model, prio)
-  if redis.call('SISMEMBER', p .. 'models', model) == 0 then
+  if not (turn and turn.models[model]) and redis.call('SISMEMBER', p .. 'models', model) == 0 then
     for _, level in ipairs(LEVELS) do ensure_group(stream_of(p, model, level)) end
     redis.call('SADD', p .. 'models', model)
   end
+  if turn then turn.models[model] = true end
   local host = args[11] or ''
   local direct = host ~= '' and not waiting_before(p, model, prio)
   local fields = {'id', id, 'model', model, 'priority', prio, 'created_at', args[5], 'attempts', 0,
@@ -137,6 +153,7 @@ local function submit(keys, args)
   else
     put('status', 'queued')
     put('entry', redis.call('XADD', stream, '*', 'job', id))
+    if turn then turn.waiting = {} end -- a job waits now: what waits before which priority is read again
   end
   redis.call('HSET', p .. 'job:' .. id, unpack(fields))
   if args[7] ~= '' then redis.call('ZADD', p .. 'deadlines', args[7], id) end
@@ -461,7 +478,9 @@ end
 -- (submit, finish, watch, attempts), each with its own n arguments after the prefix, in one FCALL: the
 -- call's own overhead (its parsing, dispatch and reply, its MULTI/EXEC in the append-only file) is paid
 -- once per turn instead of once per job. Each call runs as it would alone (its checks and writes, its
--- answer); one that fails (a Lua error) answers an error and the others still run.
+-- answer); one that fails (a Lua error) answers an error and the others still run. What every call
+-- would read alike is read once (`turn`), and the ends written are told on `ends` in one message
+-- (ids separated by spaces).
 -- -> one answer per call, in order
 local BATCHED = {submit = submit, finish = finish, watch = watch, attempts = attempts}
 local function many(keys, args)
@@ -469,10 +488,12 @@ local function many(keys, args)
   if run == nil then return redis.error_reply('many: no such grouped function: ' .. tostring(args[2])) end
   local out = {}
   local at = 3
+  turn = {models = {}, waiting = {}, ends = {}}
   while at <= #args do
     local n = tonumber(args[at])
     if n == nil or at + n > #args then
-      return redis.error_reply('many: a bad argument count at ' .. at .. ' (the calls before it ran)')
+      out = redis.error_reply('many: a bad argument count at ' .. at .. ' (the calls before it ran)')
+      break
     end
     local call = {p}
     for i = 1, n do call[i + 1] = args[at + i] end
@@ -484,19 +505,31 @@ local function many(keys, args)
     end
     at = at + n + 1
   end
+  local ends = turn.ends
+  turn = nil
+  if #ends > 0 then redis.call('PUBLISH', p .. 'ends', table.concat(ends, ' ')) end
   return out
 end
 
+-- a function called on its own: no `many` call's knowledge applies (one cut short by an error or a
+-- kill would otherwise leave it behind)
+local function alone(fn)
+  return function(keys, args)
+    turn = nil
+    return fn(keys, args)
+  end
+end
+
 redis.register_function('modelsched_many', many)
-redis.register_function('modelsched_submit', submit)
-redis.register_function('modelsched_claim', claim)
-redis.register_function('modelsched_finish', finish)
-redis.register_function('modelsched_cancel', cancel)
-redis.register_function('modelsched_reclaim', reclaim)
-redis.register_function('modelsched_refresh', refresh)
-redis.register_function('modelsched_attempts', attempts)
-redis.register_function('modelsched_expire', expire)
-redis.register_function('modelsched_jobs', jobs)
-redis.register_function('modelsched_watch', watch)
-redis.register_function('modelsched_sweep', sweep)
-redis.register_function{function_name = 'modelsched_depth', callback = depth, flags = {'no-writes'}}
+redis.register_function('modelsched_submit', alone(submit))
+redis.register_function('modelsched_claim', alone(claim))
+redis.register_function('modelsched_finish', alone(finish))
+redis.register_function('modelsched_cancel', alone(cancel))
+redis.register_function('modelsched_reclaim', alone(reclaim))
+redis.register_function('modelsched_refresh', alone(refresh))
+redis.register_function('modelsched_attempts', alone(attempts))
+redis.register_function('modelsched_expire', alone(expire))
+redis.register_function('modelsched_jobs', alone(jobs))
+redis.register_function('modelsched_watch', alone(watch))
+redis.register_function('modelsched_sweep', alone(sweep))
+redis.register_function{function_name = 'modelsched_depth', callback = alone(depth), flags = {'no-writes'}}

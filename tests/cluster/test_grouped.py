@@ -147,3 +147,45 @@ def test_a_direct_hold_only_when_nothing_waits_before_it(
         assert view["status"] == ("queued" if priority_waiting else "processing")
 
     run(redis_server, body)
+
+
+def test_a_grouped_submit_sees_the_jobs_its_earlier_calls_queued(redis_server: RedisServer) -> None:
+    async def body(store: ClusterStore) -> None:
+        hosts = ["h", "h", "", "h", "h"]  # the third is queued (no room here): those after it wait behind it
+        calls = [
+            store.batched("submit", *submit_args(job(f"j{index}"), host, "h"))
+            for index, host in enumerate(hosts)
+        ]
+        answers = [list(one) for one in await asyncio.gather(*calls)]
+        assert [len(one) == 4 for one in answers] == [True, True, False, False, False]
+        assert await depth(store) == (3, 2)
+        # a call on its own after a grouped one knows nothing of it (a new model gets its streams)
+        assert await submit(store, job("m", model="mlp")) == (1, "m")
+        assert [one.id for one in await claim(store, "h", {"mlp": 1})] == ["m"]
+
+    run(redis_server, body)
+
+
+def test_a_grouped_finish_tells_its_ends_in_one_message(redis_server: RedisServer) -> None:
+    async def body(store: ClusterStore) -> None:
+        jobs = [job(name) for name in ("e1", "e2", "e3")]
+        for one in jobs:
+            await store.call("submit", *submit_args(one, "h", "h"))
+        pubsub = store.redis.pubsub()
+        await pubsub.subscribe(f"{store.prefix}ends")
+        confirmed = await pubsub.get_message(timeout=5)
+        assert confirmed is not None and confirmed["type"] == "subscribe"
+        written = await asyncio.gather(
+            *(store.batched("finish", *finish_args(ended(one), "h", RETENTION)) for one in jobs[:2])
+        )
+        assert written == [1, 1]
+        await store.call("cancel", "e3", repr(time.time()), RETENTION)  # on its own: its own message
+        heard: list[bytes] = []
+        while len(heard) < 2:
+            message = await pubsub.get_message(timeout=5)
+            assert message is not None, heard
+            heard.append(message["data"])
+        assert heard == [b"e1 e2", b"e3"]
+        await pubsub.aclose()
+
+    run(redis_server, body)
