@@ -182,6 +182,9 @@ class ClusterFront:
         deadline = None if timeout is None else time.monotonic() + timeout
         loop = asyncio.get_running_loop()
         while True:
+            known = self._known(job_id)
+            if known is not None and known[0].ended:  # (it ended here: no registration, no read)
+                return view_of_job(*known)
             future: asyncio.Future[bool] = loop.create_future()  # True: an end was heard (or a reconnect)
             self._waiters.setdefault(job_id, []).append(future)  # before the read: no end is missed
             try:

@@ -57,25 +57,18 @@ def submit_args(job: Job, host: str = "", submitter: str = "") -> tuple[Any, ...
 def finish_args(job: Job, host: str, retention_s: float) -> tuple[Any, ...]:
     """`modelsched_finish`'s arguments after the prefix: the end as the job's host saw it (fields
     without a value are left out: they were never written before the end, and missing reads as empty)."""
-    fields: list[Any] = [
-        "result",
-        _encoder.encode(job.result),
-        "error",
-        job.error or "",
-        "error_kind",
-        job.error_kind or "",
-        "worker",
-        job.worker_id or "",
-        "device",
-        job.device or "",
-        "cost_usd",
-        repr(job.cost_usd),
-        "attempts",
-        job.attempts,
-    ]
     ended_at = job.ended_at if job.ended_at is not None else time.time()
-    written = [item for pair in zip(fields[::2], fields[1::2], strict=True) if pair[1] != "" for item in pair]
-    return (job.id, host, job.status.value, repr(ended_at), int(retention_s), *written)
+    args: list[Any] = [job.id, host, job.status.value, repr(ended_at), int(retention_s)]
+    args += ("result", _encoder.encode(job.result), "cost_usd", repr(job.cost_usd), "attempts", job.attempts)
+    if job.error:
+        args += ("error", job.error)
+    if job.error_kind:
+        args += ("error_kind", job.error_kind)
+    if job.worker_id:
+        args += ("worker", job.worker_id)
+    if job.device:
+        args += ("device", job.device)
+    return tuple(args)
 
 
 def page_args(
