@@ -3,13 +3,15 @@
 
     .venv/bin/python scripts/bench_cluster.py                    # echo and mlp, API and REST
     .venv/bin/python scripts/bench_cluster.py --models echo --seconds 5 --json out.json
+    .venv/bin/python scripts/bench_cluster.py --models echo --no-rest --rounds 3   # API only, 3 rounds
 
 Three set-ups, each with one CPU worker per daemon: `sqlite` (one daemon, its SQLite journal),
 `redis-1` (one daemon on a Redis: Redis is its queue and journal), `redis-2` (two daemons on one
 Redis, the load split over both fronts). The Python API figures are jobs/s of 64 clients in a
 closed loop (submit, wait for the end) in one process (for `redis-2`, two schedulers in that process);
 the REST figures are `wrk` at 64 connections on `POST /models/{model}/infer` (for `redis-2`, 32 on
-each daemon at once). At 1 client, the median latency of a job, and what Redis adds to it. On this
+each daemon at once). With `--rounds N` the API runs of all set-ups are made N times in turn and
+the median is reported, with each round's ratio (a shared machine's load moves between rounds). At 1 client, the median latency of a job, and what Redis adds to it. On this
 2-core machine the point is the per-job overhead, not scaling: two daemons share the same cores.
 Redis runs on a unix socket with `appendfsync always` (the durability promise: every write on disk
 before its answer, as SQLite's `synchronous=FULL`); `redis-1-everysec` is one daemon on a Redis with
@@ -191,7 +193,28 @@ def redis_command(url: str, *command: str) -> Any:
         client.close()
 
 
-def run(models: list[str], seconds: float, clients: int, rest: bool) -> dict[str, Any]:
+def api_rounds(
+    model: str, seconds: float, clients: int, rounds: int, urls: dict[str, str], folder: Path
+) -> dict[str, dict[str, Any]]:
+    """The API figures of every set-up, `rounds` times in turn (so that each round's set-ups ran close
+    together on a shared machine): per set-up the jobs/s of each round and Redis's µs per FCALL."""
+    rows: dict[str, dict[str, Any]] = {setup: {"api_rounds": []} for setup in SETUPS}
+    for _ in range(rounds):
+        for setup in SETUPS:
+            url = urls[setup]
+            if setup != "sqlite":
+                redis_command(url, "CONFIG", "RESETSTAT")
+            rate = asyncio.run(api_run(setup, model, clients, seconds, url, folder))
+            rows[setup]["api_rounds"].append(round(rate, 1))
+            if setup != "sqlite":  # what Redis spent per FCALL (a grouped one runs many calls)
+                stats = redis_command(url, "INFO", "commandstats")
+                rows[setup]["redis_us_per_fcall"] = stats.get("cmdstat_fcall", {}).get("usec_per_call")
+    for row in rows.values():
+        row["api_jobs_per_s"] = statistics.median(row["api_rounds"])
+    return rows
+
+
+def run(models: list[str], seconds: float, clients: int, rest: bool, rounds: int = 1) -> dict[str, Any]:
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="bench-cluster-") as scratch:
         folder = Path(scratch)
@@ -201,18 +224,12 @@ def run(models: list[str], seconds: float, clients: int, rest: bool) -> dict[str
         (folder / "everysec").mkdir()
         lazy.start()
         try:
+            urls = {setup: lazy.url if setup.endswith("everysec") else redis.url for setup in SETUPS}
             for model in models:
+                api = api_rounds(model, seconds, clients, rounds, urls, folder)
                 for setup in SETUPS:
-                    url = lazy.url if setup.endswith("everysec") else redis.url
-                    row: dict[str, Any] = {}
-                    if setup != "sqlite":
-                        redis_command(url, "CONFIG", "RESETSTAT")
-                    row["api_jobs_per_s"] = round(
-                        asyncio.run(api_run(setup, model, clients, seconds, url, folder)), 1
-                    )
-                    if setup != "sqlite":  # what Redis spent in the job functions, per call
-                        stats = redis_command(url, "INFO", "commandstats")
-                        row["redis_us_per_fcall"] = stats.get("cmdstat_fcall", {}).get("usec_per_call")
+                    url = urls[setup]
+                    row = api[setup]
                     if setup != "redis-2":  # the latency of one job: one daemon
                         row["api_p50_ms_1_client"] = round(
                             asyncio.run(api_latency(setup, model, 200, url, folder)), 3
@@ -228,6 +245,10 @@ def run(models: list[str], seconds: float, clients: int, rest: bool) -> dict[str
                 one = results[f"{model}/redis-1"]
                 results[f"{model}/ratios"] = {
                     "api_redis1_vs_sqlite": round(one["api_jobs_per_s"] / base["api_jobs_per_s"], 3),
+                    "api_redis1_vs_sqlite_rounds": [
+                        round(mine / theirs, 3)
+                        for mine, theirs in zip(one["api_rounds"], base["api_rounds"], strict=True)
+                    ],
                     "api_ms_added_1_client": round(
                         one["api_p50_ms_1_client"] - base["api_p50_ms_1_client"], 3
                     ),
@@ -253,9 +274,12 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--clients", type=int, default=64)
     parser.add_argument("--no-rest", action="store_true")
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="API runs of every set-up, in turn; the median is reported"
+    )
     parser.add_argument("--json")
     args = parser.parse_args()
-    results = run(args.models.split(","), args.seconds, args.clients, not args.no_rest)
+    results = run(args.models.split(","), args.seconds, args.clients, not args.no_rest, args.rounds)
     print(json.dumps(results, indent=2))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
