@@ -224,11 +224,11 @@ def run(models: list[str], seconds: float, clients: int, rest: bool, rounds: int
         (folder / "everysec").mkdir()
         lazy.start()
         try:
-            urls = {setup: lazy.url if setup.endswith("everysec") else redis.url for setup in SETUPS}
+            redis_urls = {setup: lazy.url if setup.endswith("everysec") else redis.url for setup in SETUPS}
             for model in models:
-                api = api_rounds(model, seconds, clients, rounds, urls, folder)
+                api = api_rounds(model, seconds, clients, rounds, redis_urls, folder)
                 for setup in SETUPS:
-                    url = urls[setup]
+                    url = redis_urls[setup]
                     row = api[setup]
                     if setup != "redis-2":  # the latency of one job: one daemon
                         row["api_p50_ms_1_client"] = round(
