@@ -11,7 +11,9 @@ Redis, the load split over both fronts). The Python API figures are jobs/s of 64
 closed loop (submit, wait for the end) in one process (for `redis-2`, two schedulers in that process);
 the REST figures are `wrk` at 64 connections on `POST /models/{model}/infer` (for `redis-2`, 32 on
 each daemon at once). With `--rounds N` the API runs of all set-ups are made N times in turn and
-the median is reported, with each round's ratio (a shared machine's load moves between rounds). At 1 client, the median latency of a job, and what Redis adds to it. On this
+the median is reported, with each round's ratio (a shared machine's load moves between rounds), and
+the CPU µs per job of the main process (with the clients, as on SQLite) and of Redis, and the µs per
+job Redis spent in its functions (`FCALL`: a grouped one runs a turn's calls). At 1 client, the median latency of a job, and what Redis adds to it. On this
 2-core machine the point is the per-job overhead, not scaling: two daemons share the same cores.
 Redis runs on a unix socket with `appendfsync always` (the durability promise: every write on disk
 before its answer, as SQLite's `synchronous=FULL`); `redis-1-everysec` is one daemon on a Redis with
@@ -26,6 +28,7 @@ import asyncio
 import contextlib
 import json
 import os
+import resource
 import statistics
 import sys
 import tempfile
@@ -34,6 +37,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+import psutil
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -63,10 +68,27 @@ def settings_for(setup: str, model: str, redis_url: str, host: str, folder: Path
     )
 
 
+def cpu_s(pid: int | None = None) -> float:
+    """CPU seconds (user and system) of this process (its threads, not its children), or of `pid`."""
+    if pid is None:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return usage.ru_utime + usage.ru_stime
+    times = psutil.Process(pid).cpu_times()
+    return float(times.user + times.system)
+
+
 async def api_run(
-    setup: str, model: str, clients: int, seconds: float, redis_url: str, folder: Path
-) -> float:
-    """Jobs/s of `clients` closed-loop clients through the Python API (one scheduler, or two)."""
+    setup: str,
+    model: str,
+    clients: int,
+    seconds: float,
+    redis_url: str,
+    folder: Path,
+    redis_pid: int | None = None,
+) -> dict[str, float]:
+    """Jobs/s of `clients` closed-loop clients through the Python API (one scheduler, or two), and the
+    CPU µs per job of this process (the schedulers' main processes and the clients, as on SQLite) and
+    of Redis (`redis_pid`) while they ran."""
     from scheduler import JobRequest, Scheduler
 
     hosts = ["a", "b"] if setup == "redis-2" else ["a"]
@@ -95,8 +117,13 @@ async def api_run(
                 done += 1
 
         started = time.perf_counter()
+        main_before, redis_before = cpu_s(), cpu_s(redis_pid) if redis_pid else 0.0
         await asyncio.gather(*(client(index) for index in range(clients)))
-        return done / (time.perf_counter() - started)
+        figures = {"jobs_per_s": done / (time.perf_counter() - started)}
+        figures["main_cpu_us_per_job"] = (cpu_s() - main_before) / max(done, 1) * 1e6
+        if redis_pid:
+            figures["redis_cpu_us_per_job"] = (cpu_s(redis_pid) - redis_before) / max(done, 1) * 1e6
+        return figures
     finally:
         for scheduler in schedulers:
             await scheduler.stop()
@@ -194,23 +221,36 @@ def redis_command(url: str, *command: str) -> Any:
 
 
 def api_rounds(
-    model: str, seconds: float, clients: int, rounds: int, urls: dict[str, str], folder: Path
+    model: str,
+    seconds: float,
+    clients: int,
+    rounds: int,
+    urls: dict[str, str],
+    pids: dict[str, int],
+    folder: Path,
 ) -> dict[str, dict[str, Any]]:
     """The API figures of every set-up, `rounds` times in turn (so that each round's set-ups ran close
-    together on a shared machine): per set-up the jobs/s of each round and Redis's µs per FCALL."""
+    together on a shared machine): per set-up the jobs/s of each round, and (medians) the CPU µs per
+    job of the main process and of Redis, and Redis's µs in its functions per job (`FCALL`s)."""
     rows: dict[str, dict[str, Any]] = {setup: {"api_rounds": []} for setup in SETUPS}
+    cpu: dict[str, dict[str, list[float]]] = {setup: {} for setup in SETUPS}
     for _ in range(rounds):
         for setup in SETUPS:
             url = urls[setup]
             if setup != "sqlite":
                 redis_command(url, "CONFIG", "RESETSTAT")
-            rate = asyncio.run(api_run(setup, model, clients, seconds, url, folder))
-            rows[setup]["api_rounds"].append(round(rate, 1))
-            if setup != "sqlite":  # what Redis spent per FCALL (a grouped one runs many calls)
-                stats = redis_command(url, "INFO", "commandstats")
-                rows[setup]["redis_us_per_fcall"] = stats.get("cmdstat_fcall", {}).get("usec_per_call")
-    for row in rows.values():
+            pid = pids.get(setup) if setup != "sqlite" else None
+            figures = asyncio.run(api_run(setup, model, clients, seconds, url, folder, pid))
+            rows[setup]["api_rounds"].append(round(figures.pop("jobs_per_s"), 1))
+            if setup != "sqlite":  # (a grouped FCALL runs a turn's calls: its time per job, not per call)
+                stats = redis_command(url, "INFO", "commandstats").get("cmdstat_fcall", {})
+                jobs = rows[setup]["api_rounds"][-1] * seconds
+                figures["redis_fcall_us_per_job"] = stats.get("usec", 0) / max(jobs, 1)
+            for name, value in figures.items():
+                cpu[setup].setdefault(name, []).append(value)
+    for setup, row in rows.items():
         row["api_jobs_per_s"] = statistics.median(row["api_rounds"])
+        row |= {name: round(statistics.median(values), 1) for name, values in cpu[setup].items()}
     return rows
 
 
@@ -225,8 +265,13 @@ def run(models: list[str], seconds: float, clients: int, rest: bool, rounds: int
         lazy.start()
         try:
             redis_urls = {setup: lazy.url if setup.endswith("everysec") else redis.url for setup in SETUPS}
+            redis_pids = {
+                setup: server.process.pid
+                for setup in SETUPS
+                if (server := lazy if setup.endswith("everysec") else redis).process is not None
+            }
             for model in models:
-                api = api_rounds(model, seconds, clients, rounds, redis_urls, folder)
+                api = api_rounds(model, seconds, clients, rounds, redis_urls, redis_pids, folder)
                 for setup in SETUPS:
                     url = redis_urls[setup]
                     row = api[setup]
