@@ -39,6 +39,7 @@ class JobEndings:
         ] = {}  # ended, end not committed yet -> the status shown meanwhile
         self._unsettled_jobs: dict[str, Job] = {}  # the same jobs: the table may trim one meanwhile
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
+        self._callbacks: dict[str, list[Callable[[], object]]] = {}  # `when_settled`'s
         self.settle_observers: list[Callable[[Job], None]] = []  # told once an end is durable (webhooks)
         self.events = JobEvents(table, self.shown_status, self.view)  # the live events of listened jobs
 
@@ -125,6 +126,26 @@ class JobEndings:
             waiters.append(future)
         return future
 
+    def when_settled(self, job: Job, callback: Callable[[], object]) -> bool:
+        """`callback()` once the job's end is durable (or the scheduler stops), called from the
+        commit's own callback: no future and no loop turn more per job (the fronts' hot path). False,
+        and nothing registered, when it is durable already. `forget_callback` takes it back."""
+        if self.settled(job):
+            return False
+        callbacks = self._callbacks.get(job.id)
+        if callbacks is None:
+            self._callbacks[job.id] = [callback]
+        else:
+            callbacks.append(callback)
+        return True
+
+    def forget_callback(self, job_id: str, callback: Callable[[], object]) -> None:
+        callbacks = self._callbacks.get(job_id)
+        if callbacks and callback in callbacks:
+            callbacks.remove(callback)
+            if not callbacks:
+                del self._callbacks[job_id]
+
     async def wait(self, job: Job, timeout: float | None) -> dict[str, Any]:
         """The job's view once its end is durable, or as it stands when `timeout` seconds have passed."""
         future = self.waiter(job, asyncio.get_running_loop())
@@ -161,6 +182,9 @@ class JobEndings:
                 if not future.done():
                     future.set_result(None)
         self._waiters.clear()
+        callbacks, self._callbacks = self._callbacks, {}
+        for job_id, waiting in callbacks.items():
+            self._call(job_id, waiting)
         self._unsettled.clear()
         self._unsettled_jobs.clear()
 
@@ -181,6 +205,17 @@ class JobEndings:
             for future in waiters:
                 if not future.done():
                     future.set_result(None)
+        callbacks = self._callbacks.pop(job_id, None)
+        if callbacks:
+            self._call(job_id, callbacks)
+
+    @staticmethod
+    def _call(job_id: str, callbacks: list[Callable[[], object]]) -> None:
+        for callback in callbacks:
+            try:
+                callback()
+            except Exception:  # one waiter's bug must not keep the others (or the commit's ends) waiting
+                log.exception("a callback waiting for a job's end failed", extra=about_job(job_id))
 
 
 def result_of(view: dict[str, Any], accepting: bool = True) -> Any:

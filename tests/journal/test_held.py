@@ -136,7 +136,9 @@ def test_infers_through_the_scheduler_write_one_record_a_job(
             # A submission whose caller does not wait for the end is committed before its id comes.
             job_id = await scheduler.schedule_job(JobRequest(model="echo", inputs=1))
             assert rows(path, "SELECT count(*) FROM jobs WHERE id = ?", job_id) == [(1,)]
-        assert rows(path, "SELECT count(*), sum(end_records), min(status) FROM jobs") == [(21, 21, "completed")]
+        assert rows(path, "SELECT count(*), sum(end_records), min(status) FROM jobs") == [
+            (21, 21, "completed")
+        ]
 
     asyncio.run(scenario())
 
@@ -158,6 +160,8 @@ def test_a_long_infer_is_in_the_journal_while_it_runs(
             )
             assert not running.done()
             assert await running == {"slept_ms": 3000}
-            assert rows(path, "SELECT status, end_records FROM jobs WHERE model = 'sleep'") == [("completed", 1)]
+            assert rows(path, "SELECT status, end_records FROM jobs WHERE model = 'sleep'") == [
+                ("completed", 1)
+            ]
 
     asyncio.run(scenario())

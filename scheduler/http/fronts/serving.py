@@ -137,16 +137,12 @@ class FrontRequests:
         with callbacks: no task or coroutine per waiting request); nothing if the front dies first."""
         endings = self.scheduler.endings
         job = self.scheduler.get_job(job_id)
-        ended = endings.waiter(job, link.loop)
-        if ended is None:
-            answer(job)
-            return
 
-        def finish(_: object = None) -> None:
+        def finish() -> None:
             if link.waits.pop(request_id, None) is None:
                 return  # answered already, or the front is gone
             timer.cancel()
-            endings.forget_waiter(job.id, ended)
+            endings.forget_callback(job.id, finish)  # when the wait ran out (the end took it already)
             try:
                 answer(job)
             except Exception as exc:
@@ -154,10 +150,12 @@ class FrontRequests:
 
         def cancel() -> None:
             timer.cancel()
-            endings.forget_waiter(job.id, ended)
+            endings.forget_callback(job.id, finish)
 
+        if not endings.when_settled(job, finish):
+            answer(job)
+            return
         timer = link.loop.call_later(min(wait_s, MAX_WAIT_S), finish)
-        ended.add_done_callback(finish)
         link.waits[request_id] = cancel
 
     def outcome(self, job: Job) -> Outcome:
