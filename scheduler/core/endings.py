@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, TypeVar
 
 from scheduler.core.events import JobEvents, queue_position, queue_positions
 from scheduler.core.jobs import ENDED, Job, JobStatus
@@ -21,6 +21,7 @@ from scheduler.errors import ErrorKind, JobCancelledError, JobFailedError, Journ
 from workers.logs import about_job
 
 log = logging.getLogger("modelsched.scheduler")
+T = TypeVar("T")
 
 
 class JobEndings:
@@ -119,11 +120,7 @@ class JobEndings:
         if self.settled(job):
             return None
         future: asyncio.Future[None] = loop.create_future()
-        waiters = self._waiters.get(job.id)
-        if waiters is None:
-            self._waiters[job.id] = [future]
-        else:
-            waiters.append(future)
+        _listed(self._waiters, job.id, future)
         return future
 
     def when_settled(self, job: Job, callback: Callable[[], object]) -> bool:
@@ -132,19 +129,11 @@ class JobEndings:
         and nothing registered, when it is durable already. `forget_callback` takes it back."""
         if self.settled(job):
             return False
-        callbacks = self._callbacks.get(job.id)
-        if callbacks is None:
-            self._callbacks[job.id] = [callback]
-        else:
-            callbacks.append(callback)
+        _listed(self._callbacks, job.id, callback)
         return True
 
     def forget_callback(self, job_id: str, callback: Callable[[], object]) -> None:
-        callbacks = self._callbacks.get(job_id)
-        if callbacks and callback in callbacks:
-            callbacks.remove(callback)
-            if not callbacks:
-                del self._callbacks[job_id]
+        _unlisted(self._callbacks, job_id, callback)
 
     async def wait(self, job: Job, timeout: float | None) -> dict[str, Any]:
         """The job's view once its end is durable, or as it stands when `timeout` seconds have passed."""
@@ -159,11 +148,7 @@ class JobEndings:
         return self.view(job)
 
     def forget_waiter(self, job_id: str, future: asyncio.Future[None]) -> None:
-        waiters = self._waiters.get(job_id)
-        if waiters and future in waiters:
-            waiters.remove(future)
-            if not waiters:
-                del self._waiters[job_id]
+        _unlisted(self._waiters, job_id, future)
 
     # ---- durability ----------------------------------------------------------------------------
 
@@ -216,6 +201,24 @@ class JobEndings:
                 callback()
             except Exception:  # one waiter's bug must not keep the others (or the commit's ends) waiting
                 log.exception("a callback waiting for a job's end failed", extra=about_job(job_id))
+
+
+def _listed(lists: dict[str, list[T]], key: str, item: T) -> None:
+    """`item` added to the list under `key` (made for the first)."""
+    listed = lists.get(key)
+    if listed is None:
+        lists[key] = [item]
+    else:
+        listed.append(item)
+
+
+def _unlisted(lists: dict[str, list[T]], key: str, item: T) -> None:
+    """`item` taken out of the list under `key` (gone with the last)."""
+    listed = lists.get(key)
+    if listed and item in listed:
+        listed.remove(item)
+        if not listed:
+            del lists[key]
 
 
 def result_of(view: dict[str, Any], accepting: bool = True) -> Any:

@@ -7,7 +7,6 @@ commit."""
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,16 +18,9 @@ from scheduler.core.jobs import Job
 from scheduler.journal import SqliteJournal
 from scheduler.journal.held import HeldSubmissions
 from tests.journal.test_failed_commits import fail_once
+from tests.journal.test_journal import rows
 from tests.support.faults import fault_settings
 from tests.support.polling import until
-
-
-def rows(path: str, sql: str, *params: object) -> list[tuple]:
-    connection = sqlite3.connect(path)
-    try:
-        return connection.execute(sql, params).fetchall()
-    finally:
-        connection.close()
 
 
 def ended(job: Job, result: object = "done") -> Job:
