@@ -317,9 +317,10 @@ class Scheduler:
 
     # ---- jobs ----------------------------------------------------------------------------------
 
-    async def schedule_job(self, request: JobRequest) -> str:
-        """Validate, record and journal the job; returns its id once it is durable."""
-        return await self.submissions.schedule(request)
+    async def schedule_job(self, request: JobRequest, *, waited: bool = False) -> str:
+        """Validate, record and journal the job; returns its id once it is durable (`waited`: the
+        caller answers only once the job's end is durable; its id comes at once, `Submissions.schedule`)."""
+        return await self.submissions.schedule(request, waited=waited)
 
     async def schedule_jobs(self, requests: list[JobRequest]) -> list[str | SchedulerError]:
         """Each admitted or refused alone (its error in its place); ids once committed in one group."""

@@ -51,30 +51,39 @@ class Submissions:
         self.executors = executors
         self.webhooks = webhooks
 
-    async def schedule(self, request: JobRequest) -> str:
-        """Checked, admitted and journaled: its id once it is durable."""
-        return (await self._schedule(request)).id
+    async def schedule(self, request: JobRequest, *, waited: bool = False) -> str:
+        """Checked, admitted and journaled: its id once it is durable. `waited`: the caller waits for
+        the job's end and answers only once the end is durable (`infer`): the id comes at once, and
+        the submission is written with the end (`JobJournal.record_submitted_held`)."""
+        return (await self._schedule(request, waited)).id
 
-    async def _schedule(self, request: JobRequest) -> Job:
+    async def _schedule(self, request: JobRequest, waited: bool = False) -> Job:
         await self.precheck(request)
         job, created = self.admission.admit(request)
         if created and self.journal is not None:
             try:
-                await self.journal.record_submitted_nowait(job)
+                if waited:
+                    self.journal.record_submitted_held(job)
+                else:
+                    await self.journal.record_submitted_nowait(job)
             except JournalError:
                 self.withdraw([job])
                 raise
         return job
 
     def schedule_then(
-        self, request: JobRequest, done: Callable[[str | None, BaseException | None], None]
+        self,
+        request: JobRequest,
+        done: Callable[[str | None, BaseException | None], None],
+        *,
+        waited: bool = False,
     ) -> None:
         """`schedule` without a coroutine, for the HTTP fronts' hot path: `done(id, None)` once the
-        job is durable, `done(None, error)` if its record could not be committed (it is withdrawn, as
-        `schedule` does); a refusal at admission raises here. A request with checks that do I/O (a
-        render's URL, a callback URL) goes through `schedule`."""
+        job is durable (with `waited`, at once), `done(None, error)` if its record could not be
+        committed (it is withdrawn, as `schedule` does); a refusal at admission raises here. A request
+        with checks that do I/O (a render's URL, a callback URL) goes through `schedule`."""
         if request.callback_url is not None or request.model_name in self.executors:
-            task = asyncio.ensure_future(self.schedule(request))
+            task = asyncio.ensure_future(self.schedule(request, waited=waited))
             task.add_done_callback(
                 lambda ran: (
                     done(None, _failure(ran))
@@ -85,6 +94,15 @@ class Submissions:
             return
         job, created = self.admission.admit(request)
         if not created or self.journal is None:
+            done(job.id, None)
+            return
+        if waited:
+            try:
+                self.journal.record_submitted_held(job)
+            except JournalError as exc:
+                self.withdraw([job])
+                done(None, exc)
+                return
             done(job.id, None)
             return
 
@@ -184,7 +202,7 @@ class Submissions:
     async def infer(self, model: str, inputs: Any, *, timeout: float | None = None, **options: Any) -> Any:
         """Submit and wait: the result, or JobFailedError (with its kind), JobCancelledError, TimeoutError
         (`timeout` seconds passed). `options`: `priority`, `timeout_s`, `idempotency_key`, `callback_url`."""
-        job = await self._schedule(JobRequest(model=model, inputs=inputs, **options))
+        job = await self._schedule(JobRequest(model=model, inputs=inputs, **options), waited=True)
         return result_of(await self.endings.wait(job, timeout), self.admission.accepting)
 
     async def infer_many(

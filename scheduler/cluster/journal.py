@@ -61,6 +61,9 @@ class RedisJournal:
     def record_submitted_nowait(self, job: Job) -> asyncio.Future[None]:
         raise JournalError("in cluster mode a job is submitted through the cluster front")
 
+    def record_submitted_held(self, job: Job) -> None:
+        raise JournalError("in cluster mode a job is submitted through the cluster front")
+
     def record_ended(self, job: Job) -> asyncio.Future[None]:
         if not self.opened:
             raise JournalError("the cluster journal is closed")

@@ -31,12 +31,16 @@ class ClusterSubmissions(Submissions):
         super().__init__(admission, endings, journal, executors, webhooks)
         self.front = front
 
-    async def schedule(self, request: JobRequest) -> str:
+    async def schedule(self, request: JobRequest, *, waited: bool = False) -> str:
         await self.precheck(request)
         return await self.front.schedule(request)
 
     def schedule_then(
-        self, request: JobRequest, done: Callable[[str | None, BaseException | None], None]
+        self,
+        request: JobRequest,
+        done: Callable[[str | None, BaseException | None], None],
+        *,
+        waited: bool = False,
     ) -> None:
         """A submission told through `done(id, None)` or `done(None, error)` (the HTTP fronts' path):
         in a cluster always through Redis (`schedule`), never the local table and journal."""

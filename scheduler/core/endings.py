@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, TypeVar
 
 from scheduler.core.events import JobEvents, queue_position, queue_positions
 from scheduler.core.jobs import ENDED, Job, JobStatus
@@ -21,6 +21,7 @@ from scheduler.errors import ErrorKind, JobCancelledError, JobFailedError, Journ
 from workers.logs import about_job
 
 log = logging.getLogger("modelsched.scheduler")
+T = TypeVar("T")
 
 
 class JobEndings:
@@ -39,6 +40,7 @@ class JobEndings:
         ] = {}  # ended, end not committed yet -> the status shown meanwhile
         self._unsettled_jobs: dict[str, Job] = {}  # the same jobs: the table may trim one meanwhile
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
+        self._callbacks: dict[str, list[Callable[[], object]]] = {}  # `when_settled`'s
         self.settle_observers: list[Callable[[Job], None]] = []  # told once an end is durable (webhooks)
         self.events = JobEvents(table, self.shown_status, self.view)  # the live events of listened jobs
 
@@ -118,12 +120,20 @@ class JobEndings:
         if self.settled(job):
             return None
         future: asyncio.Future[None] = loop.create_future()
-        waiters = self._waiters.get(job.id)
-        if waiters is None:
-            self._waiters[job.id] = [future]
-        else:
-            waiters.append(future)
+        _listed(self._waiters, job.id, future)
         return future
+
+    def when_settled(self, job: Job, callback: Callable[[], object]) -> bool:
+        """`callback()` once the job's end is durable (or the scheduler stops), called from the
+        commit's own callback: no future and no loop turn more per job (the fronts' hot path). False,
+        and nothing registered, when it is durable already. `forget_callback` takes it back."""
+        if self.settled(job):
+            return False
+        _listed(self._callbacks, job.id, callback)
+        return True
+
+    def forget_callback(self, job_id: str, callback: Callable[[], object]) -> None:
+        _unlisted(self._callbacks, job_id, callback)
 
     async def wait(self, job: Job, timeout: float | None) -> dict[str, Any]:
         """The job's view once its end is durable, or as it stands when `timeout` seconds have passed."""
@@ -138,11 +148,7 @@ class JobEndings:
         return self.view(job)
 
     def forget_waiter(self, job_id: str, future: asyncio.Future[None]) -> None:
-        waiters = self._waiters.get(job_id)
-        if waiters and future in waiters:
-            waiters.remove(future)
-            if not waiters:
-                del self._waiters[job_id]
+        _unlisted(self._waiters, job_id, future)
 
     # ---- durability ----------------------------------------------------------------------------
 
@@ -161,6 +167,9 @@ class JobEndings:
                 if not future.done():
                     future.set_result(None)
         self._waiters.clear()
+        callbacks, self._callbacks = self._callbacks, {}
+        for job_id, waiting in callbacks.items():
+            self._call(job_id, waiting)
         self._unsettled.clear()
         self._unsettled_jobs.clear()
 
@@ -181,6 +190,35 @@ class JobEndings:
             for future in waiters:
                 if not future.done():
                     future.set_result(None)
+        callbacks = self._callbacks.pop(job_id, None)
+        if callbacks:
+            self._call(job_id, callbacks)
+
+    @staticmethod
+    def _call(job_id: str, callbacks: list[Callable[[], object]]) -> None:
+        for callback in callbacks:
+            try:
+                callback()
+            except Exception:  # one waiter's bug must not keep the others (or the commit's ends) waiting
+                log.exception("a callback waiting for a job's end failed", extra=about_job(job_id))
+
+
+def _listed(lists: dict[str, list[T]], key: str, item: T) -> None:
+    """`item` added to the list under `key` (made for the first)."""
+    listed = lists.get(key)
+    if listed is None:
+        lists[key] = [item]
+    else:
+        listed.append(item)
+
+
+def _unlisted(lists: dict[str, list[T]], key: str, item: T) -> None:
+    """`item` taken out of the list under `key` (gone with the last)."""
+    listed = lists.get(key)
+    if listed and item in listed:
+        listed.remove(item)
+        if not listed:
+            del lists[key]
 
 
 def result_of(view: dict[str, Any], accepting: bool = True) -> Any:

@@ -22,7 +22,7 @@ import psutil
 
 from scheduler.core.costs import CostLedger
 from scheduler.core.devices import MIB, Inventory
-from scheduler.core.jobs import Job, JobStatus, Priority
+from scheduler.core.jobs import PRIORITY_NAMES, Job, JobStatus, Priority
 from scheduler.core.table import JobTable
 from scheduler.core.workers import Worker
 
@@ -113,9 +113,9 @@ def queue_depth(table: JobTable) -> dict[str, int]:
         for priority, lane in zip(Priority, lanes, strict=True):
             count = sum(1 for job in lane if job.status is JobStatus.QUEUED and job.attempts == 0)
             if count:
-                depth[f"{model}/{priority.name.lower()}"] = count
+                depth[f"{model}/{PRIORITY_NAMES[priority]}"] = count
     for job in table.waiting_suspects():
-        key = f"{job.model}/{job.priority.name.lower()}"
+        key = f"{job.model}/{PRIORITY_NAMES[job.priority]}"
         depth[key] = depth.get(key, 0) + 1
     return depth
 

@@ -22,6 +22,9 @@ class JobStatus(enum.StrEnum):
 
 
 ENDED = frozenset({JobStatus.COMPLETED, JobStatus.ERROR, JobStatus.CANCELLED})
+# A status's plain string, read per job on the hot path: a dict lookup, where `.value` is a
+# descriptor call in Python.
+STATUS_VALUES: dict[JobStatus, str] = {status: status.value for status in JobStatus}
 
 _ALLOWED: dict[JobStatus, frozenset[JobStatus]] = {
     JobStatus.QUEUED: frozenset({JobStatus.PROCESSING, JobStatus.ERROR, JobStatus.CANCELLED}),
@@ -49,12 +52,19 @@ class Priority(enum.IntEnum):
     def parse(cls, value: str | int | Priority) -> Priority:
         if isinstance(value, Priority):
             return value
+        known = _PRIORITY_BY_NAME.get(value) if isinstance(value, str) else None
+        if known is not None:  # the commonest case, without the enum's own lookup
+            return known
         if isinstance(value, str):
             try:
                 return cls[value.upper()]
             except KeyError:
                 raise ValueError(f"priority must be one of high, normal, low (got {value!r})") from None
         return cls(value)
+
+
+PRIORITY_NAMES: dict[Priority, str] = {priority: priority.name.lower() for priority in Priority}
+_PRIORITY_BY_NAME: dict[str, Priority] = {name: priority for priority, name in PRIORITY_NAMES.items()}
 
 
 class JobRequest(msgspec.Struct, kw_only=True):
@@ -133,8 +143,8 @@ class Job(msgspec.Struct, kw_only=True):
         shown: dict[str, Any] = {
             "job_id": self.id,
             "model": self.model,
-            "status": self.status.value,
-            "priority": self.priority.name.lower(),
+            "status": STATUS_VALUES[self.status],
+            "priority": PRIORITY_NAMES[self.priority],
             "created_at": self.created_at,
             "started_at": self.started_at,
             "ended_at": self.ended_at,

@@ -43,6 +43,10 @@ class JobJournal(Protocol):
 
     def record_submitted_nowait(self, job: Job) -> asyncio.Future[None]: ...
 
+    def record_submitted_held(self, job: Job) -> None:
+        """The job's client waits for its end and is answered once the end is durable (`infer`): its
+        submission may be written with its end, not before (JournalError when the journal is closed)."""
+
     def record_ended(self, job: Job) -> asyncio.Future[None]: ...
 
     def record_attempts(self, job: Job) -> None: ...

@@ -207,7 +207,8 @@ async def infer_answer(
             inputs=request.inputs,
             priority=request.priority,
             timeout_s=request.timeout_s,
-        )
+        ),
+        waited=True,  # answered once its end is durable: its submission is written with the end
     )
     return await result_answer(scheduler, job_id, timeout or request.timeout_s or DEFAULT_INFER_WAIT_S, raw)
 

@@ -20,7 +20,7 @@ from prometheus_client import (
     generate_latest,
 )
 
-from scheduler.core.jobs import Job
+from scheduler.core.jobs import STATUS_VALUES, Job
 from scheduler.http.metrics_scrape import StatusCollector
 from scheduler.http.request_tally import LATENCY_BUCKETS, RequestCollector, RequestTally, TallySnapshot
 from scheduler.http.tally import CounterTally, HistogramTally, TallyCollector
@@ -129,7 +129,7 @@ class SchedulerMetrics:
         if job.parent_id is not None:
             return  # a stage's or a CPU call's job: `modelsched_stage_seconds` and the batch metrics
         model = (job.model,)
-        self.ended.inc((job.model, job.status.value))
+        self.ended.inc((job.model, STATUS_VALUES[job.status]))
         self.attempts.observe(model, job.attempts)
         if job.model == RENDER_MODEL and job.pipeline is None:
             outcome = job.status.value if job.status.value != "error" else (job.error_kind or "error")

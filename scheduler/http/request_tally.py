@@ -75,9 +75,7 @@ class RequestTally:
         for route, method, code, n in snapshot.counts:
             self.requests.inc((route, method, code), n)
         for route, method, bins in snapshot.times:
-            mine = self.seconds.bins.setdefault((route, method), [0.0] * (len(LATENCY_BUCKETS) + 2))
-            for index, n in enumerate(bins[: len(mine)]):
-                mine[index] += n
+            self.seconds.add((route, method), bins)
 
 
 class RequestCollector(Collector):

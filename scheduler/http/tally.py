@@ -56,13 +56,20 @@ class HistogramTally:
         bins[bisect_left(self.buckets, value)] += 1
         bins[-1] += value
 
+    def add(self, labels: Labels, bins: list[float], into: dict[Labels, list[float]] | None = None) -> None:
+        """Another tally's bins for `labels` added to these (or to `into`, bins of the same shape)."""
+        target = self.bins if into is None else into
+        mine = target.get(labels)
+        if mine is None:
+            mine = target[labels] = [0.0] * (len(self.buckets) + 2)
+        for index, n in enumerate(bins[: len(mine)]):
+            mine[index] += n
+
     def family(self, extra: Iterable[dict[Labels, list[float]]] = ()) -> HistogramMetricFamily:
         total = {labels: list(bins) for labels, bins in self.bins.items()}
         for other in extra:
             for labels, bins in other.items():
-                mine = total.setdefault(labels, [0.0] * (len(self.buckets) + 2))
-                for index, n in enumerate(bins[: len(mine)]):
-                    mine[index] += n
+                self.add(labels, bins, into=total)
         family = HistogramMetricFamily(self.name, self.documentation, labels=list(self.labels))
         bounds = [*map(floatToGoString, self.buckets), "+Inf"]
         for labels, bins in sorted(total.items()):

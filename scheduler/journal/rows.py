@@ -9,7 +9,7 @@ from typing import Any
 
 import msgspec
 
-from scheduler.core.jobs import Job, JobStatus, Priority, StageRun
+from scheduler.core.jobs import STATUS_VALUES, Job, JobStatus, Priority, StageRun
 
 log = logging.getLogger("modelsched.journal")
 
@@ -169,7 +169,7 @@ def end_params(job: Job) -> tuple[Any, ...]:
         job.idempotency_key,
         job.created_at,
         job.pipeline,
-        job.status.value,
+        STATUS_VALUES[job.status],
         job.attempts,
         job.started_at,
         job.ended_at,

@@ -8,7 +8,8 @@ job submitted meanwhile, and the loop never waits for the disk.
 What is written: a job when it is submitted (inputs as msgpack), its `attempts` when a worker died
 under it, and its end (status, result as msgpack, error) when it ends; its inputs are dropped then.
 A job submitted and ended within one commit (a fast model under load) is written once, as its ended
-row. Job ids begin with their creation time in milliseconds, so the id index grows at its right edge.
+row; so is an infer's job that ends within `HOLD_S` (its submission is held back until its end:
+`scheduler.journal.held`). Job ids begin with their creation time in milliseconds, so the id index grows at its right edge.
 At start the jobs that had not ended are read back, in submission order; ended jobs are read one at
 a time, by id or idempotency key, when the in-memory table no longer holds them (there may be a
 million of them). Between commits the writer keeps the journal under `journal_max_mb` and prunes
@@ -36,6 +37,7 @@ from scheduler.core.jobs import ENDED, Job
 from scheduler.core.ports import JournalStatus
 from scheduler.errors import JournalError
 from scheduler.journal.files import check_or_raise, size_on_disk
+from scheduler.journal.held import HeldSubmissions
 from scheduler.journal.opening import MIB, prepare
 from scheduler.journal.rows import (
     ATTEMPTS,
@@ -82,6 +84,7 @@ class SqliteJournal:
         self.upkeep = Upkeep(max_bytes, incremental=False)
         self._checked = False
         self._group: Group | None = None
+        self._held = HeldSubmissions()
         self._writer: Writer | None = None
         self._reader: sqlite3.Connection | None = None
         self._lister: sqlite3.Connection | None = None  # the job list's pages, read in a thread
@@ -165,10 +168,33 @@ class SqliteJournal:
         group.records.append((SUBMIT, submit_params(job)))
         return group.future
 
+    def record_submitted_held(self, job: Job) -> None:
+        """The job's client waits for its end (`infer`): its submission is written with its end, or
+        alone if it has not ended `HOLD_S` from now (`scheduler.journal.held`)."""
+        if job.status in ENDED:  # it ended before it was recorded: written as ended at once
+            self.record_submitted_nowait(job)
+            return
+        if self._closed:
+            raise JournalError("the journal is closed")
+        assert self.loop is not None
+        if self._held.hold(job, self.loop.time()):
+            self.loop.call_later(self._held.hold_s, self._release_held)
+
+    def _release_held(self) -> None:
+        if self._closed or self.loop is None:
+            return
+        due = self._held.due(self.loop.time())
+        if due:
+            records = self._current_group().records
+            records.extend((SUBMIT, submit_params(job)) for job in due)
+        next_due = self._held.next_due()
+        if next_due is not None:
+            self.loop.call_at(next_due, self._release_held)
+
     def record_ended(self, job: Job) -> asyncio.Future[None]:
         """Queue the job's end record (fire-and-forget; the future says when it is durable)."""
         group = self._current_group()
-        group.records.append((END, end_params(job)))
+        group.records.append((END_ROW if self._held.ended(job.id) else END, end_params(job)))
         group.ended_ids.append(job.id)
         return group.future
 
@@ -272,6 +298,9 @@ class SqliteJournal:
         """Commit what is waiting, stop the writer, close both connections."""
         if self._closed:
             return
+        held = self._held.release_all()  # not ended: written as submitted, to run after a restart
+        if held:
+            self._current_group().records.extend((SUBMIT, submit_params(job)) for job in held)
         self._hand_off()
         self._closed = True
         if self._writer is not None:
@@ -314,7 +343,13 @@ class SqliteJournal:
         if error is not None:
             # Not durable: shown as ended it could be run again after a restart. The ends are tried
             # again (the submissions' callers were told of the failure and withdrew their jobs).
-            ends = [record for group in groups for record in group.records if record[0] == END]
+            ended = set(ended_ids)  # an END, or an END_ROW written by `record_ended` (a held submission's)
+            ends = [
+                record
+                for group in groups
+                for record in group.records
+                if record[0] in (END, END_ROW) and record[1][0] in ended
+            ]
             if ends and self.loop is not None:
                 self.loop.call_later(RETRY_ENDS_S, self._retry_ends, ends, ended_ids)
             return

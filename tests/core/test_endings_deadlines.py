@@ -97,6 +97,46 @@ def test_release_all_wakes_every_waiter() -> None:
     asyncio.run(scenario())
 
 
+def test_a_callback_waits_for_the_durable_end_or_the_release_and_can_be_taken_back() -> None:
+    asyncio.run(_a_callback_waits())
+
+
+async def _a_callback_waits() -> None:
+    journal, core = make_journaled_core()
+    endings = core.endings
+    job, taken_back, stopped = processing(core, core.submit()), core.submit(), core.submit()
+    calls: list[str] = []
+
+    def seen(name: str, job: Job) -> None:
+        calls.append(f"{name}:{endings.view(job)['status']}")
+
+    def first() -> None:
+        seen("first", job)
+
+    def second() -> None:
+        seen("second", job)
+
+    def broken() -> None:
+        raise RuntimeError("a waiter's bug")
+
+    assert endings.when_settled(job, broken) and endings.when_settled(job, first)
+    assert endings.when_settled(job, second)
+    endings.forget_callback(job.id, second)
+    assert endings.when_settled(taken_back, lambda: calls.append("taken back"))
+    endings.forget_callback(taken_back.id, endings._callbacks[taken_back.id][0])
+    endings.finish(job, JobStatus.COMPLETED, result="r")
+    assert calls == []  # ended, not durable yet
+    journal.commit(endings)
+    assert calls == ["first:completed"]  # after the broken one, which was logged
+    assert not endings.when_settled(job, first)  # durable already: the caller answers at once
+    # At the stop a waiting callback is called with the end not shown unless it is durable.
+    processing(core, stopped)
+    endings.finish(stopped, JobStatus.COMPLETED, result="r")
+    assert endings.when_settled(stopped, lambda: seen("stopped", stopped))
+    endings.release_all()
+    assert calls == ["first:completed", "stopped:processing"]
+
+
 def test_observers_are_told_of_every_end() -> None:
     core = make_core()
     seen: list[tuple[str, JobStatus]] = []

@@ -101,6 +101,9 @@ class FakeJournal:
     def record_submitted_nowait(self, job: Job) -> asyncio.Future[None]:
         return self._future()
 
+    def record_submitted_held(self, job: Job) -> None:
+        pass
+
     def record_ended(self, job: Job) -> asyncio.Future[None]:
         if self.closed:
             raise JournalError("the journal is closed")

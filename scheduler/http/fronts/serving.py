@@ -17,11 +17,19 @@ from typing import Any
 
 from starlette.types import ASGIApp
 
+from scheduler.core.jobs import Job, JobStatus
 from scheduler.http.access_log import FORWARDED
-from scheduler.http.answers import DEFAULT_INFER_WAIT_S, MAX_WAIT_S, HttpError, error_answer, outcome_of
+from scheduler.http.answers import (
+    DEFAULT_INFER_WAIT_S,
+    MAX_WAIT_S,
+    HttpError,
+    Outcome,
+    error_answer,
+    outcome_of,
+)
 from scheduler.http.fronts import protocol as wire
 from scheduler.http.fronts.link import FrontLink
-from scheduler.http.schemas import JobAccepted
+from scheduler.http.schemas import InferResult, JobAccepted
 from scheduler.scheduler import Scheduler
 
 log = logging.getLogger("modelsched.fronts")
@@ -68,9 +76,8 @@ class FrontRequests:
             if not link.alive:
                 return
 
-            def answer(view: dict[str, Any]) -> None:
-                status, body, headers = outcome_of(self.scheduler, job_id, view)
-                link.reply(wire.Content(request_id, status, body, headers))
+            def answer(job: Job) -> None:
+                link.reply(wire.Content(request_id, *self.outcome(job)))
 
             try:
                 self.when_ended(link, request_id, job_id, wait_s, answer)
@@ -79,7 +86,7 @@ class FrontRequests:
 
         wait_s = message.wait_s or job.timeout_s or DEFAULT_INFER_WAIT_S
         try:
-            self.scheduler.submissions.schedule_then(job, submitted)
+            self.scheduler.submissions.schedule_then(job, submitted, waited=True)
         except Exception as exc:
             link.answer(request_id, error_answer(exc))
 
@@ -107,12 +114,13 @@ class FrontRequests:
             if message.wait_s <= 0:
                 link.reply(wire.Content(request_id, 200, self.scheduler.job_status(message.job_id)))
                 return
+            endings = self.scheduler.endings
             self.when_ended(
                 link,
                 request_id,
                 message.job_id,
                 message.wait_s,
-                lambda view: link.reply(wire.Content(request_id, 200, view)),
+                lambda job: link.reply(wire.Content(request_id, 200, endings.view(job))),
             )
         except Exception as exc:
             link.answer(request_id, error_answer(exc))
@@ -123,34 +131,41 @@ class FrontRequests:
         request_id: int,
         job_id: str,
         wait_s: float,
-        answer: Callable[[dict[str, Any]], None],
+        answer: Callable[[Job], None],
     ) -> None:
-        """`answer(view)` once the job's end is durable or `wait_s` has passed (`Scheduler.wait_for`
+        """`answer(job)` once the job's end is durable or `wait_s` has passed (`Scheduler.wait_for`
         with callbacks: no task or coroutine per waiting request); nothing if the front dies first."""
         endings = self.scheduler.endings
         job = self.scheduler.get_job(job_id)
-        ended = endings.waiter(job, link.loop)
-        if ended is None:
-            answer(endings.view(job))
-            return
 
-        def finish(_: object = None) -> None:
+        def finish() -> None:
             if link.waits.pop(request_id, None) is None:
                 return  # answered already, or the front is gone
             timer.cancel()
-            endings.forget_waiter(job.id, ended)
+            endings.forget_callback(job.id, finish)  # when the wait ran out (the end took it already)
             try:
-                answer(endings.view(job))
+                answer(job)
             except Exception as exc:
                 link.answer(request_id, error_answer(exc))
 
         def cancel() -> None:
             timer.cancel()
-            endings.forget_waiter(job.id, ended)
+            endings.forget_callback(job.id, finish)
 
+        if not endings.when_settled(job, finish):
+            answer(job)
+            return
         timer = link.loop.call_later(min(wait_s, MAX_WAIT_S), finish)
-        ended.add_done_callback(finish)
         link.waits[request_id] = cancel
+
+    def outcome(self, job: Job) -> Outcome:
+        """What an infer answers for its job as it stands: a completed job whose end is durable from
+        the job itself (no view of it is built: the hot path's commonest answer); any other as
+        `outcome_of` says."""
+        endings = self.scheduler.endings
+        if job.status is JobStatus.COMPLETED and endings.settled(job):
+            return 200, InferResult(job.id, "completed", job.result), None
+        return outcome_of(self.scheduler, job.id, endings.view(job))
 
     async def forward(self, link: FrontLink, message: wire.Forward) -> None:
         """Run the daemon's ASGI app over the forwarded request; its response goes back as it is sent."""

@@ -121,7 +121,7 @@ def router(scheduler: Scheduler) -> APIRouter:
                 raise HttpError(
                     422, "invalid_body", f"{body.model} gives {dimension} dimensions", "dimensions"
                 )
-            job_id = await scheduler.schedule_job(JobRequest(model=body.model, inputs=sentences))
+            job_id = await scheduler.schedule_job(JobRequest(model=body.model, inputs=sentences), waited=True)
             tokens = asyncio.ensure_future(asyncio.to_thread(count_tokens, adapter, sentences))
             try:
                 vectors = result_of(

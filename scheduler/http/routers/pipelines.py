@@ -73,7 +73,8 @@ def router(scheduler: Scheduler) -> APIRouter:
             await read_body(request.receive, request.scope["headers"], body_limit), _classify_decoder
         )
         job_id = await scheduler.schedule_job(
-            JobRequest(pipeline=CLASSIFY, inputs=body.text, priority=body.priority, timeout_s=body.timeout_s)
+            JobRequest(pipeline=CLASSIFY, inputs=body.text, priority=body.priority, timeout_s=body.timeout_s),
+            waited=True,
         )
         answer = await result_answer(scheduler, job_id, body.timeout_s or DEFAULT_INFER_WAIT_S)
         if answer.status_code != 200:

@@ -172,7 +172,7 @@ def router(scheduler: Scheduler) -> APIRouter:
         if isinstance(tensor, list):
             if not tensor:
                 raise InvalidInputError("the input holds no strings")
-            job_id = await scheduler.schedule_job(JobRequest(model=model, inputs=tensor))
+            job_id = await scheduler.schedule_job(JobRequest(model=model, inputs=tensor), waited=True)
             vectors = result_of(await scheduler.wait_for(job_id, DEFAULT_INFER_WAIT_S), scheduler.accepting)
             return np.asarray(vectors, dtype="<f4").reshape(len(tensor), -1)
         width = signature.input.shape[-1]
