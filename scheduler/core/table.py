@@ -39,6 +39,11 @@ class JobTable:
 
     def add(self, job: Job) -> None:
         job.seq = next(self._seq)
+        replaced = self.jobs.get(job.id)
+        if replaced is not None and replaced is not job and replaced.ended and replaced.parent_id is None:
+            # The same job again (a cluster host that dropped it has claimed it back): the ended record
+            # is counted no more, and its place in `finished_order` is skipped (`_trim`).
+            self.count_by_status[replaced.status] -= 1
         self.jobs[job.id] = job
         if job.parent_id is None:
             self.count_by_status[job.status] += 1
@@ -188,8 +193,9 @@ class JobTable:
 
     def _trim(self) -> None:
         while len(self.finished_order) > self.max_finished_in_memory:
-            old = self.jobs.pop(self.finished_order.popleft(), None)
-            if old is not None:
+            old = self.jobs.get(self.finished_order.popleft())
+            if old is not None and old.ended:  # not ended: its id was added again since (`add`)
+                del self.jobs[old.id]
                 self.count_by_status[old.status] -= 1
                 if old.idempotency_key:
                     self.by_idempotency_key.pop(old.idempotency_key, None)
@@ -202,7 +208,7 @@ class JobTable:
             if job is not None and job.ended_at is not None and job.ended_at >= cutoff_wall:
                 break
             self.finished_order.popleft()
-            if job is not None:
+            if job is not None and job.ended:  # not ended: its id was added again since (`add`)
                 del self.jobs[job.id]
                 self.count_by_status[job.status] -= 1
                 if job.idempotency_key:

@@ -7,7 +7,8 @@ from collections import deque
 import pytest
 
 from scheduler.core.devices import NoGpuError, discover_gpus, parse_simulated, parse_size
-from scheduler.core.jobs import JobStatus, Priority, can_transition
+from scheduler.core.jobs import Job, JobStatus, Priority, can_transition
+from scheduler.core.table import JobTable
 from scheduler.errors import ConfigError
 from scheduler.pool.supervisor import RESPAWN_BACKOFF, worker_plan
 from scheduler.settings import load_settings, settings_from_dict
@@ -88,6 +89,27 @@ def test_job_state_transitions() -> None:
     assert Priority.parse("high") < Priority.parse("normal") < Priority.parse("low")
     with pytest.raises(ValueError, match="priority"):
         Priority.parse("urgent")
+
+
+def test_a_job_added_again_after_it_ended_is_not_trimmed_nor_counted_twice() -> None:
+    """A cluster host that dropped a job (ended here) and claimed it back adds the same id again: the
+    trim of ended jobs must not take the live one, nor its count stay with the ended record."""
+    table = JobTable(max_finished_in_memory=1)
+    first = Job(id="j", model="echo", inputs=1)
+    table.add(first)
+    table.finish(first, JobStatus.CANCELLED, error="taken back")
+    again = Job(id="j", model="echo", inputs=1)
+    table.add(again)
+    assert table.count_by_status[JobStatus.CANCELLED] == 0 and table.count_by_status[JobStatus.QUEUED] == 1
+    for n in range(3):  # three more ended jobs: the trim passes over the stale entry of "j"
+        other = Job(id=f"o{n}", model="echo", inputs=1)
+        table.add(other)
+        table.finish(other, JobStatus.CANCELLED)
+    assert table.jobs["j"] is again and list(table.finished_order) == ["o2"]
+    assert table.forget_older_than(float("inf")) == 1 and table.jobs == {"j": again}
+    table.mark_processing(again, "cpu-w0", "cpu")
+    table.finish(again, JobStatus.COMPLETED, result=1)
+    assert table.count_by_status[JobStatus.COMPLETED] == 1 and table.count_by_status[JobStatus.CANCELLED] == 0
 
 
 def test_messages_round_trip_as_msgpack() -> None:
