@@ -1,6 +1,6 @@
 """`ClusterStore`: the one connection of a daemon's main process to the cluster's Redis.
 
-It loads the job functions (`modelsched.lua`, `FUNCTION LOAD REPLACE`) and calls them grouped: the
+It loads the job functions (`functions_*.lua`, joined into one library, `FUNCTION LOAD REPLACE`) and calls them grouped: the
 calls made in one event-loop turn go out in one write on one connection (Redis answers a
 connection's commands in order; no transaction: each function is atomic on its own), the way the
 SQLite journal groups its commits. A turn that makes `EAGER_CALLS` calls writes them at once, so
@@ -40,8 +40,13 @@ CONNECT_TIMEOUT_S = 2.0
 UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError)
 
 
+FUNCTION_PARTS = ("common", "queue", "recovery", "reads", "register")  # one Redis library, in this order
+
+
 def functions_source() -> str:
-    return resources.files("scheduler.cluster").joinpath("modelsched.lua").read_text()
+    """The `modelsched` library's source: its parts (`functions_<part>.lua`), one file each, joined."""
+    folder = resources.files("scheduler.cluster")
+    return "\n".join(folder.joinpath(f"functions_{part}.lua").read_text() for part in FUNCTION_PARTS)
 
 
 class _Call(NamedTuple):
