@@ -12,7 +12,7 @@ committed: an id per admitted item, the error in the place of a refused one.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from typing import Any
 
 from scheduler.core.admission import Admission
@@ -30,6 +30,17 @@ def _failure(future: asyncio.Future[Any]) -> BaseException:
     if future.cancelled():
         return asyncio.CancelledError()
     return future.exception() or RuntimeError("no failure")
+
+
+def schedule_in_task(
+    scheduling: Coroutine[Any, Any, str], done: Callable[[str | None, BaseException | None], None]
+) -> None:
+    """Run `scheduling` in a task; `done(id, None)` when it gives an id, `done(None, why)` when not."""
+    asyncio.ensure_future(scheduling).add_done_callback(
+        lambda ran: (
+            done(None, _failure(ran)) if ran.cancelled() or ran.exception() else done(ran.result(), None)
+        )
+    )
 
 
 class Submissions:
@@ -83,14 +94,7 @@ class Submissions:
         committed (it is withdrawn, as `schedule` does); a refusal at admission raises here. A request
         with checks that do I/O (a render's URL, a callback URL) goes through `schedule`."""
         if request.callback_url is not None or request.model_name in self.executors:
-            task = asyncio.ensure_future(self.schedule(request, waited=waited))
-            task.add_done_callback(
-                lambda ran: (
-                    done(None, _failure(ran))
-                    if ran.cancelled() or ran.exception()
-                    else done(ran.result(), None)
-                )
-            )
+            schedule_in_task(self.schedule(request, waited=waited), done)
             return
         job, created = self.admission.admit(request)
         if not created or self.journal is None:

@@ -176,15 +176,11 @@ def daemons(setup: str, model: str, redis_url: str, folder: Path) -> Iterator[li
 
 
 def _wait_ready(daemon: Daemon, url: str) -> None:
-    from scripts.bench_rest import _get_status, post_once
+    from scripts.bench_rest import post_once, wait_until_ready
 
-    deadline = time.monotonic() + 180
-    while _get_status(f"{url}/readyz") != 200:
-        if daemon.process is not None and daemon.process.poll() is not None:
-            raise RuntimeError(f"the daemon exited:\n{daemon.log_tail()}")
-        if time.monotonic() > deadline:
-            raise RuntimeError("the daemon was not ready in time")
-        time.sleep(0.1)
+    wait_until_ready(
+        url, lambda: daemon.process is not None and daemon.process.poll() is not None, daemon.log_tail
+    )
     post_once(f"{url}/models/echo/infer", {"inputs": ECHO_INPUT})
 
 

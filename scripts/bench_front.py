@@ -42,16 +42,15 @@ sys.path.insert(0, str(REPO))
 from scripts.bench_rest import (  # noqa: E402 - after the path is set
     BODIES,
     WRK,
-    _get_status,
     free_port,
     lua_script,
     parse_wrk,
     post_once,
     stop_daemon,
+    wait_until_ready,
     wrk_report,
 )
 
-READY_TIMEOUT_S = 180.0
 PROFILE_GROUPS = (  # where a profiled function lives -> the row it counts in
     ("uvicorn", "uvicorn (HTTP parsing, the protocol)"),
     ("starlette", "starlette/fastapi"),
@@ -143,13 +142,7 @@ def running_daemon(fronts: int, profile_path: Path | None = None, repo: Path = R
         )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while _get_status(f"{url}/readyz") != 200:
-            if process.poll() is not None:
-                raise RuntimeError(f"the daemon exited with {process.returncode}:\n{log_path.read_text()}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the daemon was not ready within {READY_TIMEOUT_S:g} s")
-            time.sleep(0.1)
+        wait_until_ready(url, lambda: process.poll() is not None, lambda: log_path.read_text())
         yield Daemon(url, process, log_path)
     finally:
         stop_daemon(process)

@@ -28,7 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +59,18 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def wait_until_ready(url: str, exited: Callable[[], bool], log: Callable[[], str]) -> None:
+    """Poll `url`'s `/readyz` until it answers 200 (RuntimeError, with the daemon's `log()`, when it
+    exits first or is not ready within `READY_TIMEOUT_S`)."""
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while _get_status(f"{url}/readyz") != 200:
+        if exited():
+            raise RuntimeError(f"the daemon exited:\n{log()}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the daemon was not ready within {READY_TIMEOUT_S:g} s")
+        time.sleep(0.1)
 
 
 def _get_status(url: str) -> int | None:
@@ -109,13 +121,7 @@ def running_daemon(preset: str = "dev") -> Iterator[str]:
         )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while _get_status(f"{url}/readyz") != 200:
-            if process.poll() is not None:
-                raise RuntimeError(f"the daemon exited with {process.returncode}:\n{log_path.read_text()}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the daemon was not ready within {READY_TIMEOUT_S:g} s")
-            time.sleep(0.1)
+        wait_until_ready(url, lambda: process.poll() is not None, lambda: log_path.read_text())
         yield url
     finally:
         stop_daemon(process)

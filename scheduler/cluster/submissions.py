@@ -4,7 +4,6 @@ local table and journal, and the wait done on the cluster (any host may run it).
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -14,7 +13,7 @@ from scheduler.core.endings import JobEndings, result_of
 from scheduler.core.jobs import JobRequest
 from scheduler.core.ports import JobExecutor, JobJournal
 from scheduler.errors import SchedulerError
-from scheduler.submissions import Submissions
+from scheduler.submissions import Submissions, schedule_in_task
 from scheduler.webhooks import Webhooks
 
 
@@ -44,16 +43,7 @@ class ClusterSubmissions(Submissions):
     ) -> None:
         """A submission told through `done(id, None)` or `done(None, error)` (the HTTP fronts' path):
         in a cluster always through Redis (`schedule`), never the local table and journal."""
-
-        def told(ran: asyncio.Future[str]) -> None:
-            if ran.cancelled():
-                done(None, asyncio.CancelledError())
-            elif ran.exception() is not None:
-                done(None, ran.exception())
-            else:
-                done(ran.result(), None)
-
-        asyncio.ensure_future(self.schedule(request)).add_done_callback(told)
+        schedule_in_task(self.schedule(request), done)
 
     def submit(self, request: JobRequest) -> str:
         raise SchedulerError("in cluster mode a submission waits for Redis: use schedule_job")

@@ -9,7 +9,8 @@ What is written: a job when it is submitted (inputs as msgpack), its `attempts` 
 under it, and its end (status, result as msgpack, error) when it ends; its inputs are dropped then.
 A job submitted and ended within one commit (a fast model under load) is written once, as its ended
 row; so is an infer's job that ends within `HOLD_S` (its submission is held back until its end:
-`scheduler.journal.held`). Job ids begin with their creation time in milliseconds, so the id index grows at its right edge.
+`scheduler.journal.held`). Job ids begin with their creation time in milliseconds, so the id index
+grows at its right edge.
 At start the jobs that had not ended are read back, in submission order; ended jobs are read one at
 a time, by id or idempotency key, when the in-memory table no longer holds them (there may be a
 million of them). Between commits the writer keeps the journal under `journal_max_mb` and prunes
