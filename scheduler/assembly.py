@@ -251,6 +251,8 @@ def assemble(
             endings.events,
         )
         front.runs_here = backend
+        front.holds = journal
+        journal.on_released = backend.take_released
         submissions = ClusterSubmissions(front, admission, endings, journal, executors, webhooks)
         cluster = Cluster(
             settings.cluster_name,

@@ -4,6 +4,7 @@
     .venv/bin/python scripts/bench_cluster.py                    # echo and mlp, API and REST
     .venv/bin/python scripts/bench_cluster.py --models echo --seconds 5 --json out.json
     .venv/bin/python scripts/bench_cluster.py --models echo --no-rest --rounds 3   # API only, 3 rounds
+    .venv/bin/python scripts/bench_cluster.py --models echo --no-rest --call infer  # clients call infer
 
 Three set-ups, each with one CPU worker per daemon: `sqlite` (one daemon, its SQLite journal),
 `redis-1` (one daemon on a Redis: Redis is its queue and journal), `redis-2` (two daemons on one
@@ -85,10 +86,12 @@ async def api_run(
     redis_url: str,
     folder: Path,
     redis_pid: int | None = None,
+    call: str = "wait_for",
 ) -> dict[str, float]:
     """Jobs/s of `clients` closed-loop clients through the Python API (one scheduler, or two), and the
     CPU µs per job of this process (the schedulers' main processes and the clients, as on SQLite) and
-    of Redis (`redis_pid`) while they ran."""
+    of Redis (`redis_pid`) while they ran. `call`: each job as `schedule_job` then `wait_for`
+    (acknowledged once durable, then waited for), or as one `infer` (submit and wait in one call)."""
     from scheduler import JobRequest, Scheduler
 
     hosts = ["a", "b"] if setup == "redis-2" else ["a"]
@@ -112,8 +115,11 @@ async def api_run(
             nonlocal done
             scheduler = schedulers[index % len(schedulers)]
             while time.perf_counter() < stop_at:
-                job_id = await scheduler.schedule_job(JobRequest(model=model, inputs=INPUTS[model]))
-                await scheduler.wait_for(job_id, 60)
+                if call == "infer":
+                    await scheduler.infer(model, INPUTS[model], timeout=60)
+                else:
+                    job_id = await scheduler.schedule_job(JobRequest(model=model, inputs=INPUTS[model]))
+                    await scheduler.wait_for(job_id, 60)
                 done += 1
 
         started = time.perf_counter()
@@ -121,6 +127,9 @@ async def api_run(
         await asyncio.gather(*(client(index) for index in range(clients)))
         figures = {"jobs_per_s": done / (time.perf_counter() - started)}
         figures["main_cpu_us_per_job"] = (cpu_s() - main_before) / max(done, 1) * 1e6
+        journals = [scheduler.cluster.journal for scheduler in schedulers if scheduler.cluster is not None]
+        if journals:  # the share of jobs whose submission was written with the end (infers run at once)
+            figures["held_share"] = sum(journal.held_ends for journal in journals) / max(done, 1)
         if redis_pid:
             figures["redis_cpu_us_per_job"] = (cpu_s(redis_pid) - redis_before) / max(done, 1) * 1e6
         return figures
@@ -224,6 +233,7 @@ def api_rounds(
     urls: dict[str, str],
     pids: dict[str, int],
     folder: Path,
+    call: str = "wait_for",
 ) -> dict[str, dict[str, Any]]:
     """The API figures of every set-up, `rounds` times in turn (so that each round's set-ups ran close
     together on a shared machine): per set-up the jobs/s of each round, and (medians) the CPU µs per
@@ -236,7 +246,7 @@ def api_rounds(
             if setup != "sqlite":
                 redis_command(url, "CONFIG", "RESETSTAT")
             pid = pids.get(setup) if setup != "sqlite" else None
-            figures = asyncio.run(api_run(setup, model, clients, seconds, url, folder, pid))
+            figures = asyncio.run(api_run(setup, model, clients, seconds, url, folder, pid, call))
             rows[setup]["api_rounds"].append(round(figures.pop("jobs_per_s"), 1))
             if setup != "sqlite":  # (a grouped FCALL runs a turn's calls: its time per job, not per call)
                 stats = redis_command(url, "INFO", "commandstats").get("cmdstat_fcall", {})
@@ -250,7 +260,9 @@ def api_rounds(
     return rows
 
 
-def run(models: list[str], seconds: float, clients: int, rest: bool, rounds: int = 1) -> dict[str, Any]:
+def run(
+    models: list[str], seconds: float, clients: int, rest: bool, rounds: int = 1, call: str = "wait_for"
+) -> dict[str, Any]:
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="bench-cluster-") as scratch:
         folder = Path(scratch)
@@ -267,7 +279,7 @@ def run(models: list[str], seconds: float, clients: int, rest: bool, rounds: int
                 if (server := lazy if setup.endswith("everysec") else redis).process is not None
             }
             for model in models:
-                api = api_rounds(model, seconds, clients, rounds, redis_urls, redis_pids, folder)
+                api = api_rounds(model, seconds, clients, rounds, redis_urls, redis_pids, folder, call)
                 for setup in SETUPS:
                     url = redis_urls[setup]
                     row = api[setup]
@@ -318,9 +330,17 @@ def main() -> None:
     parser.add_argument(
         "--rounds", type=int, default=1, help="API runs of every set-up, in turn; the median is reported"
     )
+    parser.add_argument(
+        "--call",
+        choices=("wait_for", "infer"),
+        default="wait_for",
+        help="the API clients' call: schedule_job then wait_for, or infer (submit and wait in one call)",
+    )
     parser.add_argument("--json")
     args = parser.parse_args()
-    results = run(args.models.split(","), args.seconds, args.clients, not args.no_rest, args.rounds)
+    results = run(
+        args.models.split(","), args.seconds, args.clients, not args.no_rest, args.rounds, args.call
+    )
     print(json.dumps(results, indent=2))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))

@@ -82,6 +82,12 @@ class ClusterBackend:
         # tick; cleared by a claim that got less than it asked for, none of it cold. A job ending here
         # claims again only while it is set (else every end would cost a round trip for nothing).
         self.maybe_waiting = True
+        # Models none of whose jobs wait in Redis, as far as this host knows: those a claim got less of
+        # than it asked (warm, so no cold delay held them back); emptied by any sign that a job may
+        # wait (a `queued` or `reclaimed` message, a tick) until the next claim. An infer of one of
+        # them may run here with its submission held back (`may_hold`).
+        self.none_waiting: set[str] = set()
+        self._signs = 0  # signs that a job may wait, counted: a claim's findings older than one are old news
         endings.observers.append(self._ended)
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -97,6 +103,9 @@ class ClusterBackend:
     def schedule_claim(self, maybe_waiting: bool = True) -> None:
         """Claim soon (once per loop turn, one claim at a time); `maybe_waiting`: a job may wait."""
         self.maybe_waiting = self.maybe_waiting or maybe_waiting
+        if maybe_waiting:
+            self.none_waiting.clear()
+            self._signs += 1
         if not self.enabled or self._loop is None:
             return
         if self._running:
@@ -138,6 +147,31 @@ class ClusterBackend:
     def _forget_spare(self) -> None:
         self._spare = None
 
+    def may_hold(self, model: str) -> bool:
+        """Whether an infer of `model` submitted here may run here with its submission held back (not
+        in Redis until it ends): room now on a worker with it warm, and no job of it heard of waiting in
+        the cluster (`none_waiting`), so that it jumps no job of the cluster's queues."""
+        if model not in self.none_waiting or not self.reserve(model):
+            return False
+        self._reserved[model] -= 1  # (taken at once: `take_held` puts it in the table)
+        return True
+
+    def take_held(self, job: Job) -> None:
+        """A job submitted here whose submission is held back (`may_hold`): it runs here; Redis has
+        none of it until its end or its release (`take_released`)."""
+        self.table.add(job)
+        self.claimed += 1
+        left = remaining_s(job)
+        if left is not None:
+            self.deadlines.watch(job, time.monotonic() + max(0.0, left))
+        self.dispatcher.schedule()
+
+    def take_released(self, job: Job, stream: bytes) -> None:
+        """A held job's submission is written (held by this host, no stream entry): refreshed by the
+        heartbeat from now on, as a direct hold."""
+        if not job.ended:
+            self.held[job.id] = (stream, b"")
+
     def take_direct(self, job: Job, entry: tuple[bytes, bytes]) -> None:
         """A job submitted here and held here at once (`modelsched_submit` found nothing before it)."""
         self._add(job, entry)
@@ -176,14 +210,18 @@ class ClusterBackend:
             args += [room.model, room.room, 1 if room.model in warm_elsewhere else 0]
         now = time.time()
         self.claims += 1
+        signs = self._signs
         values = await self.store.call(
             "claim", self.host, repr(now), int(now * 1000), total, int(self.cold_claim_delay_ms), *args
         )
         taken = Counter(self.take(values))
-        if sum(taken.values()) < total and all(
-            not room.cold and taken[room.model] < room.room for room in rooms
-        ):
+        short = {room.model for room in rooms if not room.cold and taken[room.model] < room.room}
+        if sum(taken.values()) >= total:
+            return
+        if len(short) == len(rooms):
             self.maybe_waiting = False  # it got less than it asked of each: nothing waits (for now)
+        if self._signs == signs:  # (a sign that a job may wait came while it ran: it may be old news)
+            self.none_waiting |= short
 
     def take(self, values: list[object]) -> list[str]:
         """The claimed jobs join the local table (queued); the dispatch pass runs them. Their models."""
@@ -207,7 +245,7 @@ class ClusterBackend:
                 log.error("claim failed", exc_info=error)
         if self._again:
             self._again = False
-            self.schedule_claim()
+            self.schedule_claim(maybe_waiting=False)  # (a sign that came meanwhile has been counted)
 
     # ---- ends ----------------------------------------------------------------------------------
 

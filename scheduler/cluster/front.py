@@ -1,9 +1,10 @@
 """`ClusterFront`: the front of a daemon in a cluster. Any daemon answers any job id: a submission is
 checked here as on a single host (`Admission.new_job`), then recorded in Redis (`modelsched_submit`:
 the job's hash, its stream entry and its idempotency key at once) and acknowledged once Redis has
-it; reads, waits and cancels go to the job's hash. A wait wakes when the job's end is published
-(pub/sub) and re-reads the job then, at its deadline and after a reconnect (pub/sub may drop a
-message). The jobs a front has seen are kept (bounded) for the synchronous reads of the API."""
+it (an infer that runs here at once is written with its end instead: `RedisJournal`'s held
+submissions); reads, waits and cancels go to the job's hash. A wait wakes when the job's end is
+published (pub/sub) and re-reads the job then, at its deadline and after a reconnect (pub/sub may
+drop a message). The jobs a front has seen are kept (bounded) for the synchronous reads of the API."""
 
 from __future__ import annotations
 
@@ -49,6 +50,20 @@ class DirectRuns(Protocol):
 
     def take_direct(self, job: Job, entry: tuple[bytes, bytes]) -> None: ...
 
+    def may_hold(self, model: str) -> bool: ...
+
+    def take_held(self, job: Job) -> None: ...
+
+
+class Holds(Protocol):
+    """The journal's held submissions (`RedisJournal`): infers written with their ends."""
+
+    def record_submitted_held(self, job: Job) -> None: ...
+
+    def is_held(self, job_id: str) -> bool: ...
+
+    def release(self, job_id: str) -> asyncio.Future[None] | None: ...
+
 
 class ClusterFront:
     """store: Redis; admission: the checks of a submission; hosts: which live host can run a model;
@@ -72,6 +87,7 @@ class ClusterFront:
         self.unsupported = unsupported  # why a model cannot run through the cluster (render), or None
         self.events = events  # the job event streams (SSE) of this daemon: told of ends heard here
         self.runs_here: DirectRuns | None = None  # this daemon's back end, which may run a job at once
+        self.holds: Holds | None = None  # this daemon's journal, which may hold an infer's submission
         self._reads: set[asyncio.Task[None]] = set()
         self.known: OrderedDict[str, tuple[Job, str | None]] = OrderedDict()
         self._waiters: dict[str, list[asyncio.Future[bool]]] = {}
@@ -83,7 +99,9 @@ class ClusterFront:
 
     # ---- submissions ---------------------------------------------------------------------------
 
-    async def schedule(self, request: JobRequest) -> str:
+    async def schedule(self, request: JobRequest, held: bool = False) -> str:
+        """The job's id once Redis has it; `held`: its client waits for its end (an infer), so a job
+        that can run here at once is not written before its end (`RedisJournal.record_submitted_held`)."""
         if not self.admission.accepting:
             raise NotRunningError("the scheduler is not accepting jobs (not started, or shutting down)")
         if request.pipeline:
@@ -95,6 +113,20 @@ class ClusterFront:
         refusal = self.hosts.refusal(job.model)
         if refusal is not None:
             raise NoFitError(f"model {job.model!r} cannot run in this cluster: {refusal}")
+        if (
+            held
+            and self.store.up  # (Redis away: the submission is refused below, as any other)
+            and self.holds is not None
+            and self.runs_here is not None
+            and job.idempotency_key is None  # (the key is Redis's to check)
+            and job.callback_url is None
+            and self.runs_here.may_hold(job.model)
+        ):
+            self.holds.record_submitted_held(job)
+            self.runs_here.take_held(job)
+            self._remember(job, None)
+            self.admission.announce(job)
+            return job.id
         direct = self.runs_here is not None and self.runs_here.reserve(job.model)
         try:
             answer = await self.store.batched(
@@ -137,6 +169,7 @@ class ClusterFront:
     async def read(self, job_id: str, watch: bool = True) -> dict[str, Any]:
         """The job as Redis holds it; `watch`: and, while it has not ended, this host is told of its
         end (`modelsched_watch`: the read and the watch in one step, so no end falls between)."""
+        await self._written(job_id)
         if watch:
             reply = await self.store.call("watch", job_id, self.host)
         else:
@@ -222,9 +255,18 @@ class ClusterFront:
             return None
         if job_id in self.final or (known[0].status is JobStatus.QUEUED and job_id not in self.heard_ends):
             return known
+        if self.holds is not None and self.holds.is_held(job_id):  # (nobody else knows of it)
+            return known
         return None
 
+    async def _written(self, job_id: str) -> None:
+        """A job whose submission is held here is written first (a read or a cancel needs it in Redis)."""
+        release = self.holds.release(job_id) if self.holds is not None else None
+        if release is not None:
+            await release
+
     async def cancel(self, job_id: str) -> dict[str, Any]:
+        await self._written(job_id)
         outcome = await self.store.call("cancel", job_id, repr(time.time()), int(self.retention_s))
         code, detail = int(outcome[0]), outcome[1].decode()
         if code < 0:

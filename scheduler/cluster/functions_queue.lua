@@ -2,10 +2,13 @@
 -- queue: submit, claim, finish, cancel.
 
 -- submit(p, id, model, priority, created_at, timeout_s, deadline, idem, inputs, callback_url, host,
--- submitter) -> {1, id} new, {1, id, stream, ''} new and held by `host` at once (the submitting host has
--- room for it and nothing of its model waits before it: no claim round trip, no stream entry: a member
--- of `<stream>:held`), or {0, existing id} when the idempotency key named an earlier job. Fields with
--- no value are not written (a missing field reads as empty).
+-- submitter, released) -> {1, id} new, {1, id, stream, ''} new and held by `host` at once (the
+-- submitting host has room for it and nothing of its model waits before it: no claim round trip, no
+-- stream entry: a member of `<stream>:held`), or {0, existing id} when the idempotency key named an
+-- earlier job. `released` '1': a submission the host held back while the job already ran there
+-- (`record`), written now: held by `host` whatever waits, and only if no hash of it is there yet
+-- (its end came first) -> {2, id} when there was. Fields with no value are not written (a missing
+-- field reads as empty).
 local function submit(keys, args)
   local p, id, model, prio = args[1], args[2], args[3], args[4]
   local idem = args[8]
@@ -13,6 +16,8 @@ local function submit(keys, args)
       or not tonumber(args[5]) or (args[7] ~= '' and not tonumber(args[7])) then -- nothing written
     return redis.error_reply('submit: bad arguments for job ' .. tostring(id))
   end
+  local released = args[13] == '1'
+  if released and redis.call('EXISTS', p .. 'job:' .. id) == 1 then return {2, id} end
   if idem ~= '' then
     local ok = redis.call('SET', p .. 'key:' .. idem, id, 'NX')
     if not ok then
@@ -28,7 +33,7 @@ local function submit(keys, args)
   end
   if turn then turn.models[model] = true end
   local host = args[11] or ''
-  local direct = host ~= '' and not waiting_before(p, model, prio)
+  local direct = host ~= '' and (released or not waiting_before(p, model, prio))
   local fields = {'id', id, 'model', model, 'priority', prio, 'created_at', args[5], 'attempts', 0,
     'stream', stream, 'inputs', args[9]}
   local function put(name, value)
@@ -135,6 +140,31 @@ local function finish(keys, args)
   local fields = {}
   for i = 7, #args do fields[#fields + 1] = args[i] end
   write_end(p, id, args[4], args[5], fields, tonumber(args[6]), host, known)
+  return 1
+end
+
+-- record(p, id, host, status, now, retention, n, field, value, ... (n values: the submission's
+-- fields), field, value, ... (the end's, as `finish` takes them)): the end of a job whose submission
+-- its host held back (an infer that ended within the hold: scheduler/core/held.py), written with
+-- the submission as one hash, kept `retention` seconds; no stream, no held set, no deadline: it ran
+-- where it was submitted and nobody else knew of it. A job whose submission was written meanwhile
+-- (released: the hold ran out) is finished as `finish` does -> 1 written, 0 not
+local function record(keys, args)
+  local p, id, host, n = args[1], args[2], args[3], tonumber(args[7])
+  if not n or id == '' or 7 + n > #args or not tonumber(args[6]) then
+    return redis.error_reply('record: bad arguments for job ' .. tostring(id))
+  end
+  local ends = {p, id, host, args[4], args[5], args[6]}
+  for i = 8 + n, #args do ends[#ends + 1] = args[i] end
+  local jk = p .. 'job:' .. id
+  if redis.call('EXISTS', jk) == 1 then return finish(keys, ends) end
+  local fields = {'status', args[4], 'ended_at', args[5], 'host', host}
+  for i = 8, #args do fields[#fields + 1] = args[i] end
+  redis.call('HSET', jk, unpack(fields))
+  local retention = tonumber(args[6])
+  if retention > 0 then redis.call('EXPIRE', jk, retention) end
+  redis.call('ZADD', p .. 'jobs', 0, id) -- the job list's index
+  if turn then turn.ends[#turn.ends + 1] = id else redis.call('PUBLISH', p .. 'ends', id) end
   return 1
 end
 

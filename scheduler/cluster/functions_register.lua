@@ -2,14 +2,14 @@
 -- registration of every function.
 
 -- many(p, function, n, arg, ..., n, arg, ...): the calls of one event-loop turn to one function
--- (submit, finish, watch, attempts), each with its own n arguments after the prefix, in one FCALL: the
--- call's own overhead (its parsing, dispatch and reply, its MULTI/EXEC in the append-only file) is paid
--- once per turn instead of once per job. Each call runs as it would alone (its checks and writes, its
--- answer); one that fails (a Lua error) answers an error and the others still run. What every call
--- would read alike is read once (`turn`), and the ends written are told on `ends` in one message
--- (ids separated by spaces).
+-- (submit, finish, record, watch, attempts), each with its own n arguments after the prefix, in one
+-- FCALL: the call's own overhead (its parsing, dispatch and reply, its MULTI/EXEC in the append-only
+-- file) is paid once per turn instead of once per job. Each call runs as it would alone (its checks
+-- and writes, its answer); one that fails (a Lua error) answers an error and the others still run.
+-- What every call would read alike is read once (`turn`), and the ends written are told on `ends` in
+-- one message (ids separated by spaces).
 -- -> one answer per call, in order
-local BATCHED = {submit = submit, finish = finish, watch = watch, attempts = attempts}
+local BATCHED = {submit = submit, finish = finish, record = record, watch = watch, attempts = attempts}
 local function many(keys, args)
   local p, run = args[1], BATCHED[args[2]]
   if run == nil then return redis.error_reply('many: no such grouped function: ' .. tostring(args[2])) end
@@ -51,6 +51,7 @@ redis.register_function('modelsched_many', many)
 redis.register_function('modelsched_submit', alone(submit))
 redis.register_function('modelsched_claim', alone(claim))
 redis.register_function('modelsched_finish', alone(finish))
+redis.register_function('modelsched_record', alone(record))
 redis.register_function('modelsched_cancel', alone(cancel))
 redis.register_function('modelsched_reclaim', alone(reclaim))
 redis.register_function('modelsched_refresh', alone(refresh))

@@ -6,6 +6,12 @@ is what happens to a job this host claimed: its end (`modelsched_finish`, a comp
 only while the job is `processing` on this host, so a result after a cancel, a timeout or a reclaim
 is dropped) and its tries. Ends wait for Redis when it is away and are written once it is back; the
 waiters of an end wake once Redis has answered (with `appendfsync always`, once it is on disk).
+
+An infer submitted here that runs here at once has its submission held back, as on a single host
+(`scheduler.core.held`): its client is answered once its end is durable, so the submission is
+written with the end, as one hash (`modelsched_record`: one call, no stream, no held set), or on its
+own (`modelsched_submit`, released: held by this host) once it has not ended within the hold. What a
+host's death loses of it is what its client was never answered.
 """
 
 from __future__ import annotations
@@ -15,8 +21,9 @@ import logging
 import time
 from collections.abc import Callable
 
-from scheduler.cluster.records import finish_args, page_args, page_of
+from scheduler.cluster.records import finish_args, page_args, page_of, record_args, stream_name, submit_args
 from scheduler.cluster.store import ClusterStore
+from scheduler.core.held import HeldSubmissions
 from scheduler.core.jobs import Job
 from scheduler.core.ports import JournalStatus
 from scheduler.errors import JournalError
@@ -38,6 +45,12 @@ class RedisJournal:
         self.ends_written = 0
         self.ends_dropped = 0  # results that came after a cancel, timeout or reclaim
         self.opened = False
+        self.holds = HeldSubmissions()  # infers submitted here, running here, not written yet
+        self.held_ends = 0  # ends written with their held submission (`modelsched_record`)
+        self.releases = 0  # held submissions written before their end (the hold ran out, a read, a stop)
+        self.on_released: Callable[[Job, bytes], None] = lambda job, stream: None  # (the back end's hold)
+        self._release_timer: asyncio.TimerHandle | None = None
+        self._releases: set[asyncio.Future[None]] = set()  # released submissions not answered yet
 
     async def open(self, on_ends_committed: Callable[[list[str]], None]) -> list[Job]:
         """Connect, load the functions, and queue again at once what this identity held before a
@@ -55,14 +68,76 @@ class RedisJournal:
         return []
 
     async def close(self) -> None:
+        await self.release_held()
         await self.store.close()
         self.opened = False
 
     def record_submitted_nowait(self, job: Job) -> asyncio.Future[None]:
         raise JournalError("in cluster mode a job is submitted through the cluster front")
 
+    # ---- held submissions ------------------------------------------------------------------------
+
     def record_submitted_held(self, job: Job) -> None:
-        raise JournalError("in cluster mode a job is submitted through the cluster front")
+        """`job` (submitted here, running here, its client waiting for the end) is written with its
+        end, or alone once it has not ended within the hold."""
+        if not self.opened:
+            raise JournalError("the cluster journal is closed")
+        loop = asyncio.get_running_loop()
+        if self.holds.hold(job, loop.time()):
+            self._release_timer = loop.call_at(loop.time() + self.holds.hold_s, self._release_due)
+
+    def is_held(self, job_id: str) -> bool:
+        """Whether `job_id`'s submission is held here: nobody else can read it yet."""
+        return job_id in self.holds.held
+
+    def release(self, job_id: str) -> asyncio.Future[None] | None:
+        """Write a held submission now (a read or a cancel of it needs it in Redis); None: not held."""
+        job = self.holds.held.get(job_id)
+        if job is None:
+            return None
+        del self.holds.held[job_id]
+        self.holds.released.add(job_id)
+        return self._write_released(job)
+
+    async def release_held(self) -> None:
+        """Every held submission written (the daemon stops: a job that has not ended is in Redis, held
+        by this host, and goes back to the queue with the rest of what this host holds)."""
+        if self._release_timer is not None:
+            self._release_timer.cancel()
+            self._release_timer = None
+        for job in self.holds.release_all():
+            self._write_released(job)
+        if self._releases:
+            await asyncio.wait(set(self._releases), timeout=5.0)
+
+    def _release_due(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._release_timer = None
+        for job in self.holds.due(loop.time()):
+            self._write_released(job)
+        due = self.holds.next_due()
+        if due is not None:
+            self._release_timer = loop.call_at(due, self._release_due)
+
+    def _write_released(self, job: Job) -> asyncio.Future[None]:
+        """The submission of a held job, written as held by this host (if its end is not there yet)."""
+        self.releases += 1
+        self.on_released(job, stream_name(self.store.prefix, job.model, int(job.priority)))
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._releases.add(done)
+
+        def settled(answer: object, error: BaseException | None) -> None:
+            self._releases.discard(done)
+            if error is not None:
+                log.warning("job %s: its held submission could not be written: %s", job.id, error)
+            if not done.done():
+                done.set_result(None)
+
+        args = submit_args(job, self.host, self.host, released=True)
+        self.store.batched_then("submit", settled, *args, retry=True)
+        return done
+
+    # ---- ends ------------------------------------------------------------------------------------
 
     def record_ended(self, job: Job) -> asyncio.Future[None]:
         if not self.opened:
@@ -81,7 +156,15 @@ class RedisJournal:
             if not done.done():
                 done.set_result(None)
 
-        self.store.batched_then("finish", settled, *finish_args(job, self.host, self.retention_s), retry=True)
+        if self.holds.ended(job.id):  # its submission was held: written with the end, as one hash
+            self.held_ends += 1
+            self.store.batched_then(
+                "record", settled, *record_args(job, self.host, self.retention_s), retry=True
+            )
+        else:
+            self.store.batched_then(
+                "finish", settled, *finish_args(job, self.host, self.retention_s), retry=True
+            )
         return done
 
     def record_attempts(self, job: Job) -> None:

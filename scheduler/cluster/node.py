@@ -99,6 +99,7 @@ class Cluster:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks = []
+        await self.journal.release_held()  # (what has not ended is handed back with the rest)
         with contextlib.suppress(SchedulerError):
             handed = await asyncio.wait_for(
                 self.store.call(

@@ -34,10 +34,11 @@ def as_dict(reply: Any) -> dict[bytes, bytes]:
     return dict(zip(reply[::2], reply[1::2], strict=True))
 
 
-def submit_args(job: Job, host: str = "", submitter: str = "") -> tuple[Any, ...]:
+def submit_args(job: Job, host: str = "", submitter: str = "", released: bool = False) -> tuple[Any, ...]:
     """`modelsched_submit`'s arguments after the prefix: the deadline is wall-clock time; `host`: the
     submitting host, when it has room to run the job at once ("": queue it); `submitter`: the host
-    told of the job's end when another writes it (its waits)."""
+    told of the job's end when another writes it (its waits); `released`: a submission `host` held
+    back while the job ran there, written now (held by `host`, and only if its end is not there)."""
     deadline = job.created_at + job.timeout_s if job.timeout_s is not None else None
     return (
         job.id,
@@ -51,7 +52,13 @@ def submit_args(job: Job, host: str = "", submitter: str = "") -> tuple[Any, ...
         job.callback_url or "",
         host,
         submitter,
+        "1" if released else "",
     )
+
+
+def stream_name(prefix: str, model: str, priority: int) -> bytes:
+    """The queue stream of `model` at `priority` (the functions' `stream_of`)."""
+    return f"{prefix}q:{model}:{priority}".encode()
 
 
 def finish_args(job: Job, host: str, retention_s: float) -> tuple[Any, ...]:
@@ -69,6 +76,19 @@ def finish_args(job: Job, host: str, retention_s: float) -> tuple[Any, ...]:
     if job.device:
         args += ("device", job.device)
     return tuple(args)
+
+
+def record_args(job: Job, host: str, retention_s: float) -> tuple[Any, ...]:
+    """`modelsched_record`'s arguments after the prefix: the end of a job whose submission `host` held
+    back, with the submission's fields (`finish_args` with them inserted after the retention)."""
+    ended = finish_args(job, host, retention_s)
+    submission: list[Any] = ["id", job.id, "model", job.model, "priority", int(job.priority)]
+    submission += ("created_at", repr(job.created_at), "inputs", _encoder.encode(job.inputs))
+    if job.started_at is not None:
+        submission += ("started_at", repr(job.started_at))
+    if job.timeout_s is not None:
+        submission += ("timeout_s", repr(job.timeout_s), "deadline", repr(job.created_at + job.timeout_s))
+    return (*ended[:5], len(submission), *submission, *ended[5:])
 
 
 def page_args(

@@ -32,7 +32,7 @@ class ClusterSubmissions(Submissions):
 
     async def schedule(self, request: JobRequest, *, waited: bool = False) -> str:
         await self.precheck(request)
-        return await self.front.schedule(request)
+        return await self.front.schedule(request, held=waited)
 
     def schedule_then(
         self,
@@ -43,7 +43,7 @@ class ClusterSubmissions(Submissions):
     ) -> None:
         """A submission told through `done(id, None)` or `done(None, error)` (the HTTP fronts' path):
         in a cluster always through Redis (`schedule`), never the local table and journal."""
-        schedule_in_task(self.schedule(request), done)
+        schedule_in_task(self.schedule(request, waited=waited), done)
 
     def submit(self, request: JobRequest) -> str:
         raise SchedulerError("in cluster mode a submission waits for Redis: use schedule_job")
@@ -61,7 +61,7 @@ class ClusterSubmissions(Submissions):
         return [refused[index] if index in refused else next(outcomes) for index in range(len(requests))]
 
     async def infer(self, model: str, inputs: Any, *, timeout: float | None = None, **options: Any) -> Any:
-        job_id = await self.schedule(JobRequest(model=model, inputs=inputs, **options))
+        job_id = await self.schedule(JobRequest(model=model, inputs=inputs, **options), waited=True)
         return result_of(await self.front.wait(job_id, timeout), self.admission.accepting)
 
     async def infer_many(

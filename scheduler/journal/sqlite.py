@@ -9,7 +9,7 @@ What is written: a job when it is submitted (inputs as msgpack), its `attempts` 
 under it, and its end (status, result as msgpack, error) when it ends; its inputs are dropped then.
 A job submitted and ended within one commit (a fast model under load) is written once, as its ended
 row; so is an infer's job that ends within `HOLD_S` (its submission is held back until its end:
-`scheduler.journal.held`). Job ids begin with their creation time in milliseconds, so the id index
+`scheduler.core.held`). Job ids begin with their creation time in milliseconds, so the id index
 grows at its right edge.
 At start the jobs that had not ended are read back, in submission order; ended jobs are read one at
 a time, by id or idempotency key, when the in-memory table no longer holds them (there may be a
@@ -34,11 +34,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from scheduler.core.held import HeldSubmissions
 from scheduler.core.jobs import ENDED, Job
 from scheduler.core.ports import JournalStatus
 from scheduler.errors import JournalError
 from scheduler.journal.files import check_or_raise, size_on_disk
-from scheduler.journal.held import HeldSubmissions
 from scheduler.journal.opening import MIB, prepare
 from scheduler.journal.rows import (
     ATTEMPTS,
@@ -171,7 +171,7 @@ class SqliteJournal:
 
     def record_submitted_held(self, job: Job) -> None:
         """The job's client waits for its end (`infer`): its submission is written with its end, or
-        alone if it has not ended `HOLD_S` from now (`scheduler.journal.held`)."""
+        alone if it has not ended `HOLD_S` from now (`scheduler.core.held`)."""
         if job.status in ENDED:  # it ended before it was recorded: written as ended at once
             self.record_submitted_nowait(job)
             return

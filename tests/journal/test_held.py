@@ -1,4 +1,4 @@
-"""An infer's submission is held back and written with its end, as one row (`scheduler.journal.held`):
+"""An infer's submission is held back and written with its end, as one row (`scheduler.core.held`):
 a job that ends within the hold is one insert, not an insert and an update; one that does not is
 written as submitted once the hold is over (and runs again after a restart, as any other); at close
 what is held is written as submitted; an end of a held job whose commit failed is written by a later
@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-import scheduler.journal.held as held_module
+import scheduler.core.held as held_module
 from scheduler import JobRequest, JobStatus, Scheduler
+from scheduler.core.held import HeldSubmissions
 from scheduler.core.jobs import Job
 from scheduler.journal import SqliteJournal
-from scheduler.journal.held import HeldSubmissions
 from tests.journal.test_failed_commits import fail_once
 from tests.journal.test_journal import rows
 from tests.support.faults import fault_settings

@@ -1,6 +1,6 @@
-"""Submissions the journal holds back while their client waits for the end (`infer`). Pure: no I/O,
-no clock of its own (`scheduler.journal.sqlite` gives it the time and hands what it returns to the
-writer).
+"""Submissions a journal holds back while their client waits for the end (`infer`). Pure: no I/O,
+no clock of its own (`scheduler.journal.sqlite` and the cluster's `RedisJournal` give it the time
+and write what it returns).
 
 An infer is acknowledged by its answer, and the answer is sent once the job's end is durable. So its
 submission need not be committed on its own first: held here, it is written together with its end,
