@@ -9,12 +9,14 @@ It starts a redis-server (unix socket, append-only file, fsync always) and three
 daemons on loopback ports joined to it (`--cluster`), each with one CPU worker. Jobs (`sleep` of a
 few ms, `mlp` of 256 floats, one worker-killing `{"exit": 1}`) are submitted round-robin over the
 three fronts; every third carries an idempotency key, and some keyed ones are sent twice (the same
-id must come back). Each acknowledged job is long-polled (`GET /jobs/{id}?wait=5`) on a daemon other
-than the one it was submitted to. When a third is acknowledged, one daemon is frozen (SIGSTOP), the
+id must come back); a third are infers (`scripts/chaos_cluster_jobs.py`), acknowledged by their
+answer. Each acknowledged job is long-polled (`GET /jobs/{id}?wait=5`) on a daemon other than the
+one it was submitted to. When a third is acknowledged, one daemon is frozen (SIGSTOP), the
 jobs it holds are read from Redis, and it is SIGKILLed with its workers. Then a second batch is
 submitted, Redis is SIGKILLed while those jobs run and restarted on its append-only file.
 
-Figures: acknowledged; lost (acknowledged, not ended or gone at the end); duplicate_ends (an end
+Figures: acknowledged; lost (acknowledged, not ended or gone at the end; an infer whose answered
+end no other daemon read); duplicate_ends (an end
 published twice on the cluster's `ends` channel while Redis lived, or an end a client saw that later
 changed); keys_split (one idempotency key answered with two ids); reclaimed_not_held (a job taken back
 from a dead host that the killed host did not hold); the poison job's end; wake_late (long polls
@@ -35,7 +37,6 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,7 @@ if __package__ in (None, ""):  # run as a file: the repository's root on the pat
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from scripts.chaos import Daemon, _end_of, free_port, wait_ready
+from scripts.chaos_cluster_jobs import Tracked, make_jobs, written_with_end
 from scripts.chaos_measures import loop_lag, redis_stalls
 from scripts.redis_server import RedisServer
 
@@ -54,41 +56,6 @@ CLUSTER = "chaos"
 PREFIX = f"ms:{CLUSTER}:"
 ENDED = {"completed", "error", "cancelled"}
 RETRY_STATUS = {429, 502, 503, 504}
-
-
-@dataclass
-class Tracked:
-    index: int
-    model: str
-    inputs: Any
-    key: str | None
-    resend: bool
-    poison: bool = False
-    front: int = 0
-    job_id: str | None = None
-    ids: set[str] = field(default_factory=set)
-    first_end: dict[str, Any] | None = None
-    end_changed: bool = False
-    wake_s: list[float] = field(default_factory=list)
-
-
-def make_jobs(count: int, seed: int, run_id: str, start: int = 0, poison: bool = True) -> list[Tracked]:
-    rng = random.Random(seed + start)
-    jobs = []
-    for index in range(start, start + count):
-        key = f"c-{run_id}-{index}" if index % 3 == 0 else None
-        resend = key is not None and index % 9 == 0
-        if rng.random() < 0.6:
-            jobs.append(Tracked(index, "sleep", {"ms": rng.randint(5, 60)}, key, resend))
-        else:
-            jobs.append(
-                Tracked(index, "mlp", [round(rng.uniform(-1, 1), 3) for _ in range(256)], key, resend)
-            )
-        jobs[-1].front = index % 3
-    if poison and jobs:
-        jobs[len(jobs) // 2] = Tracked(start + len(jobs) // 2, "sleep", {"exit": 1}, None, False, poison=True)
-        jobs[len(jobs) // 2].front = jobs[len(jobs) // 2].index % 3
-    return jobs
 
 
 class ClusterChaos:
@@ -134,14 +101,21 @@ class ClusterChaos:
             if front in self.dead:  # its front died before it was sent: another front takes it
                 front = self.rng.choice(self.live_fronts())
             try:
-                response = await self.clients[front].post("/jobs", json=body)
+                if job.infer:  # acknowledged by its answer, its end (200)
+                    response = await self.clients[front].post(
+                        f"/models/{job.model}/infer", json={"inputs": job.inputs}
+                    )
+                else:
+                    response = await self.clients[front].post("/jobs", json=body)
             except httpx.HTTPError:
                 if job.key is None:
                     return  # without a key a retry could make a second job: not counted
                 await asyncio.sleep(0.05 * (1 + attempt % 5))
                 continue
-            if response.status_code == 202:
+            if response.status_code == (200 if job.infer else 202):
                 job.ids.add(response.json()["job_id"])
+                if job.infer:
+                    job.answered = response.json()
                 if job.job_id is None:
                     job.job_id = response.json()["job_id"]
                     job.front = front
@@ -153,9 +127,10 @@ class ClusterChaos:
                     front = (front + 1) % len(self.daemons)
                     continue  # the same key again on another front: the same id must come back
                 return
-            if response.status_code not in RETRY_STATUS:
-                raise RuntimeError(
-                    f"job {job.index}: POST /jobs answered {response.status_code}: {response.text}"
+            if response.status_code not in RETRY_STATUS or (job.infer and response.status_code == 504):
+                raise RuntimeError(  # (an infer's 504: its wait ran out, the job goes on: not expected here)
+                    f"job {job.index}: {response.request.url.path} answered {response.status_code}: "
+                    f"{response.text}"
                 )
             await asyncio.sleep(0.05 * (1 + attempt % 5))
 
@@ -186,6 +161,10 @@ class ClusterChaos:
     def observe(self, job: Tracked, view: dict[str, Any]) -> None:
         if job.first_end is not None and _end_of(view) != _end_of(job.first_end):
             job.end_changed = True
+        if job.answered is not None and view.get("status") in ENDED:  # the end its infer answered
+            same = (view["status"], view.get("result")) == (job.answered["status"], job.answered["result"])
+            job.confirmed = job.confirmed or same
+            job.end_changed = job.end_changed or not same
         if job.first_end is None and view.get("status") in ENDED:
             job.first_end = view
 
@@ -329,6 +308,7 @@ async def _run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         redis.start()
         await asyncio.gather(*(chaos.poll(job) for job in second if job.job_id is not None))
         everything = first + second
+        infers_held = await written_with_end(redis.url, PREFIX, [job for job in everything if job.infer])
         acknowledged = [job for job in everything if job.job_id is not None]
         poison = next(job for job in first if job.poison)
         innocent_reruns = [
@@ -340,7 +320,11 @@ async def _run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         figures = {
             "jobs": len(everything),
             "acknowledged": len(acknowledged),
-            "lost": sum(1 for job in acknowledged if job.first_end is None),
+            "lost": sum(
+                1 for job in acknowledged if job.first_end is None or (job.infer and not job.confirmed)
+            ),
+            "infers_acknowledged": sum(1 for job in acknowledged if job.infer),
+            "infers_written_with_end": infers_held,  # (held back: the rest ran elsewhere or queued)
             "duplicate_ends": sum(1 for count in chaos.end_counts.values() if count > 1)
             + sum(1 for job in acknowledged if job.end_changed),
             "keys_split": sum(1 for job in everything if len(job.ids) > 1),
