@@ -61,8 +61,13 @@ class HeldSubmissions:
         return due
 
     def next_due(self) -> float | None:
-        """When the oldest held submission is due (the clock `hold` was given), or None."""
-        return self._order[0][0] + self.hold_s if self._order else None
+        """When the oldest submission still held is due (the clock `hold` was given), or None. (The
+        ones that ended meanwhile leave the order here: timed by them, a busy journal's release
+        timer went off about once per job instead of once per `hold_s`.)"""
+        order, held = self._order, self.held
+        while order and order[0][1] not in held:
+            order.popleft()
+        return order[0][0] + self.hold_s if order else None
 
     def release_all(self) -> list[Job]:
         """Every held job (the journal closes: what has not ended is written as submitted)."""

@@ -35,6 +35,7 @@ def test_the_hold_releases_what_has_not_ended_in_time_and_nothing_twice() -> Non
     assert held.hold(b, 10.5) is False and held.hold(c, 10.6) is False
     assert held.next_due() == 11.0
     assert held.ended("a") is True  # its end is its whole row
+    assert held.next_due() == 11.5  # timed by the oldest still held (b), not by a, which ended
     assert held.due(10.9) == []
     assert held.due(11.5) == [b]  # a ended; b is due; c not yet
     assert held.ended("b") is True  # released, maybe not committed: its end is still an upsert
