@@ -156,8 +156,8 @@ class RedisJournal:
             if not done.done():
                 done.set_result(None)
 
-        if self.holds.ended(job.id):  # its submission was held: written with the end, as one hash
-            self.held_ends += 1
+        self.held_ends += job.id in self.holds.held
+        if self.holds.ended(job.id):  # held (or released, maybe not written): an upsert with the submission
             self.store.batched_then(
                 "record", settled, *record_args(job, self.host, self.retention_s), retry=True
             )
