@@ -61,12 +61,17 @@ def stream_name(prefix: str, model: str, priority: int) -> bytes:
     return f"{prefix}q:{model}:{priority}".encode()
 
 
-def finish_args(job: Job, host: str, retention_s: float) -> tuple[Any, ...]:
+def finish_args(job: Job, host: str, retention_s: float, new_hash: bool = False) -> tuple[Any, ...]:
     """`modelsched_finish`'s arguments after the prefix: the end as the job's host saw it (fields
-    without a value are left out: they were never written before the end, and missing reads as empty)."""
+    without a value are left out: they were never written before the end, and missing reads as empty;
+    `new_hash`: nor a cost or a try count of 0, for a hash written whole at the end)."""
     ended_at = job.ended_at if job.ended_at is not None else time.time()
     args: list[Any] = [job.id, host, job.status.value, repr(ended_at), int(retention_s)]
-    args += ("result", _encoder.encode(job.result), "cost_usd", repr(job.cost_usd), "attempts", job.attempts)
+    args += ("result", _encoder.encode(job.result))
+    if job.cost_usd or not new_hash:
+        args += ("cost_usd", repr(job.cost_usd))
+    if job.attempts or not new_hash:
+        args += ("attempts", job.attempts)
     if job.error:
         args += ("error", job.error)
     if job.error_kind:
@@ -80,10 +85,12 @@ def finish_args(job: Job, host: str, retention_s: float) -> tuple[Any, ...]:
 
 def record_args(job: Job, host: str, retention_s: float) -> tuple[Any, ...]:
     """`modelsched_record`'s arguments after the prefix: the end of a job whose submission `host` held
-    back, with the submission's fields (`finish_args` with them inserted after the retention)."""
-    ended = finish_args(job, host, retention_s)
+    back, with the submission's fields (`finish_args` with them inserted after the retention). Not
+    the inputs: an ended job's are never read again (the SQLite journal drops them at the end too);
+    nor a cost or a try count of 0 (a new hash: missing reads as 0)."""
+    ended = finish_args(job, host, retention_s, new_hash=True)
     submission: list[Any] = ["id", job.id, "model", job.model, "priority", int(job.priority)]
-    submission += ("created_at", repr(job.created_at), "inputs", _encoder.encode(job.inputs))
+    submission += ("created_at", repr(job.created_at))
     if job.started_at is not None:
         submission += ("started_at", repr(job.started_at))
     if job.timeout_s is not None:

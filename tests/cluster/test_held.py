@@ -58,6 +58,7 @@ def test_record_writes_a_held_job_with_its_end_as_one_hash(redis_server: RedisSe
         assert view["model"] == "echo" and view["timeout_s"] == 30.0 and view["worker"] == "a-w0"
         fields = await raw(store, "h1")
         assert b"stream" not in fields and b"entry" not in fields  # never queued, never held
+        assert b"inputs" not in fields and b"cost_usd" not in fields  # never read again; 0: missing
         assert await store.redis.ttl(f"{store.prefix}job:h1") > 0  # kept for result_retention_s
         assert await store.redis.zscore(f"{store.prefix}deadlines", "h1") is None
         _, listed = page_of(await store.call("jobs", *page_args(None, None, None, None, 10, False)))
