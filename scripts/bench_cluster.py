@@ -6,16 +6,16 @@
     .venv/bin/python scripts/bench_cluster.py --models echo --no-rest --rounds 3   # API only, 3 rounds
     .venv/bin/python scripts/bench_cluster.py --models echo --no-rest --call infer  # clients call infer
 
-Three set-ups, each with one CPU worker per daemon: `sqlite` (one daemon, its SQLite journal),
-`redis-1` (one daemon on a Redis: Redis is its queue and journal), `redis-2` (two daemons on one
-Redis, the load split over both fronts). The Python API figures are jobs/s of 64 clients in a
-closed loop (submit, wait for the end) in one process (for `redis-2`, two schedulers in that process);
-the REST figures are `wrk` at 64 connections on `POST /models/{model}/infer` (for `redis-2`, 32 on
-each daemon at once). With `--rounds N` the API runs of all set-ups are made N times in turn and
-the median is reported, with each round's ratio (a shared machine's load moves between rounds), and
-the CPU µs per job of the main process (with the clients, as on SQLite) and of Redis, and the µs per
-job Redis spent in its functions (`FCALL`: a grouped one runs a turn's calls). At 1 client, the median latency of a job, and what Redis adds to it. On this
-2-core machine the point is the per-job overhead, not scaling: two daemons share the same cores.
+Three set-ups, each with one CPU worker per daemon: `sqlite` (one daemon, its SQLite journal), `redis-1`
+(one daemon on a Redis: Redis is its queue and journal), `redis-2` (two daemons on one Redis, the load
+split over both fronts). The Python API figures are jobs/s of 64 clients in a closed loop (submit, wait
+for the end) in one process (for `redis-2`, two schedulers in that process); the REST figures are `wrk`
+at 64 connections on `POST /models/{model}/infer` (for `redis-2`, 32 on each daemon at once). With
+`--rounds N` the API runs of all set-ups are made N times in turn and the median is reported, with each
+round's ratio (a shared machine's load moves between rounds), and the CPU µs per job of the main process
+(with the clients, as on SQLite) and of Redis, and the µs per job Redis spent in its functions (`FCALL`:
+a grouped one runs a turn's calls). At 1 client, the median latency of a job, and what Redis adds to it.
+On this 2-core machine the point is the per-job overhead, not scaling: two daemons share the same cores.
 Redis runs on a unix socket with `appendfsync always` (the durability promise: every write on disk
 before its answer, as SQLite's `synchronous=FULL`); `redis-1-everysec` is one daemon on a Redis with
 `appendfsync everysec`, whose promise matches the SQLite journal's default `NORMAL` (a crash of the

@@ -15,13 +15,13 @@ one it was submitted to. When a third is acknowledged, one daemon is frozen (SIG
 jobs it holds are read from Redis, and it is SIGKILLed with its workers. Then a second batch is
 submitted, Redis is SIGKILLed while those jobs run and restarted on its append-only file.
 
-Figures: acknowledged; lost (acknowledged, not ended or gone at the end; an infer whose answered
-end no other daemon read); duplicate_ends (an end
-published twice on the cluster's `ends` channel while Redis lived, or an end a client saw that later
-changed); keys_split (one idempotency key answered with two ids); reclaimed_not_held (a job taken back
-from a dead host that the killed host did not hold); the poison job's end; wake_late (long polls
-that returned more than 1 s after the job's end) and the slowest wake; this client's own longest
-event-loop delay and Redis's longest stalls (its latency monitor), which a late wake may come from.
+Figures: acknowledged; lost (acknowledged, not ended or gone at the end; an infer whose answered end no
+other daemon read); duplicate_ends (an end published twice on the cluster's `ends` channel while Redis
+lived, or an end a client saw that later changed); keys_split (one idempotency key answered with two
+ids); reclaimed_not_held (a job taken back from a dead host that the killed host did not hold); the
+poison job's end; wake_late (long polls that returned more than 1 s after the job's end) and the slowest
+wake; this client's own longest event-loop delay and Redis's longest stalls (its latency monitor), which
+a late wake may come from.
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ from collections.abc import Callable
 
 from scheduler.cluster.records import finish_args, page_args, page_of, record_args, stream_name, submit_args
 from scheduler.cluster.store import ClusterStore
-from scheduler.core.held import HeldSubmissions
+from scheduler.core.held import HeldReleases, HeldSubmissions
 from scheduler.core.jobs import Job
 from scheduler.core.ports import JournalStatus
 from scheduler.errors import JournalError
@@ -49,8 +49,8 @@ class RedisJournal:
         self.held_ends = 0  # ends written with their held submission (`modelsched_record`)
         self.releases = 0  # held submissions written before their end (the hold ran out, a read, a stop)
         self.on_released: Callable[[Job, bytes], None] = lambda job, stream: None  # (the back end's hold)
-        self._release_timer: asyncio.TimerHandle | None = None
-        self._releases: set[asyncio.Future[None]] = set()  # released submissions not answered yet
+        self._releases = HeldReleases(self.holds, self._write_all_released)
+        self._unanswered: set[asyncio.Future[None]] = set()  # released submissions not answered yet
 
     async def open(self, on_ends_committed: Callable[[list[str]], None]) -> list[Job]:
         """Connect, load the functions, and queue again at once what this identity held before a
@@ -82,9 +82,7 @@ class RedisJournal:
         end, or alone once it has not ended within the hold."""
         if not self.opened:
             raise JournalError("the cluster journal is closed")
-        loop = asyncio.get_running_loop()
-        if self.holds.hold(job, loop.time()):
-            self._release_timer = loop.call_at(loop.time() + self.holds.hold_s, self._release_due)
+        self._releases.hold(job, asyncio.get_running_loop())
 
     def is_held(self, job_id: str) -> bool:
         """Whether `job_id`'s submission is held here: nobody else can read it yet."""
@@ -92,42 +90,29 @@ class RedisJournal:
 
     def release(self, job_id: str) -> asyncio.Future[None] | None:
         """Write a held submission now (a read or a cancel of it needs it in Redis); None: not held."""
-        job = self.holds.held.get(job_id)
-        if job is None:
-            return None
-        del self.holds.held[job_id]
-        self.holds.released.add(job_id)
-        return self._write_released(job)
+        job = self.holds.release(job_id)
+        return None if job is None else self._write_released(job)
 
     async def release_held(self) -> None:
         """Every held submission written (the daemon stops: a job that has not ended is in Redis, held
         by this host, and goes back to the queue with the rest of what this host holds)."""
-        if self._release_timer is not None:
-            self._release_timer.cancel()
-            self._release_timer = None
-        for job in self.holds.release_all():
-            self._write_released(job)
-        if self._releases:
-            await asyncio.wait(set(self._releases), timeout=5.0)
+        self._write_all_released(self._releases.release_all())
+        if self._unanswered:
+            await asyncio.wait(set(self._unanswered), timeout=5.0)
 
-    def _release_due(self) -> None:
-        loop = asyncio.get_running_loop()
-        self._release_timer = None
-        for job in self.holds.due(loop.time()):
+    def _write_all_released(self, jobs: list[Job]) -> None:
+        for job in jobs:
             self._write_released(job)
-        due = self.holds.next_due()
-        if due is not None:
-            self._release_timer = loop.call_at(due, self._release_due)
 
     def _write_released(self, job: Job) -> asyncio.Future[None]:
         """The submission of a held job, written as held by this host (if its end is not there yet)."""
         self.releases += 1
         self.on_released(job, stream_name(self.store.prefix, job.model, int(job.priority)))
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._releases.add(done)
+        self._unanswered.add(done)
 
         def settled(answer: object, error: BaseException | None) -> None:
-            self._releases.discard(done)
+            self._unanswered.discard(done)
             if error is not None:
                 log.warning("job %s: its held submission could not be written: %s", job.id, error)
             if not done.done():

@@ -1,13 +1,12 @@
 """`ClusterStore`: the one connection of a daemon's main process to the cluster's Redis.
 
-It loads the job functions (`functions_*.lua`, joined into one library, `FUNCTION LOAD REPLACE`) and calls them grouped: the
-calls made in one event-loop turn go out in one write on one connection (Redis answers a
-connection's commands in order; no transaction: each function is atomic on its own), the way the
-SQLite journal groups its commits. A turn that makes `EAGER_CALLS` calls writes them at once, so
-Redis works on the first ones while this process makes the rest. Commands are packed and replies
-parsed by hiredis on an asyncio protocol of its own (`_Link`): redis-py's per-command machinery cost
-more than the round trip it saves. A caller that needs an order awaits the first call before it makes
-the next.
+It loads the job functions (`functions_*.lua`, joined into one library, `FUNCTION LOAD REPLACE`) and
+calls them grouped: the calls made in one event-loop turn go out in one write on one connection (Redis
+answers a connection's commands in order; no transaction: each function is atomic on its own), the way
+the SQLite journal groups its commits. A turn that makes `EAGER_CALLS` calls writes them at once, so
+Redis works on the first ones while this process makes the rest. Commands are packed and replies parsed
+by hiredis on an asyncio protocol of its own (`_Link`): redis-py's per-command machinery cost more than
+the round trip it saves. A caller that needs an order awaits the first call before it makes the next.
 A call marked `retry` (an end, an attempt) waits for Redis to come back and is sent again; any other
 fails with `JournalError` when Redis cannot be reached or does not answer within `ANSWER_TIMEOUT_S`
 (a submission answers 503).

@@ -1,6 +1,7 @@
-"""Submissions a journal holds back while their client waits for the end (`infer`). Pure: no I/O,
-no clock of its own (`scheduler.journal.sqlite` and the cluster's `RedisJournal` give it the time
-and write what it returns).
+"""Submissions a journal holds back while their client waits for the end (`infer`).
+`HeldSubmissions` is pure (no I/O, no clock of its own); `HeldReleases` is its shell on the event
+loop, one timer that hands the journal (`scheduler.journal.sqlite`, the cluster's `RedisJournal`)
+the submissions that fall due, to write.
 
 An infer is acknowledged by its answer, and the answer is sent once the job's end is durable. So its
 submission need not be committed on its own first: held here, it is written together with its end,
@@ -13,7 +14,9 @@ lose is a job submitted less than `HOLD_S` before it, whose client got no answer
 
 from __future__ import annotations
 
+import asyncio
 from collections import deque
+from collections.abc import Callable
 
 from scheduler.core.jobs import Job
 
@@ -48,6 +51,13 @@ class HeldSubmissions:
             return True
         return False
 
+    def release(self, job_id: str) -> Job | None:
+        """Release one held job now (its submission is to be written at once), or None: not held."""
+        job = self.held.pop(job_id, None)
+        if job is not None:
+            self.released.add(job_id)
+        return job
+
     def due(self, now: float) -> list[Job]:
         """The jobs held `hold_s` or more that have not ended: released (write their submissions)."""
         due: list[Job] = []
@@ -76,3 +86,34 @@ class HeldSubmissions:
         self.held.clear()
         self._order.clear()
         return jobs
+
+
+class HeldReleases:
+    """`held`'s submissions handed to `write` as they fall due: one timer on the loop, timed by the
+    oldest submission still held (`HeldSubmissions.next_due`)."""
+
+    def __init__(self, held: HeldSubmissions, write: Callable[[list[Job]], object]) -> None:
+        self.held = held
+        self.write = write
+        self._timer: asyncio.TimerHandle | None = None
+
+    def hold(self, job: Job, loop: asyncio.AbstractEventLoop) -> None:
+        """Hold the job's submission; the timer is started for the first one held."""
+        if self.held.hold(job, loop.time()):
+            self._timer = loop.call_at(loop.time() + self.held.hold_s, self._release_due, loop)
+
+    def release_all(self) -> list[Job]:
+        """Every held job, the timer stopped (the journal closes)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        return self.held.release_all()
+
+    def _release_due(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._timer = None
+        due = self.held.due(loop.time())
+        if due:
+            self.write(due)
+        next_due = self.held.next_due()
+        if next_due is not None:
+            self._timer = loop.call_at(next_due, self._release_due, loop)

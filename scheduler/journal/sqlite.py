@@ -34,7 +34,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from scheduler.core.held import HeldSubmissions
+from scheduler.core.held import HeldReleases, HeldSubmissions
 from scheduler.core.jobs import ENDED, Job
 from scheduler.core.ports import JournalStatus
 from scheduler.errors import JournalError
@@ -86,6 +86,7 @@ class SqliteJournal:
         self._checked = False
         self._group: Group | None = None
         self._held = HeldSubmissions()
+        self._releases = HeldReleases(self._held, self._write_released)
         self._writer: Writer | None = None
         self._reader: sqlite3.Connection | None = None
         self._lister: sqlite3.Connection | None = None  # the job list's pages, read in a thread
@@ -178,19 +179,11 @@ class SqliteJournal:
         if self._closed:
             raise JournalError("the journal is closed")
         assert self.loop is not None
-        if self._held.hold(job, self.loop.time()):
-            self.loop.call_later(self._held.hold_s, self._release_held)
+        self._releases.hold(job, self.loop)
 
-    def _release_held(self) -> None:
-        if self._closed or self.loop is None:
-            return
-        due = self._held.due(self.loop.time())
-        if due:
-            records = self._current_group().records
-            records.extend((SUBMIT, submit_params(job)) for job in due)
-        next_due = self._held.next_due()
-        if next_due is not None:
-            self.loop.call_at(next_due, self._release_held)
+    def _write_released(self, jobs: list[Job]) -> None:
+        """Held submissions written as submitted (not ended within the hold, or the journal closes)."""
+        self._current_group().records.extend((SUBMIT, submit_params(job)) for job in jobs)
 
     def record_ended(self, job: Job) -> asyncio.Future[None]:
         """Queue the job's end record (fire-and-forget; the future says when it is durable)."""
@@ -299,9 +292,9 @@ class SqliteJournal:
         """Commit what is waiting, stop the writer, close both connections."""
         if self._closed:
             return
-        held = self._held.release_all()  # not ended: written as submitted, to run after a restart
+        held = self._releases.release_all()  # not ended: written as submitted, to run after a restart
         if held:
-            self._current_group().records.extend((SUBMIT, submit_params(job)) for job in held)
+            self._write_released(held)
         self._hand_off()
         self._closed = True
         if self._writer is not None:

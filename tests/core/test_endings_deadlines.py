@@ -122,9 +122,14 @@ async def _a_callback_waits() -> None:
     assert endings.when_settled(job, broken) and endings.when_settled(job, first)
     assert endings.when_settled(job, second)
     endings.forget_callback(job.id, second)
-    assert endings.when_settled(taken_back, lambda: calls.append("taken back"))
-    endings.forget_callback(taken_back.id, endings._callbacks[taken_back.id][0])
+
+    def on_taken_back() -> None:
+        calls.append("taken back")
+
+    assert endings.when_settled(taken_back, on_taken_back)
+    endings.forget_callback(taken_back.id, on_taken_back)
     endings.finish(job, JobStatus.COMPLETED, result="r")
+    endings.finish(taken_back, JobStatus.CANCELLED)  # settled by the same commit: its callback is gone
     assert calls == []  # ended, not durable yet
     journal.commit(endings)
     assert calls == ["first:completed"]  # after the broken one, which was logged
