@@ -6,6 +6,8 @@ with `http_workers` 0, 1 and 2, and the main process's CPU time per request.
     .venv/bin/python scripts/bench_front.py --fronts 0,2 --duration 5 --rounds 3
     .venv/bin/python scripts/bench_front.py --profile 0,2         # also cProfile the main process
     .venv/bin/python scripts/bench_front.py --baseline ../old     # and a checkout without fronts, first
+    .venv/bin/python scripts/bench_front.py --baseline ../old --fronts 1 --interleave 6 --duration 4
+    .venv/bin/python scripts/bench_front.py --baseline ../before --baseline-fronts 1 --fronts 1 --interleave 6
 
 Each row: requests/s and p99 (wrk's report, via `scripts/bench_rest.wrk_report`), and the main
 process's user + system CPU seconds (psutil; its threads, the journal's writer among them) over the
@@ -16,6 +18,13 @@ says how many requests one main process could feed on a machine with the cores f
 `--profile` runs the daemon under cProfile, enabled in its main thread for the echo run alone
 (SIGUSR1, SIGUSR2; CPU time of that thread: the journal's writer thread is not in it), and prints
 the top functions by own time per request. `loop` is the main thread's share of the main CPU.
+
+`--interleave N` starts every daemon at once (the baseline's too) and runs N slices of `--duration`
+seconds, each slice one wrk run against each daemon in turn (the order reversed every other slice).
+The machine's load drifts by more than a factor of two within minutes (it is shared), and a daemon's
+CPU per request follows it; slices a few seconds apart see the same load. It prints each daemon's
+totals over all its slices and, per slice, the main CPU per request with fronts over the baseline's
+(and their median): the ratio the fronts' goal is stated in.
 """
 
 from __future__ import annotations
@@ -25,6 +34,7 @@ import contextlib
 import os
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -213,6 +223,43 @@ def print_profile(path: Path, requests: float, top: int = 25) -> None:
         )
 
 
+def interleaved(baseline: Path, counts: list[int], models: list[str], slices: int, args: Any) -> None:
+    """Every daemon up at once; `slices` wrk runs against each in turn (see the module's docstring)."""
+    with contextlib.ExitStack() as stack:
+        base = running_daemon(args.baseline_fronts, repo=baseline.resolve())
+        daemons = [("baseline", stack.enter_context(base))]
+        daemons += [(f"fronts {n}", stack.enter_context(running_daemon(n))) for n in counts]
+        for model in models:
+            rows: dict[str, list[dict[str, Any]]] = {name: [] for name, _ in daemons}
+            for index in range(slices):
+                for name, daemon in daemons if index % 2 == 0 else daemons[::-1]:
+                    rows[name].append(measure(daemon, model, args.clients, args.duration))
+            for name, measured in rows.items():
+                requests = sum(row["requests"] for row in measured)
+                total = {
+                    "requests_per_s": requests / (args.duration * len(measured)),
+                    "p99_ms": max(row["p99_ms"] for row in measured),
+                    **{
+                        key: sum(row[key] * row["requests"] for row in measured) / max(1.0, requests)
+                        for key in ("main_cpu_us", "loop_cpu_us", "fronts_cpu_us", "others_cpu_us")
+                    },
+                    **{key: sum(row[key] for row in measured) for key in ("non_2xx", "socket_errors")},
+                    "model": model,
+                    "clients": args.clients,
+                }
+                label = name if name != "baseline" else "fronts 0"
+                print(format_row(int(label.split()[1]), total).replace("fronts 0", name), flush=True)
+            base = [row["main_cpu_us"] for row in rows["baseline"]]
+            for name, measured in list(rows.items())[1:]:
+                ratios = [row["main_cpu_us"] / b for row, b in zip(measured, base, strict=True)]
+                shown = ", ".join(f"{ratio:.0%}" for ratio in ratios)
+                print(
+                    f"  {name} / baseline, main CPU per request, slice by slice: {shown}; "
+                    f"median {statistics.median(ratios):.0%}",
+                    flush=True,
+                )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -230,10 +277,21 @@ def main() -> None:
         type=Path,
         help="another checkout (e.g. the commit before the fronts) run first in each round, without fronts",
     )
+    parser.add_argument(
+        "--interleave", type=int, default=0, help="slices: every daemon up at once, runs alternated"
+    )
+    parser.add_argument(
+        "--baseline-fronts", type=int, default=0, help="with --interleave: the baseline's http_workers (A/B)"
+    )
     args = parser.parse_args()
     if WRK is None:
         raise SystemExit("bench_front.py needs wrk on the PATH")
     counts = [int(value) for value in args.fronts.split(",") if value]
+    if args.interleave:
+        if args.baseline is None:
+            raise SystemExit("--interleave compares with a baseline: give --baseline")
+        interleaved(args.baseline, counts, args.models.split(","), args.interleave, args)
+        return
     for round_index in range(args.rounds):
         print(f"round {round_index + 1}")
         if args.baseline is not None:

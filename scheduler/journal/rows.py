@@ -43,9 +43,13 @@ CREATE TABLE IF NOT EXISTS jobs (
 CREATE INDEX IF NOT EXISTS jobs_open ON jobs(n) WHERE ended_at IS NULL;
 CREATE INDEX IF NOT EXISTS jobs_ended ON jobs(ended_at) WHERE ended_at IS NOT NULL;
 CREATE INDEX IF NOT EXISTS jobs_by_key ON jobs(idempotency_key) WHERE idempotency_key IS NOT NULL;
--- the job list's pages (`GET /jobs?before=&status=&model=`), newest id first, over ended jobs
+-- the job list's pages (`GET /jobs?before=&status=&model=`), newest id first, over ended jobs. By
+-- status only the jobs that did not complete are indexed: completed ones are most of them, so a page
+-- of them is found by walking the id index (`page_query`), and their rows are written without it.
 CREATE INDEX IF NOT EXISTS jobs_ended_by_model ON jobs(model, id) WHERE ended_at IS NOT NULL;
-CREATE INDEX IF NOT EXISTS jobs_ended_by_status ON jobs(status, id) WHERE ended_at IS NOT NULL;
+DROP INDEX IF EXISTS jobs_ended_by_status;  -- before 2026-12-03: every ended job, completed too
+CREATE INDEX IF NOT EXISTS jobs_ended_unsuccessful ON jobs(status, id)
+    WHERE ended_at IS NOT NULL AND status <> 'completed';
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value);  -- the probe commit's one row
 """
 # Columns added since the first schema: a journal written by an older version gains them at open.
@@ -114,7 +118,8 @@ def page_query(
     for clause, value in (
         ("id < ?", before),
         ("id >= ?", since),
-        ("status = ?", status),
+        # the second term names `jobs_ended_unsuccessful`'s own, so that SQLite may use it
+        ("status = ?" if status == "completed" else "status = ? AND status <> 'completed'", status),
         ("model = ?", model),
     ):
         if value is not None:

@@ -8,10 +8,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
 
+from scheduler.core.endings import JobEndings
 from scheduler.http.answers import Answer, error_answer
 from scheduler.http.fronts import protocol as wire
+from scheduler.http.fronts.waits import Waits
 from scheduler.http.request_tally import TallySnapshot
 from scheduler.pool.child import ChildProcess
 from scheduler.pool.supervisor import ChildWatch
@@ -23,7 +24,7 @@ class FrontLink:
     """One incarnation of a front: `child` is set by whoever spawns it; `requests` is the count the
     front last reported (its heartbeats)."""
 
-    def __init__(self, watch: ChildWatch, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, watch: ChildWatch, loop: asyncio.AbstractEventLoop, endings: JobEndings) -> None:
         self.watch = watch
         self.loop = loop
         self.child: ChildProcess | None = None
@@ -31,7 +32,7 @@ class FrontLink:
         self.requests = 0
         self.tally: TallySnapshot | None = None  # its requests, as of its last heartbeat
         self.outbox: list[wire.ToFront] = []
-        self.waits: dict[int, Callable[[], object]] = {}  # waiting for a job's end: cancelled at its death
+        self.waits: Waits[FrontLink] = Waits(self, loop, endings, self._wait_failed)  # for jobs' ends
         self.forwarded: dict[int, asyncio.Future[None]] = {}  # done when the client went away
 
     @property
@@ -54,6 +55,9 @@ class FrontLink:
         """A whole response, already encoded (an error, say), as its start and its one chunk."""
         self.reply(wire.Start(request_id, answer.status_code, answer.raw_headers))
         self.reply(wire.Chunk(request_id, bytes(answer.body), False))
+
+    def _wait_failed(self, request_id: int, exc: Exception) -> None:
+        self.answer(request_id, error_answer(exc))
 
     def flush(self) -> None:
         outbox, self.outbox = self.outbox, []
@@ -98,9 +102,7 @@ class FrontLink:
         their clients go."""
         self.alive = False
         self.outbox = []
-        waits, self.waits = self.waits, {}
-        for cancel in waits.values():
-            cancel()
+        self.waits.release()
         for gone in self.forwarded.values():
             if not gone.done():
                 gone.set_result(None)

@@ -68,27 +68,24 @@ class FrontRequests:
         when the job has ended or the wait is over; callbacks all the way, no task per request."""
         request_id = message.request_id
         job = message.job
+        wait_s = min(message.wait_s or job.timeout_s or DEFAULT_INFER_WAIT_S, MAX_WAIT_S)
 
         def submitted(job_id: str | None, failure: BaseException | None) -> None:
             if job_id is None:
                 link.answer(request_id, error_answer(_exception(failure)))
-                return
-            if not link.alive:
-                return
+            elif link.alive:
+                self.when_ended(link, request_id, job_id, wait_s, self.answer_infer)
 
-            def answer(job: Job) -> None:
-                link.reply(wire.Content(request_id, *self.outcome(job)))
-
-            try:
-                self.when_ended(link, request_id, job_id, wait_s, answer)
-            except Exception as exc:
-                link.answer(request_id, error_answer(exc))
-
-        wait_s = message.wait_s or job.timeout_s or DEFAULT_INFER_WAIT_S
         try:
             self.scheduler.submissions.schedule_then(job, submitted, waited=True)
         except Exception as exc:
             link.answer(request_id, error_answer(exc))
+
+    def answer_infer(self, link: FrontLink, request_id: int, job: Job) -> None:
+        link.reply(wire.Content(request_id, *self.outcome(job)))
+
+    def answer_view(self, link: FrontLink, request_id: int, job: Job) -> None:
+        link.reply(wire.Content(request_id, 200, self.scheduler.endings.view(job)))
 
     def submit(self, link: FrontLink, message: wire.Submit) -> None:
         request_id = message.request_id
@@ -114,13 +111,8 @@ class FrontRequests:
             if message.wait_s <= 0:
                 link.reply(wire.Content(request_id, 200, self.scheduler.job_status(message.job_id)))
                 return
-            endings = self.scheduler.endings
             self.when_ended(
-                link,
-                request_id,
-                message.job_id,
-                message.wait_s,
-                lambda job: link.reply(wire.Content(request_id, 200, endings.view(job))),
+                link, request_id, message.job_id, min(message.wait_s, MAX_WAIT_S), self.answer_view
             )
         except Exception as exc:
             link.answer(request_id, error_answer(exc))
@@ -131,32 +123,15 @@ class FrontRequests:
         request_id: int,
         job_id: str,
         wait_s: float,
-        answer: Callable[[Job], None],
+        answer: Callable[[FrontLink, int, Job], None],
     ) -> None:
-        """`answer(job)` once the job's end is durable or `wait_s` has passed (`Scheduler.wait_for`
-        with callbacks: no task or coroutine per waiting request); nothing if the front dies first."""
-        endings = self.scheduler.endings
-        job = self.scheduler.get_job(job_id)
-
-        def finish() -> None:
-            if link.waits.pop(request_id, None) is None:
-                return  # answered already, or the front is gone
-            timer.cancel()
-            endings.forget_callback(job.id, finish)  # when the wait ran out (the end took it already)
-            try:
-                answer(job)
-            except Exception as exc:
-                link.answer(request_id, error_answer(exc))
-
-        def cancel() -> None:
-            timer.cancel()
-            endings.forget_callback(job.id, finish)
-
-        if not endings.when_settled(job, finish):
-            answer(job)
-            return
-        timer = link.loop.call_later(min(wait_s, MAX_WAIT_S), finish)
-        link.waits[request_id] = cancel
+        """`answer(link, request_id, job)` once the job's end is durable or `wait_s` has passed
+        (`Scheduler.wait_for` without a task, a future or a timer per waiting request: `Waits`);
+        nothing if the front dies first. An error answer if the job is unknown, or `answer` raises."""
+        try:
+            link.waits.add(request_id, self.scheduler.get_job(job_id), wait_s, answer)
+        except Exception as exc:
+            link.answer(request_id, error_answer(exc))
 
     def outcome(self, job: Job) -> Outcome:
         """What an infer answers for its job as it stands: a completed job whose end is durable from

@@ -53,7 +53,7 @@ class FrontSet:
         self.links = [self.spawn(ChildWatch(f"front{index}"), loop) for index in range(self.count)]
 
     def spawn(self, watch: ChildWatch, loop: asyncio.AbstractEventLoop) -> FrontLink:
-        link = FrontLink(watch, loop)
+        link = FrontLink(watch, loop, self.requests.scheduler.endings)
         config = wire.FrontConfig(
             name=watch.name,
             parent_pid=os.getpid(),
