@@ -77,6 +77,10 @@ class BaseAdapter:
     max_delay_ms: float = 5.0  # with batch_policy "fixed": how long a batch waits to fill
     batch_policy: str = "adaptive"  # adaptive: run what is waiting at once | fixed: wait to fill
     signature: Signature | None = None  # its tensors, for the protocols that speak in tensors
+    # `validate` is a pure function of the inputs and the adapter's options (no I/O, no state of the
+    # daemon), so the HTTP fronts may run it on a copy of the adapter built from the same options; the
+    # main process then takes the inputs as they came, never decoding them (unless `items` needs them)
+    validate_in_fronts: ClassVar[bool] = False
 
     def __init__(self, **options: Any) -> None:
         self.options = options

@@ -21,6 +21,7 @@ MLP_SEED = 0
 class EchoAdapter(BaseAdapter):
     """Returns each input unchanged. An input `{"fail": "message"}` fails that item alone."""
 
+    validate_in_fronts = True
     name = "echo"
     device = "cpu"
     max_batch_size = 256
@@ -43,6 +44,7 @@ class SleepAdapter(BaseAdapter):
     (`os._exit`), as a crashing native library would.
     """
 
+    validate_in_fronts = True
     name = "sleep"
     device = "cpu"
     max_batch_size = 1
@@ -96,6 +98,7 @@ def build_mlp(seed: int = MLP_SEED) -> Any:  # a torch.nn.Module (torch is impor
 class MLPAdapter(BaseAdapter):
     """A torch MLP with seeded weights: 256 floats in, 16 logits out, batched under inference_mode."""
 
+    validate_in_fronts = True
     name = "mlp"
     vram_mb = 64
     device = "auto"

@@ -104,6 +104,7 @@ def _positive_int(options: dict[str, Any], key: str, default: int) -> int:
 class _SentenceAdapter(BaseAdapter):
     """Shared by both adapters: sentences as items, validation, chunked forward passes."""
 
+    validate_in_fronts = True
     device = "auto"
     max_batch_size = 32
     max_delay_ms = 5.0

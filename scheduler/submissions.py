@@ -48,6 +48,8 @@ class Submissions:
     are made durable (None: no journal); executors: models run outside the workers (their
     `precheck`); webhooks: the callback URL's check, and the callbacks."""
 
+    takes_validated = True  # `schedule_then` takes inputs a front validated as they came (msgpack)
+
     def __init__(
         self,
         admission: Admission,
@@ -88,15 +90,17 @@ class Submissions:
         done: Callable[[str | None, BaseException | None], None],
         *,
         waited: bool = False,
+        validated: bool = False,
     ) -> None:
         """`schedule` without a coroutine, for the HTTP fronts' hot path: `done(id, None)` once the
         job is durable (with `waited`, at once), `done(None, error)` if its record could not be
         committed (it is withdrawn, as `schedule` does); a refusal at admission raises here. A request
-        with checks that do I/O (a render's URL, a callback URL) goes through `schedule`."""
+        with checks that do I/O (a render's URL, a callback URL) goes through `schedule`.
+        `validated`: a front ran the adapter's `validate` (`takes_validated`; never with those checks)."""
         if request.callback_url is not None or request.model_name in self.executors:
             schedule_in_task(self.schedule(request, waited=waited), done)
             return
-        job, created = self.admission.admit(request)
+        job, created = self.admission.admit(request, validated=validated)
         if not created or self.journal is None:
             done(job.id, None)
             return

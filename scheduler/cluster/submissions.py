@@ -18,6 +18,8 @@ from scheduler.webhooks import Webhooks
 
 
 class ClusterSubmissions(Submissions):
+    takes_validated = False  # every submission goes through `schedule`, which validates
+
     def __init__(
         self,
         front: ClusterFront,
@@ -40,6 +42,7 @@ class ClusterSubmissions(Submissions):
         done: Callable[[str | None, BaseException | None], None],
         *,
         waited: bool = False,
+        validated: bool = False,
     ) -> None:
         """A submission told through `done(id, None)` or `done(None, error)` (the HTTP fronts' path):
         in a cluster always through Redis (`schedule`), never the local table and journal."""

@@ -78,8 +78,9 @@ class Admission:
         """Refuse submissions with NotRunningError from now on (the shutdown has begun)."""
         self.accepting = False
 
-    def admit(self, request: JobRequest) -> tuple[Job, bool]:
-        """The job for `request`, and whether it is new (False: its idempotency key named an earlier one)."""
+    def admit(self, request: JobRequest, validated: bool = False) -> tuple[Job, bool]:
+        """The job for `request`, and whether it is new (False: its idempotency key named an earlier one).
+        `validated`: its inputs passed the model's adapter `validate` already (an HTTP front ran it)."""
         if not self.accepting:
             raise NotRunningError("the scheduler is not accepting jobs (not started, or shutting down)")
         key = request.idempotency_key
@@ -91,7 +92,7 @@ class Admission:
             job = self._admit_pipeline(request)
             self.announce(job)
             return job, True
-        job = self.new_job(request)
+        job = self.new_job(request, validated=validated)
         model_name = job.model
         registered = self.registry.models[model_name]
         self.table.add(job)
@@ -110,11 +111,14 @@ class Admission:
         self.on_admitted()
         return job, True
 
-    def new_job(self, request: JobRequest, check_fit: bool = True) -> Job:
+    def new_job(self, request: JobRequest, check_fit: bool = True, validated: bool = False) -> Job:
         """The checked job of a model's request, not recorded anywhere yet (the cluster front records
         it in Redis, and checks the fit against the cluster's hosts instead: `check_fit` False)."""
         model_name = request.model_name
-        registered = self.registry.validate(model_name, request.inputs)
+        if validated:
+            registered = self.registry.get(model_name)
+        else:
+            registered = self.registry.validate(model_name, request.inputs)
         if check_fit and registered.no_fit is not None:
             raise NoFitError(f"model {model_name!r} cannot run here: {registered.no_fit}")
         if self.executors:

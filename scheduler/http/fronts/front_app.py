@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs
@@ -20,7 +21,8 @@ from urllib.parse import parse_qs
 import msgspec
 from starlette.types import Receive, Scope, Send
 
-from scheduler.core.jobs import JobRequest
+from adapters.registry import build_adapter
+from scheduler.errors import InvalidInputError
 from scheduler.http.access_log import FORWARDED
 from scheduler.http.answers import (
     MAX_WAIT_S,
@@ -43,6 +45,8 @@ from scheduler.http.request_tally import RequestTally
 from scheduler.http.routers.jobs import job_request, submit_decoder
 from scheduler.http.schemas import InferResult
 
+log = logging.getLogger("modelsched.fronts")
+
 RAW_ACCEPT = RAW_MEDIA_TYPE.encode()
 Outbox = Callable[[wire.FromFront], None]
 
@@ -61,6 +65,7 @@ class FrontApp:
         # the main app's own check (the bearer token or the session cookie), inside the request count
         checked = BearerAuth(self.serve, config.token) if config.token else self.serve
         self.measured = RequestMetrics(checked, self.tally.observe, front_template)
+        self.validators = input_validators(config.checks)
 
     def deliver(self, message: wire.ToFront) -> None:
         if isinstance(message, wire.Stop):
@@ -105,8 +110,12 @@ class FrontApp:
                 return await self.infer(model, scope, receive)
         elif method == "POST" and path == "/jobs":
             body = decode(await read_body(receive, scope["headers"], self.body_limit), submit_decoder)
+            request = job_request(body)
+            job = wire.FrontJob(
+                **msgspec.structs.asdict(request), checked=self.check(request.model, request.inputs)
+            )
             request_id = next(self.request_ids)
-            return await self.ask(request_id, wire.Submit(request_id, job_request(body)))
+            return await self.ask(request_id, wire.Submit(request_id, job))
         elif method == "GET" and path.startswith("/jobs/"):
             job_id = path[len("/jobs/") :]
             if job_id and "/" not in job_id:
@@ -123,8 +132,26 @@ class FrontApp:
         body = decode(await read_body(receive, scope["headers"], self.body_limit), infer_decoder)
         raw = any(name == b"accept" and RAW_ACCEPT in value for name, value in scope["headers"])
         request_id = next(self.request_ids)
-        job = JobRequest(model=model, inputs=body.inputs, priority=body.priority, timeout_s=body.timeout_s)
+        job = wire.FrontJob(
+            model=model,
+            inputs=body.inputs,
+            priority=body.priority,
+            timeout_s=body.timeout_s,
+            checked=self.check(model, body.inputs),
+        )
         return await self.ask(request_id, wire.Infer(request_id, job, timeout or 0.0), raw)
+
+    def check(self, model: str, inputs: Any) -> bool:
+        """Run the model's adapter `validate` here when this front has it (True); an invalid input is
+        refused (422) as the main process refuses it."""
+        validate = self.validators.get(model)
+        if validate is None:
+            return False
+        try:
+            validate(inputs)
+        except (ValueError, TypeError) as exc:
+            raise InvalidInputError(str(exc)) from None
+        return True
 
     async def ask(self, request_id: int, message: wire.FromFront, raw: bool = False) -> Answer:
         """Send one request and wait for its one answer."""
@@ -208,6 +235,18 @@ class FrontApp:
         finally:
             watcher.cancel()
             del self.pending[request_id]
+
+
+def input_validators(checks: list[wire.InputCheck]) -> dict[str, Callable[[Any], None]]:
+    """The `validate` of each model's own adapter, built here from its class and options; a model whose
+    adapter cannot be built here is validated by the main process (a warning says why)."""
+    validators: dict[str, Callable[[Any], None]] = {}
+    for check in checks:
+        try:
+            validators[check.model] = build_adapter(check.adapter, check.options).validate
+        except Exception as exc:
+            log.warning("the inputs of %s are validated by the main process: %r", check.model, exc)
+    return validators
 
 
 async def _client_gone(receive: Receive, queue: asyncio.Queue[Any]) -> None:

@@ -9,6 +9,7 @@ import asyncio
 import logging
 import time
 
+from adapters.base import BaseAdapter
 from scheduler.core.endings import JobEndings
 from scheduler.http.answers import Answer, error_answer
 from scheduler.http.fronts import protocol as wire
@@ -34,6 +35,7 @@ class FrontLink:
         self.outbox: list[wire.ToFront] = []
         self.waits: Waits[FrontLink] = Waits(self, loop, endings, self._wait_failed)  # for jobs' ends
         self.forwarded: dict[int, asyncio.Future[None]] = {}  # done when the client went away
+        self.checked: dict[str, BaseAdapter] = {}  # models whose inputs it validates, their adapters
 
     @property
     def name(self) -> str:

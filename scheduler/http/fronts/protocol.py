@@ -18,6 +18,8 @@ import msgspec
 from scheduler.core.jobs import JobRequest
 from scheduler.http.request_tally import TallySnapshot
 
+NIL = msgspec.msgpack.encode(None)
+
 
 class FrontConfig(msgspec.Struct, kw_only=True):
     """What a front process is started with (msgpack bytes, beside its pipes and the listening socket)."""
@@ -31,6 +33,16 @@ class FrontConfig(msgspec.Struct, kw_only=True):
     access_log: bool
     heartbeat_interval_s: float
     graceful_close_s: int
+    checks: list[InputCheck] = msgspec.field(default_factory=list)
+
+
+class InputCheck(msgspec.Struct, array_like=True):
+    """A model whose inputs the front validates itself, with its own copy of the model's adapter
+    (built from `adapter`, the class's import path, and `options`): `BaseAdapter.validate_in_fronts`."""
+
+    model: str
+    adapter: str
+    options: dict[str, Any]
 
 
 # ---- front -> main ---------------------------------------------------------------------------
@@ -45,11 +57,20 @@ class Heartbeat(msgspec.Struct, tag="beat", array_like=True):
     tally: TallySnapshot  # the requests it answered itself, since it started (`request_tally`)
 
 
+class FrontJob(JobRequest, kw_only=True):
+    """A job as a front hands it over. Its `inputs` reach the main process as msgpack
+    (`msgspec.Raw`): decoded there only when it must look at them; `checked`: the front has run the
+    model's adapter `validate` on them (an `InputCheck` of its config)."""
+
+    inputs: msgspec.Raw = msgspec.field(default_factory=lambda: msgspec.Raw(NIL))
+    checked: bool = False
+
+
 class Infer(msgspec.Struct, tag="infer", array_like=True):
     """`POST /models/{model}/infer`, its body decoded: submit, wait up to `wait_s`, answer."""
 
     request_id: int
-    job: JobRequest
+    job: FrontJob
     wait_s: float
 
 
@@ -57,7 +78,7 @@ class Submit(msgspec.Struct, tag="submit", array_like=True):
     """`POST /jobs`, its body decoded and checked."""
 
     request_id: int
-    job: JobRequest
+    job: FrontJob
 
 
 class GetJob(msgspec.Struct, tag="get", array_like=True):

@@ -15,9 +15,10 @@ import logging
 from collections.abc import Callable, MutableMapping
 from typing import Any
 
+import msgspec
 from starlette.types import ASGIApp
 
-from scheduler.core.jobs import Job, JobStatus
+from scheduler.core.jobs import Job, JobRequest, JobStatus
 from scheduler.http.access_log import FORWARDED
 from scheduler.http.answers import (
     DEFAULT_INFER_WAIT_S,
@@ -67,7 +68,11 @@ class FrontRequests:
         """Submit (not cancelled by the front's death: the job is journaled and goes on), then answer
         when the job has ended or the wait is over; callbacks all the way, no task per request."""
         request_id = message.request_id
-        job = message.job
+        try:
+            job, validated = self.request_of(link, message.job)
+        except Exception as exc:
+            link.answer(request_id, error_answer(exc))
+            return
         wait_s = min(message.wait_s or job.timeout_s or DEFAULT_INFER_WAIT_S, MAX_WAIT_S)
 
         def submitted(job_id: str | None, failure: BaseException | None) -> None:
@@ -77,7 +82,7 @@ class FrontRequests:
                 self.when_ended(link, request_id, job_id, wait_s, self.answer_infer)
 
         try:
-            self.scheduler.submissions.schedule_then(job, submitted, waited=True)
+            self.scheduler.submissions.schedule_then(job, submitted, waited=True, validated=validated)
         except Exception as exc:
             link.answer(request_id, error_answer(exc))
 
@@ -101,9 +106,29 @@ class FrontRequests:
                 link.answer(request_id, error_answer(exc))
 
         try:
-            self.scheduler.submissions.schedule_then(message.job, submitted)
+            job, validated = self.request_of(link, message.job)
+            self.scheduler.submissions.schedule_then(job, submitted, validated=validated)
         except Exception as exc:
             link.answer(request_id, error_answer(exc))
+
+    def request_of(self, link: FrontLink, job: wire.FrontJob) -> tuple[JobRequest, bool]:
+        """The job as the scheduler takes it, and whether its inputs count as validated: the front ran
+        the adapter this model is registered with now (not one registered again since) and the
+        submission takes no path that validates again. Those inputs stay msgpack (`msgspec.Raw`, sent
+        to the worker as they came) unless the adapter counts their items; any others are decoded."""
+        registered = self.scheduler.registry.models.get(job.model_name)
+        validated = (
+            job.checked
+            and registered is not None
+            and link.checked.get(job.model_name) is registered.adapter
+            and job.callback_url is None
+            and self.scheduler.submissions.takes_validated
+        )
+        if validated and registered is not None and getattr(registered.adapter, "items", None) is None:
+            job.inputs = job.inputs.copy()  # its own bytes: the frame they came in is not kept alive
+        else:
+            job.inputs = _decode(job.inputs)
+        return job, validated
 
     def get_job(self, link: FrontLink, message: wire.GetJob) -> None:
         request_id = message.request_id
@@ -206,6 +231,9 @@ class FrontRequests:
             "state": {},
             FORWARDED: True,  # the front has logged it (`access_log`), not counted it
         }
+
+
+_decode = msgspec.msgpack.Decoder().decode
 
 
 def _exception(failure: BaseException | None) -> Exception:

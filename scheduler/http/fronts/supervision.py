@@ -64,6 +64,7 @@ class FrontSet:
             access_log=self.settings.access_log,
             heartbeat_interval_s=self.settings.heartbeat_interval_s,
             graceful_close_s=int(STOP_GRACE_S) - 1,
+            checks=self.input_checks(link),
         )
         link.child = ChildProcess(
             watch.name,
@@ -81,6 +82,26 @@ class FrontSet:
             link.alive = False
             watch.exited(time.monotonic(), None, held_work=False)
         return link
+
+    def input_checks(self, link: FrontLink) -> list[wire.InputCheck]:
+        """The models whose inputs this front validates (`BaseAdapter.validate_in_fronts`), as they are
+        registered now; `link.checked` keeps their adapters, so that a model registered again since
+        (another adapter object) is validated here again."""
+        checks: list[wire.InputCheck] = []
+        for name, registered in self.requests.scheduler.registry.models.items():
+            adapter = registered.adapter
+            if not type(adapter).validate_in_fronts:
+                continue
+            check = wire.InputCheck(
+                name, f"{type(adapter).__module__}:{type(adapter).__qualname__}", adapter.options
+            )
+            try:
+                wire.encode(check)
+            except (TypeError, ValueError, OverflowError):  # options msgpack cannot carry: validated here
+                continue
+            checks.append(check)
+            link.checked[name] = adapter
+        return checks
 
     def on_frame(self, link: FrontLink, data: bytes) -> None:
         handle = self.requests.handle
