@@ -24,7 +24,9 @@ seconds, each slice one wrk run against each daemon in turn (the order reversed 
 The machine's load drifts by more than a factor of two within minutes (it is shared), and a daemon's
 CPU per request follows it; slices a few seconds apart see the same load. It prints each daemon's
 totals over all its slices and, per slice, the main CPU per request with fronts over the baseline's
-(and their median): the ratio the fronts' goal is stated in.
+(and their median): the ratio the fronts' goal is stated in. `--warmup S` first loads each daemon
+for S seconds, not counted: a daemon's first `max_finished_in_memory` (100,000) jobs also pay for the
+memory the table keeps of them (page faults); after them the table stops growing.
 """
 
 from __future__ import annotations
@@ -229,6 +231,9 @@ def interleaved(baseline: Path, counts: list[int], models: list[str], slices: in
         base = running_daemon(args.baseline_fronts, repo=baseline.resolve())
         daemons = [("baseline", stack.enter_context(base))]
         daemons += [(f"fronts {n}", stack.enter_context(running_daemon(n))) for n in counts]
+        for name, daemon in daemons if args.warmup > 0 else ():
+            warm = measure(daemon, models[0], args.clients, args.warmup)
+            print(f"{name}: warmed up with {warm['requests']:,.0f} requests (not counted)", flush=True)
         for model in models:
             rows: dict[str, list[dict[str, Any]]] = {name: [] for name, _ in daemons}
             for index in range(slices):
@@ -282,6 +287,12 @@ def main() -> None:
     )
     parser.add_argument(
         "--baseline-fronts", type=int, default=0, help="with --interleave: the baseline's http_workers (A/B)"
+    )
+    parser.add_argument(
+        "--warmup",
+        type=float,
+        default=0.0,
+        help="with --interleave: seconds of load on each daemon first, not counted (the steady state)",
     )
     args = parser.parse_args()
     if WRK is None:

@@ -64,6 +64,11 @@ def test_parameters_and_bodies_name_the_field(http: httpx.Client) -> None:
     assert_problem(http.post("/jobs", content=b"{"), 422, "malformed_json")
     assert_problem(http.post("/jobs", json={"model": "echo", "inputs": 1, "x": 1}), 422, "invalid_body", "x")
     assert_problem(http.post("/jobs", json={"model": "mlp", "inputs": [1]}), 422, "invalid_input", "inputs")
+    refused = http.post(
+        "/models/mlp/infer", json={"inputs": [1.0] * 255}
+    )  # by a front, when there are fronts
+    assert_problem(refused, 422, "invalid_input", "inputs")
+    assert "256 numbers" in refused.json()["detail"]
     assert_problem(http.post("/jobs", json={"model": "nope", "inputs": 1}), 404, "model_not_found")
     assert_problem(http.get("/jobs/nope"), 404, "job_not_found")
     batch = http.post(
