@@ -79,7 +79,8 @@ class BaseAdapter:
     signature: Signature | None = None  # its tensors, for the protocols that speak in tensors
     # `validate` is a pure function of the inputs and the adapter's options (no I/O, no state of the
     # daemon), so the HTTP fronts may run it on a copy of the adapter built from the same options; the
-    # main process then takes the inputs as they came, never decoding them (unless `items` needs them)
+    # main process then takes the inputs as they came, never decoding them (unless `items` needs them).
+    # A subclass inherits it: one whose `validate` reads anything else sets it back to False.
     validate_in_fronts: ClassVar[bool] = False
 
     def __init__(self, **options: Any) -> None:

@@ -9,14 +9,27 @@ import asyncio
 from collections.abc import Callable
 
 from scheduler.core.jobs import Job, JobStatus
-from scheduler.http.fronts.waits import GRAIN_S, Waits
-from tests.support.fakes import make_journaled_core
+from scheduler.http.fronts.waits import GRAIN_S, Failed, Owner, Waits
+from tests.support.fakes import Core, FakeJournal, make_journaled_core
 
 Answered = list[tuple[int, str, float]]
 
 
 def answer(answered: Answered, request_id: int, job: Job) -> None:
     answered.append((request_id, job.status.value, asyncio.get_running_loop().time()))
+
+
+def front_waits(owner: Owner, failed: Failed = lambda *_: None) -> tuple[FakeJournal, Core, Waits[Owner]]:
+    """A journaled core (the fake journal's commits made by the test) and waits over its endings, on
+    the running loop."""
+    journal, core = make_journaled_core()
+    return journal, core, Waits(owner, asyncio.get_running_loop(), core.endings, failed)
+
+
+def processing(core: Core) -> Job:
+    job = core.submit()
+    core.table.mark_processing(job, "cpu-w0", "cpu")
+    return job
 
 
 async def until(condition: Callable[[], bool], deadline_s: float = 5.0) -> None:
@@ -29,12 +42,9 @@ async def until(condition: Callable[[], bool], deadline_s: float = 5.0) -> None:
 
 def test_a_wait_is_answered_once_when_the_end_is_durable() -> None:
     async def scenario() -> None:
-        loop = asyncio.get_running_loop()
-        journal, core = make_journaled_core()
         answered: Answered = []
-        waits: Waits[Answered] = Waits(answered, loop, core.endings, lambda *_: None)
-        job = core.submit()
-        core.table.mark_processing(job, "cpu-w0", "cpu")
+        journal, core, waits = front_waits(answered)
+        job = processing(core)
         waits.add(7, job, 30.0, answer)
         assert len(waits) == 1 and core.endings._callbacks[job.id]  # registered with the endings
         core.endings.finish(job, JobStatus.COMPLETED, result=1)
@@ -54,9 +64,8 @@ def test_a_wait_is_answered_once_when_the_end_is_durable() -> None:
 def test_a_wait_runs_out_after_its_deadline_never_before_and_forgets_its_callback() -> None:
     async def scenario() -> None:
         loop = asyncio.get_running_loop()
-        _, core = make_journaled_core()
         answered: Answered = []
-        waits: Waits[Answered] = Waits(answered, loop, core.endings, lambda *_: None)
+        _, core, waits = front_waits(answered)
         long_job, short_job = core.submit(), core.submit()
         start = loop.time()
         waits.add(1, long_job, 0.4, answer)
@@ -76,12 +85,9 @@ def test_a_wait_runs_out_after_its_deadline_never_before_and_forgets_its_callbac
 
 def test_the_fronts_death_ends_its_waits_unanswered() -> None:
     async def scenario() -> None:
-        loop = asyncio.get_running_loop()
-        journal, core = make_journaled_core()
         answered: Answered = []
-        waits: Waits[Answered] = Waits(answered, loop, core.endings, lambda *_: None)
-        job = core.submit()
-        core.table.mark_processing(job, "cpu-w0", "cpu")
+        journal, core, waits = front_waits(answered)
+        job = processing(core)
         waits.add(1, job, 0.05, answer)
         waits.release()
         assert len(waits) == 0 and waits.timer is None and not core.endings._callbacks
@@ -94,18 +100,13 @@ def test_the_fronts_death_ends_its_waits_unanswered() -> None:
 
 def test_an_answer_that_raises_becomes_the_failure_reply() -> None:
     async def scenario() -> None:
-        loop = asyncio.get_running_loop()
-        journal, core = make_journaled_core()
         failures: list[tuple[int, str]] = []
-        waits: Waits[None] = Waits(
-            None, loop, core.endings, lambda rid, exc: failures.append((rid, str(exc)))
-        )
+        journal, core, waits = front_waits(None, lambda rid, exc: failures.append((rid, str(exc))))
 
         def broken(_: None, request_id: int, job: Job) -> None:
             raise ValueError(f"cannot answer {request_id}")
 
-        job = core.submit()
-        core.table.mark_processing(job, "cpu-w0", "cpu")
+        job = processing(core)
         waits.add(3, job, 30.0, broken)
         core.endings.finish(job, JobStatus.COMPLETED, result=1)
         journal.commit(core.endings)

@@ -3,23 +3,20 @@ answered once the job's end is durable (`JobEndings.when_settled` calls it) or w
 out, whichever comes first, and exactly once; the front's death ends them all unanswered.
 
 Deadlines are kept in buckets of `GRAIN_S` with one loop timer, armed for the earliest bucket: a
-wait costs a few dict operations, not a timer of its own. (A `call_later` per request and its
-`cancel` were about a tenth of the main process's loop time per request behind a front.) A wait runs
-out at most `GRAIN_S` after its deadline, never before it."""
+wait costs a few dict operations, not a timer of its own (with a `call_later` per request and its
+`cancel` the loop spent about 41 µs a request behind one front, without them 31, in one interleaved
+A/B: `docs/performance.md`). A wait runs out at most `GRAIN_S` after its deadline, never before it."""
 
 from __future__ import annotations
 
 import asyncio
 import heapq
-import logging
 import math
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
 from scheduler.core.endings import JobEndings
 from scheduler.core.jobs import Job
-
-log = logging.getLogger("modelsched.fronts")
 
 GRAIN_S = 0.05
 
