@@ -3,6 +3,7 @@ class) and an unloaded adapter instance used only to validate inputs at submissi
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,6 +14,12 @@ from scheduler.settings import ModelConfig
 from workers.protocol import BatchPolicy, ModelSpec
 
 DEVICES = ("auto", "gpu", "cpu")
+
+
+def input_validator(adapter_path: str, options: dict[str, Any]) -> Callable[[Any], None]:
+    """The `validate` of a new adapter of that class (`module:Class`) and options: an HTTP front's own
+    copy of a model's checks (`BaseAdapter.validate_in_fronts`)."""
+    return build_adapter(adapter_path, options).validate
 
 
 def resolve_spec(

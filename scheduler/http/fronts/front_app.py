@@ -21,7 +21,7 @@ from urllib.parse import parse_qs
 import msgspec
 from starlette.types import Receive, Scope, Send
 
-from adapters.registry import build_adapter
+from scheduler.core.models import input_validator
 from scheduler.errors import InvalidInputError
 from scheduler.http.access_log import FORWARDED
 from scheduler.http.answers import (
@@ -243,7 +243,7 @@ def input_validators(checks: list[wire.InputCheck]) -> dict[str, Callable[[Any],
     validators: dict[str, Callable[[Any], None]] = {}
     for check in checks:
         try:
-            validators[check.model] = build_adapter(check.adapter, check.options).validate
+            validators[check.model] = input_validator(check.adapter, check.options)
         except Exception as exc:
             log.warning("the inputs of %s are validated by the main process: %r", check.model, exc)
     return validators

@@ -9,7 +9,6 @@ import asyncio
 import logging
 import time
 
-from adapters.base import BaseAdapter
 from scheduler.core.endings import JobEndings
 from scheduler.http.answers import Answer, error_answer
 from scheduler.http.fronts import protocol as wire
@@ -35,7 +34,7 @@ class FrontLink:
         self.outbox: list[wire.ToFront] = []
         self.waits: Waits[FrontLink] = Waits(self, loop, endings, self._wait_failed)  # for jobs' ends
         self.forwarded: dict[int, asyncio.Future[None]] = {}  # done when the client went away
-        self.checked: dict[str, BaseAdapter] = {}  # models whose inputs it validates, their adapters
+        self.checked: dict[str, object] = {}  # models whose inputs it validates: their adapter objects
 
     @property
     def name(self) -> str:
