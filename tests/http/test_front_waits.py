@@ -73,11 +73,11 @@ def test_a_wait_runs_out_after_its_deadline_never_before_and_forgets_its_callbac
         await until(lambda: len(answered) == 1)
         request_id, status, at = answered[0]
         assert (request_id, status) == (2, "queued")
-        assert 0.1 <= at - start <= 0.1 + GRAIN_S + 0.25  # the loop's own lateness, on a busy machine
+        assert 0.1 - 1e-6 <= at - start <= 0.1 + GRAIN_S + 2.0  # late by the loop's own lateness at most
         assert short_job.id not in core.endings._callbacks
         await until(lambda: len(answered) == 2)
         request_id, _, at = answered[1]
-        assert request_id == 1 and at - start >= 0.4
+        assert request_id == 1 and at - start >= 0.4 - 1e-6
         assert not core.endings._callbacks and len(waits) == 0 and waits.timer is None
 
     asyncio.run(scenario())

@@ -5,7 +5,8 @@ out, whichever comes first, and exactly once; the front's death ends them all un
 Deadlines are kept in buckets of `GRAIN_S` with one loop timer, armed for the earliest bucket: a
 wait costs a few dict operations, not a timer of its own (with a `call_later` per request and its
 `cancel` the loop spent about 41 µs a request behind one front, without them 31, in one interleaved
-A/B: `docs/performance.md`). A wait runs out at most `GRAIN_S` after its deadline, never before it."""
+A/B: `docs/performance.md`). A wait runs out at most `GRAIN_S` after its deadline, not before it
+(to the loop timer's precision: uvloop's is a millisecond)."""
 
 from __future__ import annotations
 
