@@ -48,8 +48,6 @@ class Submissions:
     are made durable (None: no journal); executors: models run outside the workers (their
     `precheck`); webhooks: the callback URL's check, and the callbacks."""
 
-    takes_validated = True  # `schedule_then` takes inputs a front validated as they came (msgpack)
-
     def __init__(
         self,
         admission: Admission,
@@ -96,8 +94,8 @@ class Submissions:
         job is durable (with `waited`, at once), `done(None, error)` if its record could not be
         committed (it is withdrawn, as `schedule` does); a refusal at admission raises here. A request
         with checks that do I/O (a render's URL, a callback URL) goes through `schedule`.
-        `validated`: a front ran the adapter's `validate` (`takes_validated`; never with those checks)."""
-        if request.callback_url is not None or request.model_name in self.executors:
+        `validated`: a front ran the adapter's `validate` (only where `takes_validated` says so)."""
+        if not self.takes_validated(request):
             schedule_in_task(self.schedule(request, waited=waited), done)
             return
         job, created = self.admission.admit(request, validated=validated)
@@ -124,6 +122,11 @@ class Submissions:
             done(None, failure)
 
         self.journal.record_submitted_nowait(job).add_done_callback(committed)
+
+    def takes_validated(self, request: JobRequest) -> bool:
+        """Whether `schedule_then` admits `request` as it is, so that inputs a front validated are
+        taken as they came (msgpack, not validated again); False where it goes through `schedule`."""
+        return request.callback_url is None and request.model_name not in self.executors
 
     def withdraw(self, jobs: list[Job]) -> None:
         """Their submission records could not be committed, and the client is told so (503, no id):

@@ -18,8 +18,6 @@ from scheduler.webhooks import Webhooks
 
 
 class ClusterSubmissions(Submissions):
-    takes_validated = False  # every submission goes through `schedule`, which validates
-
     def __init__(
         self,
         front: ClusterFront,
@@ -47,6 +45,9 @@ class ClusterSubmissions(Submissions):
         """A submission told through `done(id, None)` or `done(None, error)` (the HTTP fronts' path):
         in a cluster always through Redis (`schedule`), never the local table and journal."""
         schedule_in_task(self.schedule(request, waited=waited), done)
+
+    def takes_validated(self, request: JobRequest) -> bool:
+        return False  # every submission goes through `schedule`, which validates
 
     def submit(self, request: JobRequest) -> str:
         raise SchedulerError("in cluster mode a submission waits for Redis: use schedule_job")

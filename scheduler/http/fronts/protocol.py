@@ -18,8 +18,6 @@ import msgspec
 from scheduler.core.jobs import JobRequest
 from scheduler.http.request_tally import TallySnapshot
 
-NIL = msgspec.msgpack.encode(None)
-
 
 class FrontConfig(msgspec.Struct, kw_only=True):
     """What a front process is started with (msgpack bytes, beside its pipes and the listening socket)."""
@@ -62,7 +60,7 @@ class FrontJob(JobRequest, kw_only=True):
     (`msgspec.Raw`): decoded there only when it must look at them; `checked`: the front has run the
     model's adapter `validate` on them (an `InputCheck` of its config)."""
 
-    inputs: msgspec.Raw = msgspec.field(default_factory=lambda: msgspec.Raw(NIL))
+    inputs: msgspec.Raw
     checked: bool = False
 
 

@@ -114,17 +114,18 @@ class FrontRequests:
     def request_of(self, link: FrontLink, job: wire.FrontJob) -> tuple[JobRequest, bool]:
         """The job as the scheduler takes it, and whether its inputs count as validated: the front ran
         the adapter this model is registered with now (not one registered again since) and the
-        submission takes no path that validates again. Those inputs stay msgpack (`msgspec.Raw`, sent
-        to the worker as they came) unless the adapter counts their items; any others are decoded."""
+        submission takes no path that validates again (`Submissions.takes_validated`). Those inputs
+        stay msgpack (`msgspec.Raw`, sent to the worker as they came) unless the adapter counts their
+        items; any others are decoded."""
         registered = self.scheduler.registry.models.get(job.model_name)
+        adapter = registered.adapter if registered is not None else None
         validated = (
             job.checked
-            and registered is not None
-            and link.checked.get(job.model_name) is registered.adapter
-            and job.callback_url is None
-            and self.scheduler.submissions.takes_validated
+            and adapter is not None
+            and link.checked.get(job.model_name) is adapter
+            and self.scheduler.submissions.takes_validated(job)
         )
-        if validated and registered is not None and getattr(registered.adapter, "items", None) is None:
+        if validated and getattr(adapter, "items", None) is None:
             job.inputs = job.inputs.copy()  # its own bytes: the frame they came in is not kept alive
         else:
             job.inputs = _decode(job.inputs)
