@@ -95,20 +95,19 @@ class Submissions:
         committed (it is withdrawn, as `schedule` does); a refusal at admission raises here. A request
         with checks that do I/O (a render's URL, a callback URL) goes through `schedule`.
         `validated`: a front ran the adapter's `validate` (only where `takes_validated` says so)."""
-        if not self.takes_validated(request):
+        if not validated and not self.takes_validated(request):  # a validated one was asked already
             schedule_in_task(self.schedule(request, waited=waited), done)
-            return
-        job, created = self.admission.admit(request, validated=validated)
-        if not created or self.journal is None:
-            done(job.id, None)
             return
         if waited:
             try:
-                self.journal.record_submitted_held(job)
+                job = self.admit_waited(request, validated=validated)
             except JournalError as exc:
-                self.withdraw([job])
                 done(None, exc)
                 return
+            done(job.id, None)
+            return
+        job, created = self.admission.admit(request, validated=validated)
+        if not created or self.journal is None:
             done(job.id, None)
             return
 
@@ -122,6 +121,20 @@ class Submissions:
             done(None, failure)
 
         self.journal.record_submitted_nowait(job).add_done_callback(committed)
+
+    def admit_waited(self, request: JobRequest, *, validated: bool = False) -> Job:
+        """The job of a request whose client waits for its end (`infer`), admitted at once, its
+        submission held by the journal to be written with its end; only for a request that
+        `takes_validated` (the fronts' hot path: the job itself, no callback). A refusal at admission
+        raises, and so does a journal that cannot take it (JournalError: the job is withdrawn)."""
+        job, created = self.admission.admit(request, validated=validated)
+        if created and self.journal is not None:
+            try:
+                self.journal.record_submitted_held(job)
+            except JournalError:
+                self.withdraw([job])
+                raise
+        return job
 
     def takes_validated(self, request: JobRequest) -> bool:
         """Whether `schedule_then` admits `request` as it is, so that inputs a front validated are

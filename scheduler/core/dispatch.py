@@ -180,15 +180,17 @@ class Dispatcher:
         loaded = worker.models[model]
         loaded.in_flight += len(jobs)
         loaded.last_used = worker.last_active = time.monotonic()
-        device = worker.device_label
+        device, worker_id, in_flight = worker.device_label, worker.worker_id, worker.in_flight
         registered = self.registry.models[model]
+        counted = getattr(registered.adapter, "items", None) is not None  # else 1 item a job
+        mark_processing, on_stage_started = self.table.mark_processing, self.on_stage_started
         for job in jobs:
-            self.table.mark_processing(job, worker.worker_id, device)
-            items = job_items(registered.adapter, job, registered.spec.max_batch_size)
-            worker.in_flight[job.id] = items
+            mark_processing(job, worker_id, device)
+            items = job_items(registered.adapter, job, registered.spec.max_batch_size) if counted else 1
+            in_flight[job.id] = items
             worker.outstanding_items += items
-            if job.parent_id is not None and self.on_stage_started is not None:
-                self.on_stage_started(job)
+            if job.parent_id is not None and on_stage_started is not None:
+                on_stage_started(job)
         worker.send(m.RunJobs(model, [m.JobItem(job.id, job.inputs) for job in jobs]))
 
     def unload_from(self, worker: Worker, model: str) -> None:

@@ -11,16 +11,18 @@ not the stages' jobs nor `run_cpu`'s (`parent_id` set), so a pipeline job counts
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import time
 from collections import deque
 from typing import Any
 
-from scheduler.core.jobs import Job, JobStatus, Priority, can_transition
+from scheduler.core.jobs import ENDED, Job, JobStatus, Priority, can_transition
 from workers.logs import about_job
 
 log = logging.getLogger("modelsched.jobs")
+_debug = functools.partial(log.isEnabledFor, logging.DEBUG)
 
 
 class JobTable:
@@ -103,13 +105,15 @@ class JobTable:
     # ---- state changes -------------------------------------------------------------------------
 
     def _set_status(self, job: Job, status: JobStatus) -> None:
-        if not can_transition(job.status, status):
-            raise ValueError(f"job {job.id}: {job.status.value} -> {status.value} is not allowed")
-        if job.status is JobStatus.QUEUED and job.pipeline is None:
+        current = job.status
+        if not can_transition(current, status):
+            raise ValueError(f"job {job.id}: {current.value} -> {status.value} is not allowed")
+        if current is JobStatus.QUEUED and job.pipeline is None:
             self.queued_count_by_model[job.model] -= 1
         if job.parent_id is None:
-            self.count_by_status[job.status] -= 1
-            self.count_by_status[status] += 1
+            counts = self.count_by_status
+            counts[current] -= 1
+            counts[status] += 1
         job.status = status
 
     def _push(self, job: Job, front: bool) -> None:
@@ -129,7 +133,15 @@ class JobTable:
             lane.append(job)
 
     def mark_processing(self, job: Job, worker_id: str, device: str) -> None:
-        self._set_status(job, JobStatus.PROCESSING)
+        if job.status is JobStatus.QUEUED and job.pipeline is None and job.parent_id is None:
+            # `_set_status(job, PROCESSING)` for the commonest job, written out (once per job)
+            self.queued_count_by_model[job.model] -= 1
+            counts = self.count_by_status
+            counts[JobStatus.QUEUED] -= 1
+            counts[JobStatus.PROCESSING] += 1
+            job.status = JobStatus.PROCESSING
+        else:
+            self._set_status(job, JobStatus.PROCESSING)
         job.attempts += 1  # raised before the run, so a crash mid-run still counts as a try
         job.worker_id = worker_id
         job.device = device
@@ -162,7 +174,13 @@ class JobTable:
         error_kind: str | None = None,
     ) -> None:
         started = job.started_at
-        self._set_status(job, status)
+        if job.status is JobStatus.PROCESSING and status in ENDED and job.parent_id is None:
+            counts = self.count_by_status  # `_set_status` for the commonest end, written out
+            counts[JobStatus.PROCESSING] -= 1
+            counts[status] += 1
+            job.status = status
+        else:
+            self._set_status(job, status)
         job.ended_at = time.time()
         job.result = result
         job.error = error
@@ -170,8 +188,9 @@ class JobTable:
         job.inputs = None  # the inputs are no longer needed; keep memory flat
         if job.parent_id is not None:
             return  # a stage's job: `discard`ed once its pipeline job has taken its result
-        self.finished_order.append(job.id)
-        if log.isEnabledFor(logging.DEBUG):
+        finished_order = self.finished_order
+        finished_order.append(job.id)
+        if _debug():
             took = job.ended_at - (started or job.created_at)
             log.debug(
                 "job %s after %.3fs%s",
@@ -180,7 +199,8 @@ class JobTable:
                 f": {error}" if error else "",
                 extra=about_job(job.id),
             )
-        self._trim()
+        if len(finished_order) > self.max_finished_in_memory:
+            self._trim()
 
     def mark_started(self, job: Job) -> None:
         """A pipeline's job: its first stage has begun to run."""

@@ -101,18 +101,25 @@ class WorkerEvents:
         gpu_name = self.inventory.name_of(worker.gpu_index)
         rate = self.costs.rate(gpu_name)
         spent_s = 0.0
+        # The worker's counts first, for the whole message; then the ends (their observers see them).
+        in_flight, jobs_get, worker_id = worker.in_flight, self.table.jobs.get, worker.worker_id
+        returned = []
+        items_back = 0
         for outcome in message.outcomes:
-            items = worker.in_flight.pop(outcome.job_id, None)
+            items = in_flight.pop(outcome.job_id, None)
             if items is None:
                 continue
-            worker.outstanding_items -= items
-            worker.jobs_done += 1
-            if loaded is not None:
-                loaded.in_flight -= 1
-                loaded.last_used = now
+            items_back += items
             spent_s += outcome.compute_s  # paid for, even if the result is dropped
-            job = self.table.jobs.get(outcome.job_id)
-            if job is None or job.status is not JobStatus.PROCESSING or job.worker_id != worker.worker_id:
+            returned.append(outcome)
+        worker.outstanding_items -= items_back
+        worker.jobs_done += len(returned)
+        if loaded is not None and returned:
+            loaded.in_flight -= len(returned)
+            loaded.last_used = now
+        for outcome in returned:
+            job = jobs_get(outcome.job_id)
+            if job is None or job.status is not JobStatus.PROCESSING or job.worker_id != worker_id:
                 continue  # cancelled or timed out meanwhile: the result is dropped
             job.compute_s += outcome.compute_s
             job.cost_usd += rate * outcome.compute_s

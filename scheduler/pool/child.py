@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator, Mapping
 from multiprocessing.connection import Connection
 from typing import Any
 
-from scheduler.pool.frames import FrameWriter
+from scheduler.pool.frames import FrameReader, FrameWriter
 
 _SPAWN = multiprocessing.get_context("spawn")
 _ENV_LOCK = threading.Lock()  # the environment is process-wide: one spawn at a time changes it
@@ -66,6 +66,7 @@ class ChildProcess:
         self._exit_code: int | None = None
         self.writer: FrameWriter | None = None
         self.reader: Connection | None = None
+        self.frames: FrameReader | None = None
         self._exited = False
 
     def start(self) -> None:
@@ -93,10 +94,8 @@ class ChildProcess:
         for connection in (writer_end, self.reader):
             _grow_pipe(connection.fileno())
         self.writer = FrameWriter(writer_end, self.loop)
+        self.frames = FrameReader(self.reader.fileno())  # a frame half written waits in it
         self.loop.add_reader(self.reader.fileno(), self._on_readable)
-        # uvloop (libuv's poll) makes a watched fd non-blocking; `recv_bytes` must wait for the rest of
-        # a frame the child is still writing (one larger than what the pipe held when it woke us).
-        os.set_blocking(self.reader.fileno(), True)
         self.loop.add_reader(self.process.sentinel, self._on_sentinel)
 
     @property
@@ -138,6 +137,7 @@ class ChildProcess:
             with contextlib.suppress(OSError):
                 self.reader.close()
             self.reader = None
+            self.frames = None
         if self.process is not None and self.exit_code is not None:
             self.process.close()
             self.process = None
@@ -145,21 +145,27 @@ class ChildProcess:
     # ---- the loop's callbacks ------------------------------------------------------------------
 
     def _on_readable(self) -> None:
-        assert self.reader is not None
-        try:
-            self.on_message(self.reader.recv_bytes())
-            # Take whatever else is already waiting, without another trip through the loop.
-            while not self._exited and self.reader is not None and self.reader.poll(0):
-                self.on_message(self.reader.recv_bytes())
-        except (EOFError, OSError):
+        self._deliver()
+        if self.frames is not None and self.frames.ended:
             self._gone()
 
     def _on_sentinel(self) -> None:
         # Deliver what the child sent before it died, then report the exit.
-        with contextlib.suppress(EOFError, OSError):
-            while not self._exited and self.reader is not None and self.reader.poll(0):
-                self.on_message(self.reader.recv_bytes())
+        self._deliver()
         self._gone()
+
+    def _deliver(self) -> None:
+        """Every whole frame the pipe holds, to `on_message` (until the child is let go)."""
+        if self.frames is None:
+            return
+        try:
+            frames = self.frames.read()
+        except OSError:
+            frames, self.frames.ended = [], True
+        for frame in frames:
+            if self._exited or self.reader is None:
+                return
+            self.on_message(frame)
 
     def _gone(self) -> None:
         if self._exited:

@@ -53,12 +53,15 @@ def test_openai_embeddings_equal_minilm_in_float_and_base64(
     )
     one = openai_client.embeddings.create(model="minilm", input=SENTENCES[0])
     np.testing.assert_allclose(one.data[0].embedding, own["minilm"][0], atol=1e-6)
+    asked = {"model": "minilm", "input": SENTENCES[:1]}
     with shared_daemon.client() as http:
-        raw = http.post(
-            "/v1/embeddings", json={"model": "minilm", "input": SENTENCES[:1], "encoding_format": "base64"}
-        ).json()
+        raw = http.post("/v1/embeddings", json={**asked, "encoding_format": "base64"}).json()
+        as_floats = http.post("/v1/embeddings", json={**asked, "encoding_format": "float"}).json()
     packed = np.frombuffer(base64.b64decode(raw["data"][0]["embedding"]), dtype="<f4")
-    np.testing.assert_array_equal(packed, own["minilm"][0])
+    # base64 loses nothing: the same float32 values as the same request's JSON floats. (Against `own`,
+    # a batch of three, only close: a CPU's kernels may round a batch of one differently.)
+    np.testing.assert_array_equal(packed, np.asarray(as_floats["data"][0]["embedding"], dtype=np.float32))
+    np.testing.assert_allclose(packed, own["minilm"][0], atol=1e-6)
     assert {model.id for model in openai_client.models.list()} >= {"minilm", "mlp", "echo"}
     assert openai_client.models.retrieve("minilm").id == "minilm"
     with pytest.raises(openai.UnprocessableEntityError) as refused:

@@ -66,14 +66,22 @@ class FrontRequests:
 
     def infer(self, link: FrontLink, message: wire.Infer) -> None:
         """Submit (not cancelled by the front's death: the job is journaled and goes on), then answer
-        when the job has ended or the wait is over; callbacks all the way, no task per request."""
+        when the job has ended or the wait is over; callbacks all the way, no task per request. A
+        request admitted as it is (`Submissions.takes_validated`, the commonest) is admitted here and
+        its wait begins at once; one with a callback URL or for a render goes through `schedule`."""
         request_id = message.request_id
+        submissions = self.scheduler.submissions
         try:
             job, validated = self.request_of(link, message.job)
+            wait_s = min(message.wait_s or job.timeout_s or DEFAULT_INFER_WAIT_S, MAX_WAIT_S)
+            if validated or submissions.takes_validated(job):
+                link.waits.add(
+                    request_id, submissions.admit_waited(job, validated=validated), wait_s, self.answer_infer
+                )
+                return
         except Exception as exc:
             link.answer(request_id, error_answer(exc))
             return
-        wait_s = min(message.wait_s or job.timeout_s or DEFAULT_INFER_WAIT_S, MAX_WAIT_S)
 
         def submitted(job_id: str | None, failure: BaseException | None) -> None:
             if job_id is None:
@@ -82,11 +90,14 @@ class FrontRequests:
                 self.when_ended(link, request_id, job_id, wait_s, self.answer_infer)
 
         try:
-            self.scheduler.submissions.schedule_then(job, submitted, waited=True, validated=validated)
+            submissions.schedule_then(job, submitted, waited=True)
         except Exception as exc:
             link.answer(request_id, error_answer(exc))
 
     def answer_infer(self, link: FrontLink, request_id: int, job: Job) -> None:
+        if job.status is JobStatus.COMPLETED and self.scheduler.endings.settled(job):  # `outcome`'s commonest
+            link.reply(wire.Content(request_id, 200, InferResult(job.id, "completed", job.result), None))
+            return
         link.reply(wire.Content(request_id, *self.outcome(job)))
 
     def answer_view(self, link: FrontLink, request_id: int, job: Job) -> None:
