@@ -153,29 +153,12 @@ class JobEndings:
     # ---- durability ----------------------------------------------------------------------------
 
     def ends_committed(self, job_ids: list[str]) -> None:
-        """The journal committed these jobs' end records (its callback): `_settle` for each, written
-        out here (a commit ends tens of jobs, each once per request on the fronts' hot path)."""
+        """The journal committed these jobs' end records (its callback)."""
         unsettled, unsettled_jobs, table_get = self._unsettled, self._unsettled_jobs, self.table.get
-        waiters, callbacks, events = self._waiters, self._callbacks, self.events
-        observers = self.settle_observers
         for job_id in job_ids:
             unsettled.pop(job_id, None)
             job = unsettled_jobs.pop(job_id, None)
-            if job is None:
-                job = table_get(job_id)
-            if waiters:
-                self._wake_waiters(job_id)
-            called = callbacks.pop(job_id, None)
-            if called:
-                self._call(job_id, called)
-            if job is not None:
-                if events.listening:
-                    events.settled(job)
-                for observer in observers:
-                    try:
-                        observer(job)
-                    except Exception:  # as in `_tell_settled`
-                        log.exception("an observer of a job's durable end failed", extra=about_job(job.id))
+            self._settle(job_id, job if job is not None else table_get(job_id))
 
     def release_all(self) -> None:
         """The scheduler stops: every waiter returns with the job as it stands, every event stream ends."""
@@ -192,28 +175,25 @@ class JobEndings:
         self._unsettled_jobs.clear()
 
     def _settle(self, job_id: str, job: Job | None) -> None:
-        """The end is durable: waiters wake, listeners get the end, observers are told."""
-        self._wake_waiters(job_id)
+        """The end is durable: waiters wake, listeners get the end, observers are told. (Once per job
+        on the hot path: what is usually empty is looked at before anything is called.)"""
+        if self._waiters:
+            waiters = self._waiters.pop(job_id, None)
+            if waiters:
+                for future in waiters:
+                    if not future.done():
+                        future.set_result(None)
         callbacks = self._callbacks.pop(job_id, None)
         if callbacks:
             self._call(job_id, callbacks)
         if job is not None:
-            self.events.settled(job)
-            self._tell_settled(job)
-
-    def _wake_waiters(self, job_id: str) -> None:
-        waiters = self._waiters.pop(job_id, None)
-        if waiters:
-            for future in waiters:
-                if not future.done():
-                    future.set_result(None)
-
-    def _tell_settled(self, job: Job) -> None:
-        for observer in self.settle_observers:
-            try:
-                observer(job)
-            except Exception:  # a callback's bug must not keep the other jobs' ends from showing
-                log.exception("an observer of a job's durable end failed", extra=about_job(job.id))
+            if self.events.listening:
+                self.events.settled(job)
+            for observer in self.settle_observers:
+                try:
+                    observer(job)
+                except Exception:  # a callback's bug must not keep the other jobs' ends from showing
+                    log.exception("an observer of a job's durable end failed", extra=about_job(job.id))
 
     @staticmethod
     def _call(job_id: str, callbacks: list[Callable[[], object]]) -> None:

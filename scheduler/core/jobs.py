@@ -26,7 +26,7 @@ ENDED = frozenset({JobStatus.COMPLETED, JobStatus.ERROR, JobStatus.CANCELLED})
 # descriptor call in Python.
 STATUS_VALUES: dict[JobStatus, str] = {status: status.value for status in JobStatus}
 
-_ALLOWED: dict[JobStatus, frozenset[JobStatus]] = {
+NEXT_STATUSES: dict[JobStatus, frozenset[JobStatus]] = {  # where each status may go
     JobStatus.QUEUED: frozenset({JobStatus.PROCESSING, JobStatus.ERROR, JobStatus.CANCELLED}),
     JobStatus.PROCESSING: frozenset(
         {JobStatus.QUEUED, JobStatus.COMPLETED, JobStatus.ERROR, JobStatus.CANCELLED}
@@ -38,7 +38,7 @@ _ALLOWED: dict[JobStatus, frozenset[JobStatus]] = {
 
 
 def can_transition(current: JobStatus, target: JobStatus) -> bool:
-    return target in _ALLOWED[current]
+    return target in NEXT_STATUSES[current]
 
 
 class Priority(enum.IntEnum):

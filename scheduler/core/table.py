@@ -11,18 +11,16 @@ not the stages' jobs nor `run_cpu`'s (`parent_id` set), so a pipeline job counts
 
 from __future__ import annotations
 
-import functools
 import itertools
 import logging
 import time
 from collections import deque
 from typing import Any
 
-from scheduler.core.jobs import ENDED, Job, JobStatus, Priority, can_transition
+from scheduler.core.jobs import NEXT_STATUSES, Job, JobStatus, Priority
 from workers.logs import about_job
 
 log = logging.getLogger("modelsched.jobs")
-_debug = functools.partial(log.isEnabledFor, logging.DEBUG)
 
 
 class JobTable:
@@ -106,7 +104,7 @@ class JobTable:
 
     def _set_status(self, job: Job, status: JobStatus) -> None:
         current = job.status
-        if not can_transition(current, status):
+        if status not in NEXT_STATUSES[current]:  # `can_transition`, without a call (once per change)
             raise ValueError(f"job {job.id}: {current.value} -> {status.value} is not allowed")
         if current is JobStatus.QUEUED and job.pipeline is None:
             self.queued_count_by_model[job.model] -= 1
@@ -133,15 +131,7 @@ class JobTable:
             lane.append(job)
 
     def mark_processing(self, job: Job, worker_id: str, device: str) -> None:
-        if job.status is JobStatus.QUEUED and job.pipeline is None and job.parent_id is None:
-            # `_set_status(job, PROCESSING)` for the commonest job, written out (once per job)
-            self.queued_count_by_model[job.model] -= 1
-            counts = self.count_by_status
-            counts[JobStatus.QUEUED] -= 1
-            counts[JobStatus.PROCESSING] += 1
-            job.status = JobStatus.PROCESSING
-        else:
-            self._set_status(job, JobStatus.PROCESSING)
+        self._set_status(job, JobStatus.PROCESSING)
         job.attempts += 1  # raised before the run, so a crash mid-run still counts as a try
         job.worker_id = worker_id
         job.device = device
@@ -174,13 +164,7 @@ class JobTable:
         error_kind: str | None = None,
     ) -> None:
         started = job.started_at
-        if job.status is JobStatus.PROCESSING and status in ENDED and job.parent_id is None:
-            counts = self.count_by_status  # `_set_status` for the commonest end, written out
-            counts[JobStatus.PROCESSING] -= 1
-            counts[status] += 1
-            job.status = status
-        else:
-            self._set_status(job, status)
+        self._set_status(job, status)
         job.ended_at = time.time()
         job.result = result
         job.error = error
@@ -190,7 +174,7 @@ class JobTable:
             return  # a stage's job: `discard`ed once its pipeline job has taken its result
         finished_order = self.finished_order
         finished_order.append(job.id)
-        if _debug():
+        if log.isEnabledFor(logging.DEBUG):
             took = job.ended_at - (started or job.created_at)
             log.debug(
                 "job %s after %.3fs%s",

@@ -95,9 +95,6 @@ class FrontRequests:
             link.answer(request_id, error_answer(exc))
 
     def answer_infer(self, link: FrontLink, request_id: int, job: Job) -> None:
-        if job.status is JobStatus.COMPLETED and self.scheduler.endings.settled(job):  # `outcome`'s commonest
-            link.reply(wire.Content(request_id, 200, InferResult(job.id, "completed", job.result), None))
-            return
         link.reply(wire.Content(request_id, *self.outcome(job)))
 
     def answer_view(self, link: FrontLink, request_id: int, job: Job) -> None:

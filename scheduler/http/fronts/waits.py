@@ -41,17 +41,7 @@ class EndWait(Generic[Owner]):
         self.tick = tick
 
     def __call__(self) -> None:
-        """`Waits.end(self, settled=True)`, written out: called once per infer on the hot path."""
-        waits, request_id = self.waits, self.request_id
-        if waits.by_request.pop(request_id, None) is None:
-            return  # answered already, or the front is gone
-        bucket = waits.buckets.get(self.tick)
-        if bucket is not None:
-            bucket.pop(request_id, None)
-        try:
-            self.answer(waits.owner, request_id, self.job)
-        except Exception as exc:
-            waits.failed(request_id, exc)
+        self.waits.end(self, settled=True)
 
 
 class Waits(Generic[Owner]):
