@@ -25,7 +25,6 @@ from scheduler.core.devices import Inventory
 from scheduler.core.dispatch import Dispatcher
 from scheduler.core.endings import JobEndings
 from scheduler.core.history import History
-from scheduler.core.jobs import Job
 from scheduler.core.models import ModelRegistry
 from scheduler.core.pipelines import Pipelines
 from scheduler.core.ports import JobExecutor, JobJournal
@@ -131,14 +130,9 @@ def assemble(
     workers: dict[str, Worker] = {}
     endings = JobEndings(table, journal)
     costs = CostLedger(settings.costs)
-
-    def count_cost(job: Job) -> None:
-        if job.parent_id is None:  # a client's job (a pipeline's with its stages' costs)
-            costs.ended(job.cost_usd, job.pipeline)
-
-    endings.observers.append(count_cost)
+    endings.tallies.append(costs.count_ends)
     history = History(table, workers, inventory, costs)
-    endings.observers.append(history.on_job_end)
+    endings.tallies.append(history.on_jobs_end)
     render = RenderExecutor(table, endings, settings) if settings.render_enabled else None
     executors: dict[str, JobExecutor] = {RENDER_MODEL: render} if render is not None else {}
     deadlines = Deadlines(table, endings, workers)

@@ -129,7 +129,7 @@ class Scheduler:
 
     @property
     def on_job_end(self) -> list[Callable[[Job], None]]:
-        """Observers told of every job's end as it happens (the metrics subscribe here)."""
+        """Observers told of every job's end as it happens (what only counts ends is an `endings.tallies`)."""
         return self.endings.observers
 
     @property

@@ -127,14 +127,32 @@ class Submissions:
         submission held by the journal to be written with its end; only for a request that
         `takes_validated` (the fronts' hot path: the job itself, no callback). A refusal at admission
         raises, and so does a journal that cannot take it (JournalError: the job is withdrawn)."""
-        job, created = self.admission.admit(request, validated=validated)
-        if created and self.journal is not None:
-            try:
-                self.journal.record_submitted_held(job)
-            except JournalError:
-                self.withdraw([job])
-                raise
-        return job
+        admitted = self.admit_all_waited([request], validated=validated)[0]
+        if isinstance(admitted, Exception):
+            raise admitted
+        return admitted
+
+    def admit_all_waited(
+        self, requests: list[JobRequest], *, validated: bool = False
+    ) -> list[Job | Exception]:
+        """`admit_waited` of each request (`Admission.admit_all`: what holds for all is checked once),
+        in order: its job, or why it was refused."""
+        admitted: list[Job | Exception] = []
+        journal = self.journal
+        for outcome in self.admission.admit_all(requests, validated):
+            if isinstance(outcome, Exception):
+                admitted.append(outcome)
+                continue
+            job, created = outcome
+            if created and journal is not None:
+                try:
+                    journal.record_submitted_held(job)
+                except JournalError as exc:
+                    self.withdraw([job])
+                    admitted.append(exc)
+                    continue
+            admitted.append(job)
+        return admitted
 
     def takes_validated(self, request: JobRequest) -> bool:
         """Whether `schedule_then` admits `request` as it is, so that inputs a front validated are

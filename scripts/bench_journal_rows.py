@@ -44,8 +44,8 @@ def cpu_us_per_job(one_row: bool, jobs: int, batch: int) -> float:
             numbers = range(first, min(jobs, first + batch))
             if one_row:
                 rows = [
-                    (job_id(n), "echo", 1, None, None, now, None, "completed", 1, now, now, "cpu-w0", "cpu")
-                    + (blob, None, None, None, 0.0, 0.001)
+                    (job_id(n), "echo", 1, None, now, "completed", 1, now, now, "cpu-w0", "cpu", blob, 0.0)
+                    + (0.001, None, None, None, None, None)
                     for n in numbers
                 ]
                 connection.execute("BEGIN")
@@ -56,7 +56,7 @@ def cpu_us_per_job(one_row: bool, jobs: int, batch: int) -> float:
                 (job_id(n), "echo", 1, None, None, 0, now, blob, None, 0, None, None) for n in numbers
             ]
             ends = [
-                ("completed", 1, now, now, "cpu-w0", "cpu", blob, None, None, None, 0.0, 0.001, job_id(n))
+                ("completed", 1, now, now, "cpu-w0", "cpu", blob, 0.0, 0.001, None, None, None, job_id(n))
                 for n in numbers
             ]
             connection.execute("BEGIN")

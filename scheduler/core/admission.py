@@ -14,25 +14,27 @@ import math
 import random
 import secrets
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 from scheduler.core.deadlines import Deadlines
 from scheduler.core.endings import JobEndings
-from scheduler.core.jobs import Job, JobRequest, JobStatus, Priority
-from scheduler.core.models import ModelRegistry
+from scheduler.core.jobs import PRIORITY_BY_NAME, Job, JobRequest, JobStatus, Priority
+from scheduler.core.models import ModelRegistry, RegisteredModel
 from scheduler.core.pipelines import Pipelines
 from scheduler.core.ports import JobExecutor, JobJournal
 from scheduler.core.table import JobTable
 from scheduler.errors import ErrorKind, InvalidInputError, NoFitError, NotRunningError, QueueFullError
 
-_id_random = random.Random(secrets.token_bytes(32))  # seeded from the OS once: no system call per job
+# seeded from the OS once: no system call per job
+_random_bits = random.Random(secrets.token_bytes(32)).getrandbits
+_time_ns = time.time_ns
 
 
 def new_job_id() -> str:
     """32 hex digits: creation time in milliseconds (12), then 80 random bits. Ids sort by creation, so
     the journal's id index grows at its right edge instead of at random places. Ids name jobs; they are
     not secrets (the bearer token guards the API)."""
-    return f"{time.time_ns() // 1_000_000:012x}{_id_random.getrandbits(80):020x}"
+    return "%012x%020x" % (_time_ns() // 1_000_000, _random_bits(80))  # noqa: UP031 (a fifth faster than an f-string)
 
 
 class Admission:
@@ -40,8 +42,8 @@ class Admission:
     watches a job's timeout; journal: idempotency keys of jobs no longer in memory; executors: models
     run outside the workers (their queue room is checked here); on_admitted: called once per new job
     (the dispatch pass is scheduled); max_queue, default_timeout_s: from the settings.
-    `admitted_observers` are told of each new client job once (not of a replayed idempotency key,
-    nor of a pipeline's stages or CPU calls, which do not come through here): the metrics count it."""
+    `admitted_by_model` counts each new client job once (not a replayed idempotency key, nor a
+    pipeline's stages or CPU calls, which do not come through here): the metrics read it."""
 
     def __init__(
         self,
@@ -68,7 +70,7 @@ class Admission:
         self.max_queue = max_queue
         self.default_timeout_s = default_timeout_s or None
         self.accepting = False
-        self.admitted_observers: list[Callable[[Job], None]] = []
+        self.admitted_by_model: dict[str, int] = {}
 
     def open(self) -> None:
         """Accept submissions (the scheduler has started)."""
@@ -81,35 +83,66 @@ class Admission:
     def admit(self, request: JobRequest, validated: bool = False) -> tuple[Job, bool]:
         """The job for `request`, and whether it is new (False: its idempotency key named an earlier one).
         `validated`: its inputs passed the model's adapter `validate` already (an HTTP front ran it)."""
+        admitted = self.admit_all([request], validated)[0]
+        if isinstance(admitted, Exception):
+            raise admitted
+        return admitted
+
+    def admit_all(
+        self, requests: Sequence[JobRequest], validated: bool = False
+    ) -> list[tuple[Job, bool] | Exception]:
+        """`admit` of each request, in order: its job and whether it is new, or why it was refused (the
+        exception `admit` raises). What holds for them all is looked at once: whether the scheduler
+        accepts jobs and the journal has room, a model's registration (of `validated` requests), and
+        the dispatch pass is asked for once (an HTTP front's frame of requests: `FrontRequests`)."""
         if not self.accepting:
-            raise NotRunningError("the scheduler is not accepting jobs (not started, or shutting down)")
-        key = request.idempotency_key
-        if key:
-            existing = self._by_key(key)
-            if existing is not None:
-                return existing, False
-        if request.pipeline:
-            job = self._admit_pipeline(request)
-            self.announce(job)
-            return job, True
-        job = self.new_job(request, validated=validated)
-        model_name = job.model
-        registered = self.registry.models[model_name]
-        self.table.add(job)
-        self.announce(job)
+            refused = NotRunningError("the scheduler is not accepting jobs (not started, or shutting down)")
+            return [refused for _ in requests]
+        room_checked = self.journal is None or self.journal.problem() is None  # else each raises it
+        registered_by_name: dict[str, RegisteredModel] = {}
+        admitted: list[tuple[Job, bool] | Exception] = []
+        queued = False
         now = time.monotonic()
-        if registered.failed_error is not None and now < registered.failed_until:
-            self.endings.finish(
-                job,
-                JobStatus.ERROR,
-                error=f"model {model_name!r} failed to load: {registered.failed_error}",
-                error_kind=ErrorKind.LOAD,
-            )
-            return job, True
-        if job.timeout_s is not None:
-            self.deadlines.watch(job, now + job.timeout_s)
-        self.on_admitted()
-        return job, True
+        for request in requests:
+            try:
+                key = request.idempotency_key
+                if key:
+                    existing = self._by_key(key)
+                    if existing is not None:
+                        admitted.append((existing, False))
+                        continue
+                if request.pipeline:
+                    job = self._admit_pipeline(request)
+                    self.announce(job)
+                    admitted.append((job, True))
+                    continue
+                model_name = request.model_name
+                if validated:
+                    registered = registered_by_name.get(model_name)
+                    if registered is None:
+                        registered = registered_by_name[model_name] = self.registry.get(model_name)
+                else:
+                    registered = self.registry.validate(model_name, request.inputs)
+                job = self._new_job(request, registered, check_fit=True, room_checked=room_checked)
+                self.table.add(job)
+                self.announce(job)
+                admitted.append((job, True))
+                if registered.failed_error is not None and now < registered.failed_until:
+                    self.endings.finish(
+                        job,
+                        JobStatus.ERROR,
+                        error=f"model {model_name!r} failed to load: {registered.failed_error}",
+                        error_kind=ErrorKind.LOAD,
+                    )
+                    continue
+                if job.timeout_s is not None:
+                    self.deadlines.watch(job, now + job.timeout_s)
+                queued = True
+            except Exception as exc:  # this request's refusal (the caller raises or answers it)
+                admitted.append(exc)
+        if queued:
+            self.on_admitted()
+        return admitted
 
     def new_job(self, request: JobRequest, check_fit: bool = True, validated: bool = False) -> Job:
         """The checked job of a model's request, not recorded anywhere yet (the cluster front records
@@ -119,13 +152,19 @@ class Admission:
             registered = self.registry.get(model_name)
         else:
             registered = self.registry.validate(model_name, request.inputs)
+        return self._new_job(request, registered, check_fit)
+
+    def _new_job(
+        self, request: JobRequest, registered: RegisteredModel, check_fit: bool, room_checked: bool = False
+    ) -> Job:
+        model_name = registered.spec.name
         if check_fit and registered.no_fit is not None:
             raise NoFitError(f"model {model_name!r} cannot run here: {registered.no_fit}")
         if self.executors:
             executor = self.executors.get(model_name)
             if executor is not None:
                 executor.check_room()
-        priority, timeout_s = self._checked(request)
+        priority, timeout_s = self._checked(request, room_checked)
         return Job(
             id=new_job_id(),
             model=model_name,
@@ -137,9 +176,9 @@ class Admission:
         )
 
     def announce(self, job: Job) -> None:
-        """Tell the observers of a new client job (the cluster front calls it for jobs it records in Redis)."""
-        for observer in self.admitted_observers:
-            observer(job)
+        """Count a new client job (the cluster front calls it for jobs it records in Redis)."""
+        counts = self.admitted_by_model
+        counts[job.model] = counts.get(job.model, 0) + 1
 
     def _admit_pipeline(self, request: JobRequest) -> Job:
         pipeline = self.pipelines.validate(request.pipeline, request.inputs)
@@ -161,18 +200,22 @@ class Admission:
         self.pipelines.begin(job)
         return job
 
-    def _checked(self, request: JobRequest) -> tuple[Priority, float | None]:
-        """The priority and timeout, checked; and room in the queue."""
+    def _checked(self, request: JobRequest, room_checked: bool = False) -> tuple[Priority, float | None]:
+        """The priority and timeout, checked; and room in the queue, and in the journal (unless the
+        caller found it has room: `room_checked`)."""
         try:
-            priority = Priority.parse(request.priority)
-        except ValueError as exc:
-            raise InvalidInputError(str(exc), field="priority") from None
+            priority = PRIORITY_BY_NAME[request.priority]  # the commonest: a name, looked up at once
+        except (KeyError, TypeError):
+            try:
+                priority = Priority.parse(request.priority)
+            except ValueError as exc:
+                raise InvalidInputError(str(exc), field="priority") from None
         timeout_s = request.timeout_s if request.timeout_s is not None else self.default_timeout_s
         if timeout_s is not None and (not math.isfinite(timeout_s) or timeout_s <= 0):
             raise InvalidInputError("timeout_s must be a positive number of seconds", field="timeout_s")
         if self.table.count_by_status[JobStatus.QUEUED] >= self.max_queue:
             raise QueueFullError(f"the queue is full ({self.max_queue} jobs waiting); retry later")
-        if self.journal is not None:
+        if self.journal is not None and not room_checked:
             self.journal.check_room()  # its commits fail, or it is full of unfinished jobs: JournalError
         return priority, timeout_s
 

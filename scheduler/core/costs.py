@@ -14,6 +14,8 @@ from collections.abc import Mapping
 
 import msgspec
 
+from scheduler.core.jobs import Job
+
 DEFAULT_RATES: dict[str, float] = {"cpu": 0.0002, "gpu": 0.0015}  # dollars per worker-second
 DEVICE_CLASSES = ("cpu", "gpu")
 
@@ -92,6 +94,12 @@ class CostLedger:
         self.jobs_cost_usd += cost_usd
         if pipeline is not None:
             self.by_pipeline[pipeline] = self.by_pipeline.get(pipeline, 0.0) + cost_usd
+
+    def count_ends(self, jobs: list[Job]) -> None:
+        """Ended jobs (a `JobEndings` tally): each client's job as `ended` says."""
+        for job in jobs:
+            if job.parent_id is None:  # a client's job (a pipeline's with its stages' costs)
+                self.ended(job.cost_usd, job.pipeline)
 
     def totals(self) -> CostTotals:
         return CostTotals(

@@ -85,7 +85,7 @@ class CpuCalls:
         self.register: Callable[[dict[str, Any]], object] | None = None  # the catalog's, set by assembly
         self.threads = ThreadPoolExecutor(max_threads, thread_name_prefix="modelsched-cpu")
         self._waiting: dict[str, asyncio.Future[Any]] = {}
-        endings.observers.append(self.on_end)
+        endings.family_observers.append(self.on_end)
 
     # ---- the CPU stage pool --------------------------------------------------------------------
 

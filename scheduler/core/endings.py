@@ -1,7 +1,9 @@
 """`JobEndings`: the one place where a job ends, and the view of a job that a client may see.
 
-Ending a job records it in the table, tells the observers (metrics, the render executor) and, with a
-journal, queues its end record. Its waiters (`wait_for`, the REST long poll) wake once the end is
+Ending a job records it in the table, tells the observers (pipelines, the render executor) and, with
+a journal, queues its end record. What only counts ends (metrics, the status history, the costs) is
+told of them in bulk, once a loop turn (`tallies`): a list appended to per end, not a call per
+counter. Its waiters (`wait_for`, the REST long poll) wake once the end is
 durable: until the end record is committed the job shows the state it ended from, so a crash in
 between, which runs the job again after the restart, never takes back an answer a client has seen.
 """
@@ -35,6 +37,11 @@ class JobEndings:
         self.table = table
         self.journal = journal
         self.observers: list[Callable[[Job], None]] = []  # told of every end, as it happens
+        # told, as it happens, of the end of a job that is a pipeline's or part of another (a stage's,
+        # a CPU call's: `pipeline` or `parent_id` set); a client's plain job costs them no call
+        self.family_observers: list[Callable[[Job], None]] = []
+        self.tallies: list[Callable[[list[Job]], None]] = []  # told of the ends in bulk, once a loop turn
+        self._untallied: list[Job] = []
         self._unsettled: dict[
             str, JobStatus
         ] = {}  # ended, end not committed yet -> the status shown meanwhile
@@ -55,7 +62,15 @@ class JobEndings:
         """End the job; with a journal, returns the future of the commit that makes the end durable."""
         before = job.status
         self.table.finish(job, status, result, error, error_kind)
-        for observer in self.observers:
+        if self.tallies:
+            untallied = self._untallied
+            untallied.append(job)
+            if len(untallied) == 1:
+                self._tally_soon()
+        observers = self.observers
+        if job.parent_id is not None or job.pipeline is not None:
+            observers = [*self.family_observers, *observers]
+        for observer in observers:
             try:
                 observer(job)
             except Exception:  # one observer's bug must not stop the end, nor the batch it came in
@@ -75,6 +90,24 @@ class JobEndings:
                 return future
         self._settle(job.id, job)
         return None
+
+    def tally(self) -> None:
+        """Tell the tallies of the ends since the last time (the loop calls it once a turn with ends;
+        a reader of what they count may call it first)."""
+        jobs, self._untallied = self._untallied, []
+        if not jobs:
+            return
+        for tally in self.tallies:
+            try:
+                tally(jobs)
+            except Exception:  # one counter's bug must not keep the others from counting
+                log.exception("a tally of %d job ends failed", len(jobs))
+
+    def _tally_soon(self) -> None:
+        try:
+            asyncio.get_running_loop().call_soon(self.tally)
+        except RuntimeError:  # no loop runs (a synchronous caller): at once
+            self.tally()
 
     def fail(self, jobs: list[Job], error: str, kind: ErrorKind) -> None:
         for job in jobs:
@@ -162,6 +195,7 @@ class JobEndings:
 
     def release_all(self) -> None:
         """The scheduler stops: every waiter returns with the job as it stands, every event stream ends."""
+        self.tally()
         self.events.close_all()
         for waiters in self._waiters.values():
             for future in waiters:

@@ -121,7 +121,7 @@ def queue_depth(table: JobTable) -> dict[str, int]:
 
 
 class History:
-    """The ring buffer and what fills it. `on_job_end` is a `JobEndings` observer; `tick(now)` (the
+    """The ring buffer and what fills it. `on_jobs_end` is a `JobEndings` tally; `tick(now)` (the
     supervision tick, monotonic `now`) takes a sample once `interval_s` has passed."""
 
     def __init__(
@@ -149,21 +149,29 @@ class History:
         self._last_cost = costs.total_usd
         self._processes: dict[int, psutil.Process] = {}
 
-    def on_job_end(self, job: Job) -> None:
-        if job.parent_id is not None:
-            return  # a stage's or a CPU call's job: its pipeline job counts
-        name = job.pipeline or job.model
-        if job.status is JobStatus.COMPLETED:
-            self._completed[name] = self._completed.get(name, 0) + 1
-        elif job.status is JobStatus.ERROR:
-            self._errors[name] = self._errors.get(name, 0) + 1
-        if job.status is not JobStatus.CANCELLED and job.ended_at is not None:
-            latency = max(0.0, job.ended_at - job.created_at)
+    def on_jobs_end(self, jobs: list[Job]) -> None:
+        """Ended jobs (a `JobEndings` tally: in bulk, once a loop turn)."""
+        completed, errors, latencies = self._completed, self._errors, self._latencies
+        for job in jobs:
+            if job.parent_id is not None:
+                continue  # a stage's or a CPU call's job: its pipeline job counts
+            status = job.status
+            if status is JobStatus.COMPLETED:
+                name = job.pipeline or job.model
+                completed[name] = completed.get(name, 0) + 1
+            elif status is JobStatus.ERROR:
+                name = job.pipeline or job.model
+                errors[name] = errors.get(name, 0) + 1
+            elif status is JobStatus.CANCELLED:
+                continue  # no latency
+            if job.ended_at is None:
+                continue
+            latency = job.ended_at - job.created_at
             self._ended += 1
-            if len(self._latencies) < MAX_LATENCIES:
-                self._latencies.append(latency)
+            if len(latencies) < MAX_LATENCIES:
+                latencies.append(latency if latency > 0.0 else 0.0)
             elif (slot := random.randrange(self._ended)) < MAX_LATENCIES:
-                self._latencies[slot] = latency
+                latencies[slot] = latency if latency > 0.0 else 0.0
 
     def tick(self, now: float) -> None:
         if self._last_at is None:

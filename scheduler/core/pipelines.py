@@ -111,7 +111,7 @@ class Pipelines:
         self._definition: dict[str, Pipeline] = {}  # pipeline job id -> the pipeline as it began
         self.orphans: list[Job] = []  # read back from the journal, their pipeline not registered yet
         self.stage_observers: list[Callable[[str, str, float], None]] = []  # (pipeline, stage, seconds)
-        endings.observers.append(self.on_end)
+        endings.family_observers.append(self.on_end)
 
     # ---- definitions ---------------------------------------------------------------------------
 
@@ -260,7 +260,8 @@ class Pipelines:
         self.endings.events.progress(parent, parent.stage, len(parent.stages), stage=run.name)
 
     def on_end(self, job: Job) -> None:
-        """Every job's end: a stage's ends move its pipeline job on; a pipeline job's end stops its stage."""
+        """A pipeline's job's or a stage's end (`JobEndings.family_observers`): a stage's end moves its
+        pipeline job on; a pipeline job's end stops its stage."""
         if job.pipeline is not None:
             self._definition.pop(job.id, None)
             under_way = self.running.pop(job.id, None)

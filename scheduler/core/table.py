@@ -22,6 +22,8 @@ from workers.logs import about_job
 
 log = logging.getLogger("modelsched.jobs")
 
+TRIM_CHUNK = 1024
+
 
 class JobTable:
     def __init__(self, max_finished_in_memory: int = 100_000) -> None:
@@ -31,6 +33,8 @@ class JobTable:
         self.queued_count_by_model: dict[str, int] = {}
         self.finished_order: deque[str] = deque()
         self.max_finished_in_memory = max_finished_in_memory
+        # trimmed in chunks of a 64th of the bound (at most TRIM_CHUNK): a loop over many, not a call per end
+        self._trim_past = max_finished_in_memory + min(TRIM_CHUNK, max_finished_in_memory // 64)
         self.by_idempotency_key: dict[str, str] = {}
         self.suspects: deque[Job] = deque()
         self._seq = itertools.count()
@@ -183,7 +187,7 @@ class JobTable:
                 f": {error}" if error else "",
                 extra=about_job(job.id),
             )
-        if len(finished_order) > self.max_finished_in_memory:
+        if len(finished_order) > self._trim_past:
             self._trim()
 
     def mark_started(self, job: Job) -> None:
@@ -196,11 +200,12 @@ class JobTable:
         self.jobs.pop(job.id, None)  # never counted in `count_by_status`
 
     def _trim(self) -> None:
-        while len(self.finished_order) > self.max_finished_in_memory:
-            old = self.jobs.get(self.finished_order.popleft())
+        finished_order, jobs, counts = self.finished_order, self.jobs, self.count_by_status
+        for _ in range(len(finished_order) - self.max_finished_in_memory):
+            old = jobs.get(finished_order.popleft())
             if old is not None and old.ended:  # not ended: its id was added again since (`add`)
-                del self.jobs[old.id]
-                self.count_by_status[old.status] -= 1
+                del jobs[old.id]
+                counts[old.status] -= 1
                 if old.idempotency_key:
                     self.by_idempotency_key.pop(old.idempotency_key, None)
 

@@ -9,6 +9,7 @@ the counters the scheduler's parts keep themselves are read at scrape time (`met
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Callable, Iterable
 
 from prometheus_client import (
@@ -112,32 +113,58 @@ class SchedulerMetrics:
         registry.register(RequestCollector(self.requests, self.front_requests))
         ProcessCollector(registry=registry)  # process_* of the main process
         registry.register(StatusCollector(scheduler))
-        scheduler.admission.admitted_observers.append(self.job_admitted)
-        scheduler.on_job_end.append(self.job_ended)
+        self.admitted_by_model = scheduler.admission.admitted_by_model  # counted there, read at scrape
+        scheduler.endings.tallies.append(self.jobs_ended)
+        self.tally_ends = scheduler.endings.tally
         scheduler.on_batch.append(self.batch_ran)
         scheduler.worker_events.load_observers.append(self.model_loaded)
         scheduler.worker_events.requeue_observers.append(self.job_requeued)
         scheduler.pipelines.stage_observers.append(self.stage_ended)
 
-    def job_admitted(self, job: Job) -> None:
-        self.submitted.inc((job.model,))
-
     def stage_ended(self, pipeline: str, stage: str, seconds: float) -> None:
         self.stage_time.labels(pipeline, stage).observe(seconds)
 
-    def job_ended(self, job: Job) -> None:
-        if job.parent_id is not None:
-            return  # a stage's or a CPU call's job: `modelsched_stage_seconds` and the batch metrics
-        model = (job.model,)
-        self.ended.inc((job.model, STATUS_VALUES[job.status]))
-        self.attempts.observe(model, job.attempts)
-        if job.model == RENDER_MODEL and job.pipeline is None:
-            outcome = job.status.value if job.status.value != "error" else (job.error_kind or "error")
-            self.render_jobs.labels(outcome).inc()
-        if job.started_at is not None:
-            self.queue_wait.observe(model, max(0.0, job.started_at - job.created_at))
-            if job.ended_at is not None:
-                self.run_time.observe(model, max(0.0, job.ended_at - job.started_at))
+    def jobs_ended(self, jobs: list[Job]) -> None:
+        """Ended jobs (a `JobEndings` tally: in bulk, once a loop turn). A stage's or a CPU call's job
+        is not counted here: `modelsched_stage_seconds` and the batch metrics count them."""
+        ended = self.ended.counts
+        attempt_bounds, wait_bounds, run_bounds = (
+            self.attempts.buckets,
+            self.queue_wait.buckets,
+            self.run_time.buckets,
+        )
+        model: str | None = None  # whose bins these are (none yet: the first job looks its model's up)
+        attempts: list[float] = []
+        queue_wait: list[float] = []
+        run_time: list[float] = []
+        for job in jobs:
+            if job.parent_id is not None:
+                continue
+            if job.model != model:  # the bins of a model's series, looked up once for a run of its jobs
+                model = job.model
+                labels = (model,)
+                attempts = self.attempts.bins_of(labels)
+                queue_wait = self.queue_wait.bins_of(labels)
+                run_time = self.run_time.bins_of(labels)
+            key = (model, STATUS_VALUES[job.status])
+            ended[key] = ended.get(key, 0) + 1
+            tried = job.attempts
+            attempts[bisect_left(attempt_bounds, tried)] += 1
+            attempts[-1] += tried
+            started = job.started_at
+            if started is not None:
+                waited = started - job.created_at
+                waited = waited if waited > 0.0 else 0.0
+                queue_wait[bisect_left(wait_bounds, waited)] += 1
+                queue_wait[-1] += waited
+                if job.ended_at is not None:
+                    ran = job.ended_at - started
+                    ran = ran if ran > 0.0 else 0.0
+                    run_time[bisect_left(run_bounds, ran)] += 1
+                    run_time[-1] += ran
+            if model == RENDER_MODEL and job.pipeline is None:
+                outcome = job.status.value if job.status.value != "error" else (job.error_kind or "error")
+                self.render_jobs.labels(outcome).inc()
 
     def job_requeued(self, job: Job, worker_died: bool) -> None:
         self.requeued.labels(job.model, "worker_died" if worker_died else "worker_stopped").inc()
@@ -160,4 +187,6 @@ class SchedulerMetrics:
         return [snapshot for source in self.request_sources for snapshot in source()]
 
     def render(self) -> bytes:
+        self.tally_ends()  # the ends of this loop turn counted too
+        self.submitted.counts = {(model,): float(n) for model, n in self.admitted_by_model.items()}
         return generate_latest(self.registry)

@@ -50,11 +50,17 @@ class HistogramTally:
         self.bins: dict[Labels, list[float]] = {}  # per bucket, then the sum last
 
     def observe(self, labels: Labels, value: float) -> None:
+        bins = self.bins_of(labels)
+        bins[bisect_left(self.buckets, value)] += 1
+        bins[-1] += value
+
+    def bins_of(self, labels: Labels) -> list[float]:
+        """The bins of `labels`' series (made empty for the first), for a caller counting many values
+        into them: `bins[bisect_left(buckets, value)] += 1` and `bins[-1] += value` each."""
         bins = self.bins.get(labels)
         if bins is None:
             bins = self.bins[labels] = [0.0] * (len(self.buckets) + 2)
-        bins[bisect_left(self.buckets, value)] += 1
-        bins[-1] += value
+        return bins
 
     def add(self, labels: Labels, bins: list[float], into: dict[Labels, list[float]] | None = None) -> None:
         """Another tally's bins for `labels` added to these (or to `into`, bins of the same shape)."""

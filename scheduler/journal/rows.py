@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from itertools import chain
 from typing import Any
 
 import msgspec
@@ -67,24 +68,41 @@ INSERT INTO jobs (id, model, priority, timeout_s, idempotency_key, status, attem
                   pipeline, stage, stages, callback_url)
 VALUES (?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO NOTHING
 """
-_END_FIELDS = "status, attempts, started_at, ended_at, worker_id, device, result, error, error_kind, stages, cost_usd, compute_s"
-END_ROW_SQL = f"""
-INSERT INTO jobs (id, model, priority, timeout_s, idempotency_key, created_at, pipeline, {_END_FIELDS}, end_records)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)
-ON CONFLICT(id) DO UPDATE SET
+# An ended row's columns: the lean ones (`end_record`'s END_LEAN: what every end has), then the ones
+# the commonest end leaves NULL (no idempotency key, pipeline, error or stages).
+_LEAN_COLUMNS = (
+    "id, model, priority, timeout_s, created_at, status, attempts, started_at, ended_at, worker_id, device, "
+    "result, cost_usd, compute_s"
+)
+_NULL_COLUMNS = "idempotency_key, pipeline, error, error_kind, stages"
+_ENDED_AGAIN = """ON CONFLICT(id) DO UPDATE SET
     status = excluded.status, attempts = excluded.attempts, started_at = excluded.started_at,
     ended_at = excluded.ended_at, worker_id = excluded.worker_id, device = excluded.device,
     inputs = NULL, result = excluded.result, error = excluded.error, error_kind = excluded.error_kind,
     stages = excluded.stages, cost_usd = excluded.cost_usd, compute_s = excluded.compute_s,
     end_records = end_records + 1
 """
+END_ROW_SQL = f"""
+INSERT INTO jobs ({_LEAN_COLUMNS}, {_NULL_COLUMNS}, end_records)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)
+{_ENDED_AGAIN}"""
+# The commonest end: its NULLs are not bound one by one but left to the columns' defaults (binding
+# costs per value, a NULL about twice an int: `scheduler.journal.sqlite`).
+END_ROW_LEAN_SQL = f"""
+INSERT INTO jobs ({_LEAN_COLUMNS}, end_records)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)
+{_ENDED_AGAIN}"""
+LEAN_ROWS = 16  # END_ROWS_LEAN_SQL's rows
+END_ROWS_LEAN_SQL = f"""
+INSERT INTO jobs ({_LEAN_COLUMNS}, end_records)
+VALUES {", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)"] * LEAN_ROWS)}
+{_ENDED_AGAIN}"""
 END_UPDATE_SQL = """
 UPDATE jobs SET status = ?, attempts = ?, started_at = ?, ended_at = ?, worker_id = ?, device = ?, inputs = NULL,
-                result = ?, error = ?, error_kind = ?, stages = ?, cost_usd = ?, compute_s = ?,
+                result = ?, cost_usd = ?, compute_s = ?, error = ?, error_kind = ?, stages = ?,
                 end_records = end_records + 1
 WHERE id = ?
 """
-END_KEYS = 7  # an END record's params: the row's identity (END_ROW's first 7 columns), then _END_FIELDS
 ATTEMPTS_SQL = "UPDATE jobs SET attempts = ? WHERE id = ? AND ended_at IS NULL"
 STAGE_SQL = "UPDATE jobs SET stage = ?, inputs = ?, stages = ?, cost_usd = ?, compute_s = ? WHERE id = ? AND ended_at IS NULL"
 PROBE_SQL = (
@@ -132,16 +150,22 @@ def page_query(
 
 
 # Record kinds. END carries the whole row: the writer turns it into an UPDATE of the submitted row,
-# or, when the submission is in the same commit, into one INSERT of the ended row (END_ROW).
-SUBMIT, END, END_ROW, ATTEMPTS, STAGE = 0, 1, 2, 3, 4
+# or, when the submission is in the same commit, into one INSERT of the ended row (END_ROW). END_LEAN
+# is an end whose key, pipeline and error are NULL (`end_record`), written as END_ROW_LEAN.
+SUBMIT, END, END_ROW, ATTEMPTS, STAGE, END_LEAN, END_ROW_LEAN = 0, 1, 2, 3, 4, 5, 6
 SQL_BY_KIND = {
     SUBMIT: SUBMIT_SQL,
     END: END_UPDATE_SQL,
     END_ROW: END_ROW_SQL,
     ATTEMPTS: ATTEMPTS_SQL,
     STAGE: STAGE_SQL,
+    END_ROW_LEAN: END_ROW_LEAN_SQL,
 }
-ID_AT = {SUBMIT: 0, END: 0, END_ROW: 0, ATTEMPTS: 1, STAGE: 5}  # where each kind's params hold the job id
+ENDS = frozenset({END, END_LEAN})  # an end not yet known to be its row's first write
+END_KINDS = frozenset({END, END_ROW, END_LEAN, END_ROW_LEAN})
+ROW_OF = {END: END_ROW, END_LEAN: END_ROW_LEAN}  # an end written as its job's whole row
+# where each kind's params hold the job id
+ID_AT = {SUBMIT: 0, END: 0, END_ROW: 0, ATTEMPTS: 1, STAGE: 5, END_LEAN: 0, END_ROW_LEAN: 0}
 
 _encoder = msgspec.msgpack.Encoder()
 _encode = _encoder.encode
@@ -167,14 +191,24 @@ def submit_params(job: Job) -> tuple[Any, ...]:
 
 
 def end_params(job: Job) -> tuple[Any, ...]:
+    """An end's params for END_ROW_SQL: the lean columns', then the ones the commonest end leaves NULL."""
+    return (
+        *_lean_params(job),
+        job.idempotency_key,
+        job.pipeline,
+        job.error,
+        job.error_kind,
+        encode_stages(job),
+    )
+
+
+def _lean_params(job: Job) -> tuple[Any, ...]:
     return (
         job.id,
         job.model,
         int(job.priority),
         job.timeout_s,
-        job.idempotency_key,
         job.created_at,
-        job.pipeline,
         STATUS_VALUES[job.status],
         job.attempts,
         job.started_at,
@@ -182,12 +216,32 @@ def end_params(job: Job) -> tuple[Any, ...]:
         job.worker_id,
         job.device,
         encode_or_none(job.result, job.id),
-        job.error,
-        job.error_kind,
-        encode_stages(job),
         job.cost_usd,
         job.compute_s,
     )
+
+
+def end_record(job: Job) -> tuple[int, tuple[Any, ...]]:
+    """The job's end record: END_LEAN (END_ROW_LEAN_SQL's params) when its idempotency key,
+    pipeline, error and stages are all None, else END (`end_params`)."""
+    if (
+        job.idempotency_key is None
+        and job.pipeline is None
+        and job.error is None
+        and job.error_kind is None
+        and job.stages is None
+    ):
+        return END_LEAN, _lean_params(job)
+    return END, end_params(job)
+
+
+_NO_NULL_COLUMNS = (None, None, None)  # error, error_kind, stages of a lean end
+
+
+def update_params(kind: int, params: tuple[Any, ...]) -> tuple[Any, ...]:
+    """An end's params (END or END_LEAN) for END_UPDATE_SQL: the job's row was written before."""
+    null_columns = _NO_NULL_COLUMNS if kind == END_LEAN else params[16:19]
+    return (*params[5:14], *null_columns, params[0])
 
 
 def stage_params(job: Job) -> tuple[Any, ...]:
@@ -212,20 +266,43 @@ def decode_stages(blob: bytes | None) -> list[StageRun] | None:
 def statements(records: list[tuple[int, tuple[Any, ...]]]) -> list[tuple[int, tuple[Any, ...]]]:
     """The records of one commit as statements, in order: a job submitted and ended within the same
     commit is written once, as its ended row, where it was submitted; other ends update their row."""
+    if not any(kind == SUBMIT or kind in ENDS for kind, _ in records):
+        return records  # whole rows (a held submission's end), attempts and stages: as they are
     submitted = {params[0] for kind, params in records if kind == SUBMIT}
-    ended_here = {params[0]: params for kind, params in records if kind == END and params[0] in submitted}
+    ended_here = {
+        params[0]: (kind, params) for kind, params in records if kind in ENDS and params[0] in submitted
+    }
     statements: list[tuple[int, tuple[Any, ...]]] = []
     for kind, params in records:
         job_id = params[ID_AT[kind]]
         if kind == SUBMIT and job_id in ended_here:
-            statements.append((END_ROW, ended_here[job_id]))
-        elif kind == END and job_id not in ended_here:
-            statements.append((END, (*params[END_KEYS:], job_id)))
-        elif kind in (END, ATTEMPTS, STAGE) and job_id in ended_here:
+            end_kind, end = ended_here[job_id]
+            statements.append((ROW_OF[end_kind], end))
+        elif kind in ENDS and job_id not in ended_here:
+            statements.append((END, update_params(kind, params)))
+        elif job_id in ended_here and (kind in ENDS or kind in (ATTEMPTS, STAGE)):
             continue  # written with the submission
         else:
             statements.append((kind, params))
     return statements
+
+
+def executions(kind: int, params: list[tuple[Any, ...]]) -> list[tuple[str, Any, bool]]:
+    """How a run of one kind's statements is executed: (SQL, params, many), `executemany` when many,
+    else `execute`. Lean rows go `LEAN_ROWS` to a statement (`END_ROWS_LEAN_SQL`): SQLite steps once
+    for them all, where `executemany` steps once a row, each step letting go of the GIL and taking it
+    back (raw, 32 rows a commit: 6.2 → 5.5 µs a row)."""
+    sql = SQL_BY_KIND[kind]
+    if kind != END_ROW_LEAN or len(params) < LEAN_ROWS:
+        return [(sql, params, True)]
+    whole = len(params) - len(params) % LEAN_ROWS
+    done: list[tuple[str, Any, bool]] = [
+        (END_ROWS_LEAN_SQL, tuple(chain.from_iterable(params[start : start + LEAN_ROWS])), False)
+        for start in range(0, whole, LEAN_ROWS)
+    ]
+    if whole < len(params):
+        done.append((sql, params[whole:], True))
+    return done
 
 
 def _blob(value: Any) -> bytearray:

@@ -42,12 +42,12 @@ from scheduler.journal.files import check_or_raise, size_on_disk
 from scheduler.journal.opening import MIB, prepare
 from scheduler.journal.rows import (
     ATTEMPTS,
-    END,
-    END_ROW,
+    END_KINDS,
     ENDED_COLUMNS,
+    ROW_OF,
     STAGE,
     SUBMIT,
-    end_params,
+    end_record,
     ended_job,
     page_query,
     stage_params,
@@ -161,8 +161,14 @@ class SqliteJournal:
         if group is None:
             assert self.loop is not None
             group = self._group = Group(self.loop.create_future())
-            self.loop.call_soon(self._hand_off)
+            self.loop.call_soon(self._hand_off_last)
         return group
+
+    def _hand_off_last(self) -> None:
+        """Hand the group over after what this loop turn still has to do (its answers sent, the
+        dispatch pass): the writer, woken, finds the GIL free then, not held by the turn."""
+        assert self.loop is not None
+        self.loop.call_soon(self._hand_off)
 
     def _hand_off(self) -> None:
         group, self._group = self._group, None
@@ -173,7 +179,8 @@ class SqliteJournal:
         """Queue the job's submission record; the future is done once it is committed."""
         group = self._current_group()
         if job.status in ENDED:  # it ended before it was recorded (its model is in load back-off)
-            group.records.append((END_ROW, end_params(job)))
+            kind, params = end_record(job)
+            group.records.append((ROW_OF[kind], params))
             return group.future
         group.records.append((SUBMIT, submit_params(job)))
         return group.future
@@ -196,7 +203,8 @@ class SqliteJournal:
     def record_ended(self, job: Job) -> asyncio.Future[None]:
         """Queue the job's end record (fire-and-forget; the future says when it is durable)."""
         group = self._current_group()
-        group.records.append((END_ROW if self._held.ended(job.id) else END, end_params(job)))
+        kind, params = end_record(job)
+        group.records.append((ROW_OF[kind] if self._held.ended(job.id) else kind, params))
         group.ended_ids.append(job.id)
         return group.future
 
@@ -229,10 +237,10 @@ class SqliteJournal:
         return None
 
     def check_room(self) -> None:
-        """Raises JournalError when the journal cannot take a job now (`problem`)."""
-        problem = self.problem()
-        if problem is not None:
-            raise JournalError(problem)
+        """Raises JournalError when the journal cannot take a job now (`problem`). (Once per job: the
+        two conditions looked at here, the reason only made when one holds.)"""
+        if self.failing is not None or self.upkeep.full:
+            raise JournalError(self.problem() or "the journal cannot take jobs")
 
     def status(self) -> JournalStatus:
         upkeep = self.upkeep
@@ -345,12 +353,12 @@ class SqliteJournal:
         if error is not None:
             # Not durable: shown as ended it could be run again after a restart. The ends are tried
             # again (the submissions' callers were told of the failure and withdrew their jobs).
-            ended = set(ended_ids)  # an END, or an END_ROW written by `record_ended` (a held submission's)
+            ended = set(ended_ids)  # an end, or an end's row written by `record_ended` (a held submission's)
             ends = [
                 record
                 for group in groups
                 for record in group.records
-                if record[0] in (END, END_ROW) and record[1][0] in ended
+                if record[0] in END_KINDS and record[1][0] in ended
             ]
             if ends and self.loop is not None:
                 self.loop.call_later(RETRY_ENDS_S, self._retry_ends, ends, ended_ids)

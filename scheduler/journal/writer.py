@@ -14,10 +14,14 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable
+from itertools import groupby
+from operator import itemgetter
 from typing import Any
 
-from scheduler.journal.rows import PROBE_SQL, SQL_BY_KIND, statements
+from scheduler.journal.rows import PROBE_SQL, executions, statements
 from scheduler.journal.upkeep import WAL_SIZE_LIMIT, Upkeep
+
+_KIND, _PARAMS = itemgetter(0), itemgetter(1)  # of a record (kind, params)
 
 log = logging.getLogger("modelsched.journal")
 
@@ -140,14 +144,12 @@ class Writer:
         try:
             records = statements([record for group in groups for record in group.records])
             connection.execute("BEGIN")
-            start = 0
-            while start < len(records):  # consecutive records of one kind go in one executemany
-                kind = records[start][0]
-                end = start + 1
-                while end < len(records) and records[end][0] == kind:
-                    end += 1
-                connection.executemany(SQL_BY_KIND[kind], [params for _, params in records[start:end]])
-                start = end
+            for kind, run in groupby(records, key=_KIND):  # consecutive records of one kind: together
+                for sql, params, many in executions(kind, list(map(_PARAMS, run))):
+                    if many:
+                        connection.executemany(sql, params)
+                    else:
+                        connection.execute(sql, params)
             connection.execute("COMMIT")
         except Exception as exc:  # not only sqlite3.Error: whatever it is, the waiting submitters hear of it
             error = exc

@@ -120,3 +120,28 @@ def test_a_model_run_outside_the_workers_is_never_refused_nor_loaded_on_them() -
     with pytest.raises(SchedulerError, match="does not run on the model workers"):
         catalog.unload("render")
     assert catalog.load("echo") == ["cpu-w0"] and catalog.unload("echo") == ["cpu-w0"]
+
+
+def test_admitting_many_answers_each_in_order_and_asks_for_one_dispatch_pass() -> None:
+    """`admit_all` (an HTTP front's frame of infers): each request admitted or refused as `admit`
+    would, in order; a refusal takes only its own request; one dispatch pass asked for."""
+    core = make_core(models=(ECHO, SLEEP), max_queue=3)
+    requests = [
+        JobRequest(model="echo", inputs=1),
+        JobRequest(model="echo", inputs=2, priority="urgent"),
+        JobRequest(model="nope", inputs=3),
+        JobRequest(model="echo", inputs=4, idempotency_key="k"),
+        JobRequest(model="echo", inputs=5, idempotency_key="k"),  # the one before, again
+        JobRequest(model="sleep", inputs=0.0),
+        JobRequest(model="echo", inputs=6),  # the queue holds 3 already
+    ]
+    admitted = core.admission.admit_all(requests, validated=True)
+    assert [type(outcome).__name__ for outcome in admitted] == [
+        "tuple", "InvalidInputError", "ModelNotFoundError", "tuple", "tuple", "tuple", "QueueFullError",
+    ]  # fmt: skip
+    jobs = [outcome for outcome in admitted if isinstance(outcome, tuple)]
+    assert [(job.inputs, created) for job, created in jobs] == [(1, True), (4, True), (4, False), (0.0, True)]
+    assert jobs[1][0] is jobs[2][0] and len(core.table.jobs) == 3
+    assert core.admitted == [1]  # one dispatch pass asked for
+    core.admission.close()
+    assert all(isinstance(outcome, NotRunningError) for outcome in core.admission.admit_all(requests))

@@ -326,6 +326,7 @@ def test_a_job_submitted_and_ended_within_one_commit_is_written_once() -> None:
         stage_params,
         statements,
         submit_params,
+        update_params,
     )
 
     def job(job_id: str, status: JobStatus = JobStatus.QUEUED) -> Job:
@@ -353,11 +354,109 @@ def test_a_job_submitted_and_ended_within_one_commit_is_written_once() -> None:
     written = statements(records)
     assert written == [
         (END_ROW, end_params(job("a", JobStatus.COMPLETED))),
-        (END, (*end_params(old)[7:], "old")),
+        (END, update_params(END, end_params(old))),
         (SUBMIT, submit_params(b)),
         (STAGE, stage_params(b)),
     ]
-    assert written[1][1][:2] == ("completed", 1) and written[1][1][-4:] == (None, 0.5, 0.0, "old")
+    # status, attempts .. result, cost, compute time, then error, its kind, stages, and the id
+    assert written[1][1][:2] == ("completed", 1) and written[1][1][-6:] == (0.5, 0.0, None, None, None, "old")
+
+
+def test_a_lean_end_writes_the_row_a_whole_one_writes() -> None:
+    """An end without key, pipeline or error leaves those columns to their NULL defaults
+    (`END_ROW_LEAN_SQL`): the row it writes, as its job's first write or as an update of the submitted
+    row, is the row the whole end writes; an end with any of them set is written whole."""
+    from scheduler.journal.rows import (
+        END,
+        END_LEAN,
+        END_ROW,
+        END_ROW_LEAN,
+        SCHEMA,
+        SQL_BY_KIND,
+        SUBMIT,
+        end_params,
+        end_record,
+        statements,
+        submit_params,
+    )
+
+    def ended(job_id: str, **fields: object) -> Job:
+        values: dict[str, object] = dict(
+            id=job_id, model="m", inputs="in", status=JobStatus.COMPLETED, result=[1.5], attempts=1,
+            cost_usd=0.25, compute_s=0.5, created_at=1.0, started_at=2.0, ended_at=3.0, worker_id="w",
+            device="cpu",
+        )  # fmt: skip
+        return Job(**{**values, **fields})  # type: ignore[arg-type]
+
+    assert end_record(ended("x", idempotency_key="k"))[0] == END
+    assert end_record(ended("x", error="why", status=JobStatus.ERROR))[0] == END
+    connection = sqlite3.connect(":memory:", isolation_level=None)
+    connection.executescript(SCHEMA)
+
+    def write(records: list[tuple[int, tuple[object, ...]]]) -> list[int]:
+        written = statements(records)
+        for kind, params in written:
+            connection.execute(SQL_BY_KIND[kind], params)
+        return [kind for kind, _ in written]
+
+    def row(job_id: str) -> tuple[object, ...]:
+        found = connection.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return found[2:]  # past `n` and `id`
+
+    for name in ("lean-row", "whole-row", "lean-update", "whole-update"):
+        queued = Job(id=name, model="m", inputs="in", created_at=1.0)
+        kind, params = end_record(ended(name))
+        assert kind == END_LEAN
+        if name == "whole-row":
+            kind, params = END, end_params(ended(name))
+        if name.endswith("row"):  # submitted and ended within one commit
+            kinds = write([(SUBMIT, submit_params(queued)), (kind, params)])
+            assert kinds == [END_ROW_LEAN if name == "lean-row" else END_ROW]
+        else:  # ended in a later commit: an update of the submitted row
+            write([(SUBMIT, submit_params(queued))])
+            assert write([(kind, params)]) == [END]
+    assert row("lean-row") == row("whole-row") == row("lean-update") == row("whole-update")
+    assert row("lean-row")[2:6] == (None, None, "completed", 1)  # timeout, key, status, attempts
+
+
+def test_lean_rows_written_many_to_a_statement_are_the_rows_one_at_a_time() -> None:
+    """A commit's run of lean rows goes `LEAN_ROWS` to a statement, the rest one by one
+    (`rows.executions`); the rows are those `executemany` writes, an upsert of a row written before
+    included."""
+    from scheduler.journal.rows import (
+        END_ROW_LEAN,
+        END_ROWS_LEAN_SQL,
+        LEAN_ROWS,
+        SCHEMA,
+        SQL_BY_KIND,
+        end_record,
+        executions,
+    )
+
+    def ended(job_id: str) -> Job:
+        return Job(
+            id=job_id, model="m", inputs=None, status=JobStatus.COMPLETED, result={"n": job_id},
+            attempts=1, created_at=1.0, started_at=2.0, ended_at=3.0, worker_id="w", device="cpu",
+        )  # fmt: skip
+
+    count = 2 * LEAN_ROWS + 3
+    connections = []
+    for together in (True, False):
+        connection = sqlite3.connect(":memory:", isolation_level=None)
+        connection.executescript(SCHEMA)
+        connection.execute(
+            "INSERT INTO jobs (id, model, priority, status, created_at) VALUES ('j7', 'm', 1, 'queued', 1)"
+        )
+        params = [end_record(ended(f"j{n}"))[1] for n in range(count)]
+        done = executions(END_ROW_LEAN, params) if together else [(SQL_BY_KIND[END_ROW_LEAN], params, True)]
+        if together:
+            assert [sql == END_ROWS_LEAN_SQL for sql, _, _ in done] == [True, True, False]
+        for sql, values, many in done:
+            (connection.executemany if many else connection.execute)(sql, values)
+        connections.append(connection)
+    rows = [connection.execute("SELECT * FROM jobs ORDER BY id").fetchall() for connection in connections]
+    assert len(rows[0]) == count and rows[0] == rows[1]
+    assert connections[0].execute("SELECT end_records FROM jobs WHERE id = 'j7'").fetchone() == (1,)
 
 
 def test_an_end_is_not_shown_before_its_record_is_committed(

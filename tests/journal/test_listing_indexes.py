@@ -10,15 +10,20 @@ import time
 from pathlib import Path
 
 from scheduler.core.admission import new_job_id
+from scheduler.core.jobs import Job, JobStatus
 from scheduler.journal.opening import prepare
-from scheduler.journal.rows import END_ROW_SQL, page_query
+from scheduler.journal.rows import END_ROW_SQL, end_params, page_query
 
 OLD_INDEX = "CREATE INDEX jobs_ended_by_status ON jobs(status, id) WHERE ended_at IS NOT NULL"
 
 
 def ended_row(status: str, model: str) -> tuple[object, ...]:
     now = time.time()
-    return (new_job_id(), model, 1, None, None, now, None, status, 1, now, now, "w0", "cpu", None, None, None, None, 0.0, 0.0)  # fmt: skip
+    ended = Job(
+        id=new_job_id(), model=model, inputs=None, status=JobStatus(status), attempts=1, created_at=now,
+        started_at=now, ended_at=now, worker_id="w0", device="cpu",
+    )  # fmt: skip
+    return end_params(ended)
 
 
 def opened(path: Path) -> sqlite3.Connection:

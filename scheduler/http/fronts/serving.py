@@ -51,9 +51,23 @@ class FrontRequests:
         self.app = app
         self.server = server
 
+    def handle_all(self, link: FrontLink, messages: list[wire.FromFront]) -> None:
+        """The messages of one frame, in order; a run of infers is admitted together (`infer_all`)."""
+        infers: list[wire.Infer] = []
+        for message in messages:
+            if isinstance(message, wire.Infer):
+                infers.append(message)
+                continue
+            if infers:
+                self.infer_all(link, infers)
+                infers = []
+            self.handle(link, message)
+        if infers:
+            self.infer_all(link, infers)
+
     def handle(self, link: FrontLink, message: wire.FromFront) -> None:
         if isinstance(message, wire.Infer):
-            self.infer(link, message)
+            self.infer_all(link, [message])
         elif isinstance(message, wire.Submit):
             self.submit(link, message)
         elif isinstance(message, wire.GetJob):
@@ -64,24 +78,43 @@ class FrontRequests:
         else:
             link.on_message(message)
 
-    def infer(self, link: FrontLink, message: wire.Infer) -> None:
-        """Submit (not cancelled by the front's death: the job is journaled and goes on), then answer
-        when the job has ended or the wait is over; callbacks all the way, no task per request. A
-        request admitted as it is (`Submissions.takes_validated`, the commonest) is admitted here and
-        its wait begins at once; one with a callback URL or for a render goes through `schedule`."""
-        request_id = message.request_id
+    def infer_all(self, link: FrontLink, messages: list[wire.Infer]) -> None:
+        """Submit each (not cancelled by the front's death: the job is journaled and goes on), then
+        answer when the job has ended or the wait is over; callbacks all the way, no task per request.
+        The requests whose inputs the front validated are admitted together
+        (`Submissions.admit_all_waited`) and their waits begin at once; another admitted as it is
+        (`Submissions.takes_validated`) is admitted alone; one with a callback URL or for a render
+        goes through `schedule`."""
         submissions = self.scheduler.submissions
-        try:
-            job, validated = self.request_of(link, message.job)
-            wait_s = min(message.wait_s or job.timeout_s or DEFAULT_INFER_WAIT_S, MAX_WAIT_S)
-            if validated or submissions.takes_validated(job):
-                link.waits.add(
-                    request_id, submissions.admit_waited(job, validated=validated), wait_s, self.answer_infer
-                )
-                return
-        except Exception as exc:
-            link.answer(request_id, error_answer(exc))
+        validated_jobs: list[JobRequest] = []
+        waiting: list[tuple[int, float]] = []  # theirs: (request id, wait)
+        seen: dict[str, tuple[bool, bool]] = {}
+        for message in messages:
+            request_id = message.request_id
+            try:
+                job, validated = self.request_of(link, message.job, seen)
+                wait_s = min(message.wait_s or job.timeout_s or DEFAULT_INFER_WAIT_S, MAX_WAIT_S)
+                if validated:
+                    validated_jobs.append(job)
+                    waiting.append((request_id, wait_s))
+                elif submissions.takes_validated(job):
+                    link.waits.add(request_id, submissions.admit_waited(job), wait_s, self.answer_infer)
+                else:
+                    self.schedule_infer(link, request_id, job, wait_s)
+            except Exception as exc:
+                link.answer(request_id, error_answer(exc))
+        if not validated_jobs:
             return
+        for (request_id, wait_s), admitted in zip(
+            waiting, submissions.admit_all_waited(validated_jobs, validated=True), strict=True
+        ):
+            if isinstance(admitted, Exception):
+                link.answer(request_id, error_answer(admitted))
+            else:
+                link.waits.add(request_id, admitted, wait_s, self.answer_infer)
+
+    def schedule_infer(self, link: FrontLink, request_id: int, job: JobRequest, wait_s: float) -> None:
+        """An infer whose submission has checks of its own (a callback URL, a render): `schedule`."""
 
         def submitted(job_id: str | None, failure: BaseException | None) -> None:
             if job_id is None:
@@ -89,10 +122,7 @@ class FrontRequests:
             elif link.alive:
                 self.when_ended(link, request_id, job_id, wait_s, self.answer_infer)
 
-        try:
-            submissions.schedule_then(job, submitted, waited=True)
-        except Exception as exc:
-            link.answer(request_id, error_answer(exc))
+        self.scheduler.submissions.schedule_then(job, submitted, waited=True)
 
     def answer_infer(self, link: FrontLink, request_id: int, job: Job) -> None:
         link.reply(wire.Content(request_id, *self.outcome(job)))
@@ -119,21 +149,29 @@ class FrontRequests:
         except Exception as exc:
             link.answer(request_id, error_answer(exc))
 
-    def request_of(self, link: FrontLink, job: wire.FrontJob) -> tuple[JobRequest, bool]:
+    def request_of(
+        self, link: FrontLink, job: wire.FrontJob, seen: dict[str, tuple[bool, bool]] | None = None
+    ) -> tuple[JobRequest, bool]:
         """The job as the scheduler takes it, and whether its inputs count as validated: the front ran
         the adapter this model is registered with now (not one registered again since) and the
         submission takes no path that validates again (`Submissions.takes_validated`). Those inputs
         stay msgpack (`msgspec.Raw`, sent to the worker as they came) unless the adapter counts their
-        items; any others are decoded."""
-        registered = self.scheduler.registry.models.get(job.model_name)
-        adapter = registered.adapter if registered is not None else None
-        validated = (
-            job.checked
-            and adapter is not None
-            and link.checked.get(job.model_name) is adapter
-            and self.scheduler.submissions.takes_validated(job)
-        )
-        if validated and getattr(adapter, "items", None) is None:
+        items; any others are decoded. `seen`: what was found of each model for the requests before
+        (one frame's: the registry does not change within it)."""
+        name = job.model_name
+        found = seen.get(name) if seen is not None else None
+        if found is None:
+            registered = self.scheduler.registry.models.get(name)
+            adapter = registered.adapter if registered is not None else None
+            found = (
+                adapter is not None and link.checked.get(name) is adapter,  # the front checks with it
+                getattr(adapter, "items", None) is None,  # its inputs are not counted
+            )
+            if seen is not None:
+                seen[name] = found
+        checked_here, uncounted = found
+        validated = job.checked and checked_here and self.scheduler.submissions.takes_validated(job)
+        if validated and uncounted:
             job.inputs = job.inputs.copy()  # its own bytes: the frame they came in is not kept alive
         else:
             job.inputs = _decode(job.inputs)

@@ -104,9 +104,7 @@ class FrontSet:
         return checks
 
     def on_frame(self, link: FrontLink, data: bytes) -> None:
-        handle = self.requests.handle
-        for message in wire.from_front.decode(data):
-            handle(link, message)
+        self.requests.handle_all(link, wire.from_front.decode(data))
 
     def on_exit(self, link: FrontLink) -> None:
         assert link.child is not None
