@@ -126,7 +126,6 @@ class Admission:
                 job = self._new_job(request, registered, check_fit=True, room_checked=room_checked)
                 self.table.add(job)
                 self.announce(job)
-                admitted.append((job, True))
                 if registered.failed_error is not None and now < registered.failed_until:
                     self.endings.finish(
                         job,
@@ -134,10 +133,11 @@ class Admission:
                         error=f"model {model_name!r} failed to load: {registered.failed_error}",
                         error_kind=ErrorKind.LOAD,
                     )
-                    continue
-                if job.timeout_s is not None:
-                    self.deadlines.watch(job, now + job.timeout_s)
-                queued = True
+                else:
+                    if job.timeout_s is not None:
+                        self.deadlines.watch(job, now + job.timeout_s)
+                    queued = True
+                admitted.append((job, True))  # last: one answer a request, whatever raised before it
             except Exception as exc:  # this request's refusal (the caller raises or answers it)
                 admitted.append(exc)
         if queued:

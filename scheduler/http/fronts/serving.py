@@ -108,10 +108,12 @@ class FrontRequests:
         for (request_id, wait_s), admitted in zip(
             waiting, submissions.admit_all_waited(validated_jobs, validated=True), strict=True
         ):
-            if isinstance(admitted, Exception):
-                link.answer(request_id, error_answer(admitted))
-            else:
+            try:
+                if isinstance(admitted, Exception):
+                    raise admitted
                 link.waits.add(request_id, admitted, wait_s, self.answer_infer)
+            except Exception as exc:  # each request answered, whatever another's wait raised
+                link.answer(request_id, error_answer(exc))
 
     def schedule_infer(self, link: FrontLink, request_id: int, job: JobRequest, wait_s: float) -> None:
         """An infer whose submission has checks of its own (a callback URL, a render): `schedule`."""
