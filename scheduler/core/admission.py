@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 from scheduler.core.deadlines import Deadlines
 from scheduler.core.endings import JobEndings
-from scheduler.core.jobs import PRIORITY_BY_NAME, Job, JobRequest, JobStatus, Priority
+from scheduler.core.jobs import Job, JobRequest, JobStatus, Priority
 from scheduler.core.models import ModelRegistry, RegisteredModel
 from scheduler.core.pipelines import Pipelines
 from scheduler.core.ports import JobExecutor, JobJournal
@@ -204,12 +204,9 @@ class Admission:
         """The priority and timeout, checked; and room in the queue, and in the journal (unless the
         caller found it has room: `room_checked`)."""
         try:
-            priority = PRIORITY_BY_NAME[request.priority]  # the commonest: a name, looked up at once
-        except (KeyError, TypeError):
-            try:
-                priority = Priority.parse(request.priority)
-            except ValueError as exc:
-                raise InvalidInputError(str(exc), field="priority") from None
+            priority = Priority.parse(request.priority)
+        except ValueError as exc:
+            raise InvalidInputError(str(exc), field="priority") from None
         timeout_s = request.timeout_s if request.timeout_s is not None else self.default_timeout_s
         if timeout_s is not None and (not math.isfinite(timeout_s) or timeout_s <= 0):
             raise InvalidInputError("timeout_s must be a positive number of seconds", field="timeout_s")

@@ -52,7 +52,7 @@ class Priority(enum.IntEnum):
     def parse(cls, value: str | int | Priority) -> Priority:
         if isinstance(value, Priority):
             return value
-        known = PRIORITY_BY_NAME.get(value) if isinstance(value, str) else None
+        known = _PRIORITY_BY_NAME.get(value) if isinstance(value, str) else None
         if known is not None:  # the commonest case, without the enum's own lookup
             return known
         if isinstance(value, str):
@@ -64,7 +64,7 @@ class Priority(enum.IntEnum):
 
 
 PRIORITY_NAMES: dict[Priority, str] = {priority: priority.name.lower() for priority in Priority}
-PRIORITY_BY_NAME: dict[str, Priority] = {name: priority for priority, name in PRIORITY_NAMES.items()}
+_PRIORITY_BY_NAME: dict[str, Priority] = {name: priority for priority, name in PRIORITY_NAMES.items()}
 
 
 class JobRequest(msgspec.Struct, kw_only=True):

@@ -75,6 +75,14 @@ _LEAN_COLUMNS = (
     "result, cost_usd, compute_s"
 )
 _NULL_COLUMNS = "idempotency_key, pipeline, error, error_kind, stages"
+_LEAN_COUNT, _NULL_COUNT = len(_LEAN_COLUMNS.split(", ")), len(_NULL_COLUMNS.split(", "))
+
+
+def _marks(count: int) -> str:
+    """`count` parameters and the row's first end record, as an ended row's VALUES list."""
+    return f"({', '.join(['?'] * count)}, 1)"
+
+
 _ENDED_AGAIN = """ON CONFLICT(id) DO UPDATE SET
     status = excluded.status, attempts = excluded.attempts, started_at = excluded.started_at,
     ended_at = excluded.ended_at, worker_id = excluded.worker_id, device = excluded.device,
@@ -84,18 +92,18 @@ _ENDED_AGAIN = """ON CONFLICT(id) DO UPDATE SET
 """
 END_ROW_SQL = f"""
 INSERT INTO jobs ({_LEAN_COLUMNS}, {_NULL_COLUMNS}, end_records)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)
+VALUES {_marks(_LEAN_COUNT + _NULL_COUNT)}
 {_ENDED_AGAIN}"""
 # The commonest end: its NULLs are not bound one by one but left to the columns' defaults (binding
 # costs per value, a NULL about twice an int: `scheduler.journal.sqlite`).
 END_ROW_LEAN_SQL = f"""
 INSERT INTO jobs ({_LEAN_COLUMNS}, end_records)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)
+VALUES {_marks(_LEAN_COUNT)}
 {_ENDED_AGAIN}"""
 LEAN_ROWS = 16  # END_ROWS_LEAN_SQL's rows
 END_ROWS_LEAN_SQL = f"""
 INSERT INTO jobs ({_LEAN_COLUMNS}, end_records)
-VALUES {", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)"] * LEAN_ROWS)}
+VALUES {", ".join([_marks(_LEAN_COUNT)] * LEAN_ROWS)}
 {_ENDED_AGAIN}"""
 END_UPDATE_SQL = """
 UPDATE jobs SET status = ?, attempts = ?, started_at = ?, ended_at = ?, worker_id = ?, device = ?, inputs = NULL,
@@ -235,13 +243,16 @@ def end_record(job: Job) -> tuple[int, tuple[Any, ...]]:
     return END, end_params(job)
 
 
-_NO_NULL_COLUMNS = (None, None, None)  # error, error_kind, stages of a lean end
+_ENDING = slice(
+    _LEAN_COLUMNS.split(", ").index("status"), _LEAN_COUNT
+)  # of the lean columns, those an end sets
+_ERRORS = slice(_LEAN_COUNT + 2, _LEAN_COUNT + _NULL_COUNT)  # of the others: error, error_kind, stages
+_NO_ERRORS = (None, None, None)
 
 
 def update_params(kind: int, params: tuple[Any, ...]) -> tuple[Any, ...]:
     """An end's params (END or END_LEAN) for END_UPDATE_SQL: the job's row was written before."""
-    null_columns = _NO_NULL_COLUMNS if kind == END_LEAN else params[16:19]
-    return (*params[5:14], *null_columns, params[0])
+    return (*params[_ENDING], *(_NO_ERRORS if kind == END_LEAN else params[_ERRORS]), params[0])
 
 
 def stage_params(job: Job) -> tuple[Any, ...]:
