@@ -205,6 +205,11 @@ class Scheduler:
             )
         self.admission.close()
         self.dispatcher.stop()
+        # Nothing is sent to a child from now on: one that dies (a signal sent to the whole process
+        # group, as systemd's stop sends) is not started again only to be stopped.
+        self.worker_set.respawning = False
+        if self.render is not None:
+            self.render.respawning = False
 
     def cut_grace_short(self) -> None:
         """End the drain's grace period now (a second signal)."""

@@ -41,9 +41,11 @@ def watch_parent(parent_pid: int, interval_s: float = 1.0) -> None:
 
 
 def begin_child(parent_pid: int, name: str, log_level: str, log_format: str = "text") -> None:
-    """Die with the parent, ignore SIGINT (Ctrl-C reaches the whole group: the parent decides) and
-    log to stderr in the daemon's format (`workers.logs`) as `[name]`."""
+    """Die with the parent, ignore SIGINT and SIGTERM (Ctrl-C reaches the whole process group, and so
+    does systemd's stop: the parent decides, drains, and tells its children to stop) and log to stderr
+    in the daemon's format (`workers.logs`) as `[name]`."""
     die_with_parent(parent_pid)
     watch_parent(parent_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     configure_logging(log_level, log_format, name, sys.stderr)

@@ -135,6 +135,7 @@ class WorkerSet:
         self.timeouts = timeouts
         self.loop: asyncio.AbstractEventLoop | None = None
         self.simulated = False
+        self.respawning = True  # False once the shutdown has begun: no job is sent to a new worker
 
     def start(
         self,
@@ -193,7 +194,8 @@ class WorkerSet:
         return worker
 
     def supervise(self, now: float) -> None:
-        """The supervision policy applied to every worker: kill the silent, respawn the dead."""
+        """The supervision policy applied to every worker: kill the silent, respawn the dead (not once
+        the shutdown has begun: `respawning`)."""
         for worker in list(self.records.values()):
             if worker.retiring is not None:
                 if worker.state is WorkerState.DEAD:
@@ -208,7 +210,7 @@ class WorkerSet:
             if isinstance(action, Kill):
                 log.error("worker %s (pid %s) %s", worker.worker_id, worker.pid, action.reason)
                 worker.kill()
-            elif isinstance(action, Respawn):
+            elif isinstance(action, Respawn) and self.respawning:
                 self.spawn(worker.worker_id, worker.gpu_index, worker.watch.successor(now))
 
     async def wait_ready(self, timeout: float) -> None:

@@ -96,15 +96,20 @@ VALUES {_marks(_LEAN_COUNT + _NULL_COUNT)}
 {_ENDED_AGAIN}"""
 # The commonest end: its NULLs are not bound one by one but left to the columns' defaults (binding
 # costs per value, a NULL about twice an int: `scheduler.journal.sqlite`).
-END_ROW_LEAN_SQL = f"""
+MAX_LEAN_ROWS = 64  # the most lean rows one INSERT writes (`executions`); 896 parameters, under 999
+
+
+def end_rows_lean_sql(count: int) -> str:
+    """One INSERT of `count` lean rows (`executions` writes up to `MAX_LEAN_ROWS` so; sqlite3 keeps
+    each count's statement once prepared)."""
+    return f"""
 INSERT INTO jobs ({_LEAN_COLUMNS}, end_records)
-VALUES {_marks(_LEAN_COUNT)}
+VALUES {", ".join([_marks(_LEAN_COUNT)] * count)}
 {_ENDED_AGAIN}"""
-LEAN_ROWS = 16  # END_ROWS_LEAN_SQL's rows
-END_ROWS_LEAN_SQL = f"""
-INSERT INTO jobs ({_LEAN_COLUMNS}, end_records)
-VALUES {", ".join([_marks(_LEAN_COUNT)] * LEAN_ROWS)}
-{_ENDED_AGAIN}"""
+
+
+END_ROW_LEAN_SQL = end_rows_lean_sql(1)
+_END_ROWS_LEAN_SQL = [""] + [end_rows_lean_sql(count) for count in range(1, MAX_LEAN_ROWS + 1)]
 END_UPDATE_SQL = """
 UPDATE jobs SET status = ?, attempts = ?, started_at = ?, ended_at = ?, worker_id = ?, device = ?, inputs = NULL,
                 result = ?, cost_usd = ?, compute_s = ?, error = ?, error_kind = ?, stages = ?,
@@ -300,20 +305,16 @@ def statements(records: list[tuple[int, tuple[Any, ...]]]) -> list[tuple[int, tu
 
 def executions(kind: int, params: list[tuple[Any, ...]]) -> list[tuple[str, Any, bool]]:
     """How a run of one kind's statements is executed: (SQL, params, many), `executemany` when many,
-    else `execute`. Lean rows go `LEAN_ROWS` to a statement (`END_ROWS_LEAN_SQL`): SQLite steps once
-    for them all, where `executemany` steps once a row, each step letting go of the GIL and taking it
-    back (raw, 32 rows a commit: 6.2 → 5.5 µs a row)."""
-    sql = SQL_BY_KIND[kind]
-    if kind != END_ROW_LEAN or len(params) < LEAN_ROWS:
-        return [(sql, params, True)]
-    whole = len(params) - len(params) % LEAN_ROWS
-    done: list[tuple[str, Any, bool]] = [
-        (END_ROWS_LEAN_SQL, tuple(chain.from_iterable(params[start : start + LEAN_ROWS])), False)
-        for start in range(0, whole, LEAN_ROWS)
+    else `execute`. Lean rows go in one INSERT, `MAX_LEAN_ROWS` at most, so that a commit of ends
+    steps once (and the writer commits it without BEGIN and COMMIT, two steps more): each step lets
+    go of the GIL and takes it back, and under load, with the loop holding the GIL, taking it back is
+    often a futex wait and a switch. `executemany` steps once a row."""
+    if kind != END_ROW_LEAN:
+        return [(SQL_BY_KIND[kind], params, True)]
+    return [
+        (_END_ROWS_LEAN_SQL[len(chunk)], tuple(chain.from_iterable(chunk)), False)
+        for chunk in (params[start : start + MAX_LEAN_ROWS] for start in range(0, len(params), MAX_LEAN_ROWS))
     ]
-    if whole < len(params):
-        done.append((sql, params[whole:], True))
-    return done
 
 
 def _blob(value: Any) -> bytearray:

@@ -124,8 +124,12 @@ class SqliteJournal:
         return open_jobs
 
     def _connect(self, check_same_thread: bool = True) -> sqlite3.Connection:
-        connection = sqlite3.connect(
-            self.path, isolation_level=None, check_same_thread=check_same_thread, timeout=30.0
+        connection = sqlite3.connect(  # statements kept prepared: the writer's take 70 (`rows.executions`)
+            self.path,
+            isolation_level=None,
+            check_same_thread=check_same_thread,
+            timeout=30.0,
+            cached_statements=256,
         )
         connection.execute(f"PRAGMA synchronous={self.synchronous}")
         connection.execute("PRAGMA busy_timeout=30000")

@@ -35,6 +35,7 @@ MEASURE_EVERY_S = 0.05
 RETRY_S = 1.0
 WAL_SIZE_LIMIT = 64 * 1024 * 1024  # a WAL grown larger (a long backup held checkpoints back) is cut back
 
+MEASURE_SQL = "SELECT * FROM pragma_page_count(), pragma_freelist_count()"
 NTH_OLDEST_ENDED_SQL = (
     "SELECT ended_at FROM jobs WHERE ended_at IS NOT NULL ORDER BY ended_at LIMIT 1 OFFSET ?"
 )
@@ -80,9 +81,9 @@ class Upkeep:
     def measure(self, connection: sqlite3.Connection) -> None:
         if not self._page_size:
             self._page_size = int(connection.execute("PRAGMA page_size").fetchone()[0])
-        pages = int(connection.execute("PRAGMA page_count").fetchone()[0])
-        self.free_pages = int(connection.execute("PRAGMA freelist_count").fetchone()[0])
-        self.used_bytes = (pages - self.free_pages) * self._page_size
+        pages, free = connection.execute(MEASURE_SQL).fetchone()  # one step: the GIL let go once
+        self.free_pages = int(free)
+        self.used_bytes = (int(pages) - self.free_pages) * self._page_size
         self._measured_at = time.monotonic()
         self._unmeasured = False
         if not self.max_bytes:

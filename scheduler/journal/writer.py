@@ -143,14 +143,21 @@ class Writer:
         changes = connection.total_changes
         try:
             records = statements([record for group in groups for record in group.records])
-            connection.execute("BEGIN")
-            for kind, run in groupby(records, key=_KIND):  # consecutive records of one kind: together
-                for sql, params, many in executions(kind, list(map(_PARAMS, run))):
+            runs = [  # consecutive records of one kind: together
+                execution
+                for kind, run in groupby(records, key=_KIND)
+                for execution in executions(kind, list(map(_PARAMS, run)))
+            ]
+            if len(runs) == 1 and not runs[0][2]:  # one statement: its own transaction
+                connection.execute(runs[0][0], runs[0][1])
+            else:
+                connection.execute("BEGIN")
+                for sql, params, many in runs:
                     if many:
                         connection.executemany(sql, params)
                     else:
                         connection.execute(sql, params)
-            connection.execute("COMMIT")
+                connection.execute("COMMIT")
         except Exception as exc:  # not only sqlite3.Error: whatever it is, the waiting submitters hear of it
             error = exc
             with contextlib.suppress(sqlite3.Error):

@@ -72,6 +72,7 @@ class RenderService:
         self.child: ChildProcess | None = None
         self.watch = ChildWatch("render", state=WorkerState.STOPPED)
         self.running = False
+        self.respawning = True  # False once the shutdown has begun: no render is sent to a new process
         self.browser_available: bool | None = None
         self.browser_error: str | None = None
         self.in_flight: dict[str, InFlight] = {}
@@ -140,14 +141,15 @@ class RenderService:
         self.child = child
 
     def supervise(self, now: float) -> None:
-        """The supervision policy applied to the render process (called on the scheduler's tick)."""
+        """The supervision policy applied to the render process (called on the scheduler's tick); a
+        dead one is not respawned once the shutdown has begun (`respawning`)."""
         if not self.running:
             return
         action = next_action(self.watch, now, self.timeouts)
         if isinstance(action, Kill):
             log.error("the render process (pid %s) %s", self.child.pid if self.child else None, action.reason)
             self.kill()
-        elif isinstance(action, Respawn):
+        elif isinstance(action, Respawn) and self.respawning:
             self._spawn(self.watch.successor(now))
 
     async def stop(self) -> None:

@@ -271,6 +271,16 @@ def test_supervise_replaces_a_dead_worker_once_its_respawn_time_comes(pool: Pool
     assert pool.messages == [(new, b"ready")]
 
 
+def test_supervise_does_not_respawn_once_respawning_is_over(pool: Pool) -> None:
+    now = time.monotonic()
+    old = pool.workers["cpu-w0"]
+    old.watch.ready(now)
+    old.watch.exited(now, -9)
+    pool.worker_set.respawning = False  # the shutdown has begun (`Scheduler.begin_shutdown`)
+    pool.worker_set.supervise(now + 3600)
+    assert pool.workers["cpu-w0"] is old and len(pool.launcher.launches) == 2
+
+
 def test_a_worker_that_keeps_failing_to_boot_waits_its_back_off(pool: Pool) -> None:
     now = time.monotonic()
     old = pool.workers["gpu0-w0"]

@@ -132,3 +132,24 @@ def test_a_hung_worker_is_killed_after_the_heartbeat_timeout_and_its_job_runs_ag
             assert new.pid is not None and new.pid != old.pid and alive(new.pid)
 
     asyncio.run(scenario())
+
+
+def test_a_worker_that_dies_once_the_shutdown_has_begun_is_not_respawned(
+    make_scheduler: Callable[..., Scheduler],
+) -> None:
+    """A stop signal sent to the whole process group (systemd's stop, a terminal's Ctrl+C) reaches
+    the workers as it reaches the daemon: one that ends is not started again only to be stopped."""
+
+    async def scenario() -> None:
+        scheduler = make_scheduler(fault_settings())
+        async with scheduler:
+            await scheduler.wait_ready(60)
+            old = scheduler.workers["cpu-w0"]
+            assert old.pid is not None
+            scheduler.begin_shutdown()
+            signal_worker(old.pid, signal.SIGKILL)
+            await until(lambda: old.state == "dead", message="death noticed")
+            scheduler.supervision.tick(time.monotonic() + 3600)  # long past any respawn time
+            assert scheduler.workers["cpu-w0"] is old and old.state == "dead"
+
+    asyncio.run(scenario())

@@ -18,6 +18,7 @@ from importlib import metadata
 from pathlib import Path
 
 import psutil
+import pytest
 
 from scheduler.client import Client
 from tests.http.conftest import TOKEN
@@ -273,11 +274,18 @@ def test_a_bad_configuration_stops_the_daemon_with_the_key_named(tmp_path: Path)
         assert len(result.stderr.strip().splitlines()) == 1, result.stderr
 
 
-def test_sigterm_drains_then_exits_0_and_leaves_no_child(tmp_path: Path) -> None:
+@pytest.mark.parametrize("to_group", [False, True], ids=["to-the-daemon", "to-its-process-group"])
+def test_sigterm_drains_then_exits_0_and_leaves_no_child(tmp_path: Path, to_group: bool) -> None:
     """SIGTERM: readiness and new submissions answer 503 at once, the running job still ends and its
     request gets the result, the event stream of a job that never ran ends with `shutdown`, then the
-    daemon exits 0 and its workers are gone."""
-    with running_daemon(tmp_path) as daemon, daemon.client() as http, daemon.client() as waiting_http:
+    daemon exits 0 and its workers are gone. The same when the signal reaches the whole process group
+    (systemd's stop, a terminal's Ctrl+C): the children leave it to the daemon, and none is started
+    again during the drain."""
+    with (
+        running_daemon(tmp_path, MODELSCHED_LOG_LEVEL="info") as daemon,
+        daemon.client() as http,
+        daemon.client() as waiting_http,
+    ):
         with ThreadPoolExecutor(2) as pool, Client(daemon.url) as client:
             infer = pool.submit(waiting_http.post, "/models/sleep/infer", json={"inputs": {"ms": 3000}})
             until_sync(
@@ -290,7 +298,10 @@ def test_sigterm_drains_then_exits_0_and_leaves_no_child(tmp_path: Path) -> None
             streamed = pool.submit(lambda: [event.event for event in never_runs.events()])
             children = psutil.Process(daemon.process.pid).children(recursive=True)
             assert children
-            daemon.process.send_signal(signal.SIGTERM)
+            if to_group:  # the group this test started the daemon in (`running_daemon`)
+                os.killpg(daemon.process.pid, signal.SIGTERM)
+            else:
+                daemon.process.send_signal(signal.SIGTERM)
             until_sync(lambda: http.get("/readyz").status_code == 503, timeout=5, message="readiness 503")
             refused = http.post("/jobs", json={"model": "echo", "inputs": 1})
             assert refused.status_code == 503 and refused.json()["error"] == "not_accepting"
@@ -298,6 +309,7 @@ def test_sigterm_drains_then_exits_0_and_leaves_no_child(tmp_path: Path) -> None
             assert streamed.result(timeout=30) == ["queued", "shutdown"]
         assert answer.status_code == 200 and answer.json()["result"] == {"slept_ms": 3000.0}, answer.text
         assert daemon.process.wait(30) == 0, daemon.log()
+        assert daemon.log().count("worker cpu-w0 ready") == 1, daemon.log()  # never respawned
 
         def all_gone() -> bool:
             return not any(

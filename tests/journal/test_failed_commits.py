@@ -28,7 +28,8 @@ def settings(journal: Path, **options: object) -> Settings:
 
 
 class FailingCommit:
-    """A connection whose COMMIT fails as on a full disk; everything else goes through."""
+    """A connection whose commits fail as on a full disk: COMMIT, and a statement that is its own
+    transaction (the writer runs a commit of one statement without BEGIN); everything else goes through."""
 
     def __init__(self, connection: sqlite3.Connection) -> None:
         self.connection = connection
@@ -38,7 +39,7 @@ class FailingCommit:
         return self.connection.total_changes
 
     def execute(self, sql: str, *args: object) -> sqlite3.Cursor:
-        if sql == "COMMIT":
+        if sql == "COMMIT" or (sql != "BEGIN" and not self.connection.in_transaction):
             raise sqlite3.OperationalError("database or disk is full (test)")
         return self.connection.execute(sql, *args)
 

@@ -420,13 +420,12 @@ def test_a_lean_end_writes_the_row_a_whole_one_writes() -> None:
 
 
 def test_lean_rows_written_many_to_a_statement_are_the_rows_one_at_a_time() -> None:
-    """A commit's run of lean rows goes `LEAN_ROWS` to a statement, the rest one by one
+    """A commit's run of lean rows goes `MAX_LEAN_ROWS` to a statement, the rest in one more
     (`rows.executions`); the rows are those `executemany` writes, an upsert of a row written before
     included."""
     from scheduler.journal.rows import (
         END_ROW_LEAN,
-        END_ROWS_LEAN_SQL,
-        LEAN_ROWS,
+        MAX_LEAN_ROWS,
         SCHEMA,
         SQL_BY_KIND,
         end_record,
@@ -439,7 +438,7 @@ def test_lean_rows_written_many_to_a_statement_are_the_rows_one_at_a_time() -> N
             attempts=1, created_at=1.0, started_at=2.0, ended_at=3.0, worker_id="w", device="cpu",
         )  # fmt: skip
 
-    count = 2 * LEAN_ROWS + 3
+    count = 2 * MAX_LEAN_ROWS + 11
     connections = []
     for together in (True, False):
         connection = sqlite3.connect(":memory:", isolation_level=None)
@@ -450,7 +449,8 @@ def test_lean_rows_written_many_to_a_statement_are_the_rows_one_at_a_time() -> N
         params = [end_record(ended(f"j{n}"))[1] for n in range(count)]
         done = executions(END_ROW_LEAN, params) if together else [(SQL_BY_KIND[END_ROW_LEAN], params, True)]
         if together:
-            assert [sql == END_ROWS_LEAN_SQL for sql, _, _ in done] == [True, True, False]
+            assert [len(values) // len(params[0]) for _, values, _ in done] == [MAX_LEAN_ROWS] * 2 + [11]
+            assert not any(many for _, _, many in done)
         for sql, values, many in done:
             (connection.executemany if many else connection.execute)(sql, values)
         connections.append(connection)

@@ -16,7 +16,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import signal
 import socket
 import sys
 from collections.abc import Iterator
@@ -120,8 +119,7 @@ def front_main(config_bytes: bytes, inbox: Connection, outbox: Connection, liste
     except msgspec.DecodeError as exc:
         print(f"modelsched front: unreadable config: {exc}", file=sys.stderr, flush=True)
         os._exit(EXIT_BOOT_FAILED)
-    begin_child(config.parent_pid, config.name, config.log_level, config.log_format)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    begin_child(config.parent_pid, config.name, config.log_level, config.log_format)  # ignores SIGTERM
     try:
         import uvloop
 
