@@ -167,11 +167,13 @@ class History:
             if job.ended_at is None:
                 continue
             latency = job.ended_at - job.created_at
+            if latency < 0.0:
+                latency = 0.0
             self._ended += 1
             if len(latencies) < MAX_LATENCIES:
-                latencies.append(latency if latency > 0.0 else 0.0)
+                latencies.append(latency)
             elif (slot := random.randrange(self._ended)) < MAX_LATENCIES:
-                latencies[slot] = latency if latency > 0.0 else 0.0
+                latencies[slot] = latency
 
     def tick(self, now: float) -> None:
         if self._last_at is None:

@@ -94,8 +94,6 @@ END_ROW_SQL = f"""
 INSERT INTO jobs ({_LEAN_COLUMNS}, {_NULL_COLUMNS}, end_records)
 VALUES {_marks(_LEAN_COUNT + _NULL_COUNT)}
 {_ENDED_AGAIN}"""
-# The commonest end: its NULLs are not bound one by one but left to the columns' defaults (binding
-# costs per value, a NULL about twice an int: `scheduler.journal.sqlite`).
 MAX_LEAN_ROWS = 64  # the most lean rows one INSERT writes (`executions`); 896 parameters, under 999
 
 
@@ -108,8 +106,10 @@ VALUES {", ".join([_marks(_LEAN_COUNT)] * count)}
 {_ENDED_AGAIN}"""
 
 
-END_ROW_LEAN_SQL = end_rows_lean_sql(1)
 _END_ROWS_LEAN_SQL = [""] + [end_rows_lean_sql(count) for count in range(1, MAX_LEAN_ROWS + 1)]
+# The commonest end: its NULLs are not bound one by one but left to the columns' defaults (binding
+# costs per value, a NULL about twice an int: `scheduler.journal.sqlite`).
+END_ROW_LEAN_SQL = _END_ROWS_LEAN_SQL[1]
 END_UPDATE_SQL = """
 UPDATE jobs SET status = ?, attempts = ?, started_at = ?, ended_at = ?, worker_id = ?, device = ?, inputs = NULL,
                 result = ?, cost_usd = ?, compute_s = ?, error = ?, error_kind = ?, stages = ?,

@@ -241,10 +241,10 @@ class SqliteJournal:
         return None
 
     def check_room(self) -> None:
-        """Raises JournalError when the journal cannot take a job now (`problem`). (Once per job: the
-        two conditions looked at here, the reason only made when one holds.)"""
-        if self.failing is not None or self.upkeep.full:
-            raise JournalError(self.problem() or "the journal cannot take jobs")
+        """Raises JournalError when the journal cannot take a job now (`problem`)."""
+        problem = self.problem()
+        if problem is not None:
+            raise JournalError(problem)
 
     def status(self) -> JournalStatus:
         upkeep = self.upkeep

@@ -36,12 +36,15 @@ def test_a_sample_holds_rates_percentiles_queues_cards_costs_and_processes() -> 
     costs = CostLedger({"cpu": 0.5})
     history = History(table, {}, inventory, costs, interval_s=2.0, window_s=6.0)
     history.tick(100.0)  # the first interval starts
-    for n in range(98):
-        history.on_jobs_end([ended(f"c{n}", "echo", JobStatus.COMPLETED, 0.010)])
-    history.on_jobs_end([ended("slow", "echo", JobStatus.COMPLETED, 2.0)])
-    history.on_jobs_end([ended("e", "echo", JobStatus.ERROR, 0.010)])
-    history.on_jobs_end([ended("x", "echo", JobStatus.CANCELLED, 50.0)])  # no latency, no rate
-    history.on_jobs_end([ended("p.0", "stage", JobStatus.COMPLETED, 1.0, parent_id="p")])  # its pipeline's
+    history.on_jobs_end(  # told in bulk, as `JobEndings.tally` tells them
+        [
+            *(ended(f"c{n}", "echo", JobStatus.COMPLETED, 0.010) for n in range(98)),
+            ended("slow", "echo", JobStatus.COMPLETED, 2.0),
+            ended("e", "echo", JobStatus.ERROR, 0.010),
+            ended("x", "echo", JobStatus.CANCELLED, 50.0),  # no latency, no rate
+            ended("p.0", "stage", JobStatus.COMPLETED, 1.0, parent_id="p"),  # its pipeline's
+        ]
+    )
     costs.charge("echo", None, 3.0)  # $1.50 in the interval
     history.tick(101.0)
     assert not history.samples  # not 2 s yet
